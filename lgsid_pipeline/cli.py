@@ -1,0 +1,199 @@
+"""The ``lgsid`` command: register cities, materialize, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
+from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
+from lgsid_pipeline.warehouse import TableNotFoundError, Warehouse
+
+
+class CliError(Exception):
+    """An error worth one clear line and exit code 2."""
+
+
+def _cmd_add_city(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.runner import get_instance, sync_city_partitions
+
+    validate_city_slug(args.slug)
+    path = check_source_path(args.source, Path(args.path))
+    config = CityConfig(slug=args.slug, source=args.source, path=str(path),
+                        boundaries=args.boundaries, encoding=args.encoding,
+                        display_name=args.name)
+    registry = CityRegistry()
+    registry.add(config)
+    sync_city_partitions(get_instance(), registry)
+    print(f"registered city {args.slug!r}: {args.source} from {path}")
+    return 0
+
+
+def _cmd_cities(args: argparse.Namespace) -> int:
+    cities = CityRegistry().all()
+    if args.json:
+        print(json.dumps([c.__dict__ for c in cities], indent=2))
+    else:
+        for c in cities:
+            print(f"{c.slug:20s} {c.source:16s} {c.path}")
+    return 0
+
+
+def _cmd_remove_city(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.runner import get_instance
+
+    registry = CityRegistry()
+    registry.remove(args.slug)
+    instance = get_instance()
+    if args.slug in instance.get_dynamic_partitions("city"):
+        instance.delete_dynamic_partition("city", args.slug)
+    removed = Warehouse().delete_city(args.slug) if args.delete_data else 0
+    print(f"removed city {args.slug!r}" + (f" and {removed} table files" if removed else ""))
+    return 0
+
+
+def _run(cities: list[str], select: str | None, parallel: int) -> int:
+    from lgsid_pipeline.runner import materialize_cities
+
+    started = time.perf_counter()
+    results = materialize_cities(cities, select=select, parallel=parallel)
+    seconds = time.perf_counter() - started
+    for r in results:
+        state = "ok" if r.success else f"FAILED ({', '.join(r.failed_steps) or 'see the UI'})"
+        print(f"{r.city}: {state}  run {r.run_id}")
+    print(f"materialized {len(results)} cities in {seconds:.1f}s")
+    return 0 if all(r.success for r in results) else 1
+
+
+def _cmd_materialize(args: argparse.Namespace) -> int:
+    registry = CityRegistry()
+    cities = args.city or [c.slug for c in registry.all()]
+    if not cities:
+        raise CliError("no cities registered; add one with `lgsid add-city` or run `lgsid demo`")
+    return _run(cities, args.select, args.parallel)
+
+
+def _print_counts(cities: list[str]) -> None:
+    from lgsid_pipeline.report import city_report
+
+    warehouse = Warehouse()
+    print(f"{'city':16s} {'items':>8s} {'interactions':>13s} {'quarantined':>12s} "
+          f"{'admin L1':>9s} {'admin L2':>9s}")
+    for city in cities:
+        r = city_report(warehouse, city)
+        items, inter = r.get("items", {}), r.get("interactions", {})
+        print(f"{city:16s} {items.get('rows', 0):>8d} {inter.get('rows', 0):>13d} "
+              f"{sum(r['quarantine'].values()):>12d} {items.get('admin_level1_share', 0):>9.1%} "
+              f"{items.get('admin_level2_share', 0):>9.1%}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.runner import get_instance, sync_city_partitions
+    from lgsid_pipeline.sources.synthetic import DEMO_CITIES, generate_city
+
+    registry = CityRegistry()
+    for slug, spec in DEMO_CITIES.items():
+        folder = lgsid_home() / "synthetic" / slug
+        if not (folder / "manifest.json").is_file():
+            counts = generate_city(spec, folder)
+            print(f"generated {slug}: {counts['items']} items, {counts['checkins']} check-ins")
+        registry.add(CityConfig(slug=slug, source="synthetic", path=str(folder),
+                                display_name=spec.name))
+    sync_city_partitions(get_instance(), registry)
+    code = _run(list(DEMO_CITIES), None, args.parallel)
+    _print_counts(list(DEMO_CITIES))
+    print("\nOpen the Dagster UI with `make ui` (http://127.0.0.1:3000); "
+          "figures per city: `lgsid report --city <slug> --json`.")
+    return code
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.report import city_report
+
+    config = CityRegistry().get(args.city)
+    report = city_report(Warehouse(), args.city,
+                         source={"kind": config.source, "path": config.path})
+    if "items" not in report:
+        raise CliError(f"city {args.city!r} has no materialized items yet; run "
+                       f"`lgsid materialize --city {args.city}`")
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for section, values in report.items():
+            print(f"{section}: {values}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.sources.synthetic import SyntheticCitySpec, generate_city
+
+    spec = SyntheticCitySpec(name=args.name, seed=args.seed, n_items=args.items)
+    counts = generate_city(spec, Path(args.out))
+    print(json.dumps(counts))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lgsid", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate the synthetic demo cities and materialize them")
+    p.add_argument("--parallel", type=int, default=2, help="cities run at once")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("add-city", help="register a city partition and its data source")
+    p.add_argument("slug")
+    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("--path", required=True, help="source file or folder")
+    p.add_argument("--boundaries", default=None,
+                   help="admin boundaries: nyc, tokyo, or a folder (default: detect)")
+    p.add_argument("--encoding", default="auto", choices=ENCODINGS)
+    p.add_argument("--name", default=None, help="display name used in prompts")
+    p.set_defaults(func=_cmd_add_city)
+
+    p = sub.add_parser("remove-city", help="unregister a city")
+    p.add_argument("slug")
+    p.add_argument("--delete-data", action="store_true", help="also delete its tables")
+    p.set_defaults(func=_cmd_remove_city)
+
+    p = sub.add_parser("cities", help="list registered cities")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_cities)
+
+    p = sub.add_parser("materialize", help="materialize per-city assets")
+    p.add_argument("--city", action="append", help="city slug (repeatable; default: all)")
+    p.add_argument("--select", default=None,
+                   help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
+                        "'raw_items,items' (default: every per-city asset)")
+    p.add_argument("--parallel", type=int, default=2, help="cities run at once")
+    p.set_defaults(func=_cmd_materialize)
+
+    p = sub.add_parser("report", help="latest figures of one city")
+    p.add_argument("--city", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("synth", help="write a synthetic city's source files to a folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", default="Synthville")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--items", type=int, default=2000)
+    p.set_defaults(func=_cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lgsid`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, InvalidCityError, FileNotFoundError, TableNotFoundError, ValueError) as exc:
+        print(f"lgsid: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

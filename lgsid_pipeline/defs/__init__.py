@@ -1,0 +1,1 @@
+"""Dagster-only code: thin assets, checks and automation over the library."""

@@ -1,0 +1,107 @@
+"""The ingest stage as plain functions: source -> raw tables -> clean items and interactions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lgsid_pipeline.cities import CityConfig, check_source_path
+from lgsid_pipeline.cleaning import (
+    Validated,
+    assign_brands,
+    content_hash,
+    validate_interactions,
+    validate_items,
+)
+from lgsid_pipeline.config import shared_data_dir
+from lgsid_pipeline.geo.admin import (
+    BoundarySet,
+    assign_admin,
+    detect_boundary_set,
+    folder_boundary_set,
+    named_boundary_sets,
+)
+from lgsid_pipeline.sources.base import SourceData
+from lgsid_pipeline.sources.tables import GOWALLA_LAYOUT, SYNTHETIC_LAYOUT, read_table_source
+from lgsid_pipeline.sources.tsmc import read_tsmc
+
+# Columns whose change means an item must be re-encoded later.
+CONTENT_COLUMNS = ["name", "category", "brand", "latitude", "longitude", "admin_l1_name",
+                   "admin_l2_name", "admin_l3_code"]
+
+
+def read_city_source(config: CityConfig) -> SourceData:
+    """Read a registered city's source into raw items and raw interactions."""
+    path = check_source_path(config.source, Path(config.path))
+    default_name = config.display_name or config.slug.replace("-", " ").title()
+    if config.source == "foursquare-tsmc":
+        data = read_tsmc(path, encoding=config.encoding)
+        data.display_name = default_name
+    elif config.source == "gowalla":
+        data = read_table_source(path, GOWALLA_LAYOUT, default_name)
+    else:
+        data = read_table_source(path, SYNTHETIC_LAYOUT, default_name)
+    if config.display_name:
+        data.display_name = config.display_name
+    return data
+
+
+def boundaries_for(config: CityConfig, lat: np.ndarray, lon: np.ndarray) -> BoundarySet:
+    """The admin boundaries of a city: its own polygons, a named region, or auto-detected."""
+    choice = config.boundaries
+    if config.source == "synthetic" and choice is None:
+        return folder_boundary_set(Path(config.path))
+    real = named_boundary_sets(shared_data_dir() / "boundaries")
+    if choice in real:
+        return real[choice]
+    if choice is not None:
+        folder = Path(choice)
+        if folder.is_dir():
+            named = named_boundary_sets(folder)
+            present = {k: v for k, v in named.items() if v.level1.path.is_file()}
+            if present:
+                return detect_boundary_set(present, lat, lon)
+            return folder_boundary_set(folder, folder.name)
+        raise FileNotFoundError(f"boundaries {choice!r} is neither a known region "
+                                f"({', '.join(real)}) nor a folder")
+    return detect_boundary_set(real, lat, lon)
+
+
+def clean_items(raw_items: pd.DataFrame, config: CityConfig, display_name: str) -> Validated:
+    """Validate raw items, then add admin levels, brand key and content hash."""
+    validated = validate_items(raw_items, config.slug)
+    items = validated.clean
+    if not items.empty:
+        lat = items["latitude"].to_numpy()
+        lon = items["longitude"].to_numpy()
+        admin = assign_admin(lat, lon, boundaries_for(config, lat, lon))
+        items = pd.concat([items.reset_index(drop=True), admin], axis=1)
+    else:
+        for column in ("admin_l1_code", "admin_l1_name", "admin_l2_code", "admin_l2_name",
+                       "admin_l3_code", "h3_cell"):
+            items[column] = pd.Series(dtype="string")
+        items["outside"] = pd.Series(dtype=bool)
+    items["brand"] = assign_brands(items)
+    items["city_name"] = pd.Series([display_name] * len(items), dtype="string")
+    items["content_hash"] = content_hash(items, CONTENT_COLUMNS)
+    ordered = ["city", "item_id", "name", "category", "category_id", "brand", "brand_raw",
+               "latitude", "longitude", "admin_l1_code", "admin_l1_name", "admin_l2_code",
+               "admin_l2_name", "admin_l3_code", "h3_cell", "outside", "city_name", "origin",
+               "content_hash", "source_row"]
+    return Validated(clean=items[ordered], quarantine=validated.quarantine)
+
+
+def clean_interactions(raw_interactions: pd.DataFrame, items: pd.DataFrame,
+                       city: str) -> Validated:
+    """Validate raw interactions against the clean items of the same city."""
+    return validate_interactions(raw_interactions, items["item_id"], city)
+
+
+def raw_tables(config: CityConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw items and raw interactions of a city, each row tagged with the city."""
+    data = read_city_source(config)
+    items = data.items.assign(city=config.slug, city_name=data.display_name)
+    interactions = data.interactions.assign(city=config.slug)
+    return items, interactions

@@ -1,0 +1,56 @@
+"""Data-quality checks as plain functions; the Dagster layer turns them into asset checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class CheckOutcome:
+    """Whether a check passed, a one-line description, and figures to show with it."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def check_schema(frame: pd.DataFrame, expected: Sequence[str]) -> CheckOutcome:
+    """The table has every expected column."""
+    missing = [c for c in expected if c not in frame.columns]
+    return CheckOutcome(not missing, f"missing columns: {missing}" if missing else "schema ok",
+                        {"columns": len(frame.columns), "missing": ", ".join(missing)})
+
+
+def check_coordinates(frame: pd.DataFrame) -> CheckOutcome:
+    """Every latitude is in [-90, 90] and every longitude in [-180, 180]."""
+    bad = ~(frame["latitude"].between(-90, 90) & frame["longitude"].between(-180, 180))
+    n_bad = int(bad.sum())
+    return CheckOutcome(n_bad == 0, f"{n_bad} rows with coordinates out of range",
+                        {"out_of_range": n_bad})
+
+
+def check_unique(frame: pd.DataFrame, key: Sequence[str]) -> CheckOutcome:
+    """No two rows share the key."""
+    n_dup = int(frame.duplicated(list(key)).sum())
+    return CheckOutcome(n_dup == 0, f"{n_dup} duplicate {'/'.join(key)} values",
+                        {"duplicates": n_dup})
+
+
+def check_quarantine_rate(n_clean: int, n_quarantined: int, max_rate: float) -> CheckOutcome:
+    """The quarantined share of raw rows is at most ``max_rate``."""
+    total = n_clean + n_quarantined
+    rate = n_quarantined / total if total else 0.0
+    return CheckOutcome(rate <= max_rate,
+                        f"quarantine rate {rate:.4f} (limit {max_rate:.4f})",
+                        {"quarantine_rate": rate, "limit": max_rate,
+                         "quarantined": n_quarantined, "raw": total})
+
+
+def check_reconciles(n_raw: int, n_clean: int, n_quarantined: int) -> CheckOutcome:
+    """Every raw row is either clean or quarantined: raw = clean + quarantined."""
+    ok = n_raw == n_clean + n_quarantined
+    return CheckOutcome(ok, f"raw {n_raw} = clean {n_clean} + quarantined {n_quarantined}: {ok}",
+                        {"raw": n_raw, "clean": n_clean, "quarantined": n_quarantined})

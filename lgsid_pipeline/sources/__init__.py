@@ -1,0 +1,1 @@
+"""Dataset readers: synthetic demo cities, Gowalla New York, Foursquare TSMC2014."""
