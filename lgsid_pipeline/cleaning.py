@@ -12,7 +12,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 QUARANTINE_COLUMNS: tuple[str, ...] = ("city", "table_name", "source_row", "reason", "detail")

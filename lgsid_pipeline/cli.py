@@ -55,14 +55,18 @@ def _cmd_remove_city(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(cities: list[str], select: str | None, parallel: int) -> int:
+def _run(cities: list[str], select: str | None, parallel: int,
+         max_quarantine_rate: float | None = None) -> int:
     from lgsid_pipeline.runner import materialize_cities
 
     started = time.perf_counter()
-    results = materialize_cities(cities, select=select, parallel=parallel)
+    results = materialize_cities(cities, select=select, parallel=parallel,
+                                 max_quarantine_rate=max_quarantine_rate)
     seconds = time.perf_counter() - started
     for r in results:
         state = "ok" if r.success else f"FAILED ({', '.join(r.failed_steps) or 'see the UI'})"
+        if r.failed_checks:
+            state += f"; failed checks: {', '.join(r.failed_checks)}"
         print(f"{r.city}: {state}  run {r.run_id}")
     print(f"materialized {len(results)} cities in {seconds:.1f}s")
     return 0 if all(r.success for r in results) else 1
@@ -73,7 +77,7 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
     cities = args.city or [c.slug for c in registry.all()]
     if not cities:
         raise CliError("no cities registered; add one with `lgsid add-city` or run `lgsid demo`")
-    return _run(cities, args.select, args.parallel)
+    return _run(cities, args.select, args.parallel, args.max_quarantine_rate)
 
 
 def _print_counts(cities: list[str]) -> None:
@@ -169,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
                         "'raw_items,items' (default: every per-city asset)")
     p.add_argument("--parallel", type=int, default=2, help="cities run at once")
+    p.add_argument("--max-quarantine-rate", type=float, default=None,
+                   help="quarantine share above which the blocking checks fail (default 0.25)")
     p.set_defaults(func=_cmd_materialize)
 
     p = sub.add_parser("report", help="latest figures of one city")

@@ -27,7 +27,7 @@ def validate_city_slug(slug: str) -> str:
 
 
 def lgsid_home() -> Path:
-    """Root of the warehouse, model store and reports (``LGSID_HOME``, default ``<repo>/.lgsid``)."""
+    """Root of warehouse, model store and reports (``LGSID_HOME``, default ``<repo>/.lgsid``)."""
     return Path(os.environ.get("LGSID_HOME", REPO_ROOT / ".lgsid")).expanduser().resolve()
 
 
@@ -37,7 +37,7 @@ def dagster_home() -> Path:
 
 
 def shared_data_dir() -> Path:
-    """Folder with the real reference data (``LGSID_SHARED_DATA``, default ``<repo>/../shared/data``)."""
+    """The real reference data (``LGSID_SHARED_DATA``, default ``<repo>/../shared/data``)."""
     default = REPO_ROOT.parent / "shared" / "data"
     return Path(os.environ.get("LGSID_SHARED_DATA", default)).expanduser().resolve()
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from lgsid_pipeline.defs.ingest import interactions, items, raw_city_tables
-from lgsid_pipeline.defs.resources import LgsidResource, city_partitions
+from lgsid_pipeline.defs.resources import LgsidResource
 
 CITY_JOB_NAME = "city_pipeline"
 
 city_job = dg.define_asset_job(
     CITY_JOB_NAME,
     selection=dg.AssetSelection.all(),
-    partitions_def=city_partitions,
     description="Every per-city asset, for one city partition.",
 )
 

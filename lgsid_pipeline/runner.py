@@ -21,6 +21,7 @@ class CityRunResult:
     run_id: str
     success: bool
     failed_steps: list[str]
+    failed_checks: list[str]
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -75,6 +76,7 @@ def materialize_cities(
     instance: dg.DagsterInstance | None = None,
     parallel: int = 2,
     registry: CityRegistry | None = None,
+    max_quarantine_rate: float | None = None,
 ) -> list[CityRunResult]:
     """Materialize the selected assets for each city, ``parallel`` cities at a time.
 
@@ -91,13 +93,19 @@ def materialize_cities(
     keys = resolve_selection(select)
     sync_city_partitions(instance, registry)
     job = dg.reconstructable(city_job_def)
+    run_config = ({"resources": {"lgsid": {"config": {"max_quarantine_rate": max_quarantine_rate}}}}
+                  if max_quarantine_rate is not None else None)
 
     def run_one(city: str) -> CityRunResult:
         result = dg.execute_job(job, instance=instance, tags={"dagster/partition": city},
-                                asset_selection=keys)
+                                asset_selection=keys, run_config=run_config)
         failed = [e.step_key for e in result.all_events
                   if e.event_type_value == "STEP_FAILURE" and e.step_key]
-        return CityRunResult(city, result.run_id, result.success, failed)
+        failed_checks = [
+            e.event_specific_data.check_name for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+        ]
+        return CityRunResult(city, result.run_id, result.success, failed, failed_checks)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return list(pool.map(run_one, cities))

@@ -56,9 +56,10 @@ class Warehouse:
         """Atomically write one table part (temp file, fsync, rename)."""
         path = self.table_path(table, city, part)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrow = (
-            frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-        )
+        if isinstance(frame, pa.Table):
+            arrow = frame
+        else:
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             pq.write_table(arrow, tmp, compression="zstd")

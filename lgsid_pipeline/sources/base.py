@@ -110,7 +110,8 @@ def read_parquet_columns(
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(f"{what} is not a readable Parquet file: {path} ({exc})") from exc
-    missing = [src for ours, src in columns.items() if src not in schema.names and ours not in optional]
+    missing = [src for ours, src in columns.items()
+               if src not in schema.names and ours not in optional]
     if missing:
         raise SourceError(f"{what} {path} lacks column(s) {missing}; it has {schema.names}")
     present = {ours: src for ours, src in columns.items() if src in schema.names}

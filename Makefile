@@ -1,0 +1,35 @@
+# lgsid_pipeline: every target does its own set-up, so a fresh clone needs only `make demo`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint ui install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lgsid demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+ui: $(STAMP)
+	$(BIN)/dagster dev -m lgsid_pipeline.definitions --host 127.0.0.1 --port 3000
+
+clean:
+	rm -rf .lgsid dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

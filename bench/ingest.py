@@ -1,0 +1,80 @@
+"""Ingest benchmark on the real cities: stage times, counts, quarantine and admin coverage.
+
+Usage: .venv/bin/python bench/ingest.py   (writes bench/results/ingest.json)
+Reads ../shared/data (or LGSID_SHARED_DATA); runs in a temporary LGSID_HOME and Dagster home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REAL_CITIES = {
+    "new-york": ("gowalla", "gowalla_nyc"),
+    "tokyo": ("foursquare-tsmc", "foursquare_tky/dataset_TSMC2014_TKY_valtest.txt"),
+}
+
+
+def main() -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="lgsid-bench-"))
+    os.environ["LGSID_HOME"] = str(scratch / "home")
+    os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
+    (scratch / "dagster").mkdir(parents=True)
+
+    import dagster as dg
+
+    from lgsid_pipeline.cities import CityConfig, CityRegistry
+    from lgsid_pipeline.config import shared_data_dir
+    from lgsid_pipeline.ingest import clean_interactions, clean_items, raw_tables
+    from lgsid_pipeline.report import city_report
+    from lgsid_pipeline.runner import materialize_cities
+    from lgsid_pipeline.warehouse import Warehouse
+
+    data = shared_data_dir()
+    registry = CityRegistry()
+    results: dict[str, dict] = {}
+    for slug, (source, rel) in REAL_CITIES.items():
+        config = CityConfig(slug=slug, source=source, path=str(data / rel))
+        registry.add(config)
+        t0 = time.perf_counter()
+        raw_items, raw_inter = raw_tables(config)
+        t1 = time.perf_counter()
+        items = clean_items(raw_items.drop(columns=["city", "city_name"]), config,
+                            str(raw_items["city_name"].iloc[0]))
+        t2 = time.perf_counter()
+        clean_interactions(raw_inter.drop(columns=["city"]), items.clean, slug)
+        t3 = time.perf_counter()
+        results[slug] = {"library_seconds": {"read_source": round(t1 - t0, 3),
+                                             "clean_items": round(t2 - t1, 3),
+                                             "clean_interactions": round(t3 - t2, 3),
+                                             "total": round(t3 - t0, 3)}}
+    with dg.instance_for_test() as instance:
+        for slug in REAL_CITIES:
+            t0 = time.perf_counter()
+            run = materialize_cities([slug], instance=instance, parallel=1)[0]
+            results[slug]["dagster_run_seconds"] = round(time.perf_counter() - t0, 2)
+            results[slug]["run_success"] = run.success
+            report = city_report(Warehouse(), slug)
+            results[slug]["items"] = report["items"]
+            results[slug]["interactions"] = report["interactions"]
+            results[slug]["quarantine"] = report["quarantine_by_table"]
+    out = {
+        "cities": results,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "platform": platform.platform()},
+    }
+    target = Path(__file__).parent / "results" / "ingest.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

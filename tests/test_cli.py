@@ -1,0 +1,52 @@
+"""The lgsid command: registration, clear errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lgsid_pipeline.cli import main
+
+
+@pytest.mark.parametrize("slug", ["../etc", "a'b", "Tokyo", "a/b", "x" * 65])
+def test_add_city_rejects_unsafe_keys(lgsid_env: Path, shared_data: Path, slug: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["add-city", slug, "--source", "gowalla", "--path",
+                 str(shared_data / "gowalla_nyc")])
+    assert code == 2
+    assert "invalid city key" in capsys.readouterr().err
+    assert not (lgsid_env / "cities.json").exists()
+
+
+def test_add_city_unknown_source_exits_2(lgsid_env: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["add-city", "x", "--source", "yelp", "--path", "."])
+    assert exc.value.code == 2
+
+
+def test_add_city_missing_or_wrong_path(lgsid_env: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["add-city", "x", "--source", "gowalla", "--path", str(tmp_path / "no")]) == 2
+    assert "source path not found" in capsys.readouterr().err
+    assert main(["add-city", "x", "--source", "foursquare-tsmc", "--path", str(tmp_path)]) == 2
+    assert "expects a TSMC2014 .txt file" in capsys.readouterr().err
+
+
+def test_registration_persists_and_unknown_cities_are_named(
+        lgsid_env: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tky = shared_data / "foursquare_tky" / "dataset_TSMC2014_TKY_valtest.txt"
+    assert main(["add-city", "tokyo", "--source", "foursquare-tsmc", "--path", str(tky)]) == 0
+    capsys.readouterr()
+    assert main(["cities", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(c["slug"], c["source"], c["path"]) for c in listed] == [
+        ("tokyo", "foursquare-tsmc", str(tky.resolve()))]
+    assert main(["report", "--city", "osaka", "--json"]) == 2
+    assert "unknown city 'osaka' (registered: tokyo)" in capsys.readouterr().err
+    assert main(["materialize", "--city", "osaka"]) == 2
+    assert main(["report", "--city", "tokyo"]) == 2
+    assert "no materialized items yet" in capsys.readouterr().err
+    assert main(["materialize", "--city", "tokyo", "--select", "no_such_asset"]) == 2
+    assert "invalid asset selection" in capsys.readouterr().err

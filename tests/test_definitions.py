@@ -1,0 +1,51 @@
+"""The code location loads, has the expected assets and checks, and passes Dagster's validation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from lgsid_pipeline.definitions import defs
+from lgsid_pipeline.runner import resolve_selection
+
+EXPECTED_ASSETS = {"raw_items", "raw_interactions", "items", "interactions"}
+
+
+def test_assets_are_city_partitioned() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys >= EXPECTED_ASSETS
+    for key in EXPECTED_ASSETS:
+        partitions = graph.get(dg.AssetKey(key)).partitions_def
+        assert isinstance(partitions, dg.DynamicPartitionsDefinition)
+        assert partitions.name == "city"
+
+
+def test_blocking_checks_guard_the_clean_tables() -> None:
+    checks = {(c.asset_key.to_user_string(), c.name): c
+              for c in defs.resolve_asset_graph().asset_check_keys}
+    names = {name for _, name in checks}
+    assert {"items_schema", "items_coordinates_in_range", "items_unique_ids",
+            "items_quarantine_rate", "interactions_quarantine_rate"} <= names
+
+
+def test_selection_keeps_multi_asset_together() -> None:
+    assert {k.to_user_string() for k in resolve_selection("raw_items")} == {
+        "raw_items", "raw_interactions"}
+    assert {k.to_user_string() for k in resolve_selection("*interactions")} == EXPECTED_ASSETS
+    assert {k.to_user_string() for k in resolve_selection("items,interactions")} == {
+        "items", "interactions"}
+
+
+def test_dagster_definitions_validate(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run([str(dagster), "definitions", "validate", "-m",
+                           "lgsid_pipeline.definitions"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful" in proc.stdout + proc.stderr
