@@ -154,14 +154,16 @@ def _nullable_text(series: pd.Series) -> pd.Series:
 def assign_brands(items: pd.DataFrame) -> pd.Series:
     """Chain brand key per item.
 
-    From the raw brand where the source has one; otherwise from the name, when at least
-    ``MIN_CHAIN_BRANCHES`` items of the city share the normalised name.
+    From the raw brand column where the source has one; otherwise (Gowalla) from the name,
+    when at least ``MIN_CHAIN_BRANCHES`` items of the city share the normalised name.
     """
     def keys(column: str) -> pd.Series:
         return pd.Series([brand_key(v) for v in items[column].tolist()], index=items.index,
                          dtype="string")
 
     from_brand = keys("brand_raw")
+    if from_brand.notna().any():  # the source names brands: trust it, do not guess from names
+        return from_brand
     from_name = keys("name")
     counts = from_name.value_counts()
     chains = [k for k in counts[counts >= MIN_CHAIN_BRANCHES].index if k not in NOT_BRANDS]

@@ -56,20 +56,40 @@ def _cmd_remove_city(args: argparse.Namespace) -> int:
 
 
 def _run(cities: list[str], select: str | None, parallel: int,
-         max_quarantine_rate: float | None = None) -> int:
-    from lgsid_pipeline.runner import materialize_cities
+         run_config: dict | None = None) -> int:
+    from lgsid_pipeline.runner import materialize
 
     started = time.perf_counter()
-    results = materialize_cities(cities, select=select, parallel=parallel,
-                                 max_quarantine_rate=max_quarantine_rate)
+    results = materialize(cities, select=select, parallel=parallel, run_config=run_config)
     seconds = time.perf_counter() - started
     for r in results:
         state = "ok" if r.success else f"FAILED ({', '.join(r.failed_steps) or 'see the UI'})"
         if r.failed_checks:
             state += f"; failed checks: {', '.join(r.failed_checks)}"
         print(f"{r.city}: {state}  run {r.run_id}")
-    print(f"materialized {len(results)} cities in {seconds:.1f}s")
+    print(f"{len(results)} runs for {len(cities)} cities in {seconds:.1f}s")
     return 0 if all(r.success for r in results) else 1
+
+
+def _load_run_config(path: str | None, max_quarantine_rate: float | None) -> dict | None:
+    """Run config from a YAML/JSON file, plus the quarantine limit if given."""
+    import yaml
+
+    from lgsid_pipeline.runner import quarantine_config
+
+    config: dict = {}
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"run config file not found: {file}")
+        config = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(config, dict):
+            raise CliError(f"run config {file} must be a mapping with 'ops' and/or 'resources'")
+    extra = quarantine_config(max_quarantine_rate)
+    if extra:
+        lgsid = config.setdefault("resources", {}).setdefault("lgsid", {})
+        lgsid.setdefault("config", {}).update(extra["resources"]["lgsid"]["config"])
+    return config or None
 
 
 def _cmd_materialize(args: argparse.Namespace) -> int:
@@ -77,7 +97,8 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
     cities = args.city or [c.slug for c in registry.all()]
     if not cities:
         raise CliError("no cities registered; add one with `lgsid add-city` or run `lgsid demo`")
-    return _run(cities, args.select, args.parallel, args.max_quarantine_rate)
+    return _run(cities, args.select, args.parallel,
+                _load_run_config(args.config, args.max_quarantine_rate))
 
 
 def _print_counts(cities: list[str]) -> None:
@@ -175,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=2, help="cities run at once")
     p.add_argument("--max-quarantine-rate", type=float, default=None,
                    help="quarantine share above which the blocking checks fail (default 0.25)")
+    p.add_argument("--config", default=None,
+                   help="YAML/JSON Dagster run config (ops: per-asset training settings; "
+                        "resources: lgsid settings such as encoder_path)")
     p.set_defaults(func=_cmd_materialize)
 
     p = sub.add_parser("report", help="latest figures of one city")

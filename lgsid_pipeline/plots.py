@@ -35,8 +35,40 @@ def items_map_png(items: pd.DataFrame, title: str, max_points: int = 40_000) -> 
         ax.set_ylabel("latitude")
         ax.set_aspect(1 / max(np.cos(np.radians(sample["latitude"].median())), 0.1)
                       if len(sample) else "auto")
-    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig: plt.Figure) -> bytes:
     buffer = io.BytesIO()
+    fig.tight_layout()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def curves_png(history: list[dict[str, float]], keys: list[str], x: str, title: str) -> bytes:
+    """Training curves: one panel per key of the per-step/epoch history."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), dpi=80, squeeze=False)
+    xs = [h[x] for h in history]
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.plot(xs, [h.get(key, np.nan) for h in history])
+        ax.set_title(key)
+        ax.set_xlabel(x)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def distance_histogram_png(distances_km: pd.Series, kinds: pd.Series, title: str) -> bytes:
+    """Histogram of negative distances (km, log-spaced bins) by sampling kind."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=80)
+    positive = distances_km[distances_km > 0]
+    if len(positive):
+        bins = np.logspace(np.log10(max(positive.min(), 0.01)), np.log10(positive.max()), 40)
+        for kind in sorted(kinds[distances_km > 0].unique()):
+            ax.hist(positive[kinds[distances_km > 0] == kind], bins=bins, alpha=0.6, label=kind)
+        ax.set_xscale("log")
+        ax.legend()
+    ax.set_xlabel("distance to anchor (km)")
+    ax.set_ylabel("negatives")
+    ax.set_title(title)
+    return _png(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lgsid_pipeline.config import sql_text, validate_city_slug
+from lgsid_pipeline.jsonio import read_json
 from lgsid_pipeline.warehouse import TABLES, Warehouse
 
 
@@ -53,4 +54,25 @@ def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None =
         report[table] = figures
     report["quarantine"] = quarantine
     report["quarantine_by_table"] = quarantine_by_table
+    alignment = alignment_report(warehouse, city)
+    if alignment:
+        report["alignment"] = alignment
     return report
+
+
+def alignment_report(warehouse: Warehouse, city: str) -> dict[str, Any] | None:
+    """Before/after geography of the city's embeddings and the reward model's accuracy."""
+    reports = warehouse.home / "reports"
+    figures = read_json(reports / "alignment" / f"{city}.json")
+    reward = read_json(reports / "global" / "reward_model.json")
+    if figures is None and reward is None:
+        return None
+    out: dict[str, Any] = {}
+    if figures:
+        out["before"] = figures["before"]
+        out["after"] = figures["after"]
+        out["encoder_version"] = figures.get("encoder_version")
+    if reward:
+        out["reward"] = {"top1_accuracy": reward["top1_accuracy"],
+                         "kendall_tau": reward["kendall_tau"]}
+    return out

