@@ -19,8 +19,10 @@ QUARANTINE_COLUMNS: tuple[str, ...] = ("city", "table_name", "source_row", "reas
 # Words that name the kind of place rather than the chain ("Starbucks Coffee" = "Starbucks").
 GENERIC_BRAND_WORDS = frozenset({
     "coffee", "cafe", "donuts", "doughnuts", "restaurant", "restaurants", "store", "stores",
-    "shop", "co", "company", "inc", "llc", "ltd", "corp", "the", "pharmacy", "bakery", "bar",
-    "grill", "pizza", "burgers", "kitchen", "market", "supermarket", "express",
+    "shop", "co", "company", "inc", "llc", "ltd", "corp", "pharmacy", "bakery", "bar", "grill",
+    "kitchen", "market", "markt", "supermarket", "express", "bank", "hotel", "hotels", "gym",
+    "fitness", "theatre", "theatres", "theater", "theaters", "cinema", "cinemas",
+    "booksellers", "bookstore", "books",
 })
 BRANCH_SUFFIX = re.compile(r"\s+(?:-|@|–|—|\||#|at)\s+.*$|\s+#\s*\d+.*$|\s*\(.*\)\s*$",
                            re.IGNORECASE)
@@ -51,8 +53,12 @@ def brand_key(name: str | None) -> str | None:
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
     text = text.replace("&", " and ").replace("'", "").replace("\u2019", "")
     words = re.sub(r"[^a-z0-9]+", " ", text).split()
-    core = [w for w in words if w not in GENERIC_BRAND_WORDS]
-    key = " ".join(core or words)
+    if words and words[0] == "the":
+        words = words[1:]
+    # Drop trailing generic words ("Starbucks Coffee" -> "starbucks", but keep "Pizza Hut").
+    while len(words) > 1 and words[-1] in GENERIC_BRAND_WORDS:
+        words = words[:-1]
+    key = "".join(words)  # "Family Mart" = "FamilyMart", "7 Eleven" = "7-Eleven"
     return key or None
 
 

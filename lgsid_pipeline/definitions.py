@@ -2,24 +2,38 @@
 
 import dagster as dg
 
+from lgsid_pipeline.defs.alignment import (
+    aligned_encoder,
+    cooccurrence_pairs,
+    geo_negatives,
+    geo_pairs,
+    item_embeddings,
+    reward_model,
+)
 from lgsid_pipeline.defs.ingest import interactions, items, raw_city_tables
 from lgsid_pipeline.defs.resources import LgsidResource
 
 CITY_JOB_NAME = "city_pipeline"
 GLOBAL_JOB_NAME = "global_models"
 
-CITY_ASSETS = [raw_city_tables, items, interactions]
-GLOBAL_ASSETS: list = []
+CITY_ASSETS = [raw_city_tables, items, interactions, geo_negatives, cooccurrence_pairs,
+               geo_pairs, item_embeddings]
+GLOBAL_ASSETS = [reward_model, aligned_encoder]
 
 city_job = dg.define_asset_job(
     CITY_JOB_NAME,
     selection=dg.AssetSelection.assets(*CITY_ASSETS),
     description="Per-city assets, for one city partition.",
 )
+global_job = dg.define_asset_job(
+    GLOBAL_JOB_NAME,
+    selection=dg.AssetSelection.assets(*GLOBAL_ASSETS),
+    description="Models trained on every city: reward model, aligned encoder.",
+)
 
 defs = dg.Definitions(
     assets=[*CITY_ASSETS, *GLOBAL_ASSETS],
-    jobs=[city_job],
+    jobs=[city_job, global_job],
     resources={"lgsid": LgsidResource()},
 )
 
@@ -31,4 +45,4 @@ def city_job_def() -> dg.JobDefinition:
 
 def global_job_def() -> dg.JobDefinition:
     """The job of global (all-city) models."""
-    return defs.resolve_job_def(GLOBAL_JOB_NAME)  # defined once global models exist
+    return defs.resolve_job_def(GLOBAL_JOB_NAME)

@@ -38,6 +38,9 @@ def raw_interactions(rows: list[dict]) -> pd.DataFrame:
         ("McDonald's", "McDonalds"),
         ("Café Grumpy", "Cafe Grumpy"),
         ("7-Eleven", "7 Eleven"),
+        ("FamilyMart", "Family Mart"),
+        ("Chase Bank", "Chase"),
+        ("AMC Theatres", "AMC"),
     ],
 )
 def test_brand_variants_share_one_key(a: str, b: str) -> None:
@@ -46,6 +49,7 @@ def test_brand_variants_share_one_key(a: str, b: str) -> None:
 
 def test_different_chains_keep_different_keys() -> None:
     assert brand_key("Starbucks") != brand_key("Dunkin' Donuts")
+    assert brand_key("Pizza Hut") == "pizzahut"
     assert brand_key(None) is None
 
 

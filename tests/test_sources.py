@@ -23,7 +23,7 @@ def write_lines(path: Path, lines: list[bytes]) -> Path:
     return path
 
 
-def test_tsmc_bad_rows_are_flagged_not_dropped(tmp_path: Path) -> None:
+def test_tsmc_bad_rows_are_flagged_not_dropped(tmp_path: Path, shared_data: Path) -> None:
     good = GOOD_LINE.encode()
     lines = [
         good,

@@ -77,8 +77,8 @@ def gdpo_loss(
     dpo = dpo.mean()
     sim = similarity_regulariser(torch.cat(policy), torch.cat(reference))
     total = dpo + config.lam * sim
-    parts = {"loss": float(total), "dpo": float(dpo), "sim": float(sim),
-             "preference_accuracy": float((chosen > rejected).float().mean())}
+    parts = {"loss": total.item(), "dpo": dpo.item(), "sim": sim.item(),
+             "preference_accuracy": (chosen > rejected).float().mean().item()}
     return total, parts
 
 

@@ -126,7 +126,7 @@ def train_reward_model(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         entry = {"epoch": float(epoch + 1), "train_loss": float(np.mean(losses))}
         if len(hold_idx):
             entry["holdout_top1"] = evaluate_reward(model, embeddings[hold_idx],

@@ -9,6 +9,7 @@ import dagster as dg
 
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
+from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.quality import CheckOutcome
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -35,10 +36,8 @@ class LgsidResource(dg.ConfigurableResource):
     def cities(self) -> CityRegistry:
         return CityRegistry(self.home_path)
 
-    def base_encoder(self):  # noqa: ANN201 - TextEncoder lands with the encoder module
+    def base_encoder(self) -> TextEncoder:
         """The frozen reference encoder."""
-        from lgsid_pipeline.encoder import TextEncoder
-
         return TextEncoder.load(self.encoder_path or None)
 
     def model_dir(self, name: str) -> Path:
