@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint ui install clean
+.PHONY: demo test lint ui mlflow-ui bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/dagster dev -m lgsid_pipeline.definitions --host 127.0.0.1 --port 3000
+
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(or $(LGSID_HOME),$(CURDIR)/.lgsid)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/alignment.py
 
 clean:
 	rm -rf .lgsid dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -48,7 +48,8 @@ class FolderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.folder = Path(context.artifacts["folder"])
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[str]:
+    def predict(self, context: Any, model_input: list[str],
+                params: dict | None = None) -> list[str]:
         return sorted(p.name for p in self.folder.iterdir())
 
 
