@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from lgsid_pipeline.definitions import defs
-from lgsid_pipeline.runner import resolve_selection
+from lgsid_pipeline.runner import plan_stages, resolve_selection
 
 EXPECTED_ASSETS = {"raw_items", "raw_interactions", "items", "interactions"}
 
@@ -49,3 +49,19 @@ def test_dagster_definitions_validate(tmp_path: Path) -> None:
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_global_models_split_the_run_into_stages() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in ("reward_model", "aligned_encoder"):
+        assert graph.get(dg.AssetKey(key)).partitions_def is None
+    stages = plan_stages(resolve_selection("*item_embeddings"))
+    names = [(is_global, sorted(k.to_user_string() for k in keys)) for is_global, keys in stages]
+    assert names == [
+        (False, ["cooccurrence_pairs", "geo_negatives", "interactions", "items",
+                 "raw_interactions", "raw_items"]),
+        (True, ["reward_model"]),
+        (False, ["geo_pairs"]),
+        (True, ["aligned_encoder"]),
+        (False, ["item_embeddings"]),
+    ]
