@@ -11,14 +11,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-REAL_CITIES = {
-    "new-york": ("gowalla", "gowalla_nyc"),
-    "tokyo": ("foursquare-tsmc", "foursquare_tky/dataset_TSMC2014_TKY_valtest.txt"),
-}
+from common import REAL_CITIES, RESULTS, isolated_home, register_real_cities
+
 RUN_CONFIG = {
     "ops": {
         "geo_negatives": {"config": {"max_anchors": 2000}},
@@ -49,22 +45,15 @@ def encode_speed(n: int = 2000) -> dict[str, float]:
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="lgsid-align-"))
-    os.environ["LGSID_HOME"] = str(scratch / "home")
-    os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
-    (scratch / "dagster").mkdir(parents=True)
+    isolated_home("lgsid-align-")
 
     import dagster as dg
 
-    from lgsid_pipeline.cities import CityConfig, CityRegistry
-    from lgsid_pipeline.config import shared_data_dir
     from lgsid_pipeline.report import city_report
     from lgsid_pipeline.runner import materialize
     from lgsid_pipeline.warehouse import Warehouse
 
-    registry = CityRegistry()
-    for slug, (source, rel) in REAL_CITIES.items():
-        registry.add(CityConfig(slug=slug, source=source, path=str(shared_data_dir() / rel)))
+    register_real_cities()
     runs = []
     started = time.perf_counter()
     with dg.instance_for_test() as instance:
@@ -100,7 +89,7 @@ def main() -> None:
         "runs": runs,
         "machine": {"cpus": os.cpu_count()},
     }
-    target = Path(__file__).parent / "results" / "alignment.json"
+    target = RESULTS / "alignment.json"
     target.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2, default=str))
 

@@ -11,37 +11,24 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-REAL_CITIES = {
-    "new-york": ("gowalla", "gowalla_nyc"),
-    "tokyo": ("foursquare-tsmc", "foursquare_tky/dataset_TSMC2014_TKY_valtest.txt"),
-}
+from common import REAL_CITIES, RESULTS, isolated_home, register_real_cities
 
 
 def main() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="lgsid-bench-"))
-    os.environ["LGSID_HOME"] = str(scratch / "home")
-    os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
-    (scratch / "dagster").mkdir(parents=True)
+    isolated_home("lgsid-bench-")
 
     import dagster as dg
 
-    from lgsid_pipeline.cities import CityConfig, CityRegistry
-    from lgsid_pipeline.config import shared_data_dir
     from lgsid_pipeline.ingest import clean_interactions, clean_items, raw_tables
     from lgsid_pipeline.report import city_report
     from lgsid_pipeline.runner import materialize
     from lgsid_pipeline.warehouse import Warehouse
 
-    data = shared_data_dir()
-    registry = CityRegistry()
     results: dict[str, dict] = {}
-    for slug, (source, rel) in REAL_CITIES.items():
-        config = CityConfig(slug=slug, source=source, path=str(data / rel))
-        registry.add(config)
+    for config in register_real_cities():
+        slug = config.slug
         t0 = time.perf_counter()
         raw_items, raw_inter = raw_tables(config)
         t1 = time.perf_counter()
@@ -70,7 +57,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "platform": platform.platform()},
     }
-    target = Path(__file__).parent / "results" / "ingest.json"
+    target = RESULTS / "ingest.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(json.dumps(out, indent=2, default=str))

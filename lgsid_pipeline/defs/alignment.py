@@ -17,7 +17,13 @@ from lgsid_pipeline.alignment.reward import (
     train_reward_model,
 )
 from lgsid_pipeline.alignment.stage import reward_dataset, reward_scorer, triple_texts
-from lgsid_pipeline.defs.resources import LgsidResource, city_partitions, png_metadata
+from lgsid_pipeline.defs.resources import (
+    LgsidResource,
+    city_partitions,
+    config_class,
+    png_metadata,
+    settings_from,
+)
 from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
 from lgsid_pipeline.encoder import TextEncoder, item_prompts
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
@@ -29,16 +35,14 @@ REWARD_MODEL = "lgsid-reward-model"
 ALIGNED_ENCODER = "lgsid-aligned-encoder"
 
 
-class GeoNegativesConfig(dg.Config):
-    """Density-aware list-wise sampling (METHOD section 1)."""
-
-    k: int = 15
-    max_anchors: int = 4000
-    far_share: float = 0.2
-    max_same_name: int = 2
-    label: str = "rank"
-    sigma_km: float = 3.0
-    seed: int = 0
+GeoNegativesConfig = config_class(
+    "GeoNegativesConfig", GeoNegativeConfig,
+    "Density-aware list-wise sampling (METHOD section 1).")
+RewardModelConfig = config_class(
+    "RewardModelConfig", RewardConfig, "List-wise reward model training (METHOD section 2).")
+AlignedEncoderConfig = config_class(
+    "AlignedEncoderConfig", GdpoConfig, "G-DPO with LoRA (METHOD section 3).",
+    max_dc_triples=(int, 1500), max_gc_triples=(int, 1500))
 
 
 class CooccurrenceConfig(dg.Config):
@@ -58,35 +62,6 @@ class GeoPairsConfig(dg.Config):
     seed: int = 0
 
 
-class RewardModelConfig(dg.Config):
-    """List-wise reward model training."""
-
-    hidden: int = 256
-    epochs: int = 40
-    lr: float = 2e-3
-    batch_lists: int = 128
-    holdout_share: float = 0.2
-    seed: int = 0
-
-
-class AlignedEncoderConfig(dg.Config):
-    """G-DPO with LoRA (METHOD section 3)."""
-
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    beta: float = 0.9
-    lam: float = 1.4
-    tau: float = 0.05
-    steps: int = 200
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_by_margin: bool = False
-    max_dc_triples: int = 1500
-    max_gc_triples: int = 1500
-    seed: int = 0
-
-
 def _cities_with(lgsid: LgsidResource, table: str) -> list[str]:
     return [c.slug for c in lgsid.cities.all() if lgsid.warehouse.has_table(table, c.slug)]
 
@@ -98,7 +73,7 @@ def geo_negatives(context: dg.AssetExecutionContext, config: GeoNegativesConfig,
     """K = 15 mismatched locations per anchor with soft labels (density-aware)."""
     city = context.partition_key
     items = lgsid.warehouse.read_table("items", city)
-    sampled = sample_geo_negatives(items, GeoNegativeConfig(**config.model_dump()))
+    sampled = sample_geo_negatives(items, settings_from(config, GeoNegativeConfig))
     lgsid.warehouse.write_table("geo_negatives", city, sampled.assign(city=city))
     kinds = sampled[sampled["slot"] > 0].groupby("kind")["distance_km"].median()
     context.log.info(f"{city}: {sampled['anchor_item_id'].nunique()} anchors x "
@@ -149,7 +124,7 @@ def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
         context.log.info(f"{city}: encoded {parts[-1][0].shape[0]} lists in "
                          f"{time.perf_counter() - started:.1f}s")
     embeddings, labels, distances = (np.concatenate(p) for p in zip(*parts, strict=True))
-    reward_config = RewardConfig(**config.model_dump())
+    reward_config = settings_from(config, RewardConfig)
     result = train_reward_model(
         embeddings, labels, distances, reward_config,
         on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"))
@@ -226,8 +201,7 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
         counts[city] = {"gc": len(gc), "dc": len(dc)}
     context.log.info(f"G-DPO on {len(anchors)} triples: {counts}")
     encoder = lgsid.base_encoder()
-    gdpo_config = GdpoConfig(**{k: v for k, v in config.model_dump().items()
-                                if k in GdpoConfig.__dataclass_fields__})
+    gdpo_config = settings_from(config, GdpoConfig)
     started = time.perf_counter()
 
     def log_step(step: int, parts: dict[str, float]) -> None:

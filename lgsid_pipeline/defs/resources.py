@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import typing
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import pydantic
 
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
@@ -69,3 +73,20 @@ def png_metadata(png: bytes, path: Path, key: str = "map") -> dict[str, dg.Metad
         key: dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})"),
         f"{key}_path": dg.MetadataValue.path(str(path)),
     }
+
+
+def config_class(name: str, settings: type, doc: str, **extra: tuple[type, Any]) -> type:
+    """A Dagster Config class whose fields mirror a library settings dataclass.
+
+    The library keeps its plain dataclass (defaults live there once); the asset gets the same
+    fields as run config, plus ``extra`` (name -> (type, default)) for orchestration knobs.
+    """
+    hints = typing.get_type_hints(settings)
+    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(settings)}
+    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, **fields, **extra)
+
+
+def settings_from(config: dg.Config, settings: type) -> Any:
+    """The library settings dataclass from a config built by ``config_class``."""
+    names = {f.name for f in dataclasses.fields(settings)}
+    return settings(**{k: v for k, v in config.model_dump().items() if k in names})
