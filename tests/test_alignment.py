@@ -118,10 +118,10 @@ def _materialization(instance: dg.DagsterInstance, run_id: str, asset: str) -> d
     raise AssertionError(f"no materialization of {asset} in run {run_id}")
 
 
-def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_city: tuple[CityConfig, pd.DataFrame],
-                                    tiny_encoder_path: Path) -> None:
-    config, _ = tiny_city
-    CityRegistry(lgsid_env).add(config)
+def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_encoder_path: Path) -> None:
+    folder = lgsid_env / "synthetic" / "tiny"
+    generate_city(tiny_spec(n_items=800), folder)
+    CityRegistry(lgsid_env).add(CityConfig("tiny", "synthetic", str(folder)))
     run_config = {
         "resources": {"lgsid": {"config": {"encoder_path": str(tiny_encoder_path)}}},
         "ops": {
@@ -129,7 +129,7 @@ def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_city: tuple[CityConfig
             "reward_model": {"config": {"epochs": 60, "lr": 3e-3}},
             "geo_pairs": {"config": {"n_anchors": 400}},
             "cooccurrence_pairs": {"config": {"quantile": 0.5}},
-            "aligned_encoder": {"config": {"steps": 120, "lr": 2e-3, "lam": 1.4}},
+            "aligned_encoder": {"config": {"steps": 200, "lr": 2e-3, "lam": 1.4}},
         },
     }
     with dg.instance_for_test() as instance:
@@ -137,12 +137,12 @@ def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_city: tuple[CityConfig
         assert [r.success for r in results] == [True] * 5, results
         assert [r.city for r in results] == ["tiny", "(global)", "tiny", "(global)", "tiny"]
         first = _materialization(instance, results[-1].run_id, "item_embeddings")
-        assert first["encoded"] == 400
+        assert first["encoded"] == 800
         again = materialize(["tiny"], select="item_embeddings", instance=instance,
                             run_config=run_config)
         assert again[0].success
         second = _materialization(instance, again[0].run_id, "item_embeddings")
-        assert (second["encoded"], second["reused"]) == (0, 400)
+        assert (second["encoded"], second["reused"]) == (0, 800)
     report = city_report(Warehouse(lgsid_env), "tiny")["alignment"]
     before, after = report["before"], report["after"]
     assert after["nmi_level2"] > before["nmi_level2"]
