@@ -159,3 +159,25 @@ def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_encoder_path: Path) ->
     items = warehouse.read_table("items", "tiny")
     fresh = encoder.encode(item_prompts(items.head(50)))
     np.testing.assert_allclose(fresh, embedding_matrix(stored)[:50], atol=2e-2)
+
+
+def test_pipeline_with_the_real_encoder_on_a_small_city(lgsid_env: Path) -> None:
+    """The whole stage with the bundled all-MiniLM-L6-v2 weights (the default encoder)."""
+    folder = lgsid_env / "synthetic" / "small"
+    generate_city(tiny_spec(n_items=300, seed=5), folder)
+    CityRegistry(lgsid_env).add(CityConfig("small", "synthetic", str(folder)))
+    run_config = {"ops": {
+        "geo_negatives": {"config": {"max_anchors": 120}},
+        "reward_model": {"config": {"epochs": 20}},
+        "geo_pairs": {"config": {"n_anchors": 120}},
+        "aligned_encoder": {"config": {"steps": 20, "batch_size": 16, "lr": 1e-3}},
+    }}
+    with dg.instance_for_test() as instance:
+        results = materialize(["small"], instance=instance, run_config=run_config)
+    assert all(r.success for r in results), results
+    warehouse = Warehouse(lgsid_env)
+    aligned = embedding_matrix(warehouse.read_arrow("item_embeddings", "small", "aligned"))
+    assert aligned.shape == (300, 384)
+    report = city_report(warehouse, "small")["alignment"]
+    assert report["after"]["c_at_10"] > report["before"]["c_at_10"]
+    assert report["after"]["similarity_at_10"] > 0.7 * report["before"]["similarity_at_10"]
