@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lgsid_pipeline.metrics.arrays import numeric_array
+
 
 def _usage(tokens: np.ndarray, codebook_size: int) -> np.ndarray:
     """How often each codeword occurs in ``tokens`` (any shape)."""
@@ -35,14 +37,7 @@ def perplexity(tokens: np.ndarray, codebook_size: int) -> float:
 
 def _codes(codes: np.ndarray, name: str = "codes") -> np.ndarray:
     """A non-empty numeric (n_items, n_levels) array without NaN."""
-    arr = np.asarray(codes)
-    if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty (items, levels) array, got {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    return arr
+    return numeric_array(codes, name, 2)
 
 
 def _bucket_sizes(codes: np.ndarray) -> np.ndarray:

@@ -9,28 +9,11 @@ from itertools import islice
 import numpy as np
 from scipy.stats import kendalltau, rankdata
 
-
-def _to_numpy(x: object) -> np.ndarray:
-    """A numpy array from a numpy array, a list or a (possibly GPU / grad) torch tensor."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _numeric(x: object, name: str, ndim: int, allow_empty: bool = False) -> np.ndarray:
-    """A numeric array of the given rank without NaN (infinities are allowed)."""
-    arr = _to_numpy(x)
-    if arr.ndim != ndim or (arr.size == 0 and not allow_empty):
-        raise ValueError(f"{name} must be a non-empty {ndim}-D array, got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN")
-    return arr
+from lgsid_pipeline.metrics.arrays import numeric_array, to_numpy
 
 
 def _binary(labels: object, name: str = "labels") -> np.ndarray:
-    arr = _numeric(labels, name, 1)
+    arr = numeric_array(labels, name, 1)
     if not np.isin(arr, (0, 1)).all():
         raise ValueError(f"{name} must hold only 0 and 1")
     return arr.astype(bool)
@@ -47,7 +30,7 @@ def top1_accuracy(scores: np.ndarray, true_index: int | np.ndarray = 0) -> float
     A tie for the top counts as a miss. ``true_index`` is one index for all lists or one per
     list.
     """
-    s = _numeric(scores, "scores", 2)
+    s = numeric_array(scores, "scores", 2)
     n_lists, list_len = s.shape
     true = np.asarray(true_index)
     if true.dtype.kind not in "iu" or true.ndim > 1 or true.size not in (1, n_lists):
@@ -65,8 +48,8 @@ def mean_kendall_tau(scores: np.ndarray, distances: np.ndarray) -> float:
     """Mean over lists of Kendall's tau-b between scores and -distances (1 = the reward
     orders every list from nearest to farthest). Lists with constant scores or constant
     distances are skipped; an error if every list is."""
-    s = _numeric(scores, "scores", 2)
-    d = _numeric(distances, "distances", 2).astype(np.float64)  # negated below
+    s = numeric_array(scores, "scores", 2)
+    d = numeric_array(distances, "distances", 2).astype(np.float64)  # negated below
     if s.shape != d.shape:
         raise ValueError(f"scores have shape {s.shape} but distances {d.shape}")
     taus = [kendalltau(row_s, -row_d).statistic for row_s, row_d in zip(s, d, strict=True)
@@ -79,7 +62,7 @@ def mean_kendall_tau(scores: np.ndarray, distances: np.ndarray) -> float:
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Binary ROC AUC from ranks (Mann-Whitney U); tied scores get their average rank."""
     y = _binary(labels)
-    s = _numeric(scores, "scores", 1)
+    s = numeric_array(scores, "scores", 1)
     if len(y) != len(s):
         raise ValueError(f"{len(y)} labels but {len(s)} scores")
     n_pos = int(y.sum())
@@ -93,7 +76,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy (natural log), with probabilities clipped to [eps, 1 - eps]."""
     y = _binary(labels)
-    p = _numeric(probs, "probs", 1).astype(np.float64)
+    p = numeric_array(probs, "probs", 1).astype(np.float64)
     if len(y) != len(p):
         raise ValueError(f"{len(y)} labels but {len(p)} probabilities")
     if p.min() < 0 or p.max() > 1:
@@ -145,10 +128,10 @@ class TopKAccumulator:
         self._ids: np.ndarray | None = None
 
     def update(self, scores: np.ndarray, ids: np.ndarray) -> None:
-        s = _numeric(scores, "scores", 2, allow_empty=True)  # an empty batch is a no-op
+        s = numeric_array(scores, "scores", 2, allow_empty=True)  # an empty batch is a no-op
         if len(s) == 0:
             raise ValueError("scores must have at least one query row")
-        i = _to_numpy(ids)
+        i = to_numpy(ids)
         if i.shape not in ((s.shape[1],), s.shape):
             raise ValueError(f"ids must have shape ({s.shape[1]},) or {s.shape}, got {i.shape}")
         i = np.broadcast_to(i, s.shape)
