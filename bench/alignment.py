@@ -13,16 +13,15 @@ import os
 import sys
 import time
 
-from common import REAL_CITIES, RESULTS, isolated_home, register_real_cities
+from common import (
+    ALIGNMENT_RUN_CONFIG,
+    REAL_CITIES,
+    RESULTS,
+    isolated_home,
+    register_real_cities,
+)
 
-RUN_CONFIG = {
-    "ops": {
-        "geo_negatives": {"config": {"max_anchors": 2000}},
-        "geo_pairs": {"config": {"n_anchors": 1500}},
-        "aligned_encoder": {"config": {"steps": 150, "batch_size": 32,
-                                       "max_dc_triples": 1500, "max_gc_triples": 1500}},
-    },
-}
+RUN_CONFIG = ALIGNMENT_RUN_CONFIG
 METRIC_KEYS = ("nmi_level1", "nmi_level2", "p_at_10", "c_at_10", "t_at_10", "similarity_at_10")
 
 

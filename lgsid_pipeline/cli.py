@@ -166,6 +166,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_item(row: dict) -> None:
+    print(f"{row['code']:>16s}  {row['item_id']}  {row['name']}  [{row['admin_path']}]")
+
+
+def _cmd_lookup(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.lookup import lookup_code, lookup_item
+
+    CityRegistry().get(args.city)  # clear error for an unknown city
+    warehouse = Warehouse()
+    if args.item is not None:
+        row = lookup_item(warehouse, args.city, args.item, args.tokenizer)
+        if row is None:
+            raise CliError(f"city {args.city!r} has no item {args.item!r}")
+        if args.json:
+            print(json.dumps(row, indent=2, default=str))
+        else:
+            _print_item(row)
+        return 0
+    total, rows = lookup_code(warehouse, args.city, args.code, args.tokenizer, args.limit)
+    if args.json:
+        print(json.dumps({"code": args.code, "matches": total, "items": rows}, indent=2,
+                         default=str))
+    else:
+        print(f"{total} items under {args.code} ({args.tokenizer})"
+              + (f"; first {len(rows)}" if total > len(rows) else ""))
+        for row in rows:
+            _print_item(row)
+    return 0 if total else 1
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from lgsid_pipeline.sources.synthetic import SyntheticCitySpec, generate_city
 
@@ -219,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("lookup", help="an item's semantic ID, or the items under a code")
+    p.add_argument("--city", required=True)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--item", help="item id")
+    what.add_argument("--code", help="full code (12-7-3-0) or prefix (12-7)")
+    p.add_argument("--tokenizer", default="lgsid", choices=("lgsid", "rqkmeans", "rqvae"))
+    p.add_argument("--limit", type=int, default=50, help="items listed under a prefix")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_lookup)
 
     p = sub.add_parser("synth", help="write a synthetic city's source files to a folder")
     p.add_argument("--out", required=True)

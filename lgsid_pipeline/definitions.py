@@ -12,13 +12,14 @@ from lgsid_pipeline.defs.alignment import (
 )
 from lgsid_pipeline.defs.ingest import interactions, items, raw_city_tables
 from lgsid_pipeline.defs.resources import LgsidResource
+from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSETS, TOKENIZER_MODEL_ASSETS
 
 CITY_JOB_NAME = "city_pipeline"
 GLOBAL_JOB_NAME = "global_models"
 
 CITY_ASSETS = [raw_city_tables, items, interactions, geo_negatives, cooccurrence_pairs,
-               geo_pairs, item_embeddings]
-GLOBAL_ASSETS = [reward_model, aligned_encoder]
+               geo_pairs, item_embeddings, *SEMANTIC_ID_ASSETS]
+GLOBAL_ASSETS = [reward_model, aligned_encoder, *TOKENIZER_MODEL_ASSETS]
 
 city_job = dg.define_asset_job(
     CITY_JOB_NAME,
@@ -28,7 +29,7 @@ city_job = dg.define_asset_job(
 global_job = dg.define_asset_job(
     GLOBAL_JOB_NAME,
     selection=dg.AssetSelection.assets(*GLOBAL_ASSETS),
-    description="Models trained on every city: reward model, aligned encoder.",
+    description="Models trained on every city: reward model, aligned encoder, tokenizers.",
 )
 
 defs = dg.Definitions(

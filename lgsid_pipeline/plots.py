@@ -72,3 +72,23 @@ def distance_histogram_png(distances_km: pd.Series, kinds: pd.Series, title: str
     ax.set_ylabel("negatives")
     ax.set_title(title)
     return _png(fig)
+
+
+def tokens_map_png(items: pd.DataFrame, level1_tokens: np.ndarray, title: str,
+                   max_points: int = 40_000) -> bytes:
+    """Items on the map (longitude/latitude) coloured by their level-1 token."""
+    tokens = pd.Series(np.asarray(level1_tokens), index=items.index)
+    if len(items) > max_points:
+        items = items.sample(max_points, random_state=0)
+        tokens = tokens.loc[items.index]
+    fig, ax = plt.subplots(figsize=(7, 6.5), dpi=80)
+    # A fixed shuffle of a cyclic map: neighbouring token numbers get distant colours.
+    hues = np.random.default_rng(0).permutation(max(int(tokens.max()) + 1, 1))
+    colors = plt.get_cmap("hsv")(hues[tokens.to_numpy()] / max(len(hues), 1))
+    ax.scatter(items["longitude"], items["latitude"], s=2, c=colors, linewidths=0)
+    ax.set_title(f"{title}: {tokens.nunique()} level-1 tokens")
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    if len(items):
+        ax.set_aspect(1 / max(np.cos(np.radians(items["latitude"].median())), 0.1))
+    return _png(fig)

@@ -57,7 +57,21 @@ def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None =
     alignment = alignment_report(warehouse, city)
     if alignment:
         report["alignment"] = alignment
+    tokenizers = tokenizers_report(warehouse, city)
+    if tokenizers:
+        report["tokenizers"] = tokenizers
     return report
+
+
+def tokenizers_report(warehouse: Warehouse, city: str) -> dict[str, dict]:
+    """Per tokenizer kind, the health and geography of the city's latest semantic IDs."""
+    folder = warehouse.home / "reports" / "tokenizers" / city
+    out = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        figures = read_json(path)
+        if figures:
+            out[path.stem] = figures
+    return out
 
 
 def alignment_report(warehouse: Warehouse, city: str) -> dict[str, Any] | None:

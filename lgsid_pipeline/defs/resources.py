@@ -82,7 +82,8 @@ def config_class(name: str, settings: type, doc: str, **extra: tuple[type, Any])
     fields as run config, plus ``extra`` (name -> (type, default)) for orchestration knobs.
     """
     hints = typing.get_type_hints(settings)
-    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(settings)}
+    fields = {f.name: (hints[f.name], f.default if f.default is not dataclasses.MISSING
+                       else f.default_factory()) for f in dataclasses.fields(settings)}
     return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, **fields, **extra)
 
 

@@ -1,0 +1,184 @@
+"""The semantic-ID table: de-duplication tokens, incremental assignment, churn, code strings.
+
+Columns: ``city, item_id, content_hash, encoder_version, tokenizer, tokenizer_version,
+level_1 .. level_L, dedup, code``. ``code`` is the tokens and the de-duplication token joined
+by ``-`` (``12-7-3-0``), unique within a city and tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from lgsid_pipeline.embeddings import embedding_matrix
+from lgsid_pipeline.tokenizer.base import Tokenizer
+
+_CODE = re.compile(r"^\d+(-\d+)*$")
+
+
+class StaleEmbeddingsError(ValueError):
+    """Item embeddings missing for some items, or computed from older item content."""
+
+
+@dataclass
+class SemanticIdResult:
+    """The full table of one city and tokenizer, and how much work made it."""
+
+    table: pd.DataFrame
+    assigned: int
+    reused: int
+    churn: float | None  # share of previously coded items whose code changed (None: first run)
+    assign_seconds: float
+
+
+def level_columns(n_levels: int) -> list[str]:
+    return [f"level_{i}" for i in range(1, n_levels + 1)]
+
+
+def format_codes(tokens: np.ndarray, dedup: np.ndarray) -> list[str]:
+    """``a-b-c-d`` strings from (n, L) tokens and the (n,) de-duplication tokens."""
+    full = np.concatenate([np.asarray(tokens), np.asarray(dedup)[:, None]], axis=1)
+    return ["-".join(map(str, row)) for row in full.tolist()]
+
+
+def parse_code(code: str) -> tuple[int, ...]:
+    """The tokens of a full code or a prefix (``12-7``), or a clear ValueError."""
+    text = code.strip()
+    if not _CODE.match(text):
+        raise ValueError(f"invalid code {code!r}: expected non-negative integers joined by '-', "
+                         "e.g. 12-7-3-0 or the prefix 12-7")
+    return tuple(int(t) for t in text.split("-"))
+
+
+def assign_dedup(tokens: np.ndarray, item_ids: list[str], fixed: np.ndarray,
+                 preferred: np.ndarray) -> np.ndarray:
+    """De-duplication tokens so that (tokens, dedup) is unique per item.
+
+    ``fixed`` holds a dedup already taken by an item (kept as is, -1 when none);
+    ``preferred`` one an item would like back (its previous dedup, -1 when none), granted when
+    free. Others get the smallest free index, in item-id order, so results are deterministic.
+    """
+    n = len(tokens)
+    dedup = np.full(n, -1, dtype=np.int64)
+    taken: dict[tuple, set[int]] = {}
+    keys = [tuple(row) for row in np.asarray(tokens).tolist()]
+    for i in np.flatnonzero(fixed >= 0):
+        if fixed[i] in taken.setdefault(keys[i], set()):
+            raise ValueError(f"previous semantic IDs repeat code {keys[i]}+{fixed[i]}")
+        taken[keys[i]].add(int(fixed[i]))
+        dedup[i] = fixed[i]
+    order = sorted(np.flatnonzero(fixed < 0), key=lambda i: item_ids[i])
+    waiting = []
+    for i in order:
+        used = taken.setdefault(keys[i], set())
+        if preferred[i] >= 0 and preferred[i] not in used:
+            used.add(int(preferred[i]))
+            dedup[i] = preferred[i]
+        else:
+            waiting.append(i)
+    for i in waiting:
+        used = taken[keys[i]]
+        free = 0
+        while free in used:
+            free += 1
+        used.add(free)
+        dedup[i] = free
+    return dedup
+
+
+def unique_codes(tokens: np.ndarray, item_ids: list[str]) -> list[str]:
+    """Full code strings of items coded from scratch (de-duplicated in item-id order)."""
+    none = np.full(len(tokens), -1, dtype=np.int64)
+    return format_codes(tokens, assign_dedup(tokens, item_ids, none, none))
+
+
+def aligned_embeddings(items: pd.DataFrame, embeddings: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """The embedding of every item in ``items`` order and its encoder version.
+
+    Raises ``StaleEmbeddingsError`` when an item has no embedding or one computed from other
+    content (re-materialize ``item_embeddings`` first).
+    """
+    meta = embeddings.select(["item_id", "content_hash", "encoder_version"]).to_pandas()
+    row_of = pd.Series(np.arange(len(meta)), index=meta["item_id"].astype(str).to_numpy())
+    ids = items["item_id"].astype(str)
+    found = ids.isin(row_of.index)
+    if not found.all():
+        raise StaleEmbeddingsError(
+            f"{int((~found).sum())} items have no embedding (first {ids[~found].iloc[0]!r}); "
+            "materialize item_embeddings for this city first")
+    rows = row_of.loc[ids.to_numpy()].to_numpy()
+    stale = meta["content_hash"].astype(str).to_numpy()[rows] != \
+        items["content_hash"].astype(str).to_numpy()
+    if stale.any():
+        raise StaleEmbeddingsError(
+            f"{int(stale.sum())} items changed since their embedding was computed; "
+            "re-materialize item_embeddings for this city first")
+    vectors = embedding_matrix(embeddings)[rows]
+    return vectors, meta["encoder_version"].astype(str).to_numpy()[rows].tolist()
+
+
+def incremental_semantic_ids(city: str, items: pd.DataFrame, embeddings: pa.Table,
+                             tokenizer: Tokenizer, previous: pd.DataFrame | None
+                             ) -> SemanticIdResult:
+    """Codes for every item of a city; only new or changed items are assigned.
+
+    A row of ``previous`` is reused when item, content hash, encoder version and tokenizer
+    version all match. Items that keep their tokens keep their de-duplication token.
+    """
+    vectors, encoder_versions = aligned_embeddings(items, embeddings)
+    ids = items["item_id"].astype(str).tolist()
+    hashes = items["content_hash"].astype(str).tolist()
+    version = tokenizer.version
+    columns = level_columns(tokenizer.n_levels)
+    tokens = np.zeros((len(ids), tokenizer.n_levels), dtype=np.int64)
+    fixed = np.full(len(ids), -1, dtype=np.int64)
+    preferred = np.full(len(ids), -1, dtype=np.int64)
+    old_codes: dict[str, str] = {}
+    todo = np.ones(len(ids), dtype=bool)
+    changed_rows: pd.DataFrame | None = None  # previous rows of items assigned again
+    changed_idx = np.zeros(0, dtype=np.int64)
+    if previous is not None and len(previous):
+        prev = previous.set_index(previous["item_id"].astype(str))
+        prev = prev[~prev.index.duplicated()]
+        old_codes = prev["code"].astype(str).to_dict()
+        known = [i for i, item in enumerate(ids) if item in prev.index]
+        if known and all(c in prev.columns for c in columns):
+            rows = prev.loc[[ids[i] for i in known]]
+            same = ((rows["content_hash"].astype(str).to_numpy()
+                     == np.asarray([hashes[i] for i in known]))
+                    & (rows["encoder_version"].astype(str).to_numpy()
+                       == np.asarray([encoder_versions[i] for i in known]))
+                    & (rows["tokenizer_version"].astype(str).to_numpy() == version))
+            known_idx = np.asarray(known)
+            reuse = known_idx[same]
+            tokens[reuse] = rows.loc[same, columns].to_numpy(dtype=np.int64)
+            fixed[reuse] = rows.loc[same, "dedup"].to_numpy(dtype=np.int64)
+            todo[reuse] = False
+            changed_rows, changed_idx = rows.loc[~same], known_idx[~same]
+    started = time.perf_counter()
+    if todo.any():
+        tokens[todo] = tokenizer.assign(items.iloc[np.flatnonzero(todo)], vectors[todo])
+    assign_seconds = time.perf_counter() - started
+    if changed_rows is not None and len(changed_idx):
+        old_tokens = changed_rows[columns].to_numpy(dtype=np.int64)
+        keep = (old_tokens == tokens[changed_idx]).all(axis=1)
+        preferred[changed_idx[keep]] = changed_rows["dedup"].to_numpy(dtype=np.int64)[keep]
+    dedup = assign_dedup(tokens, ids, fixed, preferred)
+    codes = format_codes(tokens, dedup)
+    table = pd.DataFrame({
+        "city": city, "item_id": ids, "content_hash": hashes,
+        "encoder_version": encoder_versions, "tokenizer": tokenizer.kind,
+        "tokenizer_version": version,
+        **{c: tokens[:, i].astype(np.int32) for i, c in enumerate(columns)},
+        "dedup": dedup.astype(np.int32), "code": codes,
+    })
+    churn = None
+    if old_codes:
+        both = [(old_codes[i], c) for i, c in zip(ids, codes, strict=True) if i in old_codes]
+        churn = float(np.mean([a != b for a, b in both])) if both else 0.0
+    return SemanticIdResult(table, int(todo.sum()), int((~todo).sum()), churn, assign_seconds)
