@@ -133,7 +133,8 @@ def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_encoder_path: Path) ->
         },
     }
     with dg.instance_for_test() as instance:
-        results = materialize(["tiny"], instance=instance, run_config=run_config)
+        results = materialize(["tiny"], select="*item_embeddings", instance=instance,
+                              run_config=run_config)
         assert [r.success for r in results] == [True] * 5, results
         assert [r.city for r in results] == ["tiny", "(global)", "tiny", "(global)", "tiny"]
         first = _materialization(instance, results[-1].run_id, "item_embeddings")
@@ -173,7 +174,8 @@ def test_pipeline_with_the_real_encoder_on_a_small_city(lgsid_env: Path) -> None
         "aligned_encoder": {"config": {"steps": 20, "batch_size": 16, "lr": 1e-3}},
     }}
     with dg.instance_for_test() as instance:
-        results = materialize(["small"], instance=instance, run_config=run_config)
+        results = materialize(["small"], select="*item_embeddings", instance=instance,
+                              run_config=run_config)
     assert all(r.success for r in results), results
     warehouse = Warehouse(lgsid_env)
     aligned = embedding_matrix(warehouse.read_arrow("item_embeddings", "small", "aligned"))

@@ -24,7 +24,7 @@ class TokenizerConfig:
     epochs: int = 30
     batch_size: int = 1024
     lr: float = 2e-3
-    warm_start_lr_scale: float = 0.1  # a retrain starting from the previous codebooks fine-tunes
+    warm_start_lr_scale: float = 0.02  # a retrain starting from the previous codebooks fine-tunes
     commitment: float = 0.25
     entropy_weight: float = 0.05  # KL-to-uniform regulariser on residual levels >= 2
     temperature: float = 0.05  # of softmax(-||r - C||^2 / T) in that regulariser

@@ -55,11 +55,21 @@ class PrimaryFeatureSpec:
         frames = {k: CityFrame(**v) for k, v in data["frames"].items()}
         return cls(**{**data, "frames": frames})
 
-    def same_space(self, other: PrimaryFeatureSpec) -> bool:
-        """Whether features of ``other`` have the same columns (so centres are comparable)."""
-        return (self.admin_vocab == other.admin_vocab
-                and self.category_vocab == other.category_vocab
-                and self.brand_vocab == other.brand_vocab)
+    def column_names(self) -> list[str]:
+        """One name per feature column (vocabulary entries, then the two coordinates)."""
+        return ([f"admin:{v}" for v in self.admin_vocab] + ["geo:x", "geo:y"]
+                + [f"category:{v}" for v in self.category_vocab]
+                + [f"brand:{v}" for v in self.brand_vocab])
+
+    def carry_over(self, centres: np.ndarray, old: PrimaryFeatureSpec) -> np.ndarray:
+        """Centres fitted in ``old``'s feature space, re-expressed in this one (columns
+        matched by name; new vocabulary entries start at zero)."""
+        index = {name: i for i, name in enumerate(old.column_names())}
+        out = np.zeros((len(centres), self.dim), dtype=np.float32)
+        for j, name in enumerate(self.column_names()):
+            if name in index:
+                out[:, j] = centres[:, index[name]]
+        return out
 
 
 def check_feature_columns(items: pd.DataFrame) -> None:

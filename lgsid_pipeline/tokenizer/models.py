@@ -69,9 +69,8 @@ class LgsidTokenizer(Tokenizer):
         self.spec = fit_feature_spec(items, cfg)
         features = primary_features(items, self.spec)
         init = None
-        if isinstance(previous, LgsidTokenizer) and previous.spec is not None \
-                and previous.spec.same_space(self.spec):
-            init = previous.primary_centres
+        if isinstance(previous, LgsidTokenizer) and previous.spec is not None:
+            init = self.spec.carry_over(previous.primary_centres, previous.spec)
         self.primary_centres = kmeans_fit(features, self.codebook_sizes[0], cfg.seed,
                                           init).cluster_centers_.astype(np.float32)
         primary = _nearest_rows(features, self.primary_centres)
@@ -133,9 +132,10 @@ class LgsidTokenizer(Tokenizer):
     def match_to(self, previous: Tokenizer) -> None:
         # Primary clusters are matched on their feature-space centres when both fits share
         # the feature columns (geography decides the level-1 token), else on embeddings.
-        if isinstance(previous, LgsidTokenizer) and previous.spec.same_space(self.spec) \
-                and previous.primary_centres.shape == self.primary_centres.shape:
-            first = match_codebooks(self.primary_centres, previous.primary_centres)
+        if isinstance(previous, LgsidTokenizer) \
+                and len(previous.primary_centres) == len(self.primary_centres):
+            first = match_codebooks(self.primary_centres,
+                                    self.spec.carry_over(previous.primary_centres, previous.spec))
             self._permute([first] + [np.arange(k) for k in self.codebook_sizes[1:]])
             rest = [match_codebooks(n, o) for n, o in zip(
                 self.quantizer.codebook_arrays(), previous.quantizer.codebook_arrays(),

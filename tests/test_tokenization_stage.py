@@ -1,0 +1,132 @@
+"""The tokenization stage through Dagster: three tokenizers, semantic IDs, backfill, retrain,
+`lgsid lookup` and `lgsid report` (tiny random encoder, small synthetic city)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from lgsid_pipeline.cities import CityConfig, CityRegistry
+from lgsid_pipeline.cli import main
+from lgsid_pipeline.encoder import make_tiny_encoder
+from lgsid_pipeline.report import city_report
+from lgsid_pipeline.runner import materialize
+from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
+from lgsid_pipeline.tokenizer import SUMMARY_KEYS
+from lgsid_pipeline.warehouse import Warehouse
+
+TOKENIZER_CONFIG = {"codebook_sizes": [16, 8, 8], "epochs": 6, "batch_size": 128}
+KINDS = {"lgsid": "semantic_ids", "rqkmeans": "rqkmeans_semantic_ids",
+         "rqvae": "rqvae_semantic_ids"}
+CODE_ASSETS = ",".join(KINDS.values())
+
+
+def _run_config(encoder: Path) -> dict:
+    return {
+        "resources": {"lgsid": {"config": {"encoder_path": str(encoder)}}},
+        "ops": {
+            "geo_negatives": {"config": {"max_anchors": 150}},
+            "reward_model": {"config": {"epochs": 5}},
+            "geo_pairs": {"config": {"n_anchors": 150}},
+            "aligned_encoder": {"config": {"steps": 10}},
+            **{name: {"config": TOKENIZER_CONFIG}
+               for name in ("tokenizer", "rqkmeans_tokenizer", "rqvae_tokenizer")},
+        },
+    }
+
+
+def _metadata(instance: dg.DagsterInstance, run_id: str, asset: str) -> dict:
+    for event in instance.all_logs(run_id):
+        if event.dagster_event and event.dagster_event.event_type_value == "ASSET_MATERIALIZATION":
+            materialization = event.dagster_event.event_specific_data.materialization
+            if materialization.asset_key.to_user_string() == asset:
+                return {k: v.value for k, v in materialization.metadata.items()}
+    raise AssertionError(f"no materialization of {asset} in run {run_id}")
+
+
+def _add_items(folder: Path, n: int) -> list[str]:
+    """Append ``n`` new venues (copies of existing ones, moved 100 m) to the source."""
+    items = pd.read_parquet(folder / "items.parquet")
+    new = items.head(n).copy()
+    new["item_id"] = [f"new-{i:03d}" for i in range(n)]
+    new["name"] = new["name"] + " Annex"
+    new["latitude"] = new["latitude"] + 0.001
+    pd.concat([items, new], ignore_index=True).to_parquet(folder / "items.parquet")
+    return new["item_id"].tolist()
+
+
+def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    folder = lgsid_env / "synthetic" / "tiny"
+    generate_city(tiny_spec(n_items=300), folder)
+    CityRegistry(lgsid_env).add(CityConfig("tiny", "synthetic", str(folder)))
+    run_config = _run_config(make_tiny_encoder(tmp_path / "encoder"))
+    warehouse = Warehouse(lgsid_env)
+    with dg.instance_for_test() as instance:
+        results = materialize(["tiny"], instance=instance, run_config=run_config)
+        assert all(r.success for r in results), results
+        assert not any(r.failed_checks for r in results), results
+        first = {kind: warehouse.read_table("semantic_ids", "tiny", kind) for kind in KINDS}
+        n_items = len(warehouse.read_table("items", "tiny"))
+        for kind, table in first.items():
+            assert len(table) == n_items and table["code"].is_unique, kind
+            assert (table["tokenizer"] == kind).all()
+
+        # Nightly re-tokenization with nothing new: nothing assigned, nothing changed.
+        nightly = materialize(["tiny"], select=CODE_ASSETS, instance=instance)
+        meta = _metadata(instance, nightly[0].run_id, "semantic_ids")
+        assert (meta["assigned"], meta["reused"], meta["churn"]) == (0, n_items, 0.0)
+
+        # Backfill: new venues get codes from the frozen tokenizers, old codes stay.
+        new_ids = _add_items(folder, 12)
+        backfill = materialize(["tiny"], select=f"group:ingest,item_embeddings,{CODE_ASSETS}",
+                               instance=instance, run_config=run_config)
+        assert [r.city for r in backfill] == ["tiny"] and backfill[0].success
+        meta = _metadata(instance, backfill[0].run_id, "semantic_ids")
+        assert (meta["assigned"], meta["reused"]) == (12, n_items)
+        after = warehouse.read_table("semantic_ids", "tiny", "lgsid").set_index("item_id")
+        assert after["code"].is_unique
+        assert set(new_ids) <= set(after.index)
+        old = first["lgsid"].set_index("item_id")["code"]
+        assert (after.loc[old.index, "code"] == old).all()
+        assert after["tokenizer_version"].nunique() == 1
+
+        # Retraining (warm start from the champion) keeps codes stable.
+        retrain = materialize(["tiny"], select="tokenizer,semantic_ids", instance=instance,
+                              run_config=run_config)
+        assert all(r.success for r in retrain), retrain
+        model_meta = _metadata(instance, retrain[0].run_id, "tokenizer")
+        assert model_meta["warm_started"] and 0 <= model_meta["retrain_churn"] <= 0.05
+        ids_meta = _metadata(instance, retrain[1].run_id, "semantic_ids")
+        assert ids_meta["churn"] <= 0.05
+
+    report = city_report(warehouse, "tiny")["tokenizers"]
+    assert set(report) == set(KINDS)
+    for figures in report.values():
+        assert set(SUMMARY_KEYS) <= set(figures) and figures["unique_after_dedup"]
+    assert report["lgsid"]["nmi_level2"] > report["rqkmeans"]["nmi_level2"]
+
+    # lookup: an item, then the items under its two-token prefix.
+    item_id = new_ids[0]
+    capsys.readouterr()
+    assert main(["lookup", "--city", "tiny", "--item", item_id, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["item_id"] == item_id and row["code"] == after.loc[item_id, "code"]
+    assert row["name"].endswith("Annex") and row["admin_path"]
+    prefix = "-".join(row["code"].split("-")[:2])
+    assert main(["lookup", "--city", "tiny", "--code", prefix, "--json", "--limit", "500"]) == 0
+    under = json.loads(capsys.readouterr().out)
+    assert item_id in {r["item_id"] for r in under["items"]}
+    assert all(r["code"].startswith(prefix + "-") for r in under["items"])
+    expected = (after["code"].str.startswith(prefix + "-")).sum()
+    assert under["matches"] == expected
+    assert main(["lookup", "--city", "tiny", "--code", row["code"]]) == 0
+    assert main(["lookup", "--city", "nowhere", "--item", "x"]) == 2
+    assert "unknown city 'nowhere'" in capsys.readouterr().err
+    assert main(["lookup", "--city", "tiny", "--item", "no-such-item"]) == 2
+    assert main(["lookup", "--city", "tiny", "--code", "1-x"]) == 2
+    assert "invalid code" in capsys.readouterr().err
