@@ -34,9 +34,11 @@ ui: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(or $(LGSID_HOME),$(CURDIR)/.lgsid)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
+bench: export LGSID_BENCH_HOME ?= $(CURDIR)/.lgsid-bench
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alignment.py
+	$(BIN)/python bench/tokenizer.py
 
 clean:
 	rm -rf .lgsid dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

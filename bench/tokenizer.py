@@ -1,0 +1,113 @@
+"""Tokenizer benchmark on the real cities: LGSID vs RQ-KMeans vs RQ-VAE.
+
+Usage: .venv/bin/python bench/tokenizer.py   (writes bench/results/tokenizer.json)
+Needs the aligned embeddings of new-york and tokyo: with LGSID_BENCH_HOME pointing at a home
+that has them (e.g. left by an earlier run) they are reused, otherwise the ingest and
+alignment stages run first (~20 minutes). The tokenizers and semantic IDs are materialized
+through Dagster with the asset defaults (codebooks 64-64-64); then each tokenizer is
+retrained twice: warm (the pipeline's retrain: started from the champion, another seed) and
+cold (another seed from scratch, codewords Hungarian-matched), and code churn is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from common import REAL_CITIES, RESULTS, ensure_item_embeddings, isolated_home
+
+KINDS = {"lgsid": ("tokenizer", "semantic_ids"),
+         "rqkmeans": ("rqkmeans_tokenizer", "rqkmeans_semantic_ids"),
+         "rqvae": ("rqvae_tokenizer", "rqvae_semantic_ids")}
+
+
+def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
+    """Share of items (both cities) whose tokens change when the champion is retrained."""
+    import numpy as np
+    import pandas as pd
+
+    from lgsid_pipeline.registry import champion_folder
+    from lgsid_pipeline.tokenizer import TOKENIZERS, Tokenizer, TokenizerConfig
+    from lgsid_pipeline.tokenizer.codes import aligned_embeddings
+    from lgsid_pipeline.warehouse import Warehouse
+
+    champion = Tokenizer.load(champion_folder(f"{kind}-tokenizer"))
+    warehouse = Warehouse()
+    parts = []
+    for city in REAL_CITIES:
+        items = warehouse.read_table("items", city)
+        vectors, _ = aligned_embeddings(items, warehouse.read_arrow(
+            "item_embeddings", city, champion.embedding_part))
+        parts.append((items, vectors))
+    items = pd.concat([p[0] for p in parts], ignore_index=True)
+    vectors = np.concatenate([p[1] for p in parts])
+    before = champion.assign(items, vectors)
+    config = TokenizerConfig(**{**champion.config.__dict__, "seed": seed})
+    out = {}
+    for name, previous in (("warm", champion), ("cold_matched", None)):
+        retrained = TOKENIZERS[kind](config).fit(items, vectors, previous=previous)
+        if previous is None:
+            retrained.match_to(champion)
+        after = retrained.assign(items, vectors)
+        out[f"churn_{name}"] = float(np.mean(np.any(before != after, axis=1)))
+        out[f"churn_{name}_by_level"] = np.mean(before != after, axis=0).round(4).tolist()
+        out[f"refit_seconds_{name}"] = retrained.fit_seconds
+    return out
+
+
+def main() -> None:
+    isolated_home("lgsid-tok-")
+
+    from lgsid_pipeline.jsonio import read_json
+    from lgsid_pipeline.report import city_report
+    from lgsid_pipeline.runner import get_instance, materialize
+    from lgsid_pipeline.tokenizer import SUMMARY_KEYS
+    from lgsid_pipeline.warehouse import Warehouse
+
+    started = time.perf_counter()
+    alignment_runs = ensure_item_embeddings()
+    alignment_seconds = time.perf_counter() - started
+    select = ",".join(name for pair in KINDS.values() for name in pair)
+    started = time.perf_counter()
+    results = materialize(list(REAL_CITIES), select=select, instance=get_instance())
+    stage_seconds = time.perf_counter() - started
+    if not all(r.success for r in results):
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+        sys.exit(1)
+    warehouse = Warehouse()
+    cities: dict[str, dict] = {}
+    for city in REAL_CITIES:
+        reports = city_report(warehouse, city)["tokenizers"]
+        cities[city] = {"tokenizers": {
+            kind: {**{k: reports[kind][k] for k in SUMMARY_KEYS}, "all_metrics": reports[kind]}
+            for kind in KINDS}}
+    churn = {}
+    for kind in KINDS:
+        churn[kind] = retrain_churn(kind)
+        print(kind, churn[kind], flush=True)
+    global_reports = {kind: read_json(warehouse.home / "reports" / "tokenizers" / f"{kind}.json")
+                      for kind in KINDS}
+    out = {
+        "cities": cities,
+        "retrain": churn,
+        "fit_seconds": {k: v["fit_seconds"] for k, v in global_reports.items()},
+        "stage_seconds": stage_seconds,
+        "alignment_seconds_if_run": alignment_seconds if alignment_runs else None,
+        "codebook_sizes": [64, 64, 64],
+        "runs": [r.__dict__ for r in results],
+        "machine": {"cpus": os.cpu_count()},
+    }
+    (RESULTS / "tokenizer.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    table = [f"{'city':10s} {'tokenizer':9s} " + " ".join(f"{k:>18s}" for k in SUMMARY_KEYS)]
+    for city, entry in cities.items():
+        for kind, figures in entry["tokenizers"].items():
+            table.append(f"{city:10s} {kind:9s} " + " ".join(
+                f"{figures[k]:>18.3f}" if isinstance(figures[k], float) else f"{figures[k]!s:>18s}"
+                for k in SUMMARY_KEYS))
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
