@@ -11,6 +11,7 @@ from lgsid_pipeline.defs.alignment import (
     reward_model,
 )
 from lgsid_pipeline.defs.ingest import interactions, items, raw_city_tables
+from lgsid_pipeline.defs.recommenders import CTR_ASSETS, evaluation_report, recommender_datasets
 from lgsid_pipeline.defs.resources import LgsidResource
 from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSETS, TOKENIZER_MODEL_ASSETS
 
@@ -18,7 +19,8 @@ CITY_JOB_NAME = "city_pipeline"
 GLOBAL_JOB_NAME = "global_models"
 
 CITY_ASSETS = [raw_city_tables, items, interactions, geo_negatives, cooccurrence_pairs,
-               geo_pairs, item_embeddings, *SEMANTIC_ID_ASSETS]
+               geo_pairs, item_embeddings, *SEMANTIC_ID_ASSETS, recommender_datasets,
+               *CTR_ASSETS, evaluation_report]
 GLOBAL_ASSETS = [reward_model, aligned_encoder, *TOKENIZER_MODEL_ASSETS]
 
 city_job = dg.define_asset_job(

@@ -60,6 +60,10 @@ def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None =
     tokenizers = tokenizers_report(warehouse, city)
     if tokenizers:
         report["tokenizers"] = tokenizers
+    results = read_json(warehouse.home / "reports" / f"{city}.json") or {}
+    for section in ("discriminative", "generative"):
+        if section in results:
+            report[section] = results[section]
     return report
 
 

@@ -1,5 +1,6 @@
-"""The tokenization stage through Dagster: three tokenizers, semantic IDs, backfill, retrain,
-`lgsid lookup` and `lgsid report` (tiny random encoder, small synthetic city)."""
+"""The stages after alignment through Dagster: three tokenizers, semantic IDs, backfill,
+retrain, `lgsid lookup`, the recommenders and `lgsid report` (tiny random encoder, small
+synthetic city)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
 from lgsid_pipeline.encoder import make_tiny_encoder
+from lgsid_pipeline.recommenders import BACKBONES
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize
 from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
@@ -27,6 +29,7 @@ CODE_ASSETS = ",".join(KINDS.values())
 
 def _run_config(encoder: Path) -> dict:
     return {
+        "execution": {"config": {"in_process": {}}},  # no step subprocesses: a faster test
         "resources": {"lgsid": {"config": {"encoder_path": str(encoder)}}},
         "ops": {
             "geo_negatives": {"config": {"max_anchors": 150}},
@@ -35,6 +38,11 @@ def _run_config(encoder: Path) -> dict:
             "aligned_encoder": {"config": {"steps": 10}},
             **{name: {"config": TOKENIZER_CONFIG}
                for name in ("tokenizer", "rqkmeans_tokenizer", "rqvae_tokenizer")},
+            "recommender_datasets": {"config": {"max_train_positives": 1500,
+                                                "max_eval_positives": 400, "short_len": 10,
+                                                "long_len": 30}},
+            **{backbone: {"config": {"variants": ["none", "lgsid"], "epochs": 2, "dim": 16}}
+               for backbone in BACKBONES},
         },
     }
 
@@ -77,7 +85,8 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
             assert (table["tokenizer"] == kind).all()
 
         # Nightly re-tokenization with nothing new: nothing assigned, nothing changed.
-        nightly = materialize(["tiny"], select=CODE_ASSETS, instance=instance)
+        nightly = materialize(["tiny"], select=CODE_ASSETS, instance=instance,
+                              run_config=run_config)
         meta = _metadata(instance, nightly[0].run_id, "semantic_ids")
         assert (meta["assigned"], meta["reused"], meta["churn"]) == (0, n_items, 0.0)
 
@@ -104,7 +113,11 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
         ids_meta = _metadata(instance, retrain[1].run_id, "semantic_ids")
         assert ids_meta["churn"] <= 0.05
 
-    report = city_report(warehouse, "tiny")["tokenizers"]
+    full_report = city_report(warehouse, "tiny")
+    auc = full_report["discriminative"]["auc"]
+    assert set(auc) == set(BACKBONES)
+    assert all(0.55 < row[v] <= 1 for row in auc.values() for v in ("none", "lgsid")), auc
+    report = full_report["tokenizers"]
     assert set(report) == set(KINDS)
     for figures in report.values():
         assert set(SUMMARY_KEYS) <= set(figures) and figures["unique_after_dedup"]

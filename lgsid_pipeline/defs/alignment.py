@@ -135,7 +135,7 @@ def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
     registered = register_folder(
         REWARD_MODEL, folder, params={**asdict(reward_config), "cities": ",".join(cities),
                                       "encoder_version": encoder.version},
-        metrics=result.metrics, tags={"dagster_run_id": context.run_id},
+        metrics=result.metrics, tags={"dagster_run_id": context.run.run_id},
         images={"reward_training.png": curve}, home=lgsid.home_path)
     write_json(lgsid.report_path("global", "reward_model.json"),
                {**result.metrics, "version": registered.version, "run_id": registered.run_id})
@@ -225,7 +225,7 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
         params={**asdict(gdpo_config), "cities": ",".join(cities),
                 "base_encoder": encoder.name_or_path, "triples": len(anchors),
                 "max_dc_triples": config.max_dc_triples, "max_gc_triples": config.max_gc_triples},
-        metrics=metrics, tags={"dagster_run_id": context.run_id,
+        metrics=metrics, tags={"dagster_run_id": context.run.run_id,
                                "encoder_version": encoder.version},
         images={"gdpo_training.png": curve}, home=lgsid.home_path)
     write_json(lgsid.report_path("global", "aligned_encoder.json"),

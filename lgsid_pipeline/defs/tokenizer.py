@@ -148,7 +148,7 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
             names.registered_name, folder,
             params={**asdict(settings), "cities": ",".join(cities),
                     "warm_started": tokenizer.warm_started},
-            metrics=metrics, tags={"dagster_run_id": context.run_id,
+            metrics=metrics, tags={"dagster_run_id": context.run.run_id,
                                    "tokenizer_version": tokenizer.version},
             images=images, home=lgsid.home_path)
         write_json(lgsid.report_path("tokenizers", f"{names.kind}.json"), {

@@ -1,0 +1,226 @@
+"""Discriminative recommenders per city: datasets, the five backbones x four code variants,
+and the evaluation report (METHOD section 5)."""
+
+import json
+import time
+from dataclasses import asdict
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from lgsid_pipeline.defs.resources import (
+    LgsidResource,
+    city_partitions,
+    config_class,
+    png_metadata,
+)
+from lgsid_pipeline.defs.tokenizer import TOKENIZER_ASSETS
+from lgsid_pipeline.jsonio import read_json, write_json
+from lgsid_pipeline.plots import curves_png
+from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, evaluate_ctr, train_ctr
+from lgsid_pipeline.recommenders.datasets import (
+    DatasetConfig,
+    build_city_ctr_data,
+    load_ctr_data,
+    save_ctr_data,
+)
+from lgsid_pipeline.recommenders.training import save_ctr_model
+from lgsid_pipeline.registry import register_folder
+from lgsid_pipeline.tokenizer import level_columns
+
+VARIANTS = ("none", "rqkmeans", "rqvae", "lgsid")
+IDS_ASSET = {names.kind: names.ids_asset for names in TOKENIZER_ASSETS}
+
+RecommenderDatasetsConfig = config_class(
+    "RecommenderDatasetsConfig", DatasetConfig,
+    "Time-based split (t1/t2 as ISO times, empty: quantiles q1/q2), negatives, sequences.")
+
+
+class CtrTrainingConfig(dg.Config):
+    """Training of one backbone for every code variant (early stopping on validation AUC)."""
+
+    variants: list[str] = list(VARIANTS)
+    epochs: int = 8
+    patience: int = 2
+    batch_size: int = 512
+    lr: float = 2e-3
+    dim: int = 32
+    top_k: int = 20
+    seed: int = 0
+
+
+@dg.asset(deps=["interactions", "items", *IDS_ASSET.values()],
+          partitions_def=city_partitions, group_name="recommenders", kinds={"parquet"})
+def recommender_datasets(context: dg.AssetExecutionContext, config: RecommenderDatasetsConfig,
+                         lgsid: LgsidResource) -> dg.MaterializeResult:
+    """Train/validation/test CTR samples split at absolute times, with near and random
+    negatives and behaviour sequences (codes are joined at training time)."""
+    city = context.partition_key
+    warehouse = lgsid.warehouse
+    data = build_city_ctr_data(warehouse.read_table("items", city),
+                               warehouse.read_table("interactions", city),
+                               DatasetConfig(**config.model_dump()))
+    save_ctr_data(warehouse, city, data)
+    warehouse.refresh_catalog()
+    description = data.describe()
+    context.log.info(f"{city}: split at {description['t1']} / {description['t2']}; "
+                     f"samples {[description[f'{s}_samples'] for s in ('train', 'valid', 'test')]}")
+    return dg.MaterializeResult(metadata={
+        "t1": description["t1"], "t2": description["t2"],
+        **{k: v for k, v in description.items() if isinstance(v, int)},
+        "users": data.n_users, "items_in_training": data.n_items,
+    })
+
+
+def _variant_codes(lgsid: LgsidResource, city: str, variant: str,
+                   data) -> tuple[np.ndarray, list[int]]:
+    if variant == "none":
+        return data.code_matrix(None, []), []
+    table = lgsid.warehouse.read_table("semantic_ids", city, variant)
+    levels = level_columns(sum(c.startswith("level_") for c in table.columns))
+    sizes = [int(table[c].max()) + 1 for c in levels]
+    return data.code_matrix(table, levels), sizes
+
+
+def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
+    """One backbone's asset: a model per code variant, registered in MLflow per city."""
+
+    @dg.asset(name=backbone, deps=["recommender_datasets", *IDS_ASSET.values()],
+              partitions_def=city_partitions, group_name="recommenders",
+              kinds={"pytorch", "mlflow"},
+              description=f"{backbone.upper()} CTR model with item ids only and with each "
+                          "tokenizer's semantic IDs as extra features; test AUC/logloss.")
+    def _asset(context: dg.AssetExecutionContext, config: CtrTrainingConfig,
+               lgsid: LgsidResource) -> dg.MaterializeResult:
+        city = context.partition_key
+        unknown = sorted(set(config.variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
+        data = load_ctr_data(lgsid.warehouse, city)
+        train_config = TrainConfig(epochs=config.epochs, patience=config.patience,
+                                   batch_size=config.batch_size, lr=config.lr, seed=config.seed)
+        name = f"ctr-{backbone}-{city}"
+        folder = lgsid.model_dir(name)
+        results: dict[str, dict] = {}
+        curves = []
+        for variant in config.variants:
+            codes, sizes = _variant_codes(lgsid, city, variant, data)
+            splits = data.with_codes(codes)
+            model_config = CtrConfig(n_users=data.n_users, n_items=max(data.n_items, 1),
+                                     n_categories=data.n_categories, codebook_sizes=sizes,
+                                     backbone=backbone, dim=config.dim, top_k=config.top_k,
+                                     seed=config.seed)
+            started = time.perf_counter()
+
+            def log_epoch(entry: dict, variant: str = variant) -> None:
+                context.log.info(f"{city} {backbone}/{variant} epoch {entry['epoch']:.0f}: "
+                                 f"loss {entry['train_loss']:.4f} valid AUC "
+                                 f"{entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
+
+            result = train_ctr(model_config, splits["train"], splits["valid"], train_config,
+                               on_epoch=log_epoch)
+            seconds = time.perf_counter() - started
+            test = evaluate_ctr(result.model, splits["test"])
+            results[variant] = {"auc": test["auc"], "logloss": test["logloss"],
+                                "valid_auc": result.best_valid_auc,
+                                "best_epoch": result.best_epoch, "train_seconds": seconds}
+            save_ctr_model(result, folder / variant, extra={"city": city, "variant": variant})
+            curves += [{**h, "variant": variant} for h in result.history]
+        png = _variant_curves_png(curves, f"{city}: {backbone}")
+        registered = register_folder(
+            name, folder, params={"backbone": backbone, "city": city,
+                                  "variants": ",".join(config.variants),
+                                  **asdict(train_config), "dim": config.dim,
+                                  "top_k": config.top_k},
+            metrics={f"{v}.{k}": float(x) for v, figures in results.items()
+                     for k, x in figures.items()},
+            tags={"dagster_run_id": context.run.run_id, "city": city},
+            images={"training.png": png}, home=lgsid.home_path)
+        write_json(lgsid.report_path("recommenders", city, f"{backbone}.json"),
+                   {"backbone": backbone, "variants": results, "mlflow_version":
+                    registered.version, "split": {"t1": data.t1.isoformat(),
+                                                  "t2": data.t2.isoformat()}})
+        return dg.MaterializeResult(metadata={
+            **{f"auc_{v}": figures["auc"] for v, figures in results.items()},
+            "results": dg.MetadataValue.md(_variants_markdown(results)),
+            "mlflow_version": registered.version,
+            "mlflow_run": dg.MetadataValue.url(registered.run_url),
+            **png_metadata(png, lgsid.report_path("plots", city, f"{backbone}_training.png"),
+                           key="training_curve"),
+        })
+
+    return _asset
+
+
+def _variants_markdown(results: dict[str, dict]) -> str:
+    rows = ["| variant | test AUC | test logloss | valid AUC | best epoch | train s |",
+            "|---|---:|---:|---:|---:|---:|"]
+    rows += [f"| {v} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['valid_auc']:.4f} | "
+             f"{r['best_epoch']} | {r['train_seconds']:.0f} |" for v, r in results.items()]
+    return "\n".join(rows)
+
+
+def _variant_curves_png(history: list[dict], title: str) -> bytes:
+    frame = pd.DataFrame(history)
+    rows = []
+    for epoch, group in frame.groupby("epoch"):
+        rows.append({"epoch": epoch, **{f"valid_auc_{v}": a for v, a in
+                                        zip(group["variant"], group["valid_auc"], strict=True)}})
+    keys = [f"valid_auc_{v}" for v in frame["variant"].unique()]
+    return curves_png(rows, keys, "epoch", title)
+
+
+CTR_ASSETS = [build_ctr_asset(backbone) for backbone in BACKBONES]
+
+
+def discriminative_table(lgsid: LgsidResource, city: str) -> dict | None:
+    """The backbone x variant AUC table of a city from the per-backbone reports."""
+    reports = {b: read_json(lgsid.report_path("recommenders", city, f"{b}.json"))
+               for b in BACKBONES}
+    reports = {b: r for b, r in reports.items() if r}
+    if not reports:
+        return None
+    split = next(iter(reports.values()))["split"]
+    return {
+        "split": split,
+        "auc": {b: {v: r["variants"][v]["auc"] for v in r["variants"]} for b, r in reports.items()},
+        "logloss": {b: {v: r["variants"][v]["logloss"] for v in r["variants"]}
+                    for b, r in reports.items()},
+        "train_seconds": {b: float(sum(v["train_seconds"] for v in r["variants"].values()))
+                          for b, r in reports.items()},
+    }
+
+
+def auc_markdown(table: dict) -> str:
+    """backbone x variant AUC table, best variant of each row in bold."""
+    variants = [v for v in VARIANTS if any(v in row for row in table["auc"].values())]
+    rows = ["| backbone | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+    for backbone, row in table["auc"].items():
+        best = max(row.values())
+        cells = [(f"**{row[v]:.4f}**" if row[v] == best else f"{row[v]:.4f}") if v in row
+                 else "-" for v in variants]
+        rows.append(f"| {backbone} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+@dg.asset(deps=list(BACKBONES), partitions_def=city_partitions, group_name="recommenders",
+          kinds={"json"})
+def evaluation_report(context: dg.AssetExecutionContext,
+                      lgsid: LgsidResource) -> dg.MaterializeResult:
+    """The city's results: the backbone x variant AUC table (``reports/<city>.json``)."""
+    city = context.partition_key
+    table = discriminative_table(lgsid, city)
+    if table is None:
+        raise RuntimeError(f"no trained recommenders for {city!r}; materialize them first")
+    path = lgsid.report_path(f"{city}.json")
+    report = read_json(path) or {}
+    report["discriminative"] = table
+    write_json(path, report)
+    context.log.info(f"{city}: AUC table\n{auc_markdown(table)}")
+    return dg.MaterializeResult(metadata={
+        "auc_table": dg.MetadataValue.md(auc_markdown(table)),
+        "split": dg.MetadataValue.json(table["split"]),
+        "report_path": dg.MetadataValue.path(str(path)),
+        "report": dg.MetadataValue.json(json.loads(json.dumps(table))),
+    })
