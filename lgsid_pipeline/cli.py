@@ -108,8 +108,12 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
     cities = args.city or [c.slug for c in registry.all()]
     if not cities:
         raise CliError("no cities registered; add one with `lgsid add-city` or run `lgsid demo`")
-    return _run(cities, args.select, args.parallel,
-                _load_run_config(args.config, args.max_quarantine_rate))
+    config = _load_run_config(args.config, args.max_quarantine_rate) or {}
+    split = {k: v for k, v in (("t1", args.split_t1), ("t2", args.split_t2)) if v}
+    if split:
+        ops = config.setdefault("ops", {}).setdefault("recommender_datasets", {})
+        ops.setdefault("config", {}).update(split)
+    return _run(cities, args.select, args.parallel, config or None)
 
 
 def _print_counts(cities: list[str]) -> None:
@@ -243,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="YAML/JSON Dagster run config (ops: per-asset training settings; "
                         "resources: lgsid settings such as encoder_path)")
+    p.add_argument("--split-t1", default=None,
+                   help="recommender split: validation starts at this time (ISO, UTC)")
+    p.add_argument("--split-t2", default=None,
+                   help="recommender split: test starts at this time (ISO, UTC)")
     p.set_defaults(func=_cmd_materialize)
 
     p = sub.add_parser("report", help="latest figures of one city")

@@ -50,3 +50,20 @@ def test_registration_persists_and_unknown_cities_are_named(
     assert "no materialized items yet" in capsys.readouterr().err
     assert main(["materialize", "--city", "tokyo", "--select", "no_such_asset"]) == 2
     assert "invalid asset selection" in capsys.readouterr().err
+
+
+def test_materialize_split_options_reach_the_dataset_config(
+        lgsid_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lgsid_pipeline.cli as cli
+    from lgsid_pipeline.cities import CityConfig, CityRegistry
+
+    CityRegistry(lgsid_env).add(CityConfig("tiny", "synthetic", str(tmp_path)))
+    seen: dict = {}
+    monkeypatch.setattr(cli, "_run", lambda cities, select, parallel, config:
+                        seen.update(config=config) or 0)
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("ops:\n  recommender_datasets:\n    config:\n      q1: 0.7\n")
+    assert main(["materialize", "--config", str(run_yaml), "--split-t1", "2025-02-01",
+                 "--split-t2", "2025-02-15T12:00:00"]) == 0
+    assert seen["config"]["ops"]["recommender_datasets"]["config"] == {
+        "q1": 0.7, "t1": "2025-02-01", "t2": "2025-02-15T12:00:00"}

@@ -97,6 +97,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         unknown = sorted(set(config.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
+        lgsid.limit_threads()
         data = load_ctr_data(lgsid.warehouse, city)
         train_config = TrainConfig(epochs=config.epochs, patience=config.patience,
                                    batch_size=config.batch_size, lr=config.lr, seed=config.seed)

