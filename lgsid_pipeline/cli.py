@@ -20,7 +20,12 @@ DEMO_RUN_CONFIG = {
         "geo_pairs": {"config": {"n_anchors": 600}},
         "aligned_encoder": {"config": {"steps": 60, "max_dc_triples": 600,
                                        "max_gc_triples": 600}},
+        "recommender_datasets": {"config": {"max_train_positives": 3000,
+                                            "max_eval_positives": 1000}},
+        **{backbone: {"config": {"epochs": 3, "dim": 16}}
+           for backbone in ("din", "dien", "sim", "twin", "eta")},
     },
+    "resources": {"lgsid": {"config": {"torch_threads": 1}}},
 }
 
 
