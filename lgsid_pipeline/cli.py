@@ -205,6 +205,25 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     return 0 if total else 1
 
 
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.lookup import UnknownUserError, cached_recommendations
+
+    CityRegistry().get(args.city)
+    try:
+        rows = cached_recommendations(Warehouse(), args.city, args.user, args.k)
+    except UnknownUserError as exc:
+        print(f"lgsid: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"city": args.city, "user": args.user, "items": rows}, indent=2,
+                         default=str))
+    else:
+        for row in rows:
+            print(f"{row['rank']:>3d}  {row['code']:>16s}  {row['score']:8.4f}  "
+                  f"{row['item_id']}  {row['name']}")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from lgsid_pipeline.sources.synthetic import SyntheticCitySpec, generate_city
 
@@ -272,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="items listed under a prefix")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_lookup)
+
+    p = sub.add_parser("recommend", help="a user's cached top-K items (user_topk_cache)")
+    p.add_argument("--city", required=True)
+    p.add_argument("--user", required=True, help="user id as in the check-ins")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("synth", help="write a synthetic city's source files to a folder")
     p.add_argument("--out", required=True)

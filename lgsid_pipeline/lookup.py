@@ -52,3 +52,24 @@ def lookup_code(warehouse: Warehouse, city: str, code: str, tokenizer: str = "lg
     rows = warehouse.query("lookup_code.sql", {"city": city, "tokenizer": tokenizer,
                                                "code": canonical, "limit": int(limit)})
     return (int(rows["matches"].iloc[0]) if len(rows) else 0), _records(rows)
+
+
+class UnknownUserError(LookupError):
+    """A user with no cached recommendations (not in the city's check-ins)."""
+
+
+def cached_recommendations(warehouse: Warehouse, city: str, user_id: str,
+                           k: int = 10) -> list[dict[str, Any]]:
+    """A user's top-``k`` items from ``user_topk_cache`` (serving is this lookup)."""
+    validate_city_slug(city)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not warehouse.has_table("user_topk_cache", city):
+        raise TableNotFoundError(f"city {city!r} has no user_topk_cache; run "
+                                 f"`lgsid materialize --city {city} --select user_topk_cache`")
+    rows = warehouse.query("user_topk.sql", {"city": city, "user_id": str(user_id), "k": k})
+    if rows.empty:
+        raise UnknownUserError(f"user {user_id!r} has no cached recommendations in {city!r} "
+                               "(unknown user, or no check-in before the cache was refreshed)")
+    return [{k_: (None if pd.isna(v) else v) for k_, v in row.items()}
+            for row in rows.to_dict("records")]

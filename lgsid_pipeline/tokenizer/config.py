@@ -20,6 +20,7 @@ class TokenizerConfig:
     w_geo: float = 2.0
     w_cat: float = 0.5
     w_brand: float = 0.5
+    city_balance: float = 1.0  # primary k-means weight per item ~ n_city^-balance (0: none)
     max_vocab: int = 256  # categories and brands kept as one-hot columns (most frequent)
     epochs: int = 30
     batch_size: int = 1024
@@ -37,7 +38,8 @@ class TokenizerConfig:
         if not sizes or any(not isinstance(k, int) or k < 2 for k in sizes):
             raise ValueError(f"codebook_sizes must be integers >= 2, got {self.codebook_sizes!r}")
         self.codebook_sizes = sizes
-        for name in ("w_admin", "w_geo", "w_cat", "w_brand", "commitment", "entropy_weight"):
+        for name in ("w_admin", "w_geo", "w_cat", "w_brand", "commitment", "entropy_weight",
+                     "city_balance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "max_vocab", "latent_dim", "hidden_dim"):

@@ -71,8 +71,13 @@ class LgsidTokenizer(Tokenizer):
         init = None
         if isinstance(previous, LgsidTokenizer) and previous.spec is not None:
             init = self.spec.carry_over(previous.primary_centres, previous.spec)
-        self.primary_centres = kmeans_fit(features, self.codebook_sizes[0], cfg.seed,
-                                          init).cluster_centers_.astype(np.float32)
+        # Each city weighs the same in the primary clustering (city_balance = 1), so a small
+        # city is not left a handful of level-1 codewords by a large one.
+        per_city = items["city"].map(items["city"].value_counts()).to_numpy(dtype=np.float64)
+        weights = per_city ** -cfg.city_balance
+        self.primary_centres = kmeans_fit(features, self.codebook_sizes[0], cfg.seed, init,
+                                          weights / weights.mean()
+                                          ).cluster_centers_.astype(np.float32)
         primary = _nearest_rows(features, self.primary_centres)
         self.primary_codewords = self._cluster_means(x, primary)
         residual = x - self.primary_codewords[primary]

@@ -23,7 +23,8 @@ _KMEANS_MINIBATCH_ABOVE = 20_000
 _ASSIGN_BLOCK = 8192
 
 
-def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None) -> KMeans:
+def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None,
+               sample_weight: np.ndarray | None = None) -> KMeans:
     """K-means (mini-batch on large inputs); ``init`` warm-starts from given centres."""
     if len(x) < k:
         raise ValueError(f"cannot fit {k} codewords on {len(x)} items; use smaller codebooks")
@@ -34,7 +35,7 @@ def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None)
                                 batch_size=4096, max_iter=200, reassignment_ratio=0.05)
     else:
         model = KMeans(k, init=start, n_init=n_init, random_state=seed, max_iter=300)
-    return model.fit(x.astype(np.float64))
+    return model.fit(x.astype(np.float64), sample_weight=sample_weight)
 
 
 def nearest(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,606 @@
+"""Generative next-item recommenders over semantic-ID tokens: TIGER and a OneRec-style decoder.
+
+Both read a user's last ``max_history`` check-ins as code tokens and generate the ``depth``
+(= L + 1) tokens of the next item. TIGER is a small T5 encoder-decoder (encoder: the history
+tokens, decoder: the target code); the OneRec-style model is a small causal GPT-2 over
+``[history tokens, SEP, target tokens]`` with the loss on the target tokens only. Both are
+built from a config with fresh weights (nothing is downloaded).
+
+They share one training loop (teacher-forced cross-entropy, early stopping on validation
+Hit@10 over a capped sample, best weights restored) and one beam search that walks the
+:class:`~lgsid_pipeline.recommenders.trie.PrefixTrie` level by level, so every generated code
+is a real item's and every list is free of duplicates. The models differ only in three hooks:
+``target_logits`` (teacher forcing), ``prepare`` (per-example state) and ``next_logits``.
+
+Examples come from a per-city check-in timeline split by the target's time: train < t1 <=
+valid < t2 <= test; a history holds only check-ins at strictly earlier timeline positions,
+so no later-period event reaches a training example.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import pickle
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+from lgsid_pipeline.geo.distance import haversine_km
+from lgsid_pipeline.metrics.ranking import TopKAccumulator, hit_at_k, ndcg_at_k
+from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeTokenizer, PrefixTrie
+
+SPLITS = ("train", "valid", "test")
+KINDS = ("tiger", "onerec")
+CONFIG_FILE = "generative_config.json"
+WEIGHTS_FILE = "generative_model.pt"
+CODES_FILE = "codes.npy"
+VALID_K = 10  # early stopping watches validation Hit@10
+
+Examples = tuple[np.ndarray, np.ndarray]  # (histories (S, N), -1 = left padding; targets (S,))
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def _event_times(timestamps: Any, *bounds: Any) -> tuple[np.ndarray, list[float]]:
+    """Times and bounds on one comparable scale: numbers stay numbers; anything else is
+    parsed as datetimes (naive = UTC) and compared as UTC nanoseconds."""
+    raw = np.asarray(timestamps)
+    if raw.dtype.kind in "iuf":
+        if any(isinstance(b, bool) or not isinstance(b, int | float | np.integer | np.floating)
+               for b in bounds):
+            raise ValueError(f"numeric timestamps need numeric split times, got {bounds}")
+        times = raw.astype(np.float64)
+        if np.isnan(times).any():
+            raise ValueError("timestamps contain NaN")
+        return times, [float(b) for b in bounds]
+    index = pd.DatetimeIndex(pd.to_datetime(pd.Series(raw), utc=True)).as_unit("ns")
+    if index.isna().any():
+        raise ValueError("timestamps contain missing values")
+    values = []
+    for b in bounds:
+        stamp = pd.Timestamp(b)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        values.append(float(stamp.as_unit("ns").value))
+    return index.asi8.astype(np.float64), values
+
+
+def _timeline(user_ids: Any, item_idx: Any, times: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Events sorted by user, time, item: (user codes, items, times, first position of each
+    event's user, the user keys by code)."""
+    users, keys = pd.factorize(pd.Series(np.asarray(user_ids)))
+    items = np.asarray(item_idx)
+    if not len(users) == len(items) == len(times):
+        raise ValueError(f"{len(users)} users, {len(items)} items and {len(times)} timestamps")
+    if items.dtype.kind not in "iu" or (len(items) and items.min() < 0):
+        raise ValueError("item_idx must be non-negative integers")
+    if (users < 0).any():
+        raise ValueError("user_ids contain missing values")
+    order = np.lexsort((items, times, users))
+    users, items, times = users[order], items[order].astype(np.int64), times[order]
+    position = np.arange(len(users))
+    new_user = np.r_[True, users[1:] != users[:-1]] if len(users) else np.zeros(0, bool)
+    first = np.maximum.accumulate(np.where(new_user, position, 0)) if len(users) else position
+    return users, items, times, first, np.asarray(keys)
+
+
+def _windows(items: np.ndarray, start: np.ndarray, end: np.ndarray, n: int) -> np.ndarray:
+    """(len(end), n) items at timeline positions [max(start, end - n), end), left-padded -1."""
+    positions = end[:, None] - n + np.arange(n)[None, :]
+    valid = positions >= start[:, None]
+    if not len(items):
+        return np.full((len(end), n), -1, dtype=np.int64)
+    return np.where(valid, items[np.clip(positions, 0, None)], -1).astype(np.int64)
+
+
+def build_next_item_examples(user_ids: Any, item_idx: Any, timestamps: Any, t1: Any, t2: Any,
+                             max_history: int = 20) -> dict[str, Examples]:
+    """Next-item examples of every split: ``{split: (histories (S, N), targets (S,))}``.
+
+    Each check-in with at least one earlier check-in of its user is a target; its history is
+    the user's last ``max_history`` check-ins at strictly earlier positions of the timeline
+    (sorted by time, then item), left-padded with -1. The split is by the target's time:
+    train < t1 <= valid < t2 <= test. Timestamps are numbers (with numeric ``t1``/``t2``) or
+    anything ``pd.to_datetime`` reads (naive = UTC).
+    """
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    times, (lo, hi) = _event_times(timestamps, t1, t2)
+    if not lo < hi:
+        raise ValueError(f"split times must satisfy t1 < t2, got {t1!r} and {t2!r}")
+    _, items, times, first, _ = _timeline(user_ids, item_idx, times)
+    has_history = np.arange(len(items)) > first
+    period = np.where(times < lo, 0, np.where(times < hi, 1, 2))
+    out: dict[str, Examples] = {}
+    for split_id, name in enumerate(SPLITS):
+        chosen = np.flatnonzero(has_history & (period == split_id))
+        out[name] = (_windows(items, first[chosen], chosen, max_history), items[chosen])
+    return out
+
+
+def latest_histories(user_ids: Any, item_idx: Any, timestamps: Any, max_history: int = 20,
+                     before: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids (U,), histories (U, N)): each user's last ``max_history`` check-ins (only
+    those before ``before`` when given), left-padded with -1: the input of a top-K cache."""
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    bounds = () if before is None else (before,)
+    times, cut = _event_times(timestamps, *bounds)
+    users, items, times, first, keys = _timeline(user_ids, item_idx, times)
+    keep = times < cut[0] if cut else np.ones(len(times), dtype=bool)
+    users, items = users[keep], items[keep]
+    first = np.searchsorted(users, users, side="left")  # users are sorted
+    last = np.flatnonzero(np.r_[users[1:] != users[:-1], True]) if len(users) else \
+        np.zeros(0, dtype=np.int64)
+    return keys[users[last]], _windows(items, first[last], last + 1, max_history)
+
+
+def _fit_history(histories: Any, n: int, n_items: int) -> np.ndarray:
+    """Histories as (S, n): the last n columns, or left-padded with -1."""
+    hist = np.asarray(histories)
+    if hist.ndim != 2 or (hist.size and hist.dtype.kind not in "iu"):
+        raise ValueError(f"histories must be a 2-D integer array, got {hist.dtype} {hist.shape}")
+    hist = hist.astype(np.int64)
+    if hist.size and hist.max() >= n_items:
+        raise ValueError(f"history item {hist.max()} out of range for {n_items} items")
+    if hist.shape[1] >= n:
+        return hist[:, hist.shape[1] - n:]
+    return np.pad(hist, ((0, 0), (n - hist.shape[1], 0)), constant_values=-1)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class GenerativeConfig:
+    """Model size and training choices (recorded with the model).
+
+    ``tiger``: ``n_layers`` encoder and ``n_layers`` decoder layers; ``onerec``: one causal
+    stack of ``2 * n_layers`` layers (about the same size).
+    """
+
+    kind: str = "tiger"
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 256
+    dropout: float = 0.1
+    max_history: int = 20
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 3
+    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
+    beam_size: int = 20
+    max_valid_eval: int = 1000  # validation examples sampled for early stopping
+    eval_batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "epochs",
+                     "batch_size", "patience", "beam_size", "max_valid_eval",
+                     "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads "
+                             f"{self.n_heads}")
+        if not 0 <= self.dropout < 1 or self.lr <= 0 or self.weight_decay < 0 \
+                or self.grad_clip < 0:
+            raise ValueError("need 0 <= dropout < 1, lr > 0, weight_decay >= 0, grad_clip >= 0")
+
+
+def _column(tokens: torch.Tensor, value: int) -> torch.Tensor:
+    return torch.full((len(tokens), 1), value, dtype=tokens.dtype, device=tokens.device)
+
+
+class GenerativeModel(nn.Module):
+    """What the shared training loop and beam search need from a model.
+
+    ``history`` is (B, max_history * depth) tokens (PAD for padding); ``targets`` (B, depth)
+    and ``prefix`` (B, t) are code tokens.
+    """
+
+    def __init__(self, config: GenerativeConfig, vocab_size: int, depth: int) -> None:
+        super().__init__()
+        self.config, self.vocab_size, self.depth = config, vocab_size, depth
+        self.history_len = config.max_history * depth
+
+    def _check(self, history: torch.Tensor) -> None:
+        if history.ndim != 2 or history.shape[1] != self.history_len:
+            raise ValueError(f"history tokens must be (B, {self.history_len}), got "
+                             f"{tuple(history.shape)}")
+
+    def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, depth, vocab) for each target token."""
+        raise NotImplementedError
+
+    def prepare(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-example state for decoding (every tensor's first dimension is the example)."""
+        raise NotImplementedError
+
+    def next_logits(self, state: dict[str, torch.Tensor], prefix: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) of the token after ``prefix`` (B, t), t < depth."""
+        raise NotImplementedError
+
+    def loss(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the target code tokens."""
+        self._check(history)
+        logits = self.target_logits(history, targets)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+
+class TigerModel(GenerativeModel):
+    """TIGER: a small T5 encoder-decoder; encoder = history tokens + EOS, decoder = the code."""
+
+    def __init__(self, config: GenerativeConfig, vocab_size: int, depth: int) -> None:
+        super().__init__(config, vocab_size, depth)
+        self.t5 = T5ForConditionalGeneration(T5Config(
+            vocab_size=vocab_size, d_model=config.d_model, d_kv=config.d_model // config.n_heads,
+            d_ff=config.d_ff, num_layers=config.n_layers, num_decoder_layers=config.n_layers,
+            num_heads=config.n_heads, dropout_rate=config.dropout, feed_forward_proj="relu",
+            pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS, use_cache=False))
+
+    def _encoder_inputs(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(history)
+        ids = torch.cat([history, _column(history, EOS)], dim=1)
+        return ids, (ids != PAD).long()
+
+    def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ids, mask = self._encoder_inputs(history)
+        decoder = torch.cat([_column(targets, BOS), targets[:, :-1]], dim=1)
+        return self.t5(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder,
+                       use_cache=False).logits
+
+    def prepare(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        ids, mask = self._encoder_inputs(history)
+        hidden = self.t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        return {"hidden": hidden, "mask": mask}
+
+    def next_logits(self, state: dict[str, torch.Tensor], prefix: torch.Tensor) -> torch.Tensor:
+        decoder = torch.cat([_column(prefix, BOS), prefix], dim=1)
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
+                      attention_mask=state["mask"], decoder_input_ids=decoder, use_cache=False)
+        return out.logits[:, -1]
+
+
+class OneRecModel(GenerativeModel):
+    """OneRec-style decoder: a small causal GPT-2 over [history, SEP, target tokens]."""
+
+    def __init__(self, config: GenerativeConfig, vocab_size: int, depth: int) -> None:
+        super().__init__(config, vocab_size, depth)
+        self.gpt = GPT2LMHeadModel(GPT2Config(
+            vocab_size=vocab_size, n_positions=self.history_len + 1 + depth,
+            n_embd=config.d_model, n_layer=2 * config.n_layers, n_head=config.n_heads,
+            n_inner=config.d_ff, resid_pdrop=config.dropout, embd_pdrop=config.dropout,
+            attn_pdrop=config.dropout, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+            use_cache=False))
+
+    def _logits(self, history: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        self._check(history)
+        seq = torch.cat([history, _column(history, SEP), tail], dim=1)
+        return self.gpt(input_ids=seq, attention_mask=(seq != PAD).long(),
+                        use_cache=False).logits
+
+    def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self._logits(history, targets[:, :-1])[:, history.shape[1]:]
+
+    def prepare(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        self._check(history)
+        return {"history": history}
+
+    def next_logits(self, state: dict[str, torch.Tensor], prefix: torch.Tensor) -> torch.Tensor:
+        return self._logits(state["history"], prefix)[:, -1]
+
+
+_MODELS: dict[str, type[GenerativeModel]] = {"tiger": TigerModel, "onerec": OneRecModel}
+
+
+def build_generative_model(config: GenerativeConfig, tokenizer: CodeTokenizer
+                           ) -> GenerativeModel:
+    """A fresh model of ``config.kind`` sized for the tokenizer's vocabulary and depth."""
+    return _MODELS[config.kind](config, tokenizer.vocab_size, tokenizer.depth)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.ndarray,
+                            trie: PrefixTrie, beam_size: int, top_k: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``top_k`` items (B, top_k) and their scores (summed log-probabilities), best
+    first, for history tokens ``batch`` (B, max_history * depth).
+
+    A beam search over the ``depth`` code positions; at each step the logits are limited to
+    the trie's children of each beam's prefix, so every result is a real item's full code,
+    and distinct beams are distinct items. Needs ``top_k <= beam_size`` and ``top_k`` at most
+    the number of items. Runs in eval mode (restores the model's mode).
+    """
+    if not 1 <= top_k <= beam_size:
+        raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, "
+                         f"beam_size={beam_size}")
+    if top_k > trie.n_items:
+        raise ValueError(f"top_k {top_k} exceeds the {trie.n_items} items of the catalogue")
+    tok = trie.tokenizer
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    history = torch.as_tensor(np.asarray(batch) if not isinstance(batch, torch.Tensor)
+                              else batch, dtype=torch.long, device=device)
+    n = len(history)
+    state = model.prepare(history)
+    nodes = torch.zeros(n, 1, dtype=torch.long, device=device)  # trie node of each beam
+    scores = torch.zeros(n, 1, device=device)
+    prefix = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
+    for depth in range(tok.depth):
+        width = nodes.shape[1]
+        beams = {k: v.repeat_interleave(width, dim=0) for k, v in state.items()}
+        logits = model.next_logits(beams, prefix.reshape(n * width, depth))
+        offset, size = int(tok.offsets[depth]), int(tok.sizes[depth])
+        logp = F.log_softmax(logits.float(), dim=-1)[:, offset:offset + size]
+        children = trie.children(depth, nodes)  # (n, width, size)
+        alive = (children >= 0) & torch.isfinite(scores)[..., None]
+        candidates = torch.where(alive, scores[..., None] + logp.reshape(n, width, size),
+                                 torch.tensor(-math.inf, device=device))
+        scores, flat = candidates.reshape(n, -1).topk(min(beam_size, width * size), dim=1)
+        parent, code = flat // size, flat % size
+        nodes = children.reshape(n, -1).gather(1, flat).masked_fill(~torch.isfinite(scores), -1)
+        prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, depth)),
+                            (code + offset)[..., None]], dim=2)
+    model.train(was_training)
+    # every prefix continues to >= 1 item, so at least min(beam_size, n_items) beams survive
+    return nodes[:, :top_k].cpu().numpy(), scores[:, :top_k].cpu().numpy()
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class GenerativeResult:
+    """A trained model (best-validation weights), its config, tokenizer, trie and history."""
+
+    model: GenerativeModel
+    config: GenerativeConfig
+    tokenizer: CodeTokenizer
+    trie: PrefixTrie
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_hit10: float = float("nan")
+
+
+def _check_codes(result: GenerativeResult, codes: np.ndarray) -> None:
+    if not np.array_equal(result.tokenizer.codes, np.asarray(codes)):
+        raise ValueError("codes differ from the ones the model was trained with")
+
+
+def ranking_metrics(ranked: Sequence[Sequence[int]], targets: Sequence[int],
+                    ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+    """``{"hit@k", "ndcg@k"}`` for each k of ranked item lists against single targets."""
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"hit@{k}"] = hit_at_k(ranked, targets, k)
+        out[f"ndcg@{k}"] = ndcg_at_k(ranked, targets, k)
+    return out
+
+
+def recommend_top_k(result: GenerativeResult, codes: np.ndarray, histories: np.ndarray,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items (S, k) and scores (S, k), best first, from the constrained beam search (beam
+    ``max(config.beam_size, k)``) for histories (S, N) of item indices (-1 = padding)."""
+    _check_codes(result, codes)
+    config, tok = result.config, result.tokenizer
+    tokens = tok.history_tokens(_fit_history(histories, config.max_history, tok.n_items))
+    beam = max(config.beam_size, k)
+    items, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k), dtype=np.float32)]
+    for start in range(0, len(tokens), config.eval_batch_size):
+        chunk = torch.from_numpy(tokens[start:start + config.eval_batch_size])
+        got_items, got_scores = constrained_beam_search(result.model, chunk, result.trie, beam, k)
+        items.append(got_items)
+        scores.append(got_scores)
+    return np.concatenate(items), np.concatenate(scores)
+
+
+def evaluate_generative(result: GenerativeResult, codes: np.ndarray, examples: Examples,
+                        ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+    """Hit@k and NDCG@k (for each k in ``ks``) of the beam-search top-K on ``examples``."""
+    histories, targets = examples
+    items, _ = recommend_top_k(result, codes, histories, max(ks))
+    return ranking_metrics(items, np.asarray(targets), ks)
+
+
+def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[str, Examples],
+                     on_epoch: Callable[[dict[str, float]], None] | None = None,
+                     device: torch.device | str = "cpu") -> GenerativeResult:
+    """Train a fresh model of ``config.kind`` on ``splits["train"]``; after every epoch
+    evaluate Hit@10 on up to ``max_valid_eval`` sampled ``splits["valid"]`` examples, stop
+    after ``patience`` epochs without improvement and keep the best epoch's weights."""
+    tokenizer = CodeTokenizer(codes)
+    if tokenizer.n_items < VALID_K:
+        raise ValueError(f"need at least {VALID_K} items, got {tokenizer.n_items}")
+    (train_h, train_t), (valid_h, valid_t) = splits["train"], splits["valid"]
+    if len(train_t) == 0 or len(valid_t) == 0:
+        raise ValueError(f"train and valid splits must be non-empty, got {len(train_t)} and "
+                         f"{len(valid_t)} examples")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = build_generative_model(config, tokenizer).to(device)
+    result = GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer))
+    history = torch.from_numpy(tokenizer.history_tokens(
+        _fit_history(train_h, config.max_history, tokenizer.n_items)))
+    targets = torch.from_numpy(tokenizer.item_tokens(np.asarray(train_t)))
+    pick = np.sort(rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)),
+                              replace=False))
+    valid = (np.asarray(valid_h)[pick], np.asarray(valid_t)[pick])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    best_state, best, stale = copy.deepcopy(model.state_dict()), (-1.0, -1.0), 0
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        losses = []
+        order = torch.from_numpy(rng.permutation(len(targets)))
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start:start + config.batch_size]
+            loss = model.loss(history[rows].to(device), targets[rows].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+        metrics = evaluate_generative(result, codes, valid, ks=(VALID_K,))
+        entry = {"epoch": float(epoch), "train_loss": float(np.mean(losses)),
+                 **{f"valid_{name}": value for name, value in metrics.items()},
+                 "seconds": time.perf_counter() - started}
+        result.history.append(entry)
+        if on_epoch:
+            on_epoch(entry)
+        score = (metrics[f"hit@{VALID_K}"], metrics[f"ndcg@{VALID_K}"])
+        if score > best:
+            best, stale, result.best_epoch = score, 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.best_valid_hit10 = float(best[0])
+    return result
+
+
+def save_generative(result: GenerativeResult, folder: Path, extra: dict | None = None) -> Path:
+    """Write ``generative_config.json`` (config, history), ``generative_model.pt`` (state
+    dict) and ``codes.npy`` to ``folder`` atomically (temp folder, then rename)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir()
+    try:
+        torch.save(result.model.state_dict(), tmp / WEIGHTS_FILE)
+        np.save(tmp / CODES_FILE, result.tokenizer.codes)
+        meta = {"config": asdict(result.config), "history": result.history,
+                "best_epoch": result.best_epoch, "best_valid_hit10": result.best_valid_hit10,
+                **(extra or {})}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def load_generative(folder: Path) -> GenerativeResult:
+    """Load what :func:`save_generative` wrote, in eval mode.
+
+    Raises FileNotFoundError naming the file when it is missing or unreadable.
+    """
+    folder = Path(folder)
+    paths = config_path, weights_path, codes_path = (folder / CONFIG_FILE, folder / WEIGHTS_FILE,
+                                                     folder / CODES_FILE)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"generative model file {path} is missing")
+    try:
+        meta = json.loads(config_path.read_text())
+        config = GenerativeConfig(**meta["config"])
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise FileNotFoundError(f"generative model config {config_path} is corrupt: {exc}") \
+            from exc
+    try:
+        tokenizer = CodeTokenizer(np.load(codes_path, allow_pickle=False))
+    except (OSError, ValueError, EOFError) as exc:
+        raise FileNotFoundError(f"item codes {codes_path} are corrupt: {exc}") from exc
+    model = build_generative_model(config, tokenizer)
+    try:
+        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise FileNotFoundError(f"generative model weights {weights_path} are corrupt or do "
+                                f"not match {config_path} and {codes_path}: {exc}") from exc
+    model.eval()
+    return GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer),
+                            meta.get("history", []), int(meta.get("best_epoch", 0)),
+                            float(meta.get("best_valid_hit10", float("nan"))))
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+class PopularityNearLastBaseline:
+    """Non-generative sanity baseline: items within ``radius_km`` of the user's last
+    check-in, by training-period popularity (target counts), then every other item by
+    popularity; ties go to the lower item index."""
+
+    def __init__(self, item_lat: np.ndarray, item_lon: np.ndarray, radius_km: float = 2.0
+                 ) -> None:
+        self.lat = np.asarray(item_lat, dtype=np.float64)
+        self.lon = np.asarray(item_lon, dtype=np.float64)
+        if self.lat.shape != self.lon.shape or self.lat.ndim != 1 or not len(self.lat):
+            raise ValueError("item_lat and item_lon must be equal-length non-empty 1-D arrays")
+        if radius_km < 0:
+            raise ValueError(f"radius_km must be >= 0, got {radius_km}")
+        self.radius_km = radius_km
+        self.popularity = np.zeros(len(self.lat), dtype=np.int64)
+
+    def fit(self, train: Examples) -> PopularityNearLastBaseline:
+        """Count each item's training targets."""
+        targets = np.asarray(train[1], dtype=np.int64)
+        if targets.size and (targets.min() < 0 or targets.max() >= len(self.lat)):
+            raise ValueError(f"targets must be item indices in [0, {len(self.lat)})")
+        self.popularity = np.bincount(targets, minlength=len(self.lat))
+        return self
+
+    def recommend(self, histories: np.ndarray, k: int, query_batch: int = 1024,
+                  item_batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """Items (S, k) and scores (S, k), best first, for histories (S, N) (-1 = padding)."""
+        n_items = len(self.lat)
+        if not 1 <= k <= n_items:
+            raise ValueError(f"need 1 <= k <= {n_items}, got {k}")
+        hist = _fit_history(histories, max(np.asarray(histories).shape[-1], 1), n_items)
+        last = hist[:, -1]
+        base = self.popularity + np.arange(n_items)[::-1] / (2.0 * n_items)  # tie-break
+        bonus = float(self.popularity.max()) + 1.0
+        items, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k))]
+        for q in range(0, len(last), query_batch):
+            where = last[q:q + query_batch]
+            has_last = (where >= 0)[:, None]
+            lat, lon = self.lat[where][:, None], self.lon[where][:, None]
+            top = TopKAccumulator(k)
+            for i in range(0, n_items, item_batch):
+                ids = np.arange(i, min(i + item_batch, n_items))
+                near = has_last & (haversine_km(lat, lon, self.lat[ids][None],
+                                                self.lon[ids][None]) <= self.radius_km)
+                top.update(base[ids][None, :] + bonus * near, ids)
+            got_scores, got_items = top.result()
+            items.append(got_items)
+            scores.append(got_scores)
+        return np.concatenate(items), np.concatenate(scores)
+
+    def evaluate(self, examples: Examples, ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+        """Hit@k and NDCG@k (for each k in ``ks``) on ``examples``."""
+        histories, targets = examples
+        items, _ = self.recommend(histories, max(ks))
+        return ranking_metrics(items, np.asarray(targets), ks)
