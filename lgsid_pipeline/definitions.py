@@ -10,6 +10,11 @@ from lgsid_pipeline.defs.alignment import (
     item_embeddings,
     reward_model,
 )
+from lgsid_pipeline.defs.generative import (
+    GENERATIVE_ASSETS,
+    generative_baseline,
+    user_topk_cache,
+)
 from lgsid_pipeline.defs.ingest import interactions, items, raw_city_tables
 from lgsid_pipeline.defs.recommenders import CTR_ASSETS, evaluation_report, recommender_datasets
 from lgsid_pipeline.defs.resources import LgsidResource
@@ -20,7 +25,8 @@ GLOBAL_JOB_NAME = "global_models"
 
 CITY_ASSETS = [raw_city_tables, items, interactions, geo_negatives, cooccurrence_pairs,
                geo_pairs, item_embeddings, *SEMANTIC_ID_ASSETS, recommender_datasets,
-               *CTR_ASSETS, evaluation_report]
+               *CTR_ASSETS, *GENERATIVE_ASSETS, generative_baseline, user_topk_cache,
+               evaluation_report]
 GLOBAL_ASSETS = [reward_model, aligned_encoder, *TOKENIZER_MODEL_ASSETS]
 
 city_job = dg.define_asset_job(

@@ -53,6 +53,11 @@ class FolderModel(mlflow.pyfunc.PythonModel):
         return sorted(p.name for p in self.folder.iterdir())
 
 
+def metric_name(key: str) -> str:
+    """An MLflow-safe metric name (``hit@10`` -> ``hit_at_10``)."""
+    return key.replace("@", "_at_")
+
+
 def tracking_uri(home: Path | None = None) -> str:
     """Configure and return the MLflow tracking URI."""
     store = (home or lgsid_home()) / "mlflow"
@@ -93,7 +98,7 @@ def register_folder(
     experiment_id = _experiment_id(uri, home)
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags or {}) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        finite = {k: float(v) for k, v in metrics.items() if v == v}  # drop NaN
+        finite = {metric_name(k): float(v) for k, v in metrics.items() if v == v}  # drop NaN
         if finite:
             mlflow.log_metrics(finite)
         with tempfile.TemporaryDirectory() as scratch:
@@ -155,5 +160,5 @@ def log_run_metrics(name: str, metrics: dict[str, float], home: Path | None = No
         raise ModelArtifactError(f"no registered model {name!r} with alias {alias!r}") from exc
     for key, value in metrics.items():
         if value == value:  # skip NaN
-            client.log_metric(run_id, key.replace("@", "_at_"), float(value))
+            client.log_metric(run_id, metric_name(key), float(value))
     return run_id

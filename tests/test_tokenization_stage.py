@@ -13,8 +13,15 @@ import pytest
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
+from lgsid_pipeline.defs.generative import model_catalogue
 from lgsid_pipeline.encoder import make_tiny_encoder
 from lgsid_pipeline.recommenders import BACKBONES
+from lgsid_pipeline.recommenders.generative import (
+    latest_histories,
+    load_generative,
+    recommend_top_k,
+)
+from lgsid_pipeline.registry import champion_folder
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize
 from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
@@ -25,6 +32,8 @@ TOKENIZER_CONFIG = {"codebook_sizes": [16, 8, 8], "epochs": 6, "batch_size": 128
 KINDS = {"lgsid": "semantic_ids", "rqkmeans": "rqkmeans_semantic_ids",
          "rqvae": "rqvae_semantic_ids"}
 CODE_ASSETS = ",".join(KINDS.values())
+GENERATIVE_CONFIG = {"variants": ["lgsid"], "epochs": 1, "d_model": 32, "beam_size": 10,
+                     "max_train_examples": 800, "max_valid_eval": 50, "max_test_examples": 100}
 
 
 def _run_config(encoder: Path) -> dict:
@@ -43,6 +52,8 @@ def _run_config(encoder: Path) -> dict:
                                                 "long_len": 30}},
             **{backbone: {"config": {"variants": ["none", "lgsid"], "epochs": 2, "dim": 16}}
                for backbone in BACKBONES},
+            **{name: {"config": GENERATIVE_CONFIG}
+               for name in ("tiger", "onerec", "generative_baseline")},
         },
     }
 
@@ -117,6 +128,9 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
     auc = full_report["discriminative"]["auc"]
     assert set(auc) == set(BACKBONES)
     assert all(0.55 < row[v] <= 1 for row in auc.values() for v in ("none", "lgsid")), auc
+    generative = full_report["generative"]
+    assert set(generative) >= {"tiger", "onerec", "baseline"}
+    assert all(0 <= generative[m]["lgsid"]["hit@10"] <= 1 for m in ("tiger", "onerec"))
     report = full_report["tokenizers"]
     assert set(report) == set(KINDS)
     for figures in report.values():
@@ -143,3 +157,23 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
     assert main(["lookup", "--city", "tiny", "--item", "no-such-item"]) == 2
     assert main(["lookup", "--city", "tiny", "--code", "1-x"]) == 2
     assert "invalid code" in capsys.readouterr().err
+
+    # The per-user cache: what `lgsid recommend` serves is the registered model's own top-K.
+    interactions = warehouse.read_table("interactions", "tiny")
+    user = str(interactions["user_id"].iloc[0])
+    assert main(["recommend", "--city", "tiny", "--user", user, "--json"]) == 0
+    served = json.loads(capsys.readouterr().out)["items"]
+    assert [r["rank"] for r in served] == list(range(1, 11))
+    folder = champion_folder("gen-tiger-tiny", home=lgsid_env) / "lgsid"
+    model = load_generative(folder)
+    item_ids, _ = model_catalogue(folder)
+    index = {item: i for i, item in enumerate(item_ids)}
+    users, histories = latest_histories(
+        interactions["user_id"].astype(str).to_numpy(),
+        interactions["item_id"].astype(str).map(index).to_numpy(), interactions["ts"],
+        model.config.max_history)
+    top, _ = recommend_top_k(model, model.tokenizer.codes,
+                             histories[list(users).index(user)][None], 10)
+    assert [item_ids[i] for i in top[0]] == [r["item_id"] for r in served]
+    assert main(["recommend", "--city", "tiny", "--user", "nobody"]) == 1
+    assert "no cached recommendations" in capsys.readouterr().err

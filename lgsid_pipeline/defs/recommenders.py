@@ -1,7 +1,6 @@
 """Discriminative recommenders per city: datasets, the five backbones x four code variants,
 and the evaluation report (METHOD section 5)."""
 
-import json
 import time
 from dataclasses import asdict
 
@@ -9,6 +8,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from lgsid_pipeline.defs.generative import (
+    GENERATIVE_KINDS,
+    generative_markdown,
+    generative_table,
+)
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     city_partitions,
@@ -205,23 +209,28 @@ def auc_markdown(table: dict) -> str:
     return "\n".join(rows)
 
 
-@dg.asset(deps=list(BACKBONES), partitions_def=city_partitions, group_name="recommenders",
-          kinds={"json"})
+@dg.asset(deps=[*BACKBONES, *GENERATIVE_KINDS, "generative_baseline"],
+          partitions_def=city_partitions, group_name="recommenders", kinds={"json"})
 def evaluation_report(context: dg.AssetExecutionContext,
                       lgsid: LgsidResource) -> dg.MaterializeResult:
-    """The city's results: the backbone x variant AUC table (``reports/<city>.json``)."""
+    """The city's results (``reports/<city>.json``): the backbone x variant AUC table and
+    the generative Hit/NDCG table, whichever models have been trained."""
     city = context.partition_key
-    table = discriminative_table(lgsid, city)
-    if table is None:
+    sections = {"discriminative": discriminative_table(lgsid, city),
+                "generative": generative_table(lgsid, city)}
+    if not any(sections.values()):
         raise RuntimeError(f"no trained recommenders for {city!r}; materialize them first")
     path = lgsid.report_path(f"{city}.json")
     report = read_json(path) or {}
-    report["discriminative"] = table
+    report.update({k: v for k, v in sections.items() if v})
     write_json(path, report)
-    context.log.info(f"{city}: AUC table\n{auc_markdown(table)}")
-    return dg.MaterializeResult(metadata={
-        "auc_table": dg.MetadataValue.md(auc_markdown(table)),
-        "split": dg.MetadataValue.json(table["split"]),
-        "report_path": dg.MetadataValue.path(str(path)),
-        "report": dg.MetadataValue.json(json.loads(json.dumps(table))),
-    })
+    metadata: dict = {"report_path": dg.MetadataValue.path(str(path))}
+    if sections["discriminative"]:
+        table = sections["discriminative"]
+        context.log.info(f"{city}: AUC table\n{auc_markdown(table)}")
+        metadata["auc_table"] = dg.MetadataValue.md(auc_markdown(table))
+        metadata["split"] = dg.MetadataValue.json(table["split"])
+    if sections["generative"]:
+        metadata["generative_table"] = dg.MetadataValue.md(
+            generative_markdown(sections["generative"]))
+    return dg.MaterializeResult(metadata=metadata)

@@ -334,3 +334,9 @@ def load_ctr_data(warehouse: Warehouse, city: str) -> CityCtrData:
     return CityCtrData(splits, items["item_id"].astype(str).tolist(), meta["n_users"],
                        meta["n_items"], meta["n_categories"], pd.Timestamp(meta["t1"]),
                        pd.Timestamp(meta["t2"]), stats, config)
+
+
+def split_times_of(warehouse: Warehouse, city: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(t1, t2) of the city's materialized ``recommender_datasets`` (shared by every model)."""
+    meta = json.loads(warehouse.read_table("recommender_meta", city)["meta"].iloc[0])
+    return pd.Timestamp(meta["t1"]), pd.Timestamp(meta["t2"])
