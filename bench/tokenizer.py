@@ -4,9 +4,10 @@ Usage: .venv/bin/python bench/tokenizer.py   (writes bench/results/tokenizer.jso
 Needs the aligned embeddings of new-york and tokyo: with LGSID_BENCH_HOME pointing at a home
 that has them (e.g. left by an earlier run) they are reused, otherwise the ingest and
 alignment stages run first (~20 minutes). The tokenizers and semantic IDs are materialized
-through Dagster with the asset defaults (codebooks 64-64-64); then each tokenizer is
-retrained twice: warm (the pipeline's retrain: started from the champion, another seed) and
-cold (another seed from scratch, codewords Hungarian-matched), and code churn is measured.
+through Dagster with the asset defaults (codebooks 64-64-64, fitted from scratch); then each
+tokenizer is
+retrained twice: warm (the pipeline's retrain: started from the champion, another seed)
+and cold (another seed from scratch, codewords Hungarian-matched), and code churn is measured.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ def main() -> None:
     alignment_seconds = time.perf_counter() - started
     select = ",".join(name for pair in KINDS.values() for name in pair)
     started = time.perf_counter()
-    results = materialize(list(REAL_CITIES), select=select, instance=get_instance())
+    cold = {"ops": {model: {"config": {"warm_start": False}} for model, _ in KINDS.values()}}
+    results = materialize(list(REAL_CITIES), select=select, instance=get_instance(),
+                          run_config=cold)
     stage_seconds = time.perf_counter() - started
     if not all(r.success for r in results):
         print(json.dumps([r.__dict__ for r in results], indent=2))

@@ -50,6 +50,14 @@ def check_embeddings(embeddings: np.ndarray, n_items: int, dim: int | None = Non
     return x.astype(np.float32, copy=False)
 
 
+def city_weights(cities: pd.Series, balance: float) -> np.ndarray:
+    """Per-item weights ~ n_city^-balance, mean 1: with balance 1 every city counts the same,
+    so a small city is not left a handful of codewords by a large one."""
+    per_city = cities.map(cities.value_counts()).to_numpy(dtype=np.float64)
+    weights = per_city ** -balance
+    return weights / weights.mean()
+
+
 def match_codebooks(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Hungarian matching of codewords: ``order`` such that ``new[order][j]`` is closest (in
     total squared distance) to ``old[j]``. Codebooks must have the same size."""
@@ -118,7 +126,8 @@ class Tokenizer(ABC):
         self.dim = x.shape[1]
         self.cities = sorted(items["city"].astype(str).unique().tolist())
         self.warm_started = previous is not None and self._compatible(previous)
-        self._fit(items, x, previous if self.warm_started else None, on_epoch)
+        weights = city_weights(items["city"], self.config.city_balance)
+        self._fit(items, x, previous if self.warm_started else None, on_epoch, weights)
         if previous is not None and self._compatible(previous):
             self.match_to(previous)
         self.fit_seconds = time.perf_counter() - started
@@ -204,7 +213,9 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def _fit(self, items: pd.DataFrame, x: np.ndarray, previous: Tokenizer | None,
-             on_epoch: EpochCallback | None) -> None: ...
+             on_epoch: EpochCallback | None, weights: np.ndarray) -> None:
+        """Fit on ``x``; ``weights`` (mean 1) are how much each item counts in clustering and
+        training (equal weight per city by default)."""
 
     @abstractmethod
     def _assign(self, items: pd.DataFrame, x: np.ndarray) -> np.ndarray: ...

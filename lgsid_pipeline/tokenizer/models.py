@@ -64,20 +64,15 @@ class LgsidTokenizer(Tokenizer):
         self.primary_codewords = np.zeros((0, 0), dtype=np.float32)
         self.quantizer: ResidualQuantizer | None = None
 
-    def _fit(self, items, x, previous, on_epoch) -> None:
+    def _fit(self, items, x, previous, on_epoch, weights) -> None:
         cfg = self.config
         self.spec = fit_feature_spec(items, cfg)
         features = primary_features(items, self.spec)
         init = None
         if isinstance(previous, LgsidTokenizer) and previous.spec is not None:
             init = self.spec.carry_over(previous.primary_centres, previous.spec)
-        # Each city weighs the same in the primary clustering (city_balance = 1), so a small
-        # city is not left a handful of level-1 codewords by a large one.
-        per_city = items["city"].map(items["city"].value_counts()).to_numpy(dtype=np.float64)
-        weights = per_city ** -cfg.city_balance
         self.primary_centres = kmeans_fit(features, self.codebook_sizes[0], cfg.seed, init,
-                                          weights / weights.mean()
-                                          ).cluster_centers_.astype(np.float32)
+                                          weights).cluster_centers_.astype(np.float32)
         primary = _nearest_rows(features, self.primary_centres)
         self.primary_codewords = self._cluster_means(x, primary)
         residual = x - self.primary_codewords[primary]
@@ -90,7 +85,7 @@ class LgsidTokenizer(Tokenizer):
             # codewords back to the k-means optimum and reshuffle codes).
             _load_codebooks(self.quantizer, dict(enumerate(previous_books)), prefix=None)
         else:
-            self.quantizer.init_kmeans(residual, cfg.seed + 1)
+            self.quantizer.init_kmeans(residual, cfg.seed + 1, weights=weights)
         if not self.quantizer.sizes:
             return
         quantizer = self.quantizer
@@ -107,7 +102,7 @@ class LgsidTokenizer(Tokenizer):
                                        torch.from_numpy(residual), loss_fn, lambda b: b,
                                        cfg.epochs, cfg.batch_size,
                                        self.learning_rate(previous_books is not None), cfg.seed,
-                                       on_epoch)
+                                       on_epoch, weights)
 
     def _cluster_means(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Mean embedding per cluster (the overall mean for a cluster left empty)."""
@@ -179,11 +174,11 @@ class RqKMeansTokenizer(Tokenizer):
         super().__init__(config)
         self.quantizer: ResidualQuantizer | None = None
 
-    def _fit(self, items, x, previous, on_epoch) -> None:
+    def _fit(self, items, x, previous, on_epoch, weights) -> None:
         self.quantizer = ResidualQuantizer(x.shape[1], self.codebook_sizes)
         books = previous.quantizer.codebook_arrays() \
             if isinstance(previous, RqKMeansTokenizer) else None
-        self.quantizer.init_kmeans(x, self.config.seed, books)
+        self.quantizer.init_kmeans(x, self.config.seed, books, weights)
 
     def _assign(self, items, x) -> np.ndarray:
         return self.quantizer.assign(x)
@@ -226,7 +221,7 @@ class RqVaeTokenizer(Tokenizer):
         super().__init__(config)
         self.model: RqVae | None = None
 
-    def _fit(self, items, x, previous, on_epoch: EpochCallback | None) -> None:
+    def _fit(self, items, x, previous, on_epoch: EpochCallback | None, weights) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.model = RqVae(x.shape[1], cfg.hidden_dim, cfg.latent_dim, self.codebook_sizes)
@@ -241,7 +236,7 @@ class RqVaeTokenizer(Tokenizer):
             self._pretrain_autoencoder(data)
             with torch.no_grad():
                 latent = model.encoder(data).numpy()
-            model.quantizer.init_kmeans(latent, cfg.seed)
+            model.quantizer.init_kmeans(latent, cfg.seed, weights=weights)
 
         def loss_fn(batch: torch.Tensor):
             out = model.quantizer(model.encoder(batch), straight_through=True)
@@ -252,7 +247,7 @@ class RqVaeTokenizer(Tokenizer):
         model.train()
         self.history = train_codebooks(list(model.parameters()), model.quantizer, data, loss_fn,
                                        model.encoder, cfg.epochs, cfg.batch_size,
-                                       self.learning_rate(warm), cfg.seed, on_epoch)
+                                       self.learning_rate(warm), cfg.seed, on_epoch, weights)
         model.eval()
 
     def _pretrain_autoencoder(self, data: torch.Tensor) -> None:

@@ -28,13 +28,15 @@ def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None,
     """K-means (mini-batch on large inputs); ``init`` warm-starts from given centres."""
     if len(x) < k:
         raise ValueError(f"cannot fit {k} codewords on {len(x)} items; use smaller codebooks")
-    start = init if init is not None else "k-means++"
-    n_init = 1 if init is not None else 3
-    if len(x) > _KMEANS_MINIBATCH_ABOVE:
-        model = MiniBatchKMeans(k, init=start, n_init=n_init, random_state=seed,
+    if init is not None:
+        # Warm start: full Lloyd iterations from the given centres converge back to the same
+        # fixed point on unchanged data (mini-batches and random reassignment would drift).
+        model = KMeans(k, init=init, n_init=1, random_state=seed, max_iter=100)
+    elif len(x) > _KMEANS_MINIBATCH_ABOVE:
+        model = MiniBatchKMeans(k, init="k-means++", n_init=3, random_state=seed,
                                 batch_size=4096, max_iter=200, reassignment_ratio=0.05)
     else:
-        model = KMeans(k, init=start, n_init=n_init, random_state=seed, max_iter=300)
+        model = KMeans(k, init="k-means++", n_init=3, random_state=seed, max_iter=300)
     return model.fit(x.astype(np.float64), sample_weight=sample_weight)
 
 
@@ -66,14 +68,14 @@ class ResidualQuantizer(nn.Module):
         self.codebooks = nn.ParameterList(
             [nn.Parameter(torch.zeros(k, dim)) for k in self.sizes])
 
-    def init_kmeans(self, x: np.ndarray, seed: int,
-                    previous: list[np.ndarray] | None = None) -> np.ndarray:
+    def init_kmeans(self, x: np.ndarray, seed: int, previous: list[np.ndarray] | None = None,
+                    weights: np.ndarray | None = None) -> np.ndarray:
         """Initialise each level by k-means on its residuals (or from ``previous`` codebooks
         as the starting centres); returns the final residual."""
         residual = x.astype(np.float32).copy()
         for level, k in enumerate(self.sizes):
             init = previous[level] if previous is not None else None
-            model = kmeans_fit(residual, k, seed + level, init)
+            model = kmeans_fit(residual, k, seed + level, init, weights)
             centres = model.cluster_centers_.astype(np.float32)
             with torch.no_grad():
                 self.codebooks[level].copy_(torch.from_numpy(centres))
@@ -159,9 +161,11 @@ class ResidualQuantizer(nn.Module):
         return out
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Shuffled index batches over ``n`` rows."""
-    order = torch.randperm(n, generator=generator)
+def batches(n: int, batch_size: int, generator: torch.Generator,
+            weights: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Shuffled index batches over ``n`` rows (drawn with replacement by ``weights``)."""
+    order = torch.randperm(n, generator=generator) if weights is None else \
+        torch.multinomial(weights, n, replacement=True, generator=generator)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
 
@@ -180,13 +184,16 @@ def train_codebooks(
     lr: float,
     seed: int,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    weights: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Adam over ``parameters`` for ``epochs`` passes; dead codewords re-seeded each epoch.
 
     ``loss_fn(batch)`` returns the loss, the quantiser output and figures to log;
-    ``quantizer_input(batch)`` is what the quantiser sees (to re-seed from real residuals).
+    ``quantizer_input(batch)`` is what the quantiser sees (to re-seed from real residuals);
+    ``weights`` (per row) make batches draw rows in proportion to them.
     """
     generator = torch.Generator().manual_seed(seed)
+    draw = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
     optimiser = torch.optim.Adam(parameters, lr=lr)
     steps = epochs * max(1, -(-len(data) // batch_size))
     # Cosine decay to zero: the last steps barely move the codebooks, so two fits on the same
@@ -199,7 +206,7 @@ def train_codebooks(
         used = [torch.zeros(k, dtype=torch.long) for k in quantizer.sizes]
         sums: dict[str, float] = {}
         seen = 0
-        for index in batches(len(data), batch_size, generator):
+        for index in batches(len(data), batch_size, generator, draw):
             loss, output, figures = loss_fn(data[index])
             optimiser.zero_grad()
             loss.backward()
