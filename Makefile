@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/alignment.py
 	$(BIN)/python bench/tokenizer.py
 	$(BIN)/python bench/discriminative.py
+	$(BIN)/python bench/generative.py
 
 clean:
 	rm -rf .lgsid dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
