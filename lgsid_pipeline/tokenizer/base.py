@@ -207,6 +207,10 @@ class Tokenizer(ABC):
         """Fitting's learning rate: smaller when fine-tuning a previous fit."""
         return self.config.lr * (self.config.warm_start_lr_scale if warm else 1.0)
 
+    def epochs(self, warm: bool) -> int:
+        """Training epochs: a third of them when fine-tuning a previous fit."""
+        return max(1, self.config.epochs // 3) if warm else self.config.epochs
+
     def _compatible(self, previous: Tokenizer) -> bool:
         return previous.kind == self.kind and previous.dim == self.dim \
             and previous.codebook_sizes == self.codebook_sizes

@@ -100,7 +100,7 @@ class LgsidTokenizer(Tokenizer):
 
         self.history = train_codebooks(list(quantizer.parameters()), quantizer,
                                        torch.from_numpy(residual), loss_fn, lambda b: b,
-                                       cfg.epochs, cfg.batch_size,
+                                       self.epochs(previous_books is not None), cfg.batch_size,
                                        self.learning_rate(previous_books is not None), cfg.seed,
                                        on_epoch, weights)
 
@@ -246,7 +246,7 @@ class RqVaeTokenizer(Tokenizer):
 
         model.train()
         self.history = train_codebooks(list(model.parameters()), model.quantizer, data, loss_fn,
-                                       model.encoder, cfg.epochs, cfg.batch_size,
+                                       model.encoder, self.epochs(warm), cfg.batch_size,
                                        self.learning_rate(warm), cfg.seed, on_epoch, weights)
         model.eval()
 

@@ -33,8 +33,13 @@ def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None,
         # fixed point on unchanged data (mini-batches and random reassignment would drift).
         model = KMeans(k, init=init, n_init=1, random_state=seed, max_iter=100)
     elif len(x) > _KMEANS_MINIBATCH_ABOVE:
-        model = MiniBatchKMeans(k, init="k-means++", n_init=3, random_state=seed,
+        # Mini-batches find the clusters fast; a few Lloyd iterations then settle them on a
+        # fixed point, so a warm-started refit on the same data has nothing left to move.
+        rough = MiniBatchKMeans(k, init="k-means++", n_init=3, random_state=seed,
                                 batch_size=4096, max_iter=200, reassignment_ratio=0.05)
+        rough.fit(x.astype(np.float64), sample_weight=sample_weight)
+        model = KMeans(k, init=rough.cluster_centers_, n_init=1, random_state=seed,
+                       max_iter=100)
     else:
         model = KMeans(k, init="k-means++", n_init=3, random_state=seed, max_iter=300)
     return model.fit(x.astype(np.float64), sample_weight=sample_weight)
