@@ -47,10 +47,9 @@ def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
     before = champion.assign(items, vectors)
     config = TokenizerConfig(**{**champion.config.__dict__, "seed": seed})
     out = {}
-    for name, previous in (("warm", champion), ("cold_matched", None)):
-        retrained = TOKENIZERS[kind](config).fit(items, vectors, previous=previous)
-        if previous is None:
-            retrained.match_to(champion)
+    for name, warm in (("warm", True), ("cold_matched", False)):
+        retrained = TOKENIZERS[kind](config).fit(items, vectors, previous=champion,
+                                                 warm_start=warm)
         after = retrained.assign(items, vectors)
         out[f"churn_{name}"] = float(np.mean(np.any(before != after, axis=1)))
         out[f"churn_{name}_by_level"] = np.mean(before != after, axis=0).round(4).tolist()

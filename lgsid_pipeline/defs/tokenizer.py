@@ -122,9 +122,8 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                              f"loss {row.get('loss', float('nan')):.4f} min utilisation "
                              f"{row['min_utilisation']:.2f} ({row['seconds']:.1f}s/epoch)")
 
-        tokenizer = cls(settings).fit(items, vectors,
-                                      previous=previous if config.warm_start else None,
-                                      on_epoch=log_epoch)
+        tokenizer = cls(settings).fit(items, vectors, previous=previous, on_epoch=log_epoch,
+                                      warm_start=config.warm_start)
         retrain_churn = None
         if previous is not None and previous.dim == tokenizer.dim \
                 and previous.n_levels == tokenizer.n_levels:

@@ -106,13 +106,13 @@ class Tokenizer(ABC):
             raise TokenizerNotFittedError(f"{self.kind} tokenizer is not fitted; fit or load it")
 
     def fit(self, items: pd.DataFrame, embeddings: np.ndarray,
-            previous: Tokenizer | None = None, on_epoch: EpochCallback | None = None
-            ) -> Tokenizer:
+            previous: Tokenizer | None = None, on_epoch: EpochCallback | None = None,
+            warm_start: bool = True) -> Tokenizer:
         """Fit on the items and their embeddings (rows aligned).
 
         With ``previous`` (an earlier fit of the same kind), training starts from its codebooks
-        where shapes allow, and codewords are then matched to its codewords, so a retrain keeps
-        codes stable where it can.
+        where shapes allow (unless ``warm_start`` is off), and codewords are then matched to
+        its codewords, so a retrain keeps codes stable where it can.
         """
         if "city" not in items.columns:
             raise ValueError("items need a 'city' column")
@@ -125,7 +125,7 @@ class Tokenizer(ABC):
         started = time.perf_counter()
         self.dim = x.shape[1]
         self.cities = sorted(items["city"].astype(str).unique().tolist())
-        self.warm_started = previous is not None and self._compatible(previous)
+        self.warm_started = warm_start and previous is not None and self._compatible(previous)
         weights = city_weights(items["city"], self.config.city_balance)
         self._fit(items, x, previous if self.warm_started else None, on_epoch, weights)
         if previous is not None and self._compatible(previous):
