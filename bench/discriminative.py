@@ -17,9 +17,9 @@ import time
 
 from common import REAL_CITIES, RESULTS, ensure_item_embeddings, isolated_home
 
-DATASET = {"max_train_positives": 20000, "max_eval_positives": 5000, "short_len": 20,
+DATASET = {"max_train_positives": 10000, "max_eval_positives": 3000, "short_len": 20,
            "long_len": 100}
-TRAINING = {"epochs": 6, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
+TRAINING = {"epochs": 4, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
 BACKBONES = ("din", "dien", "sim", "twin", "eta")
 
 
