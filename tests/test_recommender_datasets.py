@@ -12,7 +12,7 @@ import torch
 
 from lgsid_pipeline.cities import CityConfig
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
-from lgsid_pipeline.recommenders import CtrConfig, TrainConfig, evaluate_ctr, train_ctr
+from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, evaluate_ctr, train_ctr
 from lgsid_pipeline.recommenders.datasets import (
     DatasetConfig,
     build_city_ctr_data,
@@ -115,11 +115,30 @@ def test_bad_split_times_are_clear_errors(city) -> None:
         build_city_ctr_data(*city, DatasetConfig(t1="2030-01-01", t2="2030-02-01"))
 
 
-def test_din_learns_from_the_city(data) -> None:
+@pytest.fixture(scope="module")
+def city_codes(city, data) -> np.ndarray:
+    """Two-level codes from a small LGSID tokenizer fitted on the city's items."""
+    items, _ = city
+    x = np.random.default_rng(0).normal(size=(len(items), 16)).astype(np.float32)
+    tokenizer = LgsidTokenizer(TokenizerConfig(codebook_sizes=[8, 8], epochs=2)).fit(items, x)
+    tokens = tokenizer.assign(items, x)
+    table = pd.DataFrame({"item_id": items["item_id"], "level_1": tokens[:, 0],
+                          "level_2": tokens[:, 1]})
+    return data.code_matrix(table, ["level_1", "level_2"])
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_every_backbone_learns_from_the_city(data, city_codes, backbone: str) -> None:
+    """Each backbone, with geographic codes of the city, reaches a test AUC well above 0.5."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    splits = data.splits
-    model_config = CtrConfig(n_users=data.n_users, n_items=data.n_items,
-                             n_categories=data.n_categories, backbone="din", dim=16)
-    result = train_ctr(model_config, splits["train"], splits["valid"],
-                       TrainConfig(epochs=3, batch_size=512, lr=3e-3))
-    assert evaluate_ctr(result.model, splits["test"])["auc"] > 0.7
+    try:
+        splits = data.with_codes(city_codes)
+        model_config = CtrConfig(n_users=data.n_users, n_items=data.n_items,
+                                 n_categories=data.n_categories, codebook_sizes=[8, 8],
+                                 backbone=backbone, dim=16, top_k=10)
+        result = train_ctr(model_config, splits["train"], splits["valid"],
+                           TrainConfig(epochs=2, batch_size=512, lr=3e-3))
+        assert evaluate_ctr(result.model, splits["test"])["auc"] > 0.7
+    finally:
+        torch.set_num_threads(threads)
