@@ -10,6 +10,12 @@ from lgsid_pipeline.defs.alignment import (
     item_embeddings,
     reward_model,
 )
+from lgsid_pipeline.defs.automation import (
+    STEP_RETRIES,
+    nightly_job,
+    nightly_retokenization,
+    weekly_global_models,
+)
 from lgsid_pipeline.defs.generative import (
     GENERATIVE_ASSETS,
     generative_baseline,
@@ -33,16 +39,19 @@ city_job = dg.define_asset_job(
     CITY_JOB_NAME,
     selection=dg.AssetSelection.assets(*CITY_ASSETS),
     description="Per-city assets, for one city partition.",
+    op_retry_policy=STEP_RETRIES,
 )
 global_job = dg.define_asset_job(
     GLOBAL_JOB_NAME,
     selection=dg.AssetSelection.assets(*GLOBAL_ASSETS),
     description="Models trained on every city: reward model, aligned encoder, tokenizers.",
+    op_retry_policy=STEP_RETRIES,
 )
 
 defs = dg.Definitions(
     assets=[*CITY_ASSETS, *GLOBAL_ASSETS],
-    jobs=[city_job, global_job],
+    jobs=[city_job, global_job, nightly_job],
+    schedules=[nightly_retokenization, weekly_global_models],
     resources={"lgsid": LgsidResource()},
 )
 

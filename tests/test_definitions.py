@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from lgsid_pipeline.definitions import defs
 from lgsid_pipeline.runner import plan_stages, resolve_selection
@@ -65,3 +66,26 @@ def test_global_models_split_the_run_into_stages() -> None:
         (True, ["aligned_encoder"]),
         (False, ["item_embeddings"]),
     ]
+
+
+def test_nightly_schedule_requests_one_run_per_city() -> None:
+    schedule = defs.get_schedule_def("nightly_retokenization")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert defs.get_schedule_def("weekly_global_models").default_status == \
+        dg.DefaultScheduleStatus.STOPPED
+    with dg.instance_for_test() as instance:
+        repository = defs.get_repository_def()
+        empty = schedule.evaluate_tick(dg.build_schedule_context(
+            instance=instance, repository_def=repository))
+        assert empty.skip_message == "no cities registered"
+        instance.add_dynamic_partitions("city", ["alpha", "beta"])
+        when = dg.build_schedule_context(
+            instance=instance, repository_def=repository,
+            scheduled_execution_time=pd.Timestamp("2026-11-26T02:00Z"))
+        requests = schedule.evaluate_tick(when).run_requests
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("alpha", "alpha:2026-11-26"), ("beta", "beta:2026-11-26")]
+    job = defs.resolve_job_def("nightly_retokenization")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
+        "items", "item_embeddings", "semantic_ids", "rqvae_semantic_ids"}
+    assert job.op_retry_policy.max_retries == 2
