@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
 
-SOURCES: tuple[str, ...] = ("synthetic", "gowalla", "foursquare-tsmc")
+SOURCES: tuple[str, ...] = ("synthetic", "gowalla", "foursquare-tsmc", "landing")
 ENCODINGS: tuple[str, ...] = ("auto", "utf-8", "latin-1")
 
 
@@ -45,7 +45,7 @@ def check_source_path(source: str, path: Path) -> Path:
         raise FileNotFoundError(f"source path not found: {path}")
     if source == "foursquare-tsmc" and not path.is_file():
         raise FileNotFoundError(f"foursquare-tsmc expects a TSMC2014 .txt file, got folder {path}")
-    if source in ("gowalla", "synthetic") and not path.is_dir():
+    if source in ("gowalla", "synthetic", "landing") and not path.is_dir():
         raise FileNotFoundError(f"{source} expects a folder of Parquet files, got file {path}")
     return path
 

@@ -12,6 +12,7 @@ from lgsid_pipeline.defs.alignment import (
 )
 from lgsid_pipeline.defs.automation import (
     STEP_RETRIES,
+    landing_sensor,
     nightly_job,
     nightly_retokenization,
     weekly_global_models,
@@ -52,6 +53,7 @@ defs = dg.Definitions(
     assets=[*CITY_ASSETS, *GLOBAL_ASSETS],
     jobs=[city_job, global_job, nightly_job],
     schedules=[nightly_retokenization, weekly_global_models],
+    sensors=[landing_sensor],
     resources={"lgsid": LgsidResource()},
 )
 

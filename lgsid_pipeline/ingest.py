@@ -24,6 +24,7 @@ from lgsid_pipeline.geo.admin import (
     named_boundary_sets,
 )
 from lgsid_pipeline.sources.base import SourceData
+from lgsid_pipeline.sources.landing import read_landing_source
 from lgsid_pipeline.sources.tables import GOWALLA_LAYOUT, SYNTHETIC_LAYOUT, read_table_source
 from lgsid_pipeline.sources.tsmc import read_tsmc
 
@@ -41,6 +42,8 @@ def read_city_source(config: CityConfig) -> SourceData:
         data.display_name = default_name
     elif config.source == "gowalla":
         data = read_table_source(path, GOWALLA_LAYOUT, default_name)
+    elif config.source == "landing":
+        data = read_landing_source(path, default_name)
     else:
         data = read_table_source(path, SYNTHETIC_LAYOUT, default_name)
     if config.display_name:
@@ -51,7 +54,8 @@ def read_city_source(config: CityConfig) -> SourceData:
 def boundaries_for(config: CityConfig, lat: np.ndarray, lon: np.ndarray) -> BoundarySet:
     """The admin boundaries of a city: its own polygons, a named region, or auto-detected."""
     choice = config.boundaries
-    if config.source == "synthetic" and choice is None:
+    own_polygons = (Path(config.path) / "admin_level1.geojson").is_file()
+    if config.source in ("synthetic", "landing") and choice is None and own_polygons:
         return folder_boundary_set(Path(config.path))
     real = named_boundary_sets(shared_data_dir() / "boundaries")
     if choice in real:

@@ -1,4 +1,5 @@
-"""Schedules: nightly re-tokenization of every city, weekly retraining of the global models.
+"""Schedules and sensors: nightly re-tokenization of every city, new data in the landing
+folder, weekly retraining of the global models.
 
 The nightly job re-reads each city's source, re-cleans it and brings embeddings and semantic
 IDs up to date with the frozen models: only new or changed items are encoded and assigned,
@@ -6,7 +7,14 @@ so a night with nothing new changes nothing. Global models (reward model, aligne
 tokenizers) retrain weekly when that schedule is switched on, or by hand.
 """
 
+import json
+
 import dagster as dg
+
+from lgsid_pipeline.cities import CityConfig
+from lgsid_pipeline.config import InvalidCityError, validate_city_slug
+from lgsid_pipeline.defs.resources import LgsidResource, city_partitions
+from lgsid_pipeline.sources.landing import landing_files, landing_fingerprint
 
 NIGHTLY_JOB_NAME = "nightly_retokenization"
 NIGHTLY_ASSETS = ["raw_items", "raw_interactions", "items", "interactions", "item_embeddings",
@@ -42,3 +50,41 @@ weekly_global_models = dg.ScheduleDefinition(
     description="Sunday 03:00 UTC: retrain reward model, aligned encoder and tokenizers on "
                 "every city (off until switched on); tokenizers warm-start from their "
                 "champions so codes stay stable.")
+
+
+@dg.sensor(job=nightly_job, minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
+    """Watch ``LGSID_HOME/landing/<city>/``: register new cities (source ``landing``) and
+    request an ingest + embeddings + semantic-IDs run for each city whose files changed."""
+    root = lgsid.home_path / "landing"
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    registry = lgsid.cities
+    known = {c.slug: c for c in registry.all()}
+    requests, new_cities, skipped = [], [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        city = folder.name
+        try:
+            validate_city_slug(city)
+        except InvalidCityError as exc:
+            skipped.append(f"{city}: {exc}")
+            continue
+        if city in known and known[city].source != "landing":
+            skipped.append(f"{city}: registered with source {known[city].source!r}")
+            continue
+        item_files, checkin_files = landing_files(folder)
+        if not item_files and not checkin_files:
+            continue
+        fingerprint = landing_fingerprint(folder)
+        if seen.get(city) == fingerprint:
+            continue
+        if city not in known:
+            registry.add(CityConfig(slug=city, source="landing", path=str(folder)))
+            new_cities.append(city)
+        seen[city] = fingerprint
+        requests.append(dg.RunRequest(run_key=f"{city}:{fingerprint}", partition_key=city))
+    for reason in skipped:
+        context.log.warning(f"landing folder skipped: {reason}")
+    partitions = [city_partitions.build_add_request(new_cities)] if new_cities else []
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True),
+                           dynamic_partitions_requests=partitions)
