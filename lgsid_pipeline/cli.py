@@ -24,6 +24,10 @@ DEMO_RUN_CONFIG = {
                                             "max_eval_positives": 1000}},
         **{backbone: {"config": {"epochs": 3, "dim": 16}}
            for backbone in ("din", "dien", "sim", "twin", "eta")},
+        **{name: {"config": {"epochs": 2, "d_model": 64, "beam_size": 10,
+                             "max_train_examples": 3000, "max_valid_eval": 100,
+                             "max_test_examples": 300}}
+           for name in ("tiger", "onerec", "generative_baseline")},
     },
     "resources": {"lgsid": {"config": {"torch_threads": 1}}},
 }
