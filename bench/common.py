@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,28 @@ ALIGNMENT_RUN_CONFIG = {
     },
 }
 
+# The recommender stages in the benchmarks: the discriminative backbones' datasets and
+# training, and the generative models (sized for two CPU cores; see the bench scripts).
+DATASET = {"max_train_positives": 10000, "max_eval_positives": 3000, "short_len": 20,
+           "long_len": 100}
+TRAINING = {"epochs": 4, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
+BACKBONES = ("din", "dien", "sim", "twin", "eta")
+# A 2,000-example epoch of validation beam search alone costs minutes, so validation and
+# test samples are small (500 test examples: Hit@10 has a standard error of about 0.02).
+GENERATIVE = {"epochs": 3, "patience": 1, "d_model": 64, "n_layers": 2, "batch_size": 256,
+              "beam_size": 10, "max_train_examples": 8000, "max_valid_eval": 100,
+              "max_test_examples": 500}
+ONE_TORCH_THREAD = {"resources": {"lgsid": {"config": {"torch_threads": 1}}}}
+DISCRIMINATIVE_RUN_CONFIG = {
+    **ONE_TORCH_THREAD,
+    "ops": {"recommender_datasets": {"config": DATASET},
+            **{b: {"config": TRAINING} for b in BACKBONES}},
+}
+GENERATIVE_RUN_CONFIG = {
+    **ONE_TORCH_THREAD,
+    "ops": {name: {"config": GENERATIVE} for name in ("tiger", "onerec", "generative_baseline")},
+}
+
 
 def isolated_home(prefix: str) -> Path:
     """Point LGSID_HOME and DAGSTER_HOME at a new temporary folder (call before imports).
@@ -36,6 +59,9 @@ def isolated_home(prefix: str) -> Path:
     os.environ["LGSID_HOME"] = str(scratch / "home")
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
     (scratch / "dagster").mkdir(parents=True, exist_ok=True)
+    instance_config = scratch / "dagster" / "dagster.yaml"
+    if not instance_config.is_file():  # the same instance settings as the local one
+        shutil.copy(Path(__file__).parents[1] / "dagster_home" / "dagster.yaml", instance_config)
     return scratch
 
 

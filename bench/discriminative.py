@@ -15,12 +15,16 @@ import os
 import sys
 import time
 
-from common import REAL_CITIES, RESULTS, ensure_item_embeddings, isolated_home
-
-DATASET = {"max_train_positives": 10000, "max_eval_positives": 3000, "short_len": 20,
-           "long_len": 100}
-TRAINING = {"epochs": 4, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
-BACKBONES = ("din", "dien", "sim", "twin", "eta")
+from common import (
+    BACKBONES,
+    DATASET,
+    DISCRIMINATIVE_RUN_CONFIG,
+    REAL_CITIES,
+    RESULTS,
+    TRAINING,
+    ensure_item_embeddings,
+    isolated_home,
+)
 
 
 def main() -> None:
@@ -40,13 +44,9 @@ def main() -> None:
                            select=f"tokenizer,rqkmeans_tokenizer,rqvae_tokenizer,{codes}")
         if not all(r.success for r in done):
             sys.exit(f"tokenization failed: {done}")
-    run_config = {
-        "resources": {"lgsid": {"config": {"torch_threads": 1}}},
-        "ops": {"recommender_datasets": {"config": DATASET},
-                **{b: {"config": TRAINING} for b in BACKBONES}},
-    }
     started = time.perf_counter()
-    results = materialize(list(REAL_CITIES), instance=instance, run_config=run_config,
+    results = materialize(list(REAL_CITIES), instance=instance,
+                          run_config=DISCRIMINATIVE_RUN_CONFIG,
                           select="recommender_datasets," + ",".join(BACKBONES)
                           + ",evaluation_report", parallel=2)
     seconds = time.perf_counter() - started

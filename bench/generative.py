@@ -14,14 +14,14 @@ import os
 import sys
 import time
 
-from common import REAL_CITIES, RESULTS, ensure_item_embeddings, isolated_home
-
-# Sized for two CPU cores: a 2,000-example epoch of validation beam search alone costs
-# minutes, so validation and test samples are small (500 test examples: Hit@10 has a
-# standard error of about 0.02 at these levels).
-GENERATIVE = {"epochs": 3, "patience": 1, "d_model": 64, "n_layers": 2, "batch_size": 256,
-              "beam_size": 10, "max_train_examples": 8000, "max_valid_eval": 100,
-              "max_test_examples": 500}
+from common import (
+    GENERATIVE,
+    GENERATIVE_RUN_CONFIG,
+    REAL_CITIES,
+    RESULTS,
+    ensure_item_embeddings,
+    isolated_home,
+)
 
 
 def main() -> None:
@@ -39,13 +39,8 @@ def main() -> None:
                            select="+recommender_datasets")
         if not all(r.success for r in done):
             sys.exit(f"datasets failed: {done}")
-    run_config = {
-        "resources": {"lgsid": {"config": {"torch_threads": 1}}},
-        "ops": {name: {"config": GENERATIVE}
-                for name in ("tiger", "onerec", "generative_baseline")},
-    }
     started = time.perf_counter()
-    results = materialize(list(REAL_CITIES), instance=instance, run_config=run_config,
+    results = materialize(list(REAL_CITIES), instance=instance, run_config=GENERATIVE_RUN_CONFIG,
                           select="tiger,onerec,generative_baseline,user_topk_cache,"
                                  "evaluation_report", parallel=2)
     seconds = time.perf_counter() - started

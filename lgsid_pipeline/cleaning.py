@@ -160,21 +160,23 @@ def _nullable_text(series: pd.Series) -> pd.Series:
 def assign_brands(items: pd.DataFrame) -> pd.Series:
     """Chain brand key per item.
 
-    From the raw brand column where the source has one; otherwise (Gowalla) from the name,
-    when at least ``MIN_CHAIN_BRANCHES`` items of the city share the normalised name.
+    From the raw brand column where the item's origin (its source file) names brands;
+    otherwise (Gowalla) from the name, when at least ``MIN_CHAIN_BRANCHES`` items of the city
+    share the normalised name. Deciding per origin keeps the brands of a city's existing items
+    stable when a later landed file does name brands.
     """
     def keys(column: str) -> pd.Series:
         return pd.Series([brand_key(v) for v in items[column].tolist()], index=items.index,
                          dtype="string")
 
     from_brand = keys("brand_raw")
-    if from_brand.notna().any():  # the source names brands: trust it, do not guess from names
-        return from_brand
+    origin = items["origin"] if "origin" in items else pd.Series("", index=items.index)
+    origin_names_brands = from_brand.notna().groupby(origin.fillna("")).transform("any")
     from_name = keys("name")
     counts = from_name.value_counts()
     chains = [k for k in counts[counts >= MIN_CHAIN_BRANCHES].index if k not in NOT_BRANDS]
     from_name = from_name.where(from_name.isin(chains))
-    return from_brand.where(from_brand.notna(), from_name)
+    return from_brand.where(origin_names_brands.astype(bool), from_name)
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:

@@ -11,12 +11,14 @@ from lgsid_pipeline.defs.alignment import (
     reward_model,
 )
 from lgsid_pipeline.defs.automation import (
+    NIGHTLY_JOB_NAME,
     STEP_RETRIES,
     landing_sensor,
     nightly_job,
     nightly_retokenization,
     weekly_global_models,
 )
+from lgsid_pipeline.defs.executor import pipeline_executor
 from lgsid_pipeline.defs.generative import (
     GENERATIVE_ASSETS,
     generative_baseline,
@@ -55,6 +57,7 @@ defs = dg.Definitions(
     schedules=[nightly_retokenization, weekly_global_models],
     sensors=[landing_sensor],
     resources={"lgsid": LgsidResource()},
+    executor=pipeline_executor(),  # LGSID_EXECUTOR=k8s: one pod per step
 )
 
 
@@ -66,3 +69,13 @@ def city_job_def() -> dg.JobDefinition:
 def global_job_def() -> dg.JobDefinition:
     """The job of global (all-city) models."""
     return defs.resolve_job_def(GLOBAL_JOB_NAME)
+
+
+def nightly_job_def() -> dg.JobDefinition:
+    """The nightly re-tokenization job (also what the landing sensor requests)."""
+    return defs.resolve_job_def(NIGHTLY_JOB_NAME)
+
+
+# Dagster job name -> the module-level function ``runner`` reconstructs it from.
+JOB_FUNCTIONS = {CITY_JOB_NAME: "city_job", GLOBAL_JOB_NAME: "global_job",
+                 NIGHTLY_JOB_NAME: "nightly_job"}

@@ -24,7 +24,7 @@ from lgsid_pipeline.geo.admin import (
     named_boundary_sets,
 )
 from lgsid_pipeline.sources.base import SourceData
-from lgsid_pipeline.sources.landing import read_landing_source
+from lgsid_pipeline.sources.landing import read_landing_source, with_landed_additions
 from lgsid_pipeline.sources.tables import GOWALLA_LAYOUT, SYNTHETIC_LAYOUT, read_table_source
 from lgsid_pipeline.sources.tsmc import read_tsmc
 
@@ -103,9 +103,16 @@ def clean_interactions(raw_interactions: pd.DataFrame, items: pd.DataFrame,
     return validate_interactions(raw_interactions, items["item_id"], city)
 
 
-def raw_tables(config: CityConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Raw items and raw interactions of a city, each row tagged with the city."""
+def raw_tables(config: CityConfig,
+               landing_root: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw items and raw interactions of a city, each row tagged with the city.
+
+    With ``landing_root``, files landed in ``<landing_root>/<city>/`` for a city whose source is
+    not the landing folder itself are read as additions to its source.
+    """
     data = read_city_source(config)
+    if landing_root is not None and config.source != "landing":
+        data = with_landed_additions(data, landing_root / config.slug)
     items = data.items.assign(city=config.slug, city_name=data.display_name)
     interactions = data.interactions.assign(city=config.slug)
     return items, interactions

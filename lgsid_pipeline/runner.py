@@ -177,3 +177,36 @@ def quarantine_config(max_quarantine_rate: float | None) -> dict | None:
     if max_quarantine_rate is None:
         return None
     return {"resources": {"lgsid": {"config": {"max_quarantine_rate": max_quarantine_rate}}}}
+
+
+def tick_sensor(name: str, instance: dg.DagsterInstance,
+                cursor: str | None = None) -> dg.SensorResult:
+    """Evaluate one sensor of the code location once, as the daemon does on each interval."""
+    from lgsid_pipeline.definitions import defs
+    from lgsid_pipeline.defs.resources import LgsidResource
+
+    context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      repository_def=defs.get_repository_def(),
+                                      resources={"lgsid": LgsidResource()})
+    result = defs.get_sensor_def(name)(context)
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name,
+                                            list(request.partition_keys))
+    return result
+
+
+def execute_run_request(request: dg.RunRequest, job_name: str, instance: dg.DagsterInstance,
+                        run_config: dict | None = None) -> RunResult:
+    """Run what a sensor or schedule requested (one partition of one job) in this process."""
+    from lgsid_pipeline.definitions import JOB_FUNCTIONS, defs
+
+    if job_name not in JOB_FUNCTIONS:
+        raise ValueError(f"unknown job {job_name!r}; jobs: {', '.join(sorted(JOB_FUNCTIONS))}")
+    keys = sorted(defs.resolve_job_def(job_name).asset_layer.executable_asset_keys)
+    tags = {**request.tags}
+    if request.partition_key:
+        tags["dagster/partition"] = request.partition_key
+    return _execute(JOB_FUNCTIONS[job_name], instance.get_ref(),
+                    [k.to_user_string() for k in keys], tags, _config_for(run_config, keys),
+                    request.partition_key or GLOBAL)

@@ -64,6 +64,17 @@ def test_brands_from_names_need_several_branches() -> None:
     assert brands.iloc[3:].isna().all()  # a single place and a generic word are not chains
 
 
+def test_a_landed_file_with_brands_leaves_name_derived_brands_alone() -> None:
+    items = pd.DataFrame({
+        "name": ["Starbucks", "Starbucks", "Starbucks", "Cafe Nero", "Starbucks"],
+        "brand_raw": pd.Series([None, None, None, "Nero", None], dtype="string"),
+        "origin": ["source", "source", "source", "items-landed", "items-landed"],
+    })
+    brands = assign_brands(items)
+    assert brands.iloc[:3].tolist() == ["starbucks"] * 3  # the source names no brands
+    assert brands.iloc[3] == "nero" and pd.isna(brands.iloc[4])  # the landed file does
+
+
 GOOD = {"item_id": "a", "name": "Cafe", "latitude": "40.7", "longitude": "-74.0"}
 
 

@@ -92,3 +92,42 @@ def test_sensor_registers_new_cities_and_requests_runs_on_change(
         assert again.run_requests[0].run_key != first.run_requests[0].run_key
         assert not again.dynamic_partitions_requests  # already registered
         assert json.loads(again.cursor)["newtown"] != json.loads(first.cursor)["newtown"]
+
+
+def test_files_landed_for_a_registered_city_are_additions(synthetic_city: Path,
+                                                          lgsid_env: Path) -> None:
+    from lgsid_pipeline.ingest import raw_tables
+
+    config = CityConfig("oldtown", "synthetic", str(synthetic_city))
+    CityRegistry(lgsid_env).add(config)
+    source_items, source_checkins = raw_tables(config)
+    items = pd.read_parquet(synthetic_city / "items.parquet")
+    new = items.head(10).assign(item_id=[f"new-{i}" for i in range(10)],
+                                latitude=items["latitude"].head(10) + 1e-4)
+    landed = pd.concat([new, items.head(1)])  # the last row re-lands a known id
+    folder = lgsid_env / "landing" / "oldtown"
+    folder.mkdir(parents=True)
+    landed.to_csv(folder / "items-new.csv", index=False)
+    visits = pd.DataFrame({"user_id": ["u-new"] * 3, "item_id": ["new-1", "new-2", "ghost"],
+                           "timestamp": ["2026-11-20T10:00:00Z"] * 3})
+    visits.to_parquet(folder / "checkins-new.parquet")
+
+    raw_items, raw_checkins = raw_tables(config, lgsid_env / "landing")
+    assert len(raw_items) == len(source_items) + 11 + 1  # + the check-in-only "ghost"
+    assert len(raw_checkins) == len(source_checkins) + 3
+    cleaned = clean_items(raw_items, config, "Oldtown")
+    assert len(cleaned.clean) + len(cleaned.quarantine) == len(raw_items)
+    assert {f"new-{i}" for i in range(10)} <= set(cleaned.clean["item_id"])
+    landed_rows = cleaned.quarantine[cleaned.quarantine["source_row"].str.startswith("items-new")]
+    assert landed_rows["source_row"].tolist() == ["items-new.csv:11"]
+    assert "duplicate" in landed_rows["reason"].iloc[0]
+
+    sensor = defs.get_sensor_def("landing_sensor")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"lgsid": LgsidResource(home=str(lgsid_env))},
+            repository_def=defs.get_repository_def())
+        result = sensor(context)
+    assert [r.partition_key for r in result.run_requests] == ["oldtown"]
+    assert not result.dynamic_partitions_requests
+    assert CityRegistry(lgsid_env).get("oldtown").source == "synthetic"

@@ -13,6 +13,7 @@ import pytest
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
+from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
 from lgsid_pipeline.defs.generative import model_catalogue
 from lgsid_pipeline.encoder import make_tiny_encoder
 from lgsid_pipeline.recommenders import BACKBONES
@@ -23,7 +24,7 @@ from lgsid_pipeline.recommenders.generative import (
 )
 from lgsid_pipeline.registry import champion_folder
 from lgsid_pipeline.report import city_report
-from lgsid_pipeline.runner import materialize
+from lgsid_pipeline.runner import execute_run_request, materialize, tick_sensor
 from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.tokenizer import SUMMARY_KEYS
 from lgsid_pipeline.warehouse import Warehouse
@@ -67,14 +68,15 @@ def _metadata(instance: dg.DagsterInstance, run_id: str, asset: str) -> dict:
     raise AssertionError(f"no materialization of {asset} in run {run_id}")
 
 
-def _add_items(folder: Path, n: int) -> list[str]:
-    """Append ``n`` new venues (copies of existing ones, moved 100 m) to the source."""
+def _land_items(folder: Path, landing: Path, n: int) -> list[str]:
+    """Land ``n`` new venues (copies of existing ones, moved 100 m) for the city."""
     items = pd.read_parquet(folder / "items.parquet")
     new = items.head(n).copy()
     new["item_id"] = [f"new-{i:03d}" for i in range(n)]
     new["name"] = new["name"] + " Annex"
     new["latitude"] = new["latitude"] + 0.001
-    pd.concat([items, new], ignore_index=True).to_parquet(folder / "items.parquet")
+    landing.mkdir(parents=True)
+    new.to_parquet(landing / "items-backfill.parquet")
     return new["item_id"].tolist()
 
 
@@ -101,12 +103,15 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
         meta = _metadata(instance, nightly[0].run_id, "semantic_ids")
         assert (meta["assigned"], meta["reused"], meta["churn"]) == (0, n_items, 0.0)
 
-        # Backfill: new venues get codes from the frozen tokenizers, old codes stay.
-        new_ids = _add_items(folder, 12)
-        backfill = materialize(["tiny"], select=f"group:ingest,item_embeddings,{CODE_ASSETS}",
-                               instance=instance, run_config=run_config)
-        assert [r.city for r in backfill] == ["tiny"] and backfill[0].success
-        meta = _metadata(instance, backfill[0].run_id, "semantic_ids")
+        # Backfill: venues landed for the city are picked up by the sensor; they get codes
+        # from the frozen tokenizers, old codes stay.
+        new_ids = _land_items(folder, lgsid_env / "landing" / "tiny", 12)
+        tick = tick_sensor("landing_sensor", instance)
+        assert [r.partition_key for r in tick.run_requests] == ["tiny"]
+        backfill = execute_run_request(tick.run_requests[0], NIGHTLY_JOB_NAME, instance,
+                                       run_config)
+        assert backfill.success, backfill
+        meta = _metadata(instance, backfill.run_id, "semantic_ids")
         assert (meta["assigned"], meta["reused"]) == (12, n_items)
         after = warehouse.read_table("semantic_ids", "tiny", "lgsid").set_index("item_id")
         assert after["code"].is_unique

@@ -260,12 +260,14 @@ def item_embeddings(context: dg.AssetExecutionContext,
     aligned = lgsid.base_encoder()
     adapter = champion_folder(ALIGNED_ENCODER, home=lgsid.home_path)
     aligned.load_adapter(adapter)
-    results = {}
+    results, encode_seconds = {}, 0.0
     for part, encoder in (("reference", base), ("aligned", aligned)):
         previous = warehouse.read_arrow("item_embeddings", city, part) \
             if warehouse.has_table("item_embeddings", city, part) else None
+        started = time.perf_counter()
         result = incremental_embeddings(city, items, previous, encoder.version,
                                         _encode_items(encoder, lgsid.encode_dtype))
+        encode_seconds += time.perf_counter() - started
         warehouse.write_table("item_embeddings", city, result.table, part=part)
         results[part] = result
         context.log.info(f"{city} {part}: encoded {result.encoded}, reused {result.reused}")
@@ -290,7 +292,10 @@ def item_embeddings(context: dg.AssetExecutionContext,
         "reused": results["aligned"].reused,
         "reference_encoded": results["reference"].encoded,
         "encoder_version": aligned.version,
+        "encode_seconds": round(encode_seconds, 3),
     }
+    if changed:
+        metadata["encoded_items_per_s"] = round(changed / encode_seconds, 1)
     if figures:
         metadata["geography"] = dg.MetadataValue.md(_before_after_markdown(figures))
     return dg.MaterializeResult(metadata=metadata)

@@ -56,7 +56,9 @@ weekly_global_models = dg.ScheduleDefinition(
            default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
     """Watch ``LGSID_HOME/landing/<city>/``: register new cities (source ``landing``) and
-    request an ingest + embeddings + semantic-IDs run for each city whose files changed."""
+    request an ingest + embeddings + semantic-IDs run for each city whose files changed.
+
+    Files landed for a city registered with another source are additions to that source."""
     root = lgsid.home_path / "landing"
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     registry = lgsid.cities
@@ -68,9 +70,6 @@ def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
             validate_city_slug(city)
         except InvalidCityError as exc:
             skipped.append(f"{city}: {exc}")
-            continue
-        if city in known and known[city].source != "landing":
-            skipped.append(f"{city}: registered with source {known[city].source!r}")
             continue
         item_files, checkin_files = landing_files(folder)
         if not item_files and not checkin_files:

@@ -48,7 +48,7 @@ def raw_city_tables(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     city = context.partition_key
     config = lgsid.cities.get(city)
     started = time.perf_counter()
-    items, interactions = raw_tables(config)
+    items, interactions = raw_tables(config, lgsid.home_path / "landing")
     lgsid.warehouse.write_table("raw_items", city, items)
     lgsid.warehouse.write_table("raw_interactions", city, interactions)
     lgsid.warehouse.refresh_catalog()

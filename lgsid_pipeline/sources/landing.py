@@ -65,14 +65,9 @@ def _read_file(path: Path, columns: dict[str, str], optional: tuple[str, ...]) -
             for ours, src in columns.items() if src in frame.columns}
 
 
-def read_landing_source(folder: Path, default_name: str) -> SourceData:
-    """Every landed file of a city as raw items and raw interactions."""
-    if not folder.is_dir():
-        raise SourceError(f"landing folder not found: {folder}")
+def read_landing_files(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw items and raw check-ins of every file in a landing folder (no derived rows)."""
     item_files, checkin_files = landing_files(folder)
-    if not item_files and not checkin_files:
-        raise SourceError(f"landing folder {folder} has no items*.parquet|csv or "
-                          "checkins*.parquet|csv files")
     items = [raw_frame(RAW_ITEM_COLUMNS, {
         **(data := _read_file(path, SYNTHETIC_LAYOUT.item_columns, ("category", "brand"))),
         "source_row": [f"{path.name}:{i + 1}" for i in range(len(data["item_id"]))],
@@ -86,6 +81,36 @@ def read_landing_source(folder: Path, default_name: str) -> SourceData:
     item_table = pd.concat(items, ignore_index=True) if items else raw_frame(RAW_ITEM_COLUMNS, {})
     interactions = pd.concat(checkins, ignore_index=True) if checkins else \
         raw_frame(RAW_INTERACTION_COLUMNS, {})
-    extra = checkin_only_items(interactions, item_table["item_id"].dropna())
-    return SourceData(items=pd.concat([item_table, extra], ignore_index=True),
+    return item_table, interactions
+
+
+def read_landing_source(folder: Path, default_name: str) -> SourceData:
+    """Every landed file of a city as raw items and raw interactions."""
+    if not folder.is_dir():
+        raise SourceError(f"landing folder not found: {folder}")
+    item_files, checkin_files = landing_files(folder)
+    if not item_files and not checkin_files:
+        raise SourceError(f"landing folder {folder} has no items*.parquet|csv or "
+                          "checkins*.parquet|csv files")
+    items, interactions = read_landing_files(folder)
+    extra = checkin_only_items(interactions, items["item_id"].dropna())
+    return SourceData(items=pd.concat([items, extra], ignore_index=True),
                       interactions=interactions, display_name=default_name)
+
+
+def with_landed_additions(data: SourceData, folder: Path) -> SourceData:
+    """A city's source data plus what was landed for it in ``folder`` (if anything).
+
+    Landed rows come after the source's own, so an item id landed again is quarantined as a
+    duplicate and the source's row stays. Check-ins of items known to neither get the
+    check-in-only item rows the source readers derive.
+    """
+    if not folder.is_dir() or not any(landing_files(folder)):
+        return data
+    items, interactions = read_landing_files(folder)
+    known = pd.concat([data.items["item_id"], items["item_id"]]).dropna()
+    extra = checkin_only_items(interactions, known)
+    return SourceData(items=pd.concat([data.items, items, extra], ignore_index=True),
+                      interactions=pd.concat([data.interactions, interactions],
+                                             ignore_index=True),
+                      display_name=data.display_name)
