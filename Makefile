@@ -24,7 +24,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+# System packages the tests need (chromium for the UI test, postgresql for the deploy test).
+.PHONY: system-deps
+system-deps:
+	bash tests/system_deps.sh
+
+test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

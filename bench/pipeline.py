@@ -36,11 +36,13 @@ from common import (
     register_real_cities,
 )
 
-# (stage, asset selection, run config), in pipeline order.
+# (stage, asset selection, run config), in pipeline order (runner.plan_stages' order, with
+# the model-training steps as stages of their own).
 STAGES: list[tuple[str, str, dict | None]] = [
     ("ingest", "raw_items,raw_interactions,items,interactions", None),
-    ("alignment_samples", "geo_negatives,cooccurrence_pairs,geo_pairs", ALIGNMENT_RUN_CONFIG),
+    ("alignment_samples", "geo_negatives,cooccurrence_pairs", ALIGNMENT_RUN_CONFIG),
     ("reward_model", "reward_model", ALIGNMENT_RUN_CONFIG),
+    ("geo_pairs", "geo_pairs", ALIGNMENT_RUN_CONFIG),
     ("aligned_encoder", "aligned_encoder", ALIGNMENT_RUN_CONFIG),
     ("item_embeddings", "item_embeddings", None),
     ("tokenizers", "tokenizer,rqkmeans_tokenizer,rqvae_tokenizer", None),

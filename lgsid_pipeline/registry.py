@@ -5,12 +5,16 @@ SQLite store under ``<LGSID_HOME>/mlflow`` with artifacts beside it. Each model 
 wrapping one folder of artifacts written by the library (LoRA adapter, reward head,
 tokenizer), so a registered version loads with
 ``mlflow.pyfunc.load_model('models:/<name>@champion')`` and its folder is what the pipeline
-reloads.
+reloads. Each registration records the SHA-256 of every file of the folder; ``champion_folder``
+checks them, so a missing or damaged artifact file is reported with the model and file names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,12 @@ from lgsid_pipeline.config import lgsid_home
 CHAMPION = "champion"
 EXPERIMENT = "lgsid"
 UI_URL = os.environ.get("LGSID_MLFLOW_UI_URL", "http://127.0.0.1:5000")
+CHECKSUMS = "lgsid_checksums.json"
+# Registered model -> the asset that trains it (per-city models: ctr-<asset>-<city>,
+# gen-<asset>-<city>).
+MODEL_ASSETS = {"lgsid-reward-model": "reward_model", "lgsid-aligned-encoder": "aligned_encoder",
+                "lgsid-tokenizer": "tokenizer", "rqkmeans-tokenizer": "rqkmeans_tokenizer",
+                "rqvae-tokenizer": "rqvae_tokenizer"}
 
 
 class ModelArtifactError(FileNotFoundError):
@@ -59,9 +69,11 @@ def metric_name(key: str) -> str:
 
 
 def tracking_uri(home: Path | None = None) -> str:
-    """Configure and return the MLflow tracking URI."""
+    """Configure and return the MLflow tracking URI: ``LGSID_MLFLOW_TRACKING_URI``, else
+    MLflow's own ``MLFLOW_TRACKING_URI``, else a SQLite store under the LGSID home."""
     store = (home or lgsid_home()) / "mlflow"
-    uri = os.environ.get("LGSID_MLFLOW_TRACKING_URI") or _local_uri(store)
+    uri = (os.environ.get("LGSID_MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+           or _local_uri(store))
     if uri == _local_uri(store):
         store.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -82,6 +94,33 @@ def _experiment_id(uri: str, home: Path | None) -> str:
 
 def _local_uri(store: Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def materialize_hint(name: str) -> str:
+    """How to (re)create a registered model: the asset that trains it, as a command."""
+    if name in MODEL_ASSETS:
+        asset = MODEL_ASSETS[name]
+        return f"materialize the `{asset}` asset (`lgsid materialize --select {asset}`)"
+    match = re.fullmatch(r"(?:ctr|gen)-([a-z]+)-([a-z0-9][a-z0-9_-]*)", name)
+    if match:
+        asset, city = match.groups()
+        return (f"materialize the `{asset}` asset of city {city!r} "
+                f"(`lgsid materialize --city {city} --select {asset}`)")
+    return "materialize the asset that trains it"
+
+
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by path relative to it."""
+    return {p.relative_to(folder).as_posix(): _sha256(p)
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def register_folder(
@@ -106,11 +145,14 @@ def register_folder(
                 path = Path(scratch) / file_name
                 path.write_bytes(png)
                 mlflow.log_artifact(str(path), artifact_path="plots")
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=FolderModel(), artifacts={"folder": str(folder)},
-            pip_requirements=["lgsid_pipeline"], registered_model_name=name,
-            await_registration_for=0,
-        )
+            checksums = Path(scratch) / CHECKSUMS
+            checksums.write_text(json.dumps(folder_checksums(folder), indent=1))
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=FolderModel(),
+                artifacts={"folder": str(folder), "checksums": str(checksums)},
+                pip_requirements=["lgsid_pipeline"], registered_model_name=name,
+                await_registration_for=0,
+            )
         run_id = run.info.run_id
     client = MlflowClient()
     versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -130,8 +172,8 @@ def champion_folder(name: str, home: Path | None = None, alias: str = CHAMPION) 
     try:
         version = client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
-        raise ModelArtifactError(
-            f"no registered model {name!r} with alias {alias!r}; materialize it first") from exc
+        raise ModelArtifactError(f"no registered model {name!r} with alias {alias!r}; "
+                                 f"{materialize_hint(name)}") from exc
     try:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version.version}")
@@ -145,8 +187,31 @@ def champion_folder(name: str, home: Path | None = None, alias: str = CHAMPION) 
         folder = candidates[0]
     if not folder.is_dir():
         raise ModelArtifactError(f"model {name!r} version {version.version} has no artifact "
-                                 f"folder under {local}")
+                                 f"folder under {local}; {materialize_hint(name)}")
+    _verify_checksums(f"model {name!r} version {version.version} (@{alias})", name, folder,
+                      Path(local) / "artifacts" / CHECKSUMS)
     return folder
+
+
+def _verify_checksums(label: str, name: str, folder: Path, manifest: Path) -> None:
+    """Raise ``ModelArtifactError`` naming the model and the first missing or changed file."""
+    if not manifest.is_file():
+        return  # registered before checksums were recorded
+    try:
+        expected = json.loads(manifest.read_text())
+        items = sorted(expected.items())
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelArtifactError(f"{label}: checksum file {manifest} is corrupt ({exc}); "
+                                 f"{materialize_hint(name)}") from exc
+    for relative, digest in items:
+        path = folder / relative
+        if not path.is_file():
+            raise ModelArtifactError(f"{label}: artifact file {relative!r} is missing "
+                                     f"(expected {path}); {materialize_hint(name)}")
+        if _sha256(path) != digest:
+            raise ModelArtifactError(f"{label}: artifact file {relative!r} is corrupt (its "
+                                     f"SHA-256 differs from the one recorded at registration; "
+                                     f"{path}); {materialize_hint(name)}")
 
 
 def log_run_metrics(name: str, metrics: dict[str, float], home: Path | None = None,

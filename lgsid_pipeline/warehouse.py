@@ -2,7 +2,8 @@
 
 Layout: ``<home>/warehouse/<table>/city=<slug>/<part>.parquet``. Every write goes to a
 temporary file in the same folder and is renamed into place, so a crash never leaves half a
-table. Readers use short-lived in-memory DuckDB connections over the Parquet files, so
+table; temp files of writers that died (killed mid-write) are swept by the next write to the
+same folder. Readers use short-lived in-memory DuckDB connections over the Parquet files, so
 parallel city steps never contend for the catalog file; only ``refresh_catalog`` opens it
 for writing, under an exclusive file lock.
 """
@@ -10,7 +11,9 @@ for writing, under an exclusive file lock.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,10 +29,50 @@ from lgsid_pipeline.config import lgsid_home, sql_text, validate_city_slug
 
 TABLES = ("raw_items", "raw_interactions", "items", "interactions", "quarantine")
 DATA_PART = "data"
+# A temp file this old is swept even when its writer cannot be checked (another host).
+STALE_TEMP_SECONDS = 3600.0
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 class TableNotFoundError(FileNotFoundError):
     """A table that has not been materialized for a city yet."""
+
+
+def sweep_stale_temp_files(folder: Path, max_age_s: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove the temp files of dead writers in one table folder; return what was removed.
+
+    A temp file is stale when its writer ran on this host and that process is gone, or when it
+    has not been written to for ``max_age_s``. Temp files of live writers (other processes
+    writing the same table right now) are left alone.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    for tmp in folder.glob(".*.tmp"):
+        pid = _writer_pid(tmp.name)
+        try:
+            if (pid is not None and not _pid_alive(pid)) or now - tmp.stat().st_mtime > max_age_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:
+            continue  # renamed into place or swept by another writer meanwhile
+    return removed
+
+
+def _writer_pid(name: str) -> int | None:
+    """Writer pid of a temp file written on this host (``.<file>.<host>-<pid>-<id>.tmp``)."""
+    host, _, rest = name.removesuffix(".tmp").rsplit(".", 1)[-1].partition("-")
+    pid = rest.partition("-")[0]
+    return int(pid) if host == _HOST and pid.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Warehouse:
@@ -60,7 +103,8 @@ class Warehouse:
             arrow = frame
         else:
             arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        sweep_stale_temp_files(path.parent)
+        tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.tmp")
         try:
             pq.write_table(arrow, tmp, compression="zstd")
             with open(tmp, "rb") as handle:
@@ -95,7 +139,7 @@ class Warehouse:
         validate_city_slug(city)
         removed = 0
         for folder in self.root.glob(f"*/city={city}"):
-            for file in folder.glob("*.parquet"):
+            for file in [*folder.glob("*.parquet"), *folder.glob(".*.tmp")]:
                 file.unlink()
                 removed += 1
             folder.rmdir()

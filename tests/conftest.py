@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from lgsid_pipeline.config import shared_data_dir
+# Steps run in their run's process: a multiprocess step first imports the whole code location
+# (torch, transformers, MLflow: seconds of CPU each). Set before the code location is imported;
+# tests of the multiprocess executor set LGSID_EXECUTOR=multiprocess for their own runs.
+os.environ.setdefault("LGSID_EXECUTOR", "in_process")
+
+from lgsid_pipeline.config import shared_data_dir  # noqa: E402
 
 
 @pytest.fixture
@@ -18,6 +24,8 @@ def lgsid_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     dagster_home.mkdir()
     monkeypatch.setenv("LGSID_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    for name in ("LGSID_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
     return home
 
 

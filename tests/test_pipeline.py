@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.report import city_report
@@ -24,7 +25,9 @@ def register_tiny(home: Path, slug: str, seed: int, n_items: int = 250) -> None:
     CityRegistry(home).add(CityConfig(slug=slug, source="synthetic", path=str(folder)))
 
 
-def test_two_cities_materialize_in_parallel(lgsid_env: Path) -> None:
+def test_two_cities_materialize_in_parallel(lgsid_env: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGSID_EXECUTOR", "multiprocess")  # the city workers import it afresh
     register_tiny(lgsid_env, "alpha", seed=1)
     register_tiny(lgsid_env, "beta", seed=2, n_items=400)
     with dg.instance_for_test() as instance:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import uuid
 from collections.abc import Callable
@@ -157,12 +158,15 @@ def save_reward_model(model: RewardHead, folder: Path, config: RewardConfig,
 def load_reward_model(folder: Path) -> RewardHead:
     """Load a saved reward head; clear error naming the folder if it is missing or corrupt."""
     folder = Path(folder)
+    path = folder / "reward_config.json"
     try:
-        meta = json.loads((folder / "reward_config.json").read_text())
+        meta = json.loads(path.read_text())
         config = RewardConfig(**meta["config"])
         model = RewardHead(int(meta["dim"]), config.hidden, config.dropout)
-        model.load_state_dict(torch.load(folder / "reward_head.pt", weights_only=True))
-    except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
-        raise FileNotFoundError(f"reward model at {folder} is missing or corrupt: {exc}") from exc
+        path = folder / "reward_head.pt"
+        model.load_state_dict(torch.load(path, weights_only=True))
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, EOFError,
+            pickle.UnpicklingError) as exc:
+        raise FileNotFoundError(f"reward model file {path} is missing or corrupt: {exc}") from exc
     model.eval()
     return model

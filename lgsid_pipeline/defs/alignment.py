@@ -29,7 +29,7 @@ from lgsid_pipeline.encoder import TextEncoder, item_prompts
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
 from lgsid_pipeline.jsonio import write_json
 from lgsid_pipeline.plots import curves_png, distance_histogram_png
-from lgsid_pipeline.registry import champion_folder, log_run_metrics, register_folder
+from lgsid_pipeline.registry import log_run_metrics, register_folder
 
 REWARD_MODEL = "lgsid-reward-model"
 ALIGNED_ENCODER = "lgsid-aligned-encoder"
@@ -159,7 +159,7 @@ def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
     items = lgsid.warehouse.read_table("items", city)
     candidates = lgsid.warehouse.query("geo_pair_candidates.sql", {
         "city": city, **config.model_dump()})
-    head = load_reward_model(champion_folder(REWARD_MODEL, home=lgsid.home_path))
+    head = load_reward_model(lgsid.champion_folder(REWARD_MODEL))
     scorer = reward_scorer(lgsid.base_encoder(), head, items, dtype=lgsid.encode_dtype)
     triples = gc_triples(candidates, items, scorer, seed=config.seed)
     lgsid.warehouse.write_table("geo_pairs", city, triples.assign(city=city))
@@ -258,7 +258,7 @@ def item_embeddings(context: dg.AssetExecutionContext,
     items = warehouse.read_table("items", city)
     base = lgsid.base_encoder()
     aligned = lgsid.base_encoder()
-    adapter = champion_folder(ALIGNED_ENCODER, home=lgsid.home_path)
+    adapter = lgsid.champion_folder(ALIGNED_ENCODER)
     aligned.load_adapter(adapter)
     results, encode_seconds = {}, 0.0
     for part, encoder in (("reference", base), ("aligned", aligned)):

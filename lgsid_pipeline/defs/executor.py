@@ -1,8 +1,10 @@
 """Which executor the code location's jobs use: Dagster's default or one Kubernetes pod per step.
 
 ``LGSID_EXECUTOR``: unset or ``multiprocess`` keeps Dagster's default (multiprocess) executor;
-``k8s`` selects ``dagster_k8s.k8s_job_executor``, configured from ``LGSID_K8S_EXECUTOR_CONFIG``
-(a YAML mapping of the executor's config: ``max_concurrent``, ``step_k8s_config``,
+``in_process`` runs every step in the run's own process (no per-step start-up, which imports
+the whole code location: the test suite and debugging use it); ``k8s`` selects
+``dagster_k8s.k8s_job_executor``, configured from ``LGSID_K8S_EXECUTOR_CONFIG`` (a YAML
+mapping of the executor's config: ``max_concurrent``, ``step_k8s_config``,
 ``per_step_k8s_config`` ...), as deploy/helm/values.yaml sets them.
 """
 
@@ -17,7 +19,7 @@ import yaml
 
 EXECUTOR_ENV = "LGSID_EXECUTOR"
 K8S_CONFIG_ENV = "LGSID_K8S_EXECUTOR_CONFIG"
-EXECUTORS: tuple[str, ...] = ("multiprocess", "k8s")
+EXECUTORS: tuple[str, ...] = ("multiprocess", "in_process", "k8s")
 
 
 def k8s_executor_config(text: str | None) -> dict[str, Any]:
@@ -49,6 +51,8 @@ def pipeline_executor(environ: Mapping[str, str] | None = None) -> dg.ExecutorDe
     name = environ.get(EXECUTOR_ENV, "").strip() or "multiprocess"
     if name == "multiprocess":
         return None
+    if name == "in_process":
+        return dg.in_process_executor
     if name == "k8s":
         from dagster_k8s import k8s_job_executor
 

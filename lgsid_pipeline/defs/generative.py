@@ -26,7 +26,7 @@ from lgsid_pipeline.recommenders.generative import (
     save_generative,
     train_generative,
 )
-from lgsid_pipeline.registry import champion_folder, register_folder
+from lgsid_pipeline.registry import register_folder
 from lgsid_pipeline.tokenizer import level_columns
 
 GENERATIVE_KINDS = ("tiger", "onerec")
@@ -232,7 +232,7 @@ def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
     city = context.partition_key
     kind, variant = CACHE_MODEL
     lgsid.limit_threads()
-    folder = champion_folder(f"gen-{kind}-{city}", home=lgsid.home_path) / variant
+    folder = lgsid.champion_folder(f"gen-{kind}-{city}") / variant
     result = load_generative(folder)
     item_ids, code_strings = model_catalogue(folder)
     events = lgsid.warehouse.read_table("interactions", city)

@@ -15,6 +15,7 @@ from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.quality import CheckOutcome
+from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.warehouse import Warehouse
 
 city_partitions = dg.DynamicPartitionsDefinition(name="city")
@@ -55,6 +56,14 @@ class LgsidResource(dg.ConfigurableResource):
     def model_dir(self, name: str) -> Path:
         """Local working folder of a trained model before it is registered."""
         return self.home_path / "models" / name
+
+    def champion_folder(self, name: str) -> Path:
+        """The champion's artifact folder of a registered model. A missing or damaged model
+        fails the step without retries: it would fail the same way every time."""
+        try:
+            return champion_folder(name, home=self.home_path)
+        except ModelArtifactError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
     def report_path(self, *parts: str) -> Path:
         return self.home_path.joinpath("reports", *parts)

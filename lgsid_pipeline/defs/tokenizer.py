@@ -192,7 +192,7 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                lgsid: LgsidResource) -> dg.MaterializeResult:
         city = context.partition_key
         warehouse = lgsid.warehouse
-        tokenizer = Tokenizer.load(champion_folder(names.registered_name, home=lgsid.home_path))
+        tokenizer = Tokenizer.load(lgsid.champion_folder(names.registered_name))
         items = warehouse.read_table("items", city)
         embeddings = warehouse.read_arrow("item_embeddings", city, cls.embedding_part)
         previous = warehouse.read_table("semantic_ids", city, names.kind) \
