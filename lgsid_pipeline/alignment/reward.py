@@ -9,10 +9,7 @@ L = - sum_ij [ p_ij log s(r_ij) + (1 - p_ij) log(1 - s(r_ij)) ].
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.metrics.ranking import mean_kendall_tau, top1_accuracy
 
 
@@ -144,14 +142,10 @@ def save_reward_model(model: RewardHead, folder: Path, config: RewardConfig,
                       extra: dict | None = None) -> Path:
     """Write weights and config to ``folder`` atomically (temp folder, then rename)."""
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-    tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / "reward_head.pt")
-    meta = {"dim": model.dim, "config": asdict(config), **(extra or {})}
-    (tmp / "reward_config.json").write_text(json.dumps(meta, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        torch.save(model.state_dict(), tmp / "reward_head.pt")
+        meta = {"dim": model.dim, "config": asdict(config), **(extra or {})}
+        (tmp / "reward_config.json").write_text(json.dumps(meta, indent=2))
     return folder
 
 

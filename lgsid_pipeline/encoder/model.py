@@ -10,10 +10,7 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from lgsid_pipeline.atomic import atomic_folder
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -216,17 +215,6 @@ def read_adapter_meta(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def replace_folder(new: Path, target: Path) -> None:
-    """Move the finished folder ``new`` to ``target``, replacing any previous one."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 class TextEncoder(nn.Module):
     """Tokenizer + Hugging Face encoder; texts -> mean-pooled, L2-normalised embeddings."""
 
@@ -373,20 +361,13 @@ class TextEncoder(nn.Module):
         if not self._has_adapter:
             raise ValueError("no LoRA adapter to save; call add_lora or load_adapter first")
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
-            tmp.chmod(0o755)
+        with atomic_folder(folder) as tmp:
             with quiet_hf():
                 self.model.save_pretrained(tmp, save_embedding_layers=False)
             meta = {"base_weights": self.weights_fingerprint, "base": self.name_or_path,
                     "adapter_digest": adapter_digest(self.model), "version": self.version,
                     "max_length": self.max_length}
             (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
-            replace_folder(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     def load_adapter(self, folder: str | Path, trainable: bool = False) -> None:

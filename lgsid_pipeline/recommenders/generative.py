@@ -22,11 +22,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import pickle
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +37,7 @@ from torch.nn import functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
+from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.geo.distance import haversine_km
 from lgsid_pipeline.metrics.ranking import TopKAccumulator, hit_at_k, ndcg_at_k
 from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeTokenizer, PrefixTrie
@@ -494,22 +492,13 @@ def save_generative(result: GenerativeResult, folder: Path, extra: dict | None =
     """Write ``generative_config.json`` (config, history), ``generative_model.pt`` (state
     dict) and ``codes.npy`` to ``folder`` atomically (temp folder, then rename)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-    tmp.mkdir()
-    try:
+    with atomic_folder(folder) as tmp:
         torch.save(result.model.state_dict(), tmp / WEIGHTS_FILE)
         np.save(tmp / CODES_FILE, result.tokenizer.codes)
         meta = {"config": asdict(result.config), "history": result.history,
                 "best_epoch": result.best_epoch, "best_valid_hit10": result.best_valid_hit10,
                 **(extra or {})}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return folder
 
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import pickle
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.metrics.ranking import auc, logloss
 from lgsid_pipeline.recommenders.blocks import CtrBatch
 from lgsid_pipeline.recommenders.discriminative import CtrConfig, CtrModel
@@ -170,22 +168,13 @@ def save_ctr_model(result: TrainResult, folder: Path, extra: dict | None = None)
     """Write ``ctr_config.json`` (configs, history) and ``ctr_model.pt`` (state dict) to
     ``folder`` atomically (temp folder, then rename)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-    tmp.mkdir()
-    try:
+    with atomic_folder(folder) as tmp:
         torch.save(result.model.state_dict(), tmp / WEIGHTS_FILE)
         meta = {"model_config": asdict(result.model_config),
                 "train_config": asdict(result.train_config), "history": result.history,
                 "best_epoch": result.best_epoch, "best_valid_auc": result.best_valid_auc,
                 **(extra or {})}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return folder
 
 

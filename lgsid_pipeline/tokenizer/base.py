@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
 
 MANIFEST = "tokenizer.json"
@@ -164,15 +165,15 @@ class Tokenizer(ABC):
         return digest.hexdigest()[:12]
 
     def save(self, folder: Path) -> Path:
-        """Write ``tokenizer.json`` and ``state.npz`` into ``folder``."""
+        """Write ``tokenizer.json`` and ``state.npz`` into ``folder`` (replaced whole)."""
         self._require_fitted()
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / STATE, **self._state())
-        manifest = {"kind": self.kind, "config": asdict(self.config), "dim": self.dim,
-                    "cities": self.cities, "version": self.version,
-                    "fit_seconds": self.fit_seconds, "extra": self._extra()}
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        with atomic_folder(folder) as tmp:
+            np.savez(tmp / STATE, **self._state())
+            manifest = {"kind": self.kind, "config": asdict(self.config), "dim": self.dim,
+                        "cities": self.cities, "version": self.version,
+                        "fit_seconds": self.fit_seconds, "extra": self._extra()}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return folder
 
     @staticmethod
