@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = REPO_ROOT / "sql"
+# The repository's sql/ (a checkout or an editable install), else the copy an installed
+# package carries under <prefix>/share/lgsid_pipeline/sql.
+SQL_DIR = REPO_ROOT / "sql" if (REPO_ROOT / "sql").is_dir() else \
+    Path(sys.prefix) / "share" / "lgsid_pipeline" / "sql"
 
 CITY_SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 

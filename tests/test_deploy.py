@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ from lgsid_pipeline.defs.executor import (
     pipeline_executor,
 )
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
 PG_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD",
           "DAGSTER_PG_DB")
 INGEST = "raw_items,raw_interactions,items,interactions"
@@ -550,3 +552,15 @@ def test_mlflow_server_with_postgres_backend_registers_and_loads(
     # Artifacts went through the server to its destination, not to a local store.
     assert list(mlflow_server.artifacts.rglob("weights.json"))
     assert not (lgsid_env / "mlflow").exists()
+
+
+def test_the_built_package_carries_the_sql(tmp_path: Path) -> None:
+    """A non-editable install (the Docker image) finds sql/ under <prefix>/share."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    [wheel] = tmp_path.glob("lgsid_pipeline-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    expected = {f"lgsid_pipeline-0.1.0.data/data/share/lgsid_pipeline/sql/{p.name}"
+                for p in (REPO / "sql").glob("*.sql")}
+    assert expected and expected <= names
