@@ -41,6 +41,7 @@ mlflow-ui: $(STAMP)
 
 bench: export LGSID_BENCH_HOME ?= $(CURDIR)/.lgsid-bench
 bench: $(STAMP)
+	$(BIN)/python bench/pipeline.py --fresh
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alignment.py
 	$(BIN)/python bench/tokenizer.py
