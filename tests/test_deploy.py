@@ -476,8 +476,7 @@ def test_executor_selection_from_the_environment(monkeypatch: pytest.MonkeyPatch
         with pytest.raises(ValueError, match="LGSID_EXECUTOR='celery'"):
             importlib.reload(definitions)
     finally:
-        monkeypatch.delenv(EXECUTOR_ENV, raising=False)
-        monkeypatch.delenv(K8S_CONFIG_ENV, raising=False)
+        monkeypatch.undo()  # the session's own LGSID_EXECUTOR (tests/conftest.py) comes back
         default = importlib.reload(definitions)
     assert default.defs.resolve_job_def("city_pipeline").executor_def.name != "k8s"
 

@@ -108,8 +108,9 @@ def load_level(level: BoundaryLevel) -> gpd.GeoDataFrame:
 
 
 def _join(points: gpd.GeoDataFrame, polygons: gpd.GeoDataFrame) -> pd.DataFrame:
-    """First containing polygon per point (index aligned with ``points``)."""
-    joined = gpd.sjoin(points, polygons, how="left", predicate="within")
+    """First polygon containing or touching each point (index aligned with ``points``): a
+    point exactly on a border between two areas (a rounded coordinate) still gets one."""
+    joined = gpd.sjoin(points, polygons, how="left", predicate="intersects")
     joined = joined[~joined.index.duplicated(keep="first")]
     return joined[["code", "name", "parent"]]
 
