@@ -39,7 +39,6 @@ GENERATIVE_CONFIG = {"variants": ["lgsid"], "epochs": 1, "d_model": 32, "beam_si
 
 def _run_config(encoder: Path) -> dict:
     return {
-        "execution": {"config": {"in_process": {}}},  # no step subprocesses: a faster test
         "resources": {"lgsid": {"config": {"encoder_path": str(encoder)}}},
         "ops": {
             "geo_negatives": {"config": {"max_anchors": 150}},
