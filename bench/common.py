@@ -94,3 +94,65 @@ def ensure_item_embeddings() -> list[str]:
     if failed:
         raise RuntimeError(f"alignment stage failed: {failed}")
     return [r.run_id for r in results]
+
+
+SEMANTIC_ID_TABLES = ("semantic_ids", "rqkmeans_semantic_ids", "rqvae_semantic_ids")
+
+
+CITY_CODE_ASSETS = ("raw_items,raw_interactions,items,interactions,item_embeddings,"
+                    + ",".join(SEMANTIC_ID_TABLES))
+
+
+def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
+    """Ingest, align and tokenize the real cities unless the home has every code variant of
+    each; then give each other city of ``cities`` (registered before) its codes from the
+    frozen champion encoder and tokenizers (a backfill: no global model is retrained).
+    Returns the Dagster run ids."""
+    from lgsid_pipeline.runner import get_instance, materialize
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+
+    def missing(names: list[str]) -> list[str]:
+        return [c for c in names if not all(warehouse.has_table("semantic_ids", c, variant)
+                                            for variant in ("lgsid", "rqkmeans", "rqvae"))]
+
+    runs = ensure_item_embeddings()
+    plans = [(missing(list(REAL_CITIES)),
+              ",".join(f"*{name}" for name in SEMANTIC_ID_TABLES)),
+             (missing([c for c in cities or [] if c not in REAL_CITIES]), CITY_CODE_ASSETS)]
+    for todo, select in plans:
+        if not todo:
+            continue
+        results = materialize(todo, select=select, instance=get_instance(),
+                              run_config=ALIGNMENT_RUN_CONFIG)
+        failed = [r for r in results if not r.success]
+        if failed:
+            raise RuntimeError(f"tokenization stage failed: {failed}")
+        runs += [r.run_id for r in results]
+    return runs
+
+
+def provenance(config: dict) -> dict:
+    """What produced a results file: commit (``+dirty`` when the tree has changes), time,
+    command line, the full config, and the versions of the packages that matter."""
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+    from importlib.metadata import version
+
+    root = Path(__file__).parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    sha = git("rev-parse", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no"):
+        sha += "+dirty"
+    packages = ("torch", "transformers", "dagster", "numpy", "scikit-learn", "duckdb")
+    return {"git_sha": sha, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]), "config": config,
+            "versions": {"python": sys.version.split()[0],
+                         **{name: version(name) for name in packages}},
+            "machine": {"cpus": os.cpu_count()}}

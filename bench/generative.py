@@ -1,71 +1,235 @@
-"""Generative benchmark on the real cities: TIGER and the OneRec-style decoder over RQ-KMeans,
-RQ-VAE and LGSID codes, plus the popularity-near-last baseline; Hit/NDCG@5/10 on the test
-period, train and inference times; then the per-user top-K cache.
+"""Generative benchmark on the real cities and the standard STHGCN split.
 
-Usage: .venv/bin/python bench/generative.py   (writes bench/results/generative.json)
-Runs in LGSID_BENCH_HOME (or a temporary home) after bench/discriminative.py (it reuses the
-recommender datasets' split); whatever is missing before is materialized first.
+For each city, on the same examples: the floors (a) popularity within 2 km of the last
+check-in and (b) the user's own most visited items, then list (a); SASRec on item ids (c);
+TIGER and the OneRec-style decoder on RQ-KMeans, RQ-VAE and LGSID codes, each as the model
+alone and with the history-aware ranking; the served choice of the champion gate; and
+ablations of the ranking (no distance term, distance term only). TIGER and SASRec are means
+over seeds with a 95% interval over seeds and test examples (a joint bootstrap); OneRec and
+the ablations use one seed with a bootstrap over test examples (the JSON says which).
+
+Settings are chosen on validation only: early stopping on the validation sample, blend
+weights on its even rows (``tune``), the gate on its odd rows (``gate``). The test sample is
+scored once per trained model.
+
+Usage: LGSID_BENCH_HOME=... .venv/bin/python bench/generative.py [--cities ...] [--seeds N]
+(writes bench/results/generative.json after every city). Runs after bench/prepare.py; the
+STHGCN city is ingested, embedded and coded with the frozen champion models if missing.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
-import sys
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 from common import (
-    GENERATIVE,
-    GENERATIVE_RUN_CONFIG,
-    REAL_CITIES,
     RESULTS,
-    ensure_item_embeddings,
+    ensure_semantic_ids,
     isolated_home,
+    provenance,
 )
+
+STHGCN = "sthgcn-nyc"
+STHGCN_DATA = "foursquare_nyc_sthgcn"
+PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr": 0.3915,
+                        "note": "best run, SIGIR 2023 (mean of 10 runs: 0.2625 / 0.5226 / "
+                                "0.6117 / 0.3798); 1,347 targets"}}
+HIT_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
+ACC_METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
+# Sized for two CPU cores: every model gets the same optimizer-step budget.
+STAGE = {"d_model": 64, "n_layers": 2, "steps": 1500, "eval_every": 300, "patience": 2,
+         "batch_size": 128, "lr": 2e-3, "beam_size": 20, "max_history": 20,
+         "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 1000,
+         "max_test_examples": 2000}
+SASREC = {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.2, "max_history": 50,
+          "eval_every": 300, "patience": 2, "max_valid_eval": 1000}
+
+
+def log(message: str, began: float) -> None:
+    print(f"[{time.perf_counter() - began:7.0f}s] {message}", flush=True)
+
+
+def register_sthgcn() -> None:
+    from lgsid_pipeline.cities import CityConfig, CityRegistry
+    from lgsid_pipeline.config import shared_data_dir
+
+    registry = CityRegistry()
+    if STHGCN not in {c.slug for c in registry.all()}:
+        registry.add(CityConfig(slug=STHGCN, source="foursquare-sthgcn",
+                                path=str(shared_data_dir() / STHGCN_DATA)))
+
+
+def city_splits(warehouse, city: str, catalogue, settings) -> dict:
+    """Examples of ``city``: a time split by quantiles (as the recommender datasets), or for
+    the STHGCN city its files' split and protocol (targets: last check-in of each valid /
+    test trajectory; the test set is used whole)."""
+    from lgsid_pipeline.recommenders.datasets import DatasetConfig, file_split_times, split_times
+    from lgsid_pipeline.recommenders.generative import build_next_item_examples
+    from lgsid_pipeline.recommenders.protocol import trajectory_last_targets
+    from lgsid_pipeline.stages.generative import sample_splits
+
+    events = catalogue.events
+    from_files = file_split_times(events)
+    t1, t2 = from_files if from_files else split_times(events["ts"], DatasetConfig())
+    users = events["user_id"].astype(str).to_numpy()
+    items = events["item_index"].to_numpy()
+    splits = build_next_item_examples(users, items, events["ts"], t1, t2,
+                                      settings.history_window)
+    if city == STHGCN:
+        for split in ("valid", "test"):
+            splits[split] = trajectory_last_targets(
+                users, items, events["ts"], events["trajectory_id"], events["split"], split,
+                settings.history_window)
+    return sample_splits(splits, settings)
+
+
+def summarize(ranks, metrics, interval: str, multi_seed: bool) -> dict:
+    from lgsid_pipeline.metrics.intervals import summarize_ranks
+
+    out = summarize_ranks(ranks, metrics, (interval,))
+    out["interval"] = ("bootstrap over seeds and test examples" if multi_seed and
+                       out["seeds"] > 1 else "bootstrap over test examples")
+    return out
+
+
+def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
+    import numpy as np
+
+    from lgsid_pipeline.metrics.intervals import target_ranks
+    from lgsid_pipeline.recommenders.generative import CODE_VARIANTS, KINDS
+    from lgsid_pipeline.recommenders.sasrec import (
+        SasrecConfig,
+        recommend_sasrec,
+        train_sasrec,
+    )
+    from lgsid_pipeline.recommenders.serving import champion_gate
+    from lgsid_pipeline.stages.generative import (
+        GenerativeStageConfig,
+        city_catalogue,
+        city_codes,
+        floor_ranks,
+        train_variant,
+    )
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    stage = dict(STAGE)
+    if city == STHGCN:
+        stage["max_test_examples"] = 0  # the protocol's whole test set
+    if quick:
+        stage |= {"steps": 60, "eval_every": 30, "max_train_examples": 2000,
+                  "max_valid_eval": 100, "max_test_examples": 200}
+    settings = GenerativeStageConfig(**stage)
+    catalogue = city_catalogue(warehouse, city)
+    splits = city_splits(warehouse, city, catalogue, settings)
+    sizes = {name: int(len(t)) for name, (_, t) in splits.items()}
+    log(f"{city}: {len(catalogue.item_ids)} items, examples {sizes}", began)
+    metrics = ACC_METRICS if city == STHGCN else HIT_METRICS
+    interval = "acc@10" if city == STHGCN else "hit@10"
+    floors = floor_ranks(catalogue, splits)
+    out: dict = {"examples": sizes, "floors": {}, "train_seconds": {}}
+    for name, ranks in floors.items():
+        out["floors"][name] = summarize(ranks["test"], metrics, interval, False)
+    log(f"{city}: floors " + ", ".join(f"{n} {m[interval]:.4f}" for n, m in
+                                       out["floors"].items()), began)
+
+    sasrec = SasrecConfig(**SASREC, steps=settings.steps, batch_size=settings.batch_size,
+                          lr=settings.lr)
+    if quick:
+        sasrec = SasrecConfig(**{**asdict(sasrec), "steps": 60, "eval_every": 30,
+                                 "max_valid_eval": 100})
+    sasrec_ranks, started = [], time.perf_counter()
+    for seed in range(seeds):
+        result = train_sasrec(SasrecConfig(**{**asdict(sasrec), "seed": seed}),
+                              len(catalogue.item_ids), splits)
+        items, _ = recommend_sasrec(result, splits["test"][0], 20)
+        sasrec_ranks.append(target_ranks(items, splits["test"][1]))
+    out["floors"]["sasrec"] = summarize(np.stack(sasrec_ranks), metrics, interval, True)
+    out["train_seconds"]["sasrec"] = (time.perf_counter() - started) / seeds
+    log(f"{city}: sasrec {out['floors']['sasrec'][interval]:.4f}", began)
+
+    gate_candidates = {}
+    for kind in KINDS:
+        n_seeds = seeds if kind == "tiger" else 1
+        out[kind], out[f"{kind}_history"] = {}, {}
+        for variant in CODE_VARIANTS:
+            codes, _ = city_codes(warehouse, city, variant, catalogue.item_ids)
+            runs = []
+            for seed in range(n_seeds):
+                run = train_variant(kind, codes, catalogue, splits, settings, seed=seed,
+                                    ablations=(variant == "lgsid" and seed == 0))
+                runs.append(run)
+                hits = {name: float(np.mean((r["test"] >= 0) & (r["test"] < 10)))
+                        for name, r in run.ranks.items()}
+                log(f"{city}: {kind}/{variant} seed {seed}: best step {run.result.best_step}, "
+                    f"test top-10 {hits} ({run.train_seconds:.0f}s train)", began)
+            for ranking, key in (("plain", kind), ("blended", f"{kind}_history")):
+                out[key][variant] = summarize(np.stack([r.ranks[ranking]["test"] for r in runs]),
+                                              metrics, interval, True)
+            out[f"{kind}_history"][variant]["blend_weights"] = asdict(runs[0].ranker.weights)
+            out["train_seconds"][f"{kind}/{variant}"] = float(np.mean(
+                [r.train_seconds for r in runs]))
+            if variant == "lgsid":
+                out.setdefault("ablations", {})
+                for ranking in ("no_distance", "distance_only"):
+                    out["ablations"][f"{kind}_lgsid_history_{ranking}"] = summarize(
+                        runs[0].ranks[ranking]["test"], metrics, interval, False)
+            if kind == "tiger":
+                gate_candidates[variant] = runs[0]
+    # What the pipeline would serve: the seed-0 TIGER variant with the best gate Hit@10, if
+    # it beats floor (b) on the gate rows; else floor (b) itself.
+    best = max(gate_candidates, key=lambda v: gate_candidates[v].gate_hit10)
+    floor_gate = floors["user_history_2km"]["gate"]
+    decision = champion_gate(gate_candidates[best].gate_hit10,
+                             float(np.mean((floor_gate >= 0) & (floor_gate < 10))), None)
+    served_ranks = (gate_candidates[best].ranks["blended"]["test"] if decision.promote
+                    else floors["user_history_2km"]["test"])
+    served = summarize(served_ranks, metrics, interval, False)
+    out["served"] = {"model": f"tiger/{best} + history" if decision.promote
+                     else "floor/user_history_2km", interval: served[interval],
+                     f"{interval}_ci95": served[f"{interval}_ci95"],
+                     "gate": decision.as_dict()}
+    log(f"{city}: served {out['served']}", began)
+    return out
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cities", nargs="+", default=["tokyo", "new-york", STHGCN])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "generative.json")
+    args = parser.parse_args()
     isolated_home("lgsid-gen-")
+    import torch
 
-    from lgsid_pipeline.report import city_report
-    from lgsid_pipeline.runner import get_instance, materialize
-    from lgsid_pipeline.warehouse import Warehouse
-
-    ensure_item_embeddings()
-    warehouse = Warehouse()
-    instance = get_instance()
-    if not all(warehouse.has_table("recommender_meta", c) for c in REAL_CITIES):
-        done = materialize(list(REAL_CITIES), instance=instance,
-                           select="+recommender_datasets")
-        if not all(r.success for r in done):
-            sys.exit(f"datasets failed: {done}")
-    started = time.perf_counter()
-    results = materialize(list(REAL_CITIES), instance=instance, run_config=GENERATIVE_RUN_CONFIG,
-                          select="tiger,onerec,generative_baseline,user_topk_cache,"
-                                 "evaluation_report", parallel=2)
-    seconds = time.perf_counter() - started
-    if not all(r.success for r in results):
-        print(json.dumps([r.__dict__ for r in results], indent=2))
-        sys.exit(1)
-    cities = {}
-    for city in REAL_CITIES:
-        table = city_report(warehouse, city)["generative"]
-        cache = warehouse.read_table("user_topk_cache", city)
-        cities[city] = {**{k: table[k] for k in ("tiger", "onerec", "baseline")},
-                        "train_seconds": table["train_seconds"],
-                        "inference_seconds": table["inference_seconds"],
-                        "user_topk_cache": {"users": int(cache["user_id"].nunique()),
-                                            "rows": len(cache)}}
-    out = {"cities": cities, "stage_seconds": seconds, "config": GENERATIVE,
-           "runs": [r.__dict__ for r in results], "machine": {"cpus": os.cpu_count()}}
-    (RESULTS / "generative.json").write_text(json.dumps(out, indent=2) + "\n")
-    for city, entry in cities.items():
-        print(f"\n{city}")
-        for model in ("tiger", "onerec"):
-            for variant, m in entry[model].items():
-                print(f"{model:7s} {variant:9s} " + " ".join(f"{k} {v:.4f}" for k, v in m.items()))
-        print("baseline          " + " ".join(f"{k} {v:.4f}" for k, v in
-                                              entry["baseline"].items()))
+    torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    if STHGCN in args.cities:
+        register_sthgcn()
+    ensure_semantic_ids(args.cities)
+    log("semantic IDs ready", began)
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results = {"cities": {}, **{k: v for k, v in previous.items() if k == STHGCN}}
+    results["cities"] = {k: v for k, v in previous.get("cities", {}).items()
+                         if "floors" in v and k in args.cities}
+    config = {"stage": STAGE, "sasrec": SASREC, "seeds": args.seeds, "threads": args.threads,
+              "quick": args.quick, "cities": args.cities}
+    for city in args.cities:
+        started = time.perf_counter()
+        entry = run_city(city, args.seeds, began, args.quick)
+        entry["seconds"] = time.perf_counter() - started
+        if city == STHGCN:
+            results[STHGCN] = {**entry, "published": PUBLISHED}
+        else:
+            results["cities"][city] = entry
+        results["provenance"] = provenance(config)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        log(f"{city} done in {entry['seconds']:.0f}s; wrote {args.out}", began)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from lgsid_pipeline.sources.base import OPTIONAL_INTERACTION_COLUMNS
+
 QUARANTINE_COLUMNS: tuple[str, ...] = ("city", "table_name", "source_row", "reason", "detail")
 
 # Words that name the kind of place rather than the chain ("Starbucks Coffee" = "Starbucks").
@@ -195,7 +197,8 @@ def validate_interactions(raw: pd.DataFrame, known_items: pd.Series, city: str) 
     """Clean interactions (user, item, UTC time) and quarantined rows.
 
     Check-in coordinates, where the source has them, only need to be sane; the item's own
-    location is the canonical one.
+    location is the canonical one. The optional ``trajectory_id`` and ``split`` columns are
+    kept when the raw table has them (they are not rules: a missing value stays missing).
     """
     coord_rules, _, _ = _coordinate_rules(raw, required=False)
     when = parse_timestamps(raw["timestamp"])
@@ -219,6 +222,8 @@ def validate_interactions(raw: pd.DataFrame, known_items: pd.Series, city: str) 
         "item_id": item_id[good].values,
         "ts": when[good].reset_index(drop=True),
         "source_row": raw.loc[good, "source_row"].astype("string").values,
+        **{column: _nullable_text(raw.loc[good, column]).values
+           for column in OPTIONAL_INTERACTION_COLUMNS if column in raw.columns},
     }).sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
     return Validated(clean=clean, quarantine=_quarantine(raw, reason, city, "interactions"))
 

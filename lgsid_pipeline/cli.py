@@ -24,8 +24,8 @@ DEMO_RUN_CONFIG = {
                                             "max_eval_positives": 1000}},
         **{backbone: {"config": {"epochs": 3, "dim": 16}}
            for backbone in ("din", "dien", "sim", "twin", "eta")},
-        **{name: {"config": {"epochs": 2, "d_model": 64, "beam_size": 10,
-                             "max_train_examples": 3000, "max_valid_eval": 100,
+        **{name: {"config": {"steps": 300, "eval_every": 100, "beam_size": 10,
+                             "max_train_examples": 3000, "max_valid_eval": 200,
                              "max_test_examples": 300}}
            for name in ("tiger", "onerec", "generative_baseline")},
     },
@@ -222,6 +222,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         print(json.dumps({"city": args.city, "user": args.user, "items": rows}, indent=2,
                          default=str))
     else:
+        print(f"served by {rows[0]['model']} (refreshed {rows[0]['refreshed_at']})")
         for row in rows:
             print(f"{row['rank']:>3d}  {row['code']:>16s}  {row['score']:8.4f}  "
                   f"{row['item_id']}  {row['name']}")

@@ -25,6 +25,7 @@ from lgsid_pipeline.geo.admin import (
 )
 from lgsid_pipeline.sources.base import SourceData
 from lgsid_pipeline.sources.landing import read_landing_source, with_landed_additions
+from lgsid_pipeline.sources.sthgcn import read_sthgcn
 from lgsid_pipeline.sources.tables import GOWALLA_LAYOUT, SYNTHETIC_LAYOUT, read_table_source
 from lgsid_pipeline.sources.tsmc import read_tsmc
 
@@ -39,6 +40,9 @@ def read_city_source(config: CityConfig) -> SourceData:
     default_name = config.display_name or config.slug.replace("-", " ").title()
     if config.source == "foursquare-tsmc":
         data = read_tsmc(path, encoding=config.encoding)
+        data.display_name = default_name
+    elif config.source == "foursquare-sthgcn":
+        data = read_sthgcn(path)
         data.display_name = default_name
     elif config.source == "gowalla":
         data = read_table_source(path, GOWALLA_LAYOUT, default_name)

@@ -76,8 +76,17 @@ def tracking_uri(home: Path | None = None) -> str:
            or _local_uri(store))
     if uri == _local_uri(store):
         store.mkdir(parents=True, exist_ok=True)
+    # MLflow's setters also export MLFLOW_*_URI; left there, the first home's store would
+    # pass for the user's own setting and win over every later home in this process.
+    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI",
+                                                         "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in exported.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return uri
 
 
@@ -131,8 +140,10 @@ def register_folder(
     tags: dict[str, str] | None = None,
     images: dict[str, bytes] | None = None,
     home: Path | None = None,
+    promote: bool = True,
 ) -> RegisteredModel:
-    """Log ``folder`` as a pyfunc model in a new run, register it, alias it ``champion``."""
+    """Log ``folder`` as a pyfunc model in a new run and register it; alias it ``champion``
+    unless ``promote`` is false (a gate decides, then calls :func:`set_champion`)."""
     uri = tracking_uri(home)
     experiment_id = _experiment_id(uri, home)
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags or {}) as run:
@@ -159,10 +170,26 @@ def register_folder(
     if not versions:
         raise ModelArtifactError(f"MLflow did not register model {name!r} for run {run_id}")
     version = str(max(int(v.version) for v in versions))
-    client.set_registered_model_alias(name, CHAMPION, version)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
     return RegisteredModel(name=name, version=version, run_id=run_id,
                            model_uri=info.model_uri,
                            run_url=f"{UI_URL}/#/experiments/{experiment_id}/runs/{run_id}")
+
+
+def set_champion(name: str, version: str, home: Path | None = None) -> None:
+    """Point the ``champion`` alias of ``name`` at ``version``."""
+    tracking_uri(home)
+    MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def champion_version(name: str, home: Path | None = None) -> str | None:
+    """The version the ``champion`` alias of ``name`` points at, or None."""
+    tracking_uri(home)
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def champion_folder(name: str, home: Path | None = None, alias: str = CHAMPION) -> Path:

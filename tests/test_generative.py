@@ -16,7 +16,9 @@ import torch
 from lgsid_pipeline.recommenders.generative import (
     GenerativeConfig,
     GenerativeResult,
+    HistoryAwareRanker,
     PopularityNearLastBaseline,
+    UserHistoryBaseline,
     build_generative_model,
     build_next_item_examples,
     constrained_beam_search,
@@ -26,6 +28,7 @@ from lgsid_pipeline.recommenders.generative import (
     ranking_metrics,
     recommend_top_k,
     save_generative,
+    score_items,
     train_generative,
 )
 from lgsid_pipeline.recommenders.trie import N_SPECIAL, CodeTokenizer, PrefixTrie
@@ -68,7 +71,8 @@ def walk_splits(one_thread: None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def small_config(kind: str, **overrides: object) -> GenerativeConfig:
     values: dict = {"kind": kind, "d_model": 64, "d_ff": 128, "dropout": 0.0,
-                    "max_history": MAX_HISTORY, "epochs": 10, "batch_size": 64, "lr": 5e-3,
+                    "max_history": MAX_HISTORY, "steps": 300, "eval_every": 30, "batch_size": 64,
+                    "lr": 5e-3,
                     "beam_size": 10, "max_valid_eval": 100, "patience": 3, "seed": 0}
     return GenerativeConfig(**{**values, **overrides})
 
@@ -208,11 +212,12 @@ def test_generative_models_learn_the_walk(trained: dict, walk_splits: dict) -> N
     base = baseline.evaluate(walk_splits["test"])
     for kind, result in trained.items():
         metrics = evaluate_generative(result, WALK_CODES, walk_splits["test"])
-        print(kind, metrics, "baseline", base, "best epoch", result.best_epoch)
+        print(kind, metrics, "baseline", base, "best step", result.best_step)
         assert metrics["hit@10"] >= max(0.45, base["hit@10"] + 0.2), kind
         assert metrics["ndcg@10"] > base["ndcg@10"], kind
         assert result.best_valid_hit10 == max(h["valid_hit@10"] for h in result.history)
-        assert 1 <= result.best_epoch <= len(result.history)
+        assert result.best_step in [h["step"] for h in result.history]
+        assert result.history[-1]["step"] <= result.config.steps
 
 
 # ----------------------------------------------------------------- splits
@@ -267,7 +272,7 @@ def test_save_load_reproduces_top_k(trained: dict, walk_splits: dict, tmp_path: 
     histories = walk_splits["test"][0][:40]
     folder = save_generative(result, tmp_path / "tiger", extra={"codes_variant": "walk"})
     loaded = load_generative(folder)
-    assert loaded.config == result.config and loaded.best_epoch == result.best_epoch
+    assert loaded.config == result.config and loaded.best_step == result.best_step
     items, scores = recommend_top_k(result, WALK_CODES, histories, 10)
     items2, scores2 = recommend_top_k(loaded, WALK_CODES, histories, 10)
     assert np.array_equal(items, items2) and np.allclose(scores, scores2, atol=1e-5)
@@ -296,3 +301,78 @@ def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict,
     # shorter histories are left-padded; k above the configured beam widens the beam
     wide, _ = recommend_top_k(result, WALK_CODES, histories[:, 2:], 15)
     assert wide.shape == (50, 15) and all(len(set(row)) == 15 for row in wide.tolist())
+
+
+@pytest.mark.parametrize("kind", ["tiger", "onerec"])
+def test_cached_beam_search_returns_what_the_uncached_one_does(trained: dict,
+                                                               walk_splits: dict,
+                                                               kind: str) -> None:
+    result = trained[kind]
+    histories = walk_splits["test"][0][:40].copy()
+    histories[0] = -1
+    tokens = torch.from_numpy(result.tokenizer.history_tokens(histories))
+    for beam, top_k in ((10, 10), (30, 7)):
+        cached = constrained_beam_search(result.model, tokens, result.trie, beam, top_k,
+                                         use_cache=True)
+        plain = constrained_beam_search(result.model, tokens, result.trie, beam, top_k,
+                                        use_cache=False)
+        assert np.array_equal(cached[0], plain[0])
+        assert np.allclose(cached[1], plain[1], atol=1e-5)
+    # teacher-forced scoring gives each beam item the score the beam search summed
+    scored = score_items(result.model, tokens, result.tokenizer, cached[0])
+    assert np.allclose(scored, cached[1], atol=1e-4)
+    # a first-level prior that forbids every first token but one keeps the beam inside it
+    bias = torch.full((len(histories), int(result.tokenizer.sizes[0])), -1e9)
+    bias[:, 2] = 0.0
+    items, _ = constrained_beam_search(result.model, tokens, result.trie, 10, 10,
+                                       first_bias=bias)
+    assert (WALK_CODES[items][..., 0] == 2).all()
+
+
+def test_user_history_floor_on_a_hand_made_example() -> None:
+    # items 0-2 within metres of each other, 3-5 about 110 km away
+    lat = np.array([40.0, 40.001, 40.002, 41.0, 41.001, 41.002])
+    lon = np.full(6, -74.0)
+    train_targets = np.repeat([3, 4, 0, 1, 2], [5, 4, 3, 2, 1])  # popularity 3 > 4 > 0 > 1 > 2
+    near = PopularityNearLastBaseline(lat, lon, radius_km=1.0).fit(
+        (np.full((len(train_targets), 2), -1), train_targets))
+    floor = UserHistoryBaseline(near)
+    histories = np.array([
+        [5, 1, 5, 1, 2],    # 5 and 1 twice (1 more recently), then 2; last check-in near 0-2
+        [-1, -1, -1, 4, 4],  # only item 4; the 2 km list around item 4 is 3, 4, 5
+        [-1, -1, -1, -1, -1],  # no history: the plain popularity list
+    ])
+    items, scores = floor.recommend(histories, 5)
+    assert items[0].tolist() == [1, 5, 2, 0, 3]
+    assert items[1].tolist() == [4, 3, 5, 0, 1]
+    assert items[2].tolist() == [3, 4, 0, 1, 2]
+    assert (np.diff(scores, axis=1) < 0).all()
+    metrics = floor.evaluate((histories, np.array([5, 0, 2])), ks=(1, 2))
+    assert metrics == pytest.approx({"hit@1": 0.0, "ndcg@1": 0.0, "hit@2": 1 / 3,
+                                     "ndcg@2": 1 / 3 / math.log2(3)})
+
+
+def test_history_aware_ranker_brings_back_own_items(trained: dict, walk_splits: dict) -> None:
+    """On the walk the next item is never one already visited, so the model's own ranking
+    should win on validation; a target that is always a revisit makes visits win."""
+    result = trained["tiger"]
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(40, 40.05, N_ITEMS), rng.uniform(-74, -73.95, N_ITEMS)
+    ranker = HistoryAwareRanker(result, lat, lon)
+    valid = tuple(a[:150] for a in walk_splits["valid"])
+    weights = ranker.fit(valid, grid={"visits": (0.0, 8.0), "recency": (0.0,)})
+    assert weights.visits == 0.0
+    # with no weights the ranking is the model's: the beam's items (rescored exactly, so an
+    # own item the beam pruned may come in) in order of their code's log-probability
+    plain, _ = recommend_top_k(result, WALK_CODES, valid[0], 10)
+    mine = ranker.recommend(valid[0], 10)
+    assert (mine == plain).all(axis=1).mean() >= 0.8
+    tokens = torch.from_numpy(result.tokenizer.history_tokens(valid[0]))
+    exact = score_items(result.model, tokens, result.tokenizer, mine)
+    assert (np.diff(exact, axis=1) <= 1e-5).all()
+    revisit = (valid[0], valid[0][:, -1])  # the target is the latest history item
+    weights = ranker.fit(revisit, grid={"visits": (0.0, 8.0), "recency": (0.0,)})
+    assert weights.visits == 8.0
+    got = ranker.recommend(revisit[0], 10)
+    assert ranking_metrics(got, revisit[1], (10,))["hit@10"] == 1.0
+    assert all(len(set(row)) == 10 for row in got.tolist())

@@ -3,8 +3,8 @@
 Hostile item and check-in rows (random unicode names with control characters, NaN, inf,
 out-of-range or textual coordinates, duplicate and unknown ids, odd or garbage timestamps,
 missing optional columns, empty files) are written in each source layout: a landing folder
-(CSV and Parquet), the synthetic and Gowalla two-table Parquet layouts and TSMC2014
-tab-separated text. Properties:
+(CSV and Parquet), the synthetic and Gowalla two-table Parquet layouts, TSMC2014
+tab-separated text and the three GETNext/STHGCN CSV split files. Properties:
 
 * reading raises nothing but ``SourceError``, and that only for whole-file problems (an empty
   file, a required column missing), which the example planted;
@@ -512,3 +512,76 @@ def test_tsmc_reads_and_reconciles(lines: list[bytes], trailing_newline: bool,
         assert data.items["item_id"].is_unique
         assert set(data.items["item_id"]) <= set(data.interactions["item_id"].dropna())
         check_pipeline(data, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# GETNext/STHGCN split files (CSV with a header)
+
+STHGCN_HEADER = ("user_id,POI_id,POI_catid,POI_catid_code,POI_catname,latitude,longitude,"
+                 "timezone,UTC_time,local_time,day_of_week,norm_in_day_time,trajectory_id,"
+                 "norm_day_shift,norm_relative_time")
+STHGCN_FILES = {"train": "NYC_train.csv", "valid": "NYC_val.csv", "test": "NYC_test.csv"}
+
+
+def _csv_field(value: str, quoted: bool) -> str:
+    return '"' + value.replace('"', '""') + '"' if quoted else value
+
+
+@st.composite
+def sthgcn_lines(draw: st.DrawFn) -> list[bytes]:
+    """Data lines of one split file: mostly 15 fields, some ragged, quoted or with bad bytes."""
+    venues = draw(st.lists(st.one_of(st.sampled_from(ID_POOL), any_text), min_size=1,
+                           max_size=4))
+    lines = []
+    for _ in range(draw(st.integers(0, 6))):
+        fields = [
+            draw(st.one_of(st.sampled_from(["1", "2", " 3 "]), maybe_text)),
+            draw(st.one_of(st.sampled_from(venues), maybe_text)),
+            draw(st.one_of(st.just("4bf58dd8d48988d1e0931735"), maybe_text)), "7",
+            draw(st.one_of(st.sampled_from(["Café", "Coffee Shop", "Bar, Pub"]), maybe_text)),
+            _as_text(draw(coordinate(inside_lat))), _as_text(draw(coordinate(inside_lon))),
+            "-240",
+            draw(st.one_of(when.map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S+00:00")),
+                           timestamp_text)),
+            "2012-04-03 14:00:30-04:00", "1", "0.5",
+            draw(st.one_of(st.sampled_from(["1_1", "1_2", "2_1"]), maybe_text)), "0", "0.5",
+        ]
+        fields = ["" if f is None else f.replace("\n", " ") for f in fields]
+        shape = draw(st.sampled_from(["ok"] * 6 + ["short", "long"]))
+        if shape == "short":
+            fields = fields[:draw(st.integers(0, 14))]
+        elif shape == "long":
+            fields = [*fields, "extra"]
+        quoted = draw(st.booleans())
+        line = ",".join(_csv_field(f, quoted) for f in fields)
+        encoding = draw(st.sampled_from(["utf-8"] * 5 + ["broken"]))
+        data = line.encode("utf-8") + (b"\xff\xfe" if encoding == "broken" else b"")
+        lines.append(data + draw(st.sampled_from([b"", b"\r"])))
+    return lines
+
+
+@FUZZ_SETTINGS
+@given(files=st.fixed_dictionaries({split: sthgcn_lines() for split in STHGCN_FILES}))
+def test_sthgcn_reads_and_reconciles(files: dict[str, list[bytes]], boundaries: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="fuzz-sthgcn-") as tmp:
+        folder = Path(tmp)
+        for split, name in STHGCN_FILES.items():
+            (folder / name).write_bytes(b"\n".join([STHGCN_HEADER.encode(), *files[split]])
+                                        + b"\n")
+        config = CityConfig(SLUG, "foursquare-sthgcn", str(folder), boundaries=str(boundaries))
+        try:
+            data = read_city_source(config)
+        except SourceError as exc:
+            assert not any(files.values()), f"SourceError with data lines: {exc}"
+            assert str(folder) in str(exc)
+            return
+        inter = data.interactions
+        assert [len(inter[inter["split"] == s]) for s in STHGCN_FILES] == \
+            [len(files[s]) for s in STHGCN_FILES], "a line was lost or split"
+        assert inter["source_row"].tolist() == [f"{name}:{n}" for split, name in
+                                                 STHGCN_FILES.items()
+                                                 for n in range(2, len(files[split]) + 2)]
+        assert data.items["item_id"].is_unique
+        assert set(data.items["item_id"]) <= set(inter["item_id"].dropna())
+        _, clean = check_pipeline(data, config)
+        assert set(clean.clean["split"].dropna()) <= set(STHGCN_FILES)

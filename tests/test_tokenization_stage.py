@@ -14,18 +14,28 @@ import pytest
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
 from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
-from lgsid_pipeline.defs.generative import model_catalogue
+from lgsid_pipeline.defs.generative import SERVED_FILE
 from lgsid_pipeline.encoder import make_tiny_encoder
+from lgsid_pipeline.jsonio import read_json
 from lgsid_pipeline.recommenders import BACKBONES
+from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.recommenders.generative import (
+    BlendWeights,
+    HistoryAwareRanker,
     latest_histories,
     load_generative,
-    recommend_top_k,
 )
+from lgsid_pipeline.recommenders.serving import FLOOR_SERVED
 from lgsid_pipeline.registry import champion_folder
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import execute_run_request, materialize, tick_sensor
 from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
+from lgsid_pipeline.stages.generative import (
+    GenerativeStageConfig,
+    city_catalogue,
+    floor_models,
+    next_item_splits,
+)
 from lgsid_pipeline.tokenizer import SUMMARY_KEYS
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -33,8 +43,33 @@ TOKENIZER_CONFIG = {"codebook_sizes": [16, 8, 8], "epochs": 6, "batch_size": 128
 KINDS = {"lgsid": "semantic_ids", "rqkmeans": "rqkmeans_semantic_ids",
          "rqvae": "rqvae_semantic_ids"}
 CODE_ASSETS = ",".join(KINDS.values())
-GENERATIVE_CONFIG = {"variants": ["lgsid"], "epochs": 1, "d_model": 32, "beam_size": 10,
-                     "max_train_examples": 800, "max_valid_eval": 50, "max_test_examples": 100}
+GENERATIVE_CONFIG = {"variants": ["lgsid"], "steps": 40, "eval_every": 20, "d_model": 32,
+                     "beam_size": 10, "max_train_examples": 800, "max_valid_eval": 60,
+                     "max_test_examples": 100}
+
+
+def assert_cache_is_what_was_served(warehouse: Warehouse, home: Path, user: str,
+                                    served: list[dict]) -> None:
+    """The cached list is exactly what the model (or floor) it names gives the user."""
+    catalogue = city_catalogue(warehouse, "tiny")
+    events = catalogue.events
+    settings = GenerativeStageConfig()
+    users, histories = latest_histories(events["user_id"].astype(str).to_numpy(),
+                                        events["item_index"].to_numpy(), events["ts"],
+                                        settings.history_window)
+    mine = histories[list(users).index(user)][None]
+    if served[0]["model"] == FLOOR_SERVED:
+        train = next_item_splits(catalogue, *split_times_of(warehouse, "tiny"),
+                                 settings)["train"]
+        items, _ = floor_models(catalogue, train)["user_history_2km"].recommend(mine, 10)
+    else:
+        folder = champion_folder("gen-tiger-tiny", home=home)
+        choice = read_json(folder / SERVED_FILE)
+        ranker = HistoryAwareRanker(load_generative(folder / choice["variant"]),
+                                    catalogue.lat, catalogue.lon)
+        ranker.weights = BlendWeights(**choice["weights"])
+        items = ranker.recommend(mine, 10)
+    assert [catalogue.item_ids[i] for i in items[0]] == [r["item_id"] for r in served]
 
 
 def _run_config(encoder: Path) -> dict:
@@ -133,8 +168,10 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
     assert set(auc) == set(BACKBONES)
     assert all(0.55 < row[v] <= 1 for row in auc.values() for v in ("none", "lgsid")), auc
     generative = full_report["generative"]
-    assert set(generative) >= {"tiger", "onerec", "baseline"}
+    assert set(generative) >= {"tiger", "tiger_model_only", "onerec", "floors", "gate"}
     assert all(0 <= generative[m]["lgsid"]["hit@10"] <= 1 for m in ("tiger", "onerec"))
+    assert set(generative["floors"]) == {"popularity_2km", "user_history_2km"}
+    assert generative["gate"]["tiger"]["serve"] in ("candidate", "champion", "floor")
     report = full_report["tokenizers"]
     assert set(report) == set(KINDS)
     for figures in report.values():
@@ -162,22 +199,14 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
     assert main(["lookup", "--city", "tiny", "--code", "1-x"]) == 2
     assert "invalid code" in capsys.readouterr().err
 
-    # The per-user cache: what `lgsid recommend` serves is the registered model's own top-K.
+    # The per-user cache: `lgsid recommend` serves what the gate chose, and says which.
     interactions = warehouse.read_table("interactions", "tiny")
     user = str(interactions["user_id"].iloc[0])
     assert main(["recommend", "--city", "tiny", "--user", user, "--json"]) == 0
     served = json.loads(capsys.readouterr().out)["items"]
     assert [r["rank"] for r in served] == list(range(1, 11))
-    folder = champion_folder("gen-tiger-tiny", home=lgsid_env) / "lgsid"
-    model = load_generative(folder)
-    item_ids, _ = model_catalogue(folder)
-    index = {item: i for i, item in enumerate(item_ids)}
-    users, histories = latest_histories(
-        interactions["user_id"].astype(str).to_numpy(),
-        interactions["item_id"].astype(str).map(index).to_numpy(), interactions["ts"],
-        model.config.max_history)
-    top, _ = recommend_top_k(model, model.tokenizer.codes,
-                             histories[list(users).index(user)][None], 10)
-    assert [item_ids[i] for i in top[0]] == [r["item_id"] for r in served]
+    assert_cache_is_what_was_served(warehouse, lgsid_env, user, served)
+    assert main(["recommend", "--city", "tiny", "--user", user]) == 0
+    assert f"served by {served[0]['model']}" in capsys.readouterr().out
     assert main(["recommend", "--city", "tiny", "--user", "nobody"]) == 1
     assert "no cached recommendations" in capsys.readouterr().err

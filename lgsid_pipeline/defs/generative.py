@@ -1,184 +1,102 @@
-"""Generative recommenders per city (TIGER, OneRec-style decoder, a popularity baseline) and
-the per-user top-K cache served by `lgsid recommend` (METHOD section 5)."""
+"""Generative recommenders per city (TIGER, OneRec-style decoder), the floors they must beat,
+and the per-user top-K cache served by `lgsid recommend` (METHOD section 5).
 
-import json
-import time
-from dataclasses import asdict
-from pathlib import Path
+Thin adapters over :mod:`lgsid_pipeline.stages.generative`: a trained model is registered in
+MLflow and becomes ``champion`` only through the gate
+(:func:`lgsid_pipeline.recommenders.serving.champion_gate`); the cache serves the champion
+or, when no model beats floor (b), floor (b) itself.
+"""
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
-from lgsid_pipeline.defs.resources import LgsidResource, city_partitions, png_metadata
+from lgsid_pipeline.defs.resources import (
+    LgsidResource,
+    city_partitions,
+    config_class,
+    png_metadata,
+    settings_from,
+)
 from lgsid_pipeline.defs.tokenizer import TOKENIZER_ASSETS
 from lgsid_pipeline.jsonio import read_json, write_json
-from lgsid_pipeline.plots import curves_png
+from lgsid_pipeline.metrics.intervals import summarize_ranks
 from lgsid_pipeline.recommenders.datasets import split_times_of
-from lgsid_pipeline.recommenders.generative import (
-    GenerativeConfig,
-    PopularityNearLastBaseline,
-    build_next_item_examples,
-    evaluate_generative,
-    latest_histories,
-    load_generative,
-    recommend_top_k,
-    save_generative,
-    train_generative,
+from lgsid_pipeline.recommenders.generative import KINDS
+from lgsid_pipeline.stages.generative import (
+    SERVED_FILE,
+    GenerativeStageConfig,
+    build_topk_cache,
+    city_catalogue,
+    floor_ranks,
+    model_catalogue,
+    model_name,
+    next_item_splits,
+    train_and_gate,
 )
-from lgsid_pipeline.registry import register_folder
-from lgsid_pipeline.tokenizer import level_columns
 
-GENERATIVE_KINDS = ("tiger", "onerec")
-CODE_VARIANTS = ("rqkmeans", "rqvae", "lgsid")
+GENERATIVE_KINDS = KINDS
 IDS_ASSETS = [names.ids_asset for names in TOKENIZER_ASSETS]
-CACHE_MODEL = ("tiger", "lgsid")  # what user_topk_cache serves
+CACHE_KIND = "tiger"  # the model kind whose champion user_topk_cache serves
 METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
+__all__ = ["SERVED_FILE", "model_catalogue"]
 
-
-class GenerativeTrainingConfig(dg.Config):
-    """Model size, training and evaluation sample sizes (early stopping on validation Hit@10;
-    the test sample is drawn once with ``seed`` and shared by every model and variant)."""
-
-    variants: list[str] = list(CODE_VARIANTS)
-    d_model: int = 128
-    n_layers: int = 2
-    epochs: int = 6
-    patience: int = 2
-    batch_size: int = 256
-    lr: float = 1e-3
-    beam_size: int = 20
-    max_history: int = 20
-    max_train_examples: int = 30_000  # most recent training examples (0: all)
-    max_valid_eval: int = 500
-    max_test_examples: int = 2_000  # 0: all
-    seed: int = 0
+GenerativeTrainingConfig = config_class(
+    "GenerativeTrainingConfig", GenerativeStageConfig,
+    "Model size, training budget in optimizer steps, evaluation samples (early stopping and "
+    "blend weights on validation; the test sample is drawn once with `seed` and shared by "
+    "every model, variant and floor).")
 
 
 class TopKCacheConfig(dg.Config):
-    """How many items each user's cache holds."""
+    """How many items each user's cache holds, and how many latest check-ins it reads."""
 
     k: int = 10
-
-
-def city_items_and_events(lgsid: LgsidResource, city: str) -> tuple[list[str], pd.DataFrame]:
-    """The city's item ids (the item index order) and its check-ins with item indices."""
-    items = lgsid.warehouse.read_table("items", city)
-    item_ids = items["item_id"].astype(str).tolist()
-    index = pd.Series(np.arange(len(item_ids)), index=item_ids)
-    events = lgsid.warehouse.read_table("interactions", city)
-    events = events.assign(item_index=index.loc[events["item_id"].astype(str)].to_numpy())
-    return item_ids, events
-
-
-def code_table(lgsid: LgsidResource, city: str, variant: str,
-               item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Full codes (tokens + de-duplication token) in ``item_ids`` order, and code strings."""
-    table = lgsid.warehouse.read_table("semantic_ids", city, variant)
-    table = table.set_index(table["item_id"].astype(str))
-    missing = [i for i in item_ids if i not in table.index]
-    if missing:
-        raise ValueError(f"{len(missing)} items of {city!r} have no {variant} code (first "
-                         f"{missing[0]!r}); materialize the semantic IDs first")
-    rows = table.loc[item_ids]
-    levels = level_columns(sum(c.startswith("level_") for c in table.columns))
-    codes = rows[[*levels, "dedup"]].to_numpy(dtype=np.int64)
-    return codes, rows["code"].astype(str).tolist()
-
-
-def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
-    """Item ids and code strings of the items a saved generative model can produce."""
-    meta = json.loads((Path(folder) / "generative_config.json").read_text())
-    return list(meta["item_ids"]), list(meta["code_strings"])
-
-
-def _examples(lgsid: LgsidResource, city: str, events: pd.DataFrame,
-              config: GenerativeTrainingConfig) -> dict:
-    t1, t2 = split_times_of(lgsid.warehouse, city)
-    splits = build_next_item_examples(events["user_id"].astype(str).to_numpy(),
-                                      events["item_index"].to_numpy(), events["ts"], t1, t2,
-                                      config.max_history)
-    histories, targets = splits["train"]
-    if config.max_train_examples and len(targets) > config.max_train_examples:
-        # Examples come user by user; keep a seeded sample rather than a few users' tails.
-        keep = np.sort(np.random.default_rng(config.seed).choice(
-            len(targets), config.max_train_examples, replace=False))
-        splits["train"] = (histories[keep], targets[keep])
-    histories, targets = splits["test"]
-    if config.max_test_examples and len(targets) > config.max_test_examples:
-        keep = np.sort(np.random.default_rng(config.seed + 1).choice(
-            len(targets), config.max_test_examples, replace=False))
-        splits["test"] = (histories[keep], targets[keep])
-    return {"splits": splits, "t1": t1, "t2": t2}
+    history_window: int = GenerativeStageConfig.history_window
 
 
 def build_generative_asset(kind: str) -> dg.AssetsDefinition:
-    """TIGER or the OneRec-style decoder for one city, one model per code variant."""
+    """TIGER or the OneRec-style decoder for one city, one model per code variant, gated."""
 
     @dg.asset(name=kind, deps=["recommender_datasets", *IDS_ASSETS],
               partitions_def=city_partitions, group_name="recommenders",
               kinds={"pytorch", "mlflow"},
-              description=f"{kind} generative next-item model per code variant; beam search "
-                          "constrained to valid codes; Hit/NDCG@5/10 on the test period.")
+              description=f"{kind} generative next-item model per code variant, with the "
+                          "history-aware ranking; promoted to champion only if it beats the "
+                          "champion and floor (b) on validation; Hit/NDCG on the test sample.")
     def _asset(context: dg.AssetExecutionContext, config: GenerativeTrainingConfig,
                lgsid: LgsidResource) -> dg.MaterializeResult:
         city = context.partition_key
-        unknown = sorted(set(config.variants) - set(CODE_VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown variants {unknown}; choose from {CODE_VARIANTS}")
         lgsid.limit_threads()
-        item_ids, events = city_items_and_events(lgsid, city)
-        data = _examples(lgsid, city, events, config)
-        splits = data["splits"]
-        sizes = {name: len(targets) for name, (_, targets) in splits.items()}
-        context.log.info(f"{city} {kind}: examples {sizes}")
-        model_config = GenerativeConfig(
-            kind=kind, d_model=config.d_model, n_layers=config.n_layers, epochs=config.epochs,
-            patience=config.patience, batch_size=config.batch_size, lr=config.lr,
-            beam_size=config.beam_size, max_history=config.max_history,
-            max_valid_eval=config.max_valid_eval, seed=config.seed)
-        name = f"gen-{kind}-{city}"
-        folder = lgsid.model_dir(name)
-        results, curves = {}, []
-        for variant in config.variants:
-            codes, _ = code_table(lgsid, city, variant, item_ids)
-            started = time.perf_counter()
 
-            def log_epoch(entry: dict, variant: str = variant) -> None:
-                context.log.info(f"{city} {kind}/{variant} epoch {entry['epoch']:.0f}: loss "
-                                 f"{entry['train_loss']:.4f} valid hit@10 "
-                                 f"{entry['valid_hit@10']:.4f} ({entry['seconds']:.0f}s)")
+        def log_eval(variant: str, entry: dict) -> None:
+            context.log.info(f"{city} {kind}/{variant} step {entry['step']:.0f}: loss "
+                             f"{entry['train_loss']:.4f} valid hit@10 "
+                             f"{entry['valid_hit@10']:.4f} ({entry['seconds']:.0f}s, "
+                             f"ETA {entry['eta_seconds']:.0f}s)")
 
-            result = train_generative(model_config, codes, splits, on_epoch=log_epoch)
-            train_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            metrics = evaluate_generative(result, codes, splits["test"])
-            results[variant] = {**metrics, "train_seconds": train_seconds,
-                                "inference_seconds": time.perf_counter() - started,
-                                "best_epoch": result.best_epoch}
-            _, code_strings = code_table(lgsid, city, variant, item_ids)
-            save_generative(result, folder / variant, extra={
-                "city": city, "variant": variant, "item_ids": item_ids,
-                "code_strings": code_strings})
-            curves += [{**h, "variant": variant} for h in result.history]
-        png = _curves_png(curves, f"{city}: {kind}")
-        registered = register_folder(
-            name, folder, params={**asdict(model_config), "city": city,
-                                  "variants": ",".join(config.variants), **sizes},
-            metrics={f"{v}.{k}": float(x) for v, r in results.items() for k, x in r.items()},
-            tags={"dagster_run_id": context.run.run_id, "city": city},
-            images={"training.png": png}, home=lgsid.home_path)
+        t1, t2 = split_times_of(lgsid.warehouse, city)
+        outcome = train_and_gate(
+            lgsid.warehouse, lgsid.home_path, city, kind, t1, t2,
+            settings_from(config, GenerativeStageConfig), lgsid.model_dir(model_name(kind, city)),
+            tags={"dagster_run_id": context.run.run_id}, on_eval=log_eval)
+        decision = outcome.decision
+        context.log.info(f"{city} {kind}: {decision.reason} ({outcome.champion_note}); "
+                         f"{'promoted' if decision.promote else 'not promoted'} "
+                         f"version {outcome.version}")
         write_json(lgsid.report_path("recommenders", city, f"{kind}.json"), {
-            "kind": kind, "variants": results, "examples": sizes,
-            "mlflow_version": registered.version,
-            "split": {"t1": data["t1"].isoformat(), "t2": data["t2"].isoformat()}})
+            "kind": kind, **outcome.report(),
+            "split": {"t1": t1.isoformat(), "t2": t2.isoformat()}})
+        results = outcome.variants
         return dg.MaterializeResult(metadata={
-            **{f"hit@10_{v}": r["hit@10"] for v, r in results.items()},
+            **{f"hit@10_{v}": r["blended"]["hit@10"] for v, r in results.items()},
+            **{f"hit@10_{v}_model_only": r["plain"]["hit@10"] for v, r in results.items()},
             "results": dg.MetadataValue.md(_markdown(results)),
-            "examples": dg.MetadataValue.json(sizes),
-            "mlflow_version": registered.version,
-            "mlflow_run": dg.MetadataValue.url(registered.run_url),
-            **png_metadata(png, lgsid.report_path("plots", city, f"{kind}_training.png"),
+            "examples": dg.MetadataValue.json(outcome.sizes),
+            "gate": decision.reason, "promoted": decision.promote,
+            "served_variant": outcome.served_variant,
+            "mlflow_version": outcome.version,
+            "mlflow_run": dg.MetadataValue.url(outcome.run_url),
+            **png_metadata(outcome.curves_png,
+                           lgsid.report_path("plots", city, f"{kind}_training.png"),
                            key="training_curve"),
         })
 
@@ -186,20 +104,16 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
 
 
 def _markdown(results: dict[str, dict]) -> str:
-    rows = ["| variant | hit@5 | hit@10 | ndcg@5 | ndcg@10 | train s |",
-            "|---|---:|---:|---:|---:|---:|"]
-    rows += [f"| {v} | {r['hit@5']:.4f} | {r['hit@10']:.4f} | {r['ndcg@5']:.4f} | "
-             f"{r['ndcg@10']:.4f} | {r.get('train_seconds', 0):.0f} |" for v, r in results.items()]
+    rows = ["| variant | ranking | hit@5 | hit@10 (95% CI) | ndcg@10 | train s |",
+            "|---|---|---:|---:|---:|---:|"]
+    for variant, r in results.items():
+        for key in ("plain", "blended"):
+            m = r[key]
+            lo, hi = m["hit@10_ci95"]
+            rows.append(f"| {variant} | {key} | {m['hit@5']:.4f} | {m['hit@10']:.4f} "
+                        f"({lo:.3f}-{hi:.3f}) | {m['ndcg@10']:.4f} | "
+                        f"{r.get('train_seconds', 0):.0f} |")
     return "\n".join(rows)
-
-
-def _curves_png(history: list[dict], title: str) -> bytes:
-    frame = pd.DataFrame(history)
-    rows = [{"epoch": epoch, **dict(zip(("valid_hit@10_" + group["variant"]).tolist(),
-                                        group["valid_hit@10"].tolist(), strict=True))}
-            for epoch, group in frame.groupby("epoch")]
-    return curves_png(rows, [f"valid_hit@10_{v}" for v in frame["variant"].unique()], "epoch",
-                      title)
 
 
 GENERATIVE_ASSETS = [build_generative_asset(kind) for kind in GENERATIVE_KINDS]
@@ -209,78 +123,64 @@ GENERATIVE_ASSETS = [build_generative_asset(kind) for kind in GENERATIVE_KINDS]
           group_name="recommenders", kinds={"python"})
 def generative_baseline(context: dg.AssetExecutionContext, config: GenerativeTrainingConfig,
                         lgsid: LgsidResource) -> dg.MaterializeResult:
-    """Non-generative sanity floor: training-period popularity within 2 km of the user's
-    last check-in, on the same test sample as the generative models."""
+    """The floors every generative model must beat, on the same examples: (a) training
+    popularity within 2 km of the last check-in, (b) the user's own most visited items, then
+    list (a)."""
     city = context.partition_key
-    item_ids, events = city_items_and_events(lgsid, city)
-    items = lgsid.warehouse.read_table("items", city)
-    data = _examples(lgsid, city, events, config)
-    baseline = PopularityNearLastBaseline(items["latitude"].to_numpy(float),
-                                          items["longitude"].to_numpy(float))
-    metrics = baseline.fit(data["splits"]["train"]).evaluate(data["splits"]["test"])
+    settings = settings_from(config, GenerativeStageConfig)
+    catalogue = city_catalogue(lgsid.warehouse, city)
+    t1, t2 = split_times_of(lgsid.warehouse, city)
+    floors = floor_ranks(catalogue, next_item_splits(catalogue, t1, t2, settings))
+    metrics = {name: {split: summarize_ranks(r) for split, r in ranks.items()}
+               for name, ranks in floors.items()}
     write_json(lgsid.report_path("recommenders", city, "baseline.json"),
-               {"kind": "baseline", "metrics": metrics})
-    return dg.MaterializeResult(metadata={k: float(v) for k, v in metrics.items()})
+               {"kind": "floors", "floors": metrics})
+    return dg.MaterializeResult(metadata={
+        f"{name}.{split}.{key}": float(value) for name, by_split in metrics.items()
+        for split, m in by_split.items() for key, value in m.items()
+        if key in ("hit@10", "ndcg@10")})
 
 
 @dg.asset(deps=["tiger", *IDS_ASSETS], partitions_def=city_partitions,
           group_name="recommenders", kinds={"parquet", "duckdb"})
 def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
                     lgsid: LgsidResource) -> dg.MaterializeResult:
-    """Every user's top-K items (code, item id, score) from the registered TIGER model on
-    LGSID codes, given their latest check-ins: serving is a lookup (Semantic Convergence)."""
+    """Every user's top-K items (code, item id, score) given their latest check-ins, from
+    the champion TIGER model with its history-aware ranking, or from floor (b) when no model
+    has beaten it on validation: serving is a lookup (Semantic Convergence)."""
     city = context.partition_key
-    kind, variant = CACHE_MODEL
     lgsid.limit_threads()
-    folder = lgsid.champion_folder(f"gen-{kind}-{city}") / variant
-    result = load_generative(folder)
-    item_ids, code_strings = model_catalogue(folder)
-    events = lgsid.warehouse.read_table("interactions", city)
-    index = pd.Series(np.arange(len(item_ids)), index=item_ids)
-    known = events["item_id"].astype(str).isin(index.index)
-    if not known.all():  # items newer than the model cannot be generated until it retrains
-        context.log.warning(f"{city}: {int((~known).sum())} check-ins name items the model "
-                            "has not seen; they are left out of the histories")
-    events = events[known]
-    users, histories = latest_histories(
-        events["user_id"].astype(str).to_numpy(),
-        index.loc[events["item_id"].astype(str)].to_numpy(), events["ts"],
-        result.config.max_history)
-    started = time.perf_counter()
-    items, scores = recommend_top_k(result, result.tokenizer.codes, histories, config.k)
-    seconds = time.perf_counter() - started
-    ids, strings = np.asarray(item_ids), np.asarray(code_strings)
-    refreshed = pd.Timestamp.now(tz="UTC")
-    cache = pd.DataFrame({
-        "city": city, "user_id": np.repeat(users.astype(str), config.k),
-        "rank": np.tile(np.arange(1, config.k + 1), len(users)),
-        "item_id": ids[items.ravel()], "code": strings[items.ravel()],
-        "score": scores.ravel().astype(float), "model": f"{kind}/{variant}",
-        "refreshed_at": refreshed})
-    lgsid.warehouse.write_table("user_topk_cache", city, cache)
+    gate = (read_json(lgsid.report_path("recommenders", city, f"{CACHE_KIND}.json"))
+            or {}).get("gate", {})
+    outcome = build_topk_cache(lgsid.warehouse, lgsid.home_path, city, CACHE_KIND, config.k,
+                               config.history_window, gate.get("serve") == "floor",
+                               *split_times_of(lgsid.warehouse, city))
+    lgsid.warehouse.write_table("user_topk_cache", city, outcome.table)
     lgsid.warehouse.refresh_catalog()
-    context.log.info(f"{city}: cached top-{config.k} of {len(users)} users in {seconds:.1f}s")
+    why = gate.get("reason", "no gate has run")
+    context.log.info(f"{city}: cached top-{config.k} of {outcome.users} users from "
+                     f"{outcome.served} ({why})")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(cache), "users": len(users), "k": config.k,
-        "seconds": seconds, "users_per_s": len(users) / max(seconds, 1e-9),
-        "model": f"{kind}/{variant}", "model_folder": dg.MetadataValue.path(str(folder))})
+        "dagster/row_count": len(outcome.table), "users": outcome.users, "k": config.k,
+        "served": outcome.served, "why": why,
+        "left_out_checkins": outcome.left_out_checkins})
 
 
 def generative_table(lgsid: LgsidResource, city: str) -> dict | None:
-    """Hit/NDCG@5/10 of every generative model and variant, and the baseline's."""
-    out = {}
+    """Hit/NDCG@5/10 of every generative model and variant (model alone and with the
+    history-aware ranking) and of the floors, on the test sample."""
+    out: dict = {}
     for kind in GENERATIVE_KINDS:
         report = read_json(lgsid.report_path("recommenders", city, f"{kind}.json"))
         if report:
-            out[kind] = {v: {k: r[k] for k in METRIC_KEYS}
-                         for v, r in report["variants"].items()}
-            out.setdefault("train_seconds", {})[kind] = {
-                v: r["train_seconds"] for v, r in report["variants"].items()}
-            out.setdefault("inference_seconds", {})[kind] = {
-                v: r["inference_seconds"] for v, r in report["variants"].items()}
+            for ranking, suffix in (("blended", ""), ("plain", "_model_only")):
+                out[f"{kind}{suffix}"] = {v: {k: r[ranking][k] for k in METRIC_KEYS}
+                                          for v, r in report["variants"].items()}
+            out.setdefault("gate", {})[kind] = report.get("gate")
     baseline = read_json(lgsid.report_path("recommenders", city, "baseline.json"))
     if baseline:
-        out["baseline"] = {k: baseline["metrics"][k] for k in METRIC_KEYS}
+        out["floors"] = {name: {k: m["test"][k] for k in METRIC_KEYS}
+                         for name, m in baseline["floors"].items()}
     return out or None
 
 
@@ -288,11 +188,14 @@ def generative_markdown(table: dict) -> str:
     """model/variant x Hit/NDCG table."""
     rows = ["| model | variant | " + " | ".join(METRIC_KEYS) + " |",
             "|---|---|" + "---:|" * len(METRIC_KEYS)]
-    for kind in GENERATIVE_KINDS:
-        for variant, metrics in table.get(kind, {}).items():
-            rows.append(f"| {kind} | {variant} | "
+    for model, variants in table.items():
+        if model in ("gate", "floors"):
+            continue
+        for variant, metrics in variants.items():
+            rows.append(f"| {model} | {variant} | "
                         + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |")
-    if "baseline" in table:
-        rows.append("| baseline | - | "
-                    + " | ".join(f"{table['baseline'][k]:.4f}" for k in METRIC_KEYS) + " |")
+    for floor, metrics in table.get("floors", {}).items():
+        rows.append(f"| floor | {floor} | "
+                    + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |")
     return "\n".join(rows)
+

@@ -26,6 +26,7 @@ from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, evalu
 from lgsid_pipeline.recommenders.datasets import (
     DatasetConfig,
     build_city_ctr_data,
+    file_split_times,
     load_ctr_data,
     save_ctr_data,
 )
@@ -38,7 +39,8 @@ IDS_ASSET = {names.kind: names.ids_asset for names in TOKENIZER_ASSETS}
 
 RecommenderDatasetsConfig = config_class(
     "RecommenderDatasetsConfig", DatasetConfig,
-    "Time-based split (t1/t2 as ISO times, empty: quantiles q1/q2), negatives, sequences.")
+    "Time-based split (t1/t2 as ISO times, empty: quantiles q1/q2; a source with its own "
+    "train/valid/test files sets both), negatives, sequences.")
 
 
 class CtrTrainingConfig(dg.Config):
@@ -62,16 +64,19 @@ def recommender_datasets(context: dg.AssetExecutionContext, config: RecommenderD
     negatives and behaviour sequences (codes are joined at training time)."""
     city = context.partition_key
     warehouse = lgsid.warehouse
-    data = build_city_ctr_data(warehouse.read_table("items", city),
-                               warehouse.read_table("interactions", city),
+    interactions = warehouse.read_table("interactions", city)
+    split_from = "source files" if file_split_times(interactions) is not None else \
+        ("quantiles", "config and quantiles", "config")[bool(config.t1) + bool(config.t2)]
+    data = build_city_ctr_data(warehouse.read_table("items", city), interactions,
                                DatasetConfig(**config.model_dump()))
     save_ctr_data(warehouse, city, data)
     warehouse.refresh_catalog()
     description = data.describe()
-    context.log.info(f"{city}: split at {description['t1']} / {description['t2']}; "
-                     f"samples {[description[f'{s}_samples'] for s in ('train', 'valid', 'test')]}")
+    context.log.info(f"{city}: split at {description['t1']} / {description['t2']} (from "
+                     f"{split_from}); samples "
+                     f"{[description[f'{s}_samples'] for s in ('train', 'valid', 'test')]}")
     return dg.MaterializeResult(metadata={
-        "t1": description["t1"], "t2": description["t2"],
+        "t1": description["t1"], "t2": description["t2"], "split_from": split_from,
         **{k: v for k, v in description.items() if isinstance(v, int)},
         "users": data.n_users, "items_in_training": data.n_items,
     })

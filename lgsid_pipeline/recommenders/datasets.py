@@ -5,6 +5,8 @@ earlier check-ins. Each positive gets negatives the user had not visited by then
 the positive (its nearest neighbours) and random items. Samples are split by absolute time:
 train before ``t1``, validation from ``t1`` to ``t2``, test from ``t2``; sequences only ever
 hold check-ins strictly before the sample, so nothing from a later period reaches training.
+A source that ships its own split (a ``split`` column) sets ``t1``/``t2``; otherwise the
+config or quantiles do.
 
 Item ids are indexed from the training period only: an item first seen later has id 0
 (unknown) and is represented by its category and its semantic-ID tokens (assigned
@@ -32,7 +34,7 @@ SPLITS = ("train", "valid", "test")
 @dataclass
 class DatasetConfig:
     """How samples are built. Empty ``t1``/``t2`` mean the ``q1``/``q2`` quantiles of the
-    city's check-in times."""
+    city's check-in times; a source with its own split (``file_split_times``) overrides both."""
 
     t1: str = ""
     t2: str = ""
@@ -61,13 +63,44 @@ class DatasetConfig:
                 raise ValueError(f"{name} must be >= 1")
 
 
-def split_times(ts: pd.Series, config: DatasetConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """(t1, t2): from the config, else from quantiles of the check-in times."""
+def file_split_times(interactions: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """(t1, t2) of a source that ships its own split: the first UTC time of its ``valid``
+    rows and of its ``test`` rows; None when the table has no (non-empty) ``split`` column.
+
+    Raises ``ValueError`` when the files are not a time split (a train row at or after t1,
+    a validation row at or after t2), since cut points could not reproduce them.
+    """
+    if "split" not in interactions.columns or interactions["split"].isna().all():
+        return None
+    split = interactions["split"].astype("string")
+    times = pd.to_datetime(interactions["ts"], utc=True)
+    firsts = {name: times[split == name].min() for name in ("valid", "test")}
+    empty = [name for name, first in firsts.items() if pd.isna(first)]
+    if empty:
+        raise ValueError(f"the interactions have a split column but no {' or '.join(empty)} "
+                         "rows")
+    t1, t2 = firsts["valid"], firsts["test"]
+    late = {name: int(((split == name) & (times >= bound)).sum())
+            for name, bound in (("train", t1), ("valid", t2))}
+    if any(late.values()):
+        raise ValueError(f"the source's split is not a time split: {late['train']} train rows "
+                         f"at or after {t1}, {late['valid']} validation rows at or after {t2}")
+    return t1, t2
+
+
+def split_times(ts: pd.Series, config: DatasetConfig,
+                from_files: tuple[pd.Timestamp, pd.Timestamp] | None = None
+                ) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(t1, t2): the source's own split (``from_files``, see ``file_split_times``) if given,
+    else from the config, else from quantiles of the check-in times."""
     times = pd.to_datetime(ts, utc=True)
     if times.empty:
         raise ValueError("no interactions to split")
-    t1 = pd.Timestamp(config.t1) if config.t1 else times.quantile(config.q1)
-    t2 = pd.Timestamp(config.t2) if config.t2 else times.quantile(config.q2)
+    if from_files is not None:
+        t1, t2 = (pd.Timestamp(t) for t in from_files)
+    else:
+        t1 = pd.Timestamp(config.t1) if config.t1 else times.quantile(config.q1)
+        t2 = pd.Timestamp(config.t2) if config.t2 else times.quantile(config.q2)
     t1 = t1.tz_localize("UTC") if t1.tzinfo is None else t1.tz_convert("UTC")
     t2 = t2.tz_localize("UTC") if t2.tzinfo is None else t2.tz_convert("UTC")
     if not t1 < t2:
@@ -194,7 +227,7 @@ def build_city_ctr_data(items: pd.DataFrame, interactions: pd.DataFrame,
     if unknown.any():
         raise ValueError(f"{int(unknown.sum())} interactions name items missing from the items "
                          "table (re-materialize interactions)")
-    t1, t2 = split_times(events["ts"], config)
+    t1, t2 = split_times(events["ts"], config, file_split_times(interactions))
     events = events.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
     events["row"] = row_of.loc[events["item_id"].to_numpy()].to_numpy()
     user_codes, user_index = pd.factorize(events["user_id"].astype(str))

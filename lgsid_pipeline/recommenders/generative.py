@@ -24,7 +24,7 @@ import json
 import math
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeTokenizer, 
 
 SPLITS = ("train", "valid", "test")
 KINDS = ("tiger", "onerec")
+CODE_VARIANTS = ("rqkmeans", "rqvae", "lgsid")
 CONFIG_FILE = "generative_config.json"
 WEIGHTS_FILE = "generative_model.pt"
 CODES_FILE = "codes.npy"
@@ -180,11 +181,12 @@ class GenerativeConfig:
     d_ff: int = 256
     dropout: float = 0.1
     max_history: int = 20
-    epochs: int = 20
-    batch_size: int = 256
-    lr: float = 1e-3
+    steps: int = 2000  # optimizer steps (the training budget)
+    eval_every: int = 250  # steps between validations (early stopping, best weights)
+    batch_size: int = 128
+    lr: float = 2e-3
     weight_decay: float = 0.01
-    patience: int = 3
+    patience: int = 3  # validations without improvement before stopping
     grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
     beam_size: int = 20
     max_valid_eval: int = 1000  # validation examples sampled for early stopping
@@ -194,8 +196,8 @@ class GenerativeConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "epochs",
-                     "batch_size", "patience", "beam_size", "max_valid_eval",
+        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "steps",
+                     "eval_every", "batch_size", "patience", "beam_size", "max_valid_eval",
                      "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -211,11 +213,16 @@ def _column(tokens: torch.Tensor, value: int) -> torch.Tensor:
     return torch.full((len(tokens), 1), value, dtype=tokens.dtype, device=tokens.device)
 
 
+DecodeState = dict[str, Any]  # per-row tensors plus a key/value cache ("cache")
+
+
 class GenerativeModel(nn.Module):
     """What the shared training loop and beam search need from a model.
 
     ``history`` is (B, max_history * depth) tokens (PAD for padding); ``targets`` (B, depth)
-    and ``prefix`` (B, t) are code tokens.
+    and ``prefix`` (B, t) are code tokens. Decoding comes in two forms that must agree:
+    ``prepare`` + ``next_logits`` recompute the whole prefix at every step (the reference),
+    ``start`` + ``select`` + ``extend`` keep a key/value cache and feed one step at a time.
     """
 
     def __init__(self, config: GenerativeConfig, vocab_size: int, depth: int) -> None:
@@ -239,6 +246,25 @@ class GenerativeModel(nn.Module):
     def next_logits(self, state: dict[str, torch.Tensor], prefix: torch.Tensor) -> torch.Tensor:
         """Logits (B, vocab) of the token after ``prefix`` (B, t), t < depth."""
         raise NotImplementedError
+
+    def start(self, history: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
+        """Cached decoding: the state after the history and the logits (B, vocab) of the
+        first code token."""
+        raise NotImplementedError
+
+    def extend(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed ``tokens`` (B, t) after what ``state`` holds (updated in place); logits
+        (B, t, vocab) of the token after each of them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def select(state: DecodeState, rows: torch.Tensor) -> None:
+        """Keep (and repeat) the state rows ``rows`` in place, e.g. the parents of beams."""
+        for key, value in state.items():
+            if key == "cache":
+                value.reorder_cache(rows)
+            else:
+                state[key] = value.index_select(0, rows)
 
     def loss(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the target code tokens."""
@@ -280,6 +306,21 @@ class TigerModel(GenerativeModel):
                       attention_mask=state["mask"], decoder_input_ids=decoder, use_cache=False)
         return out.logits[:, -1]
 
+    def start(self, history: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
+        state: DecodeState = dict(self.prepare(history))
+        logits = self._decode(state, _column(history, BOS))
+        return state, logits[:, -1]
+
+    def extend(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        return self._decode(state, tokens)
+
+    def _decode(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
+                      attention_mask=state["mask"], decoder_input_ids=tokens,
+                      cache=state.get("cache"), use_cache=True)
+        state["cache"] = out.cache
+        return out.logits
+
 
 class OneRecModel(GenerativeModel):
     """OneRec-style decoder: a small causal GPT-2 over [history, SEP, target tokens]."""
@@ -309,6 +350,21 @@ class OneRecModel(GenerativeModel):
     def next_logits(self, state: dict[str, torch.Tensor], prefix: torch.Tensor) -> torch.Tensor:
         return self._logits(state["history"], prefix)[:, -1]
 
+    def start(self, history: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
+        self._check(history)
+        seq = torch.cat([history, _column(history, SEP)], dim=1)
+        state: DecodeState = {"mask": (seq != PAD).long()}
+        out = self.gpt(input_ids=seq, attention_mask=state["mask"], use_cache=True)
+        state["cache"] = out.cache
+        return state, out.logits[:, -1]
+
+    def extend(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        state["mask"] = torch.cat([state["mask"], torch.ones_like(tokens)], dim=1)
+        out = self.gpt(input_ids=tokens, attention_mask=state["mask"],
+                       cache=state["cache"], use_cache=True)
+        state["cache"] = out.cache
+        return out.logits
+
 
 _MODELS: dict[str, type[GenerativeModel]] = {"tiger": TigerModel, "onerec": OneRecModel}
 
@@ -323,17 +379,26 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _as_tokens(batch: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    data = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.asarray(batch))
+    return data.to(device=device, dtype=torch.long)
+
+
 @torch.inference_mode()
 def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.ndarray,
-                            trie: PrefixTrie, beam_size: int, top_k: int
+                            trie: PrefixTrie, beam_size: int, top_k: int,
+                            use_cache: bool = True, first_bias: torch.Tensor | None = None
                             ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (B, top_k) and their scores (summed log-probabilities), best
     first, for history tokens ``batch`` (B, max_history * depth).
 
     A beam search over the ``depth`` code positions; at each step the logits are limited to
     the trie's children of each beam's prefix, so every result is a real item's full code,
-    and distinct beams are distinct items. Needs ``top_k <= beam_size`` and ``top_k`` at most
-    the number of items. Runs in eval mode (restores the model's mode).
+    and distinct beams are distinct items. With ``use_cache`` the model keeps a key/value
+    cache and each step feeds only the new token (same results as recomputing the prefix).
+    ``first_bias`` (B, sizes[0]) is added to the first level's log-probabilities (a
+    decoding prior). Needs ``top_k <= beam_size`` and ``top_k`` at most the number of items.
+    Runs in eval mode (restores the model's mode).
     """
     if not 1 <= top_k <= beam_size:
         raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, "
@@ -344,31 +409,73 @@ def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.nda
     was_training = model.training
     model.eval()
     device = _device(model)
-    history = torch.as_tensor(np.asarray(batch) if not isinstance(batch, torch.Tensor)
-                              else batch, dtype=torch.long, device=device)
+    history = _as_tokens(batch, device)
     n = len(history)
-    state = model.prepare(history)
+    if first_bias is not None and tuple(first_bias.shape) != (n, int(tok.sizes[0])):
+        raise ValueError(f"first_bias must be ({n}, {int(tok.sizes[0])}), got "
+                         f"{tuple(first_bias.shape)}")
+    if use_cache:
+        state, logits = model.start(history)
+    else:
+        reference = model.prepare(history)
     nodes = torch.zeros(n, 1, dtype=torch.long, device=device)  # trie node of each beam
     scores = torch.zeros(n, 1, device=device)
     prefix = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
     for depth in range(tok.depth):
         width = nodes.shape[1]
-        beams = {k: v.repeat_interleave(width, dim=0) for k, v in state.items()}
-        logits = model.next_logits(beams, prefix.reshape(n * width, depth))
+        if not use_cache:
+            beams = {k: v.repeat_interleave(width, dim=0) for k, v in reference.items()}
+            logits = model.next_logits(beams, prefix.reshape(n * width, depth))
         offset, size = int(tok.offsets[depth]), int(tok.sizes[depth])
         logp = F.log_softmax(logits.float(), dim=-1)[:, offset:offset + size]
+        logp = logp.reshape(n, width, size)
+        if depth == 0 and first_bias is not None:
+            logp = logp + first_bias.to(device=device, dtype=logp.dtype)[:, None, :]
         children = trie.children(depth, nodes)  # (n, width, size)
         alive = (children >= 0) & torch.isfinite(scores)[..., None]
-        candidates = torch.where(alive, scores[..., None] + logp.reshape(n, width, size),
+        candidates = torch.where(alive, scores[..., None] + logp,
                                  torch.tensor(-math.inf, device=device))
         scores, flat = candidates.reshape(n, -1).topk(min(beam_size, width * size), dim=1)
         parent, code = flat // size, flat % size
         nodes = children.reshape(n, -1).gather(1, flat).masked_fill(~torch.isfinite(scores), -1)
         prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, depth)),
                             (code + offset)[..., None]], dim=2)
+        if use_cache and depth + 1 < tok.depth:
+            rows = (torch.arange(n, device=device)[:, None] * width + parent).reshape(-1)
+            model.select(state, rows)
+            logits = model.extend(state, prefix[:, :, -1].reshape(-1, 1))[:, -1]
     model.train(was_training)
     # every prefix continues to >= 1 item, so at least min(beam_size, n_items) beams survive
     return nodes[:, :top_k].cpu().numpy(), scores[:, :top_k].cpu().numpy()
+
+
+@torch.inference_mode()
+def score_items(model: GenerativeModel, batch: torch.Tensor | np.ndarray,
+                tokenizer: CodeTokenizer, candidates: np.ndarray) -> np.ndarray:
+    """Log-probability (B, C) of each candidate item's whole code given history tokens
+    ``batch`` (B, max_history * depth), the same quantity the beam search sums; -inf where a
+    candidate is -1 (padding). Teacher-forced with the key/value cache."""
+    cand = np.asarray(candidates, dtype=np.int64)
+    if cand.ndim != 2 or len(cand) != len(batch):
+        raise ValueError(f"candidates must be ({len(batch)}, C), got {cand.shape}")
+    n, width = cand.shape
+    if width == 0:
+        return np.zeros((n, 0), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    state, first = model.start(_as_tokens(batch, device))
+    targets = torch.from_numpy(tokenizer.item_tokens(np.clip(cand, 0, None))).to(device)
+    targets = targets.reshape(n * width, tokenizer.depth)
+    rows = torch.arange(n, device=device).repeat_interleave(width)
+    logits = first.index_select(0, rows)[:, None]
+    if tokenizer.depth > 1:
+        model.select(state, rows)
+        logits = torch.cat([logits, model.extend(state, targets[:, :-1])], dim=1)
+    logp = F.log_softmax(logits.float(), dim=-1).gather(2, targets[..., None])[..., 0]
+    model.train(was_training)
+    out = logp.sum(dim=1).reshape(n, width).cpu().numpy()
+    return np.where(cand >= 0, out, -np.inf)
 
 
 # --------------------------------------------------------------------------- training
@@ -383,7 +490,7 @@ class GenerativeResult:
     tokenizer: CodeTokenizer
     trie: PrefixTrie
     history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_step: int = 0
     best_valid_hit10: float = float("nan")
 
 
@@ -428,11 +535,13 @@ def evaluate_generative(result: GenerativeResult, codes: np.ndarray, examples: E
 
 
 def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[str, Examples],
-                     on_epoch: Callable[[dict[str, float]], None] | None = None,
+                     on_eval: Callable[[dict[str, float]], None] | None = None,
                      device: torch.device | str = "cpu") -> GenerativeResult:
-    """Train a fresh model of ``config.kind`` on ``splits["train"]``; after every epoch
-    evaluate Hit@10 on up to ``max_valid_eval`` sampled ``splits["valid"]`` examples, stop
-    after ``patience`` epochs without improvement and keep the best epoch's weights."""
+    """Train a fresh model of ``config.kind`` on ``splits["train"]`` for ``config.steps``
+    optimizer steps; every ``eval_every`` steps evaluate Hit@10 on up to ``max_valid_eval``
+    sampled ``splits["valid"]`` examples, stop after ``patience`` evaluations without
+    improvement and keep the best evaluation's weights. ``on_eval`` gets each evaluation's
+    entry (step, epoch, train loss since the last one, valid Hit/NDCG@10, seconds, ETA)."""
     tokenizer = CodeTokenizer(codes)
     if tokenizer.n_items < VALID_K:
         raise ValueError(f"need at least {VALID_K} items, got {tokenizer.n_items}")
@@ -453,30 +562,32 @@ def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[s
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     best_state, best, stale = copy.deepcopy(model.state_dict()), (-1.0, -1.0), 0
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
+    began, losses, step = time.perf_counter(), [], 0
+    for rows in _batches(len(targets), config.batch_size, config.steps, rng):
         model.train()
-        losses = []
-        order = torch.from_numpy(rng.permutation(len(targets)))
-        for start in range(0, len(order), config.batch_size):
-            rows = order[start:start + config.batch_size]
-            loss = model.loss(history[rows].to(device), targets[rows].to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
+        loss = model.loss(history[rows].to(device), targets[rows].to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        step += 1
+        if step % config.eval_every and step < config.steps:
+            continue
         metrics = evaluate_generative(result, codes, valid, ks=(VALID_K,))
-        entry = {"epoch": float(epoch), "train_loss": float(np.mean(losses)),
+        elapsed = time.perf_counter() - began
+        entry = {"step": float(step), "epoch": step * config.batch_size / len(targets),
+                 "train_loss": float(np.mean(losses)),
                  **{f"valid_{name}": value for name, value in metrics.items()},
-                 "seconds": time.perf_counter() - started}
+                 "seconds": elapsed, "eta_seconds": elapsed / step * (config.steps - step)}
+        losses = []
         result.history.append(entry)
-        if on_epoch:
-            on_epoch(entry)
+        if on_eval:
+            on_eval(entry)
         score = (metrics[f"hit@{VALID_K}"], metrics[f"ndcg@{VALID_K}"])
         if score > best:
-            best, stale, result.best_epoch = score, 0, epoch
+            best, stale, result.best_step = score, 0, step
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
@@ -488,6 +599,19 @@ def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[s
     return result
 
 
+def _batches(n: int, batch_size: int, steps: int, rng: np.random.Generator
+             ) -> Iterator[torch.Tensor]:
+    """``steps`` batches of row indices: shuffled epochs over ``n`` rows, one after another."""
+    done = 0
+    while done < steps:
+        order = torch.from_numpy(rng.permutation(n))
+        for start in range(0, n, batch_size):
+            if done >= steps:
+                return
+            yield order[start:start + batch_size]
+            done += 1
+
+
 def save_generative(result: GenerativeResult, folder: Path, extra: dict | None = None) -> Path:
     """Write ``generative_config.json`` (config, history), ``generative_model.pt`` (state
     dict) and ``codes.npy`` to ``folder`` atomically (temp folder, then rename)."""
@@ -496,7 +620,7 @@ def save_generative(result: GenerativeResult, folder: Path, extra: dict | None =
         torch.save(result.model.state_dict(), tmp / WEIGHTS_FILE)
         np.save(tmp / CODES_FILE, result.tokenizer.codes)
         meta = {"config": asdict(result.config), "history": result.history,
-                "best_epoch": result.best_epoch, "best_valid_hit10": result.best_valid_hit10,
+                "best_step": result.best_step, "best_valid_hit10": result.best_valid_hit10,
                 **(extra or {})}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return folder
@@ -531,7 +655,7 @@ def load_generative(folder: Path) -> GenerativeResult:
                                 f"not match {config_path} and {codes_path}: {exc}") from exc
     model.eval()
     return GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer),
-                            meta.get("history", []), int(meta.get("best_epoch", 0)),
+                            meta.get("history", []), int(meta.get("best_step", 0)),
                             float(meta.get("best_valid_hit10", float("nan"))))
 
 
@@ -593,3 +717,164 @@ class PopularityNearLastBaseline:
         histories, targets = examples
         items, _ = self.recommend(histories, max(ks))
         return ranking_metrics(items, np.asarray(targets), ks)
+
+
+def _visit_stats(histories: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the distinct history items (S, M) (-1 = none), their visit counts and how
+    many check-ins ago each was last visited (0 = the latest), most visited first (ties:
+    the most recent first)."""
+    hist = np.asarray(histories, dtype=np.int64)
+    n, width = hist.shape
+    items = np.full((n, width), -1, dtype=np.int64)
+    counts = np.zeros((n, width), dtype=np.int64)
+    ago = np.zeros((n, width), dtype=np.int64)
+    for row in range(n):
+        valid = hist[row] >= 0
+        seen = hist[row][valid]
+        if not len(seen):
+            continue
+        uniq, inverse, count = np.unique(seen, return_inverse=True, return_counts=True)
+        last = np.zeros(len(uniq), dtype=np.int64)
+        np.maximum.at(last, inverse, np.arange(len(seen)))
+        gap = len(seen) - 1 - last
+        order = np.lexsort((gap, -count))
+        m = len(uniq)
+        items[row, :m], counts[row, :m], ago[row, :m] = uniq[order], count[order], gap[order]
+    return items, counts, ago
+
+
+class UserHistoryBaseline:
+    """Floor (b): the user's own most visited items in the history (ties: the most recent
+    visit first), then the popularity-within-2-km list without those items."""
+
+    def __init__(self, near: PopularityNearLastBaseline) -> None:
+        self.near = near
+
+    def recommend(self, histories: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Items (S, k) and scores (S, k) (higher is better), best first."""
+        hist = _fit_history(histories, max(np.asarray(histories).shape[-1], 1),
+                            len(self.near.lat))
+        own, counts, _ = _visit_stats(hist)
+        fill, _ = self.near.recommend(hist, min(2 * k, len(self.near.lat)))
+        items = np.zeros((len(hist), k), dtype=np.int64)
+        for row in range(len(hist)):
+            mine = own[row][own[row] >= 0][:k]
+            rest = fill[row][~np.isin(fill[row], mine)]
+            items[row] = np.r_[mine, rest][:k]
+        scores = np.broadcast_to(-np.arange(k, dtype=np.float64), items.shape).copy()
+        return items, scores + np.where(np.arange(k) < (counts > 0).sum(1)[:, None], k, 0)
+
+    def evaluate(self, examples: Examples, ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+        """Hit@k and NDCG@k (for each k in ``ks``) on ``examples``."""
+        histories, targets = examples
+        items, _ = self.recommend(histories, max(ks))
+        return ranking_metrics(items, np.asarray(targets), ks)
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """How :class:`HistoryAwareRanker` adds to the model's log-probability: ``visits`` x
+    log(1 + the user's visits of the item), ``recency`` x 1 / (1 + check-ins since the last
+    visit), minus ``distance`` x log(1 + km from the last check-in)."""
+
+    visits: float = 0.0
+    recency: float = 0.0
+    distance: float = 0.0
+
+
+BLEND_GRID = {"visits": (0.0, 1.0, 2.0, 4.0, 8.0), "recency": (0.0, 1.0, 2.0, 4.0),
+              "distance": (0.0, 0.5, 1.0, 2.0)}
+
+
+@dataclass
+class Candidates:
+    """Per-example candidate items (S, C) (-1 = padding) and their ranking features."""
+
+    items: np.ndarray
+    logp: np.ndarray
+    visits: np.ndarray
+    recency: np.ndarray
+    log_km: np.ndarray
+
+
+class HistoryAwareRanker:
+    """Generation that knows the user's history and location: the candidates are the beam's
+    items plus the user's own items, each scored by the model's log-probability of its code
+    plus :class:`BlendWeights` terms. Weights are chosen on validation (:meth:`fit`); with
+    all weights 0 the ranking is the model's own."""
+
+    def __init__(self, result: GenerativeResult, item_lat: np.ndarray, item_lon: np.ndarray,
+                 max_own: int = 30) -> None:
+        self.result = result
+        self.lat = np.asarray(item_lat, dtype=np.float64)
+        self.lon = np.asarray(item_lon, dtype=np.float64)
+        if self.lat.shape != (result.tokenizer.n_items,) or self.lon.shape != self.lat.shape:
+            raise ValueError(f"need {result.tokenizer.n_items} item coordinates, got "
+                             f"{self.lat.shape} and {self.lon.shape}")
+        self.max_own = max_own
+        self.weights = BlendWeights()
+        self.grid_scores: list[dict[str, float]] = []
+
+    def candidates(self, histories: np.ndarray) -> Candidates:
+        """The beam's items and the user's own, with the model's log-probability of each."""
+        result, config = self.result, self.result.config
+        tok = result.tokenizer
+        hist = _fit_history(histories, max(np.asarray(histories).shape[-1], 1), tok.n_items)
+        beam, _ = recommend_top_k(result, tok.codes, hist, config.beam_size)
+        own, counts, ago = _visit_stats(hist)
+        own, counts, ago = own[:, :self.max_own], counts[:, :self.max_own], ago[:, :self.max_own]
+        items = np.concatenate([own, beam], axis=1)
+        # a beam item that is also one of the user's own is kept once, with its visits
+        dup = (beam[:, :, None] == own[:, None, :]).any(axis=2)
+        items[:, own.shape[1]:][dup] = -1
+        visits = np.concatenate([counts, np.zeros_like(beam)], axis=1)
+        gap = np.concatenate([ago, np.zeros_like(beam)], axis=1)
+        recency = np.where(visits > 0, 1.0 / (1.0 + gap), 0.0)
+        logp = np.zeros(items.shape, dtype=np.float32)
+        tokens = tok.history_tokens(_fit_history(hist, config.max_history, tok.n_items))
+        for start in range(0, len(items), config.eval_batch_size):
+            chunk = slice(start, start + config.eval_batch_size)
+            logp[chunk] = score_items(result.model, torch.from_numpy(tokens[chunk]), tok,
+                                      items[chunk])
+        last = hist[:, -1]
+        safe = np.clip(items, 0, None)
+        km = haversine_km(self.lat[np.clip(last, 0, None)][:, None],
+                          self.lon[np.clip(last, 0, None)][:, None],
+                          self.lat[safe], self.lon[safe])
+        log_km = np.where((last >= 0)[:, None], np.log1p(km), 0.0)
+        return Candidates(items, logp, visits.astype(np.float64), recency, log_km)
+
+    @staticmethod
+    def rank(c: Candidates, w: BlendWeights, k: int) -> np.ndarray:
+        """Items (S, k) of ``c`` ordered by the blended score with weights ``w``."""
+        score = (c.logp + w.visits * np.log1p(c.visits) + w.recency * c.recency
+                 - w.distance * c.log_km)
+        score = np.where(c.items >= 0, score, -np.inf)
+        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(c.items, order, axis=1)
+
+    def fit(self, valid: Examples, grid: dict[str, Sequence[float]] | None = None,
+            k: int = VALID_K, candidates: Candidates | None = None) -> BlendWeights:
+        """Choose the weights with the best validation Hit@k (ties: NDCG@k, then the
+        smaller weights) over ``grid`` (default :data:`BLEND_GRID`); ``candidates`` of
+        ``valid`` may be passed in when already computed."""
+        grid = grid or BLEND_GRID
+        histories, targets = valid
+        c = candidates if candidates is not None else self.candidates(histories)
+        best: tuple[float, float] | None = None
+        self.grid_scores = []
+        for visits in grid.get("visits", (0.0,)):
+            for recency in grid.get("recency", (0.0,)):
+                for distance in grid.get("distance", (0.0,)):
+                    w = BlendWeights(visits, recency, distance)
+                    m = ranking_metrics(self.rank(c, w, k), np.asarray(targets), (k,))
+                    self.grid_scores.append({**asdict(w), **m})
+                    score = (m[f"hit@{k}"], m[f"ndcg@{k}"])
+                    if best is None or score > best:
+                        best, self.weights = score, w
+        return self.weights
+
+    def recommend(self, histories: np.ndarray, k: int) -> np.ndarray:
+        """Items (S, k), best first, with the fitted weights (padded with -1 if fewer
+        candidates than k)."""
+        return self.rank(self.candidates(histories), self.weights, k)

@@ -39,6 +39,9 @@ RAW_INTERACTION_COLUMNS: tuple[str, ...] = (
     "encoding_error",
     "parse_error",
 )
+# Interaction columns only some sources have (a trip id and the source's own split); a source
+# that has them appends them to RAW_INTERACTION_COLUMNS and cleaning keeps them.
+OPTIONAL_INTERACTION_COLUMNS: tuple[str, ...] = ("trajectory_id", "split")
 
 
 class SourceError(ValueError):
@@ -166,3 +169,41 @@ def checkin_only_items(interactions: pd.DataFrame, known_item_ids: Iterable[str]
             "origin": ["checkins"] * len(grouped),
         },
     )
+
+
+def venue_items(rows: pd.DataFrame) -> pd.DataFrame:
+    """One raw item per venue id from its well-formed check-in rows.
+
+    ``rows`` has ``item_id, category, category_id, latitude, longitude, encoding_error`` (text).
+    Location = median of the venue's valid check-in coordinates, content = its most frequent
+    category (rows with undecodable text do not vote); ``origin`` = ``checkins``.
+    """
+    if rows.empty:
+        return raw_frame(RAW_ITEM_COLUMNS, {})
+    lat = pd.to_numeric(rows["latitude"], errors="coerce")
+    lon = pd.to_numeric(rows["longitude"], errors="coerce")
+    ok = lat.between(-90, 90) & lon.between(-180, 180)
+    rows = rows.assign(lat=lat.where(ok), lon=lon.where(ok))
+    clean_text = rows[~rows["encoding_error"]]
+    grouped = rows.groupby("item_id", sort=True)
+    medians = grouped[["lat", "lon"]].median()
+    category = _mode(clean_text, "category").reindex(medians.index)
+    category_id = _mode(clean_text, "category_id").reindex(medians.index)
+    all_bad_text = grouped["encoding_error"].all()
+    return raw_frame(RAW_ITEM_COLUMNS, {
+        "source_row": [f"venue:{v}" for v in medians.index],
+        "item_id": medians.index,
+        "category": category.where(category.notna(), None),
+        "category_id": category_id.where(category_id.notna(), None),
+        "latitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lat"]],
+        "longitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lon"]],
+        "origin": ["checkins"] * len(medians),
+        "encoding_error": all_bad_text.values,
+    })
+
+
+def _mode(rows: pd.DataFrame, column: str) -> pd.Series:
+    """Most frequent non-null value of ``column`` per venue (ties: alphabetical)."""
+    counts = rows.dropna(subset=[column]).groupby(["item_id", column]).size().reset_index(name="n")
+    counts = counts.sort_values(["item_id", "n", column], ascending=[True, False, True])
+    return counts.drop_duplicates("item_id").set_index("item_id")[column]

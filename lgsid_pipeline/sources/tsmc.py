@@ -15,11 +15,11 @@ import pandas as pd
 
 from lgsid_pipeline.sources.base import (
     RAW_INTERACTION_COLUMNS,
-    RAW_ITEM_COLUMNS,
     SourceData,
     SourceError,
     raw_frame,
     require_file,
+    venue_items,
 )
 
 N_FIELDS = 8
@@ -84,38 +84,5 @@ def read_tsmc(path: Path, encoding: str = "auto") -> SourceData:
     if not columns["source_row"]:
         raise SourceError(f"TSMC2014 check-in file has no rows: {path}")
     interactions = raw_frame(RAW_INTERACTION_COLUMNS, columns)
-    return SourceData(items=_venues(pd.DataFrame(venue_rows)), interactions=interactions,
+    return SourceData(items=venue_items(pd.DataFrame(venue_rows)), interactions=interactions,
                       display_name=path.stem)
-
-
-def _venues(rows: pd.DataFrame) -> pd.DataFrame:
-    """One raw item per venue id from its well-formed check-in lines."""
-    if rows.empty:
-        return raw_frame(RAW_ITEM_COLUMNS, {})
-    lat = pd.to_numeric(rows["latitude"], errors="coerce")
-    lon = pd.to_numeric(rows["longitude"], errors="coerce")
-    ok = lat.between(-90, 90) & lon.between(-180, 180)
-    rows = rows.assign(lat=lat.where(ok), lon=lon.where(ok))
-    clean_text = rows[~rows["encoding_error"]]
-    grouped = rows.groupby("item_id", sort=True)
-    medians = grouped[["lat", "lon"]].median()
-    category = _mode(clean_text, "category").reindex(medians.index)
-    category_id = _mode(clean_text, "category_id").reindex(medians.index)
-    all_bad_text = grouped["encoding_error"].all()
-    return raw_frame(RAW_ITEM_COLUMNS, {
-        "source_row": [f"venue:{v}" for v in medians.index],
-        "item_id": medians.index,
-        "category": category.where(category.notna(), None),
-        "category_id": category_id.where(category_id.notna(), None),
-        "latitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lat"]],
-        "longitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lon"]],
-        "origin": ["checkins"] * len(medians),
-        "encoding_error": all_bad_text.values,
-    })
-
-
-def _mode(rows: pd.DataFrame, column: str) -> pd.Series:
-    """Most frequent non-null value of ``column`` per venue (ties: alphabetical)."""
-    counts = rows.dropna(subset=[column]).groupby(["item_id", column]).size().reset_index(name="n")
-    counts = counts.sort_values(["item_id", "n", column], ascending=[True, False, True])
-    return counts.drop_duplicates("item_id").set_index("item_id")[column]

@@ -1,0 +1,415 @@
+"""The generative stage of one city as plain functions: examples, floors, training, the
+history-aware ranking and its per-example ranks (for means with intervals).
+
+Every model and floor is scored on the same examples. One seeded sample of the validation
+split drives early stopping; its even rows (``tune``) fit the blend weights and its odd rows
+(``gate``) score models for the champion gate, so the gate never sees the rows the weights
+were chosen on. One seeded sample of the test split (``test``) is scored once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lgsid_pipeline.jsonio import read_json, write_json
+from lgsid_pipeline.metrics.intervals import per_example, summarize_ranks, target_ranks
+from lgsid_pipeline.plots import curves_png
+from lgsid_pipeline.recommenders.generative import (
+    BLEND_GRID,
+    CODE_VARIANTS,
+    CONFIG_FILE,
+    VALID_K,
+    BlendWeights,
+    Examples,
+    GenerativeConfig,
+    GenerativeResult,
+    HistoryAwareRanker,
+    PopularityNearLastBaseline,
+    UserHistoryBaseline,
+    build_next_item_examples,
+    latest_histories,
+    load_generative,
+    recommend_top_k,
+    save_generative,
+    train_generative,
+)
+from lgsid_pipeline.recommenders.serving import (
+    FLOOR_SERVED,
+    GateDecision,
+    cache_rows,
+    champion_gate,
+)
+from lgsid_pipeline.registry import (
+    ModelArtifactError,
+    champion_folder,
+    champion_version,
+    register_folder,
+    set_champion,
+)
+from lgsid_pipeline.tokenizer import level_columns
+from lgsid_pipeline.warehouse import Warehouse
+
+RANK_DEPTH = 20  # ranked list length kept per example (Hit/NDCG@5/10, MRR truncated here)
+SCORED = ("gate", "test")  # the samples every model and floor is ranked on
+SERVED_FILE = "served.json"  # in a registered model folder: the variant served, its weights
+
+
+@dataclass
+class GenerativeStageConfig:
+    """Model size, training budget and evaluation samples of the generative stage."""
+
+    variants: list[str] = field(default_factory=lambda: list(CODE_VARIANTS))
+    d_model: int = 64
+    n_layers: int = 2
+    steps: int = 2000
+    eval_every: int = 250
+    patience: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    beam_size: int = 20
+    max_history: int = 20  # check-ins the model reads
+    history_window: int = 200  # check-ins floor (b) and the history-aware ranking count
+    max_train_examples: int = 50_000  # seeded sample of the training examples (0: all)
+    max_valid_eval: int = 1_000  # validation sample (early stopping; halves: tune, gate)
+    max_test_examples: int = 2_000  # test sample (0: all)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variants) - set(CODE_VARIANTS))
+        if unknown or not self.variants:
+            raise ValueError(f"variants must be some of {CODE_VARIANTS}, got {self.variants}")
+        if self.history_window < self.max_history:
+            raise ValueError(f"history_window {self.history_window} must be >= max_history "
+                             f"{self.max_history}")
+
+    def model_config(self, kind: str, seed: int | None = None) -> GenerativeConfig:
+        """The library model config of ``kind`` with these settings."""
+        return GenerativeConfig(
+            kind=kind, d_model=self.d_model, n_layers=self.n_layers, steps=self.steps,
+            eval_every=self.eval_every, patience=self.patience, batch_size=self.batch_size,
+            lr=self.lr, beam_size=self.beam_size, max_history=self.max_history,
+            max_valid_eval=self.max_valid_eval, seed=self.seed if seed is None else seed)
+
+
+@dataclass
+class CityCatalogue:
+    """A city's items in index order and its check-ins with item indices."""
+
+    item_ids: list[str]
+    lat: np.ndarray
+    lon: np.ndarray
+    events: pd.DataFrame
+
+
+def city_catalogue(warehouse: Warehouse, city: str) -> CityCatalogue:
+    """Items (index order = the items table's) and check-ins with an ``item_index``."""
+    items = warehouse.read_table("items", city)
+    item_ids = items["item_id"].astype(str).tolist()
+    index = pd.Series(np.arange(len(item_ids)), index=item_ids)
+    events = warehouse.read_table("interactions", city)
+    events = events.assign(item_index=index.loc[events["item_id"].astype(str)].to_numpy())
+    return CityCatalogue(item_ids, items["latitude"].to_numpy(float),
+                         items["longitude"].to_numpy(float), events)
+
+
+def city_codes(warehouse: Warehouse, city: str, variant: str,
+               item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Full codes (tokens + de-duplication token) in ``item_ids`` order, and code strings."""
+    table = warehouse.read_table("semantic_ids", city, variant)
+    table = table.set_index(table["item_id"].astype(str))
+    missing = [i for i in item_ids if i not in table.index]
+    if missing:
+        raise ValueError(f"{len(missing)} items of {city!r} have no {variant} code (first "
+                         f"{missing[0]!r}); materialize the semantic IDs first")
+    rows = table.loc[item_ids]
+    levels = level_columns(sum(c.startswith("level_") for c in table.columns))
+    return rows[[*levels, "dedup"]].to_numpy(dtype=np.int64), rows["code"].astype(str).tolist()
+
+
+def _sample(examples: Examples, cap: int, seed: int) -> Examples:
+    histories, targets = examples
+    if not cap or len(targets) <= cap:
+        return examples
+    keep = np.sort(np.random.default_rng(seed).choice(len(targets), cap, replace=False))
+    return histories[keep], targets[keep]
+
+
+def next_item_splits(catalogue: CityCatalogue, t1: pd.Timestamp, t2: pd.Timestamp,
+                     config: GenerativeStageConfig) -> dict[str, Examples]:
+    """Train / valid / test examples split by the target's time, with ``history_window``
+    check-ins of history, each split sampled once with the config's seed."""
+    events = catalogue.events
+    splits = build_next_item_examples(events["user_id"].astype(str).to_numpy(),
+                                      events["item_index"].to_numpy(), events["ts"], t1, t2,
+                                      config.history_window)
+    return sample_splits(splits, config)
+
+
+def sample_splits(splits: dict[str, Examples], config: GenerativeStageConfig
+                  ) -> dict[str, Examples]:
+    """The seeded samples of each split, plus the ``tune`` and ``gate`` halves of valid."""
+    caps = {"train": config.max_train_examples, "valid": config.max_valid_eval,
+            "test": config.max_test_examples}
+    out = {name: _sample(splits[name], cap, config.seed + offset)
+           for offset, (name, cap) in enumerate(caps.items())}
+    histories, targets = out["valid"]
+    if len(targets) < 2:
+        raise ValueError(f"need at least 2 validation examples, got {len(targets)}")
+    out["tune"] = histories[0::2], targets[0::2]
+    out["gate"] = histories[1::2], targets[1::2]
+    return out
+
+
+def floor_models(catalogue: CityCatalogue, train: Examples
+                 ) -> dict[str, PopularityNearLastBaseline | UserHistoryBaseline]:
+    """Floor (a), popularity within 2 km of the last check-in, and floor (b), the user's
+    own most visited items and then that list, fitted on the training targets."""
+    near = PopularityNearLastBaseline(catalogue.lat, catalogue.lon).fit(train)
+    return {"popularity_2km": near, "user_history_2km": UserHistoryBaseline(near)}
+
+
+def floor_ranks(catalogue: CityCatalogue, splits: dict[str, Examples],
+                depth: int = RANK_DEPTH) -> dict[str, dict[str, np.ndarray]]:
+    """``{floor: {split: 0-based target ranks}}`` on the gate and test samples."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, floor in floor_models(catalogue, splits["train"]).items():
+        out[name] = {split: target_ranks(floor.recommend(splits[split][0], depth)[0],
+                                         splits[split][1]) for split in SCORED}
+    return out
+
+
+@dataclass
+class TrainedVariant:
+    """One trained model with its blend weights and per-example ranks (gate and test) of
+    the model alone (``plain``) and with the history-aware ranking (``blended``)."""
+
+    result: GenerativeResult
+    ranker: HistoryAwareRanker
+    ranks: dict[str, dict[str, np.ndarray]]
+    train_seconds: float
+    inference_seconds: float
+
+    @property
+    def gate_hit10(self) -> float:
+        """Hit@10 of the blended ranking on the gate half of the validation sample."""
+        ranks = self.ranks["blended"]["gate"]
+        return float(np.mean((ranks >= 0) & (ranks < 10)))
+
+
+def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
+                  splits: dict[str, Examples], config: GenerativeStageConfig,
+                  seed: int | None = None,
+                  on_eval: Callable[[dict[str, float]], None] | None = None,
+                  ablations: bool = False) -> TrainedVariant:
+    """Train one model, fit its blend weights on ``tune``, rank ``gate`` and ``test``: the
+    model alone (``plain``) and blended; with ``ablations`` also the blend without the
+    distance term (``no_distance``) and with the distance term only (``distance_only``)."""
+    started = time.perf_counter()
+    result = train_generative(config.model_config(kind, seed), codes, splits, on_eval=on_eval)
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    ranker = HistoryAwareRanker(result, catalogue.lat, catalogue.lon)
+    pools = {split: ranker.candidates(splits[split][0]) for split in ("tune", *SCORED)}
+    rankings = {"blended": BLEND_GRID}
+    if ablations:
+        rankings |= {"no_distance": {**BLEND_GRID, "distance": (0.0,)},
+                     "distance_only": {**BLEND_GRID, "visits": (0.0,), "recency": (0.0,)}}
+    depth = max(10, min(RANK_DEPTH, config.beam_size))
+    ranks: dict[str, dict[str, np.ndarray]] = {"plain": {}}
+    for split in SCORED:
+        histories, targets = splits[split]
+        plain, _ = recommend_top_k(result, codes, histories, depth)
+        ranks["plain"][split] = target_ranks(plain, targets)
+    weights = {}
+    for name, grid in rankings.items():
+        weights[name] = ranker.fit(splits["tune"], grid=grid, candidates=pools["tune"])
+        ranks[name] = {split: target_ranks(ranker.rank(pools[split], weights[name], depth),
+                                           splits[split][1]) for split in SCORED}
+    ranker.weights = weights["blended"]
+    return TrainedVariant(result, ranker, ranks, train_seconds,
+                          time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- gate and cache
+
+
+def model_name(kind: str, city: str) -> str:
+    """Registered model name of a generative kind in a city."""
+    return f"gen-{kind}-{city}"
+
+
+def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
+    """Item ids and code strings of the items a saved generative model can produce."""
+    meta = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    return list(meta["item_ids"]), list(meta["code_strings"])
+
+
+def _served_ranker(folder: Path, catalogue: CityCatalogue
+                   ) -> tuple[HistoryAwareRanker, str, list[str], list[str]]:
+    """The ranker a registered folder serves (its chosen variant and weights), with the
+    variant and that model's item ids and code strings."""
+    served = read_json(folder / SERVED_FILE)
+    if not served or not (folder / served["variant"]).is_dir():
+        raise ModelArtifactError(f"{folder} records no served variant ({SERVED_FILE})")
+    variant = served["variant"]
+    item_ids, code_strings = model_catalogue(folder / variant)
+    position = pd.Series(np.arange(len(catalogue.item_ids)), index=catalogue.item_ids)
+    known = position.reindex(item_ids)
+    if known.isna().any():
+        raise ModelArtifactError(f"{int(known.isna().sum())} items of the model in {folder} "
+                                 "are no longer in the city's items")
+    rows = known.to_numpy(dtype=np.int64)
+    ranker = HistoryAwareRanker(load_generative(folder / variant), catalogue.lat[rows],
+                                catalogue.lon[rows])
+    ranker.weights = BlendWeights(**served["weights"])
+    return ranker, variant, item_ids, code_strings
+
+
+def champion_gate_score(name: str, home: Path, catalogue: CityCatalogue,
+                        gate: Examples) -> tuple[float | None, str]:
+    """The current champion's Hit@10 on today's gate examples, or None (and why) when there
+    is none or its catalogue is not today's (it cannot rank today's items)."""
+    version = champion_version(name, home)
+    if version is None:
+        return None, "no champion yet"
+    ranker, variant, item_ids, _ = _served_ranker(champion_folder(name, home), catalogue)
+    if item_ids != catalogue.item_ids:
+        return None, f"champion v{version} knows other items than today's"
+    items = ranker.recommend(gate[0], VALID_K)
+    return float(np.mean((items == gate[1][:, None]).any(axis=1))), \
+        f"champion v{version} ({variant})"
+
+
+@dataclass
+class StageOutcome:
+    """What one generative stage run trained, registered and decided."""
+
+    variants: dict[str, dict]
+    served_variant: str
+    decision: GateDecision
+    champion_note: str
+    version: str
+    run_url: str
+    sizes: dict[str, int]
+    curves_png: bytes
+
+    def report(self) -> dict:
+        """The JSON report of the run (``reports/recommenders/<city>/<kind>.json``)."""
+        return {"variants": self.variants, "examples": self.sizes,
+                "served_variant": self.served_variant,
+                "gate": {**self.decision.as_dict(), "champion_note": self.champion_note,
+                         "version": self.version}, "mlflow_version": self.version}
+
+
+def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
+                   t1: pd.Timestamp, t2: pd.Timestamp, config: GenerativeStageConfig,
+                   work_dir: Path, tags: dict[str, str] | None = None,
+                   on_eval: Callable[[str, dict[str, float]], None] | None = None
+                   ) -> StageOutcome:
+    """Train ``kind`` on every code variant of ``city``, register the models in one MLflow
+    version and promote it to ``champion`` only if its best variant beats floor (b) and the
+    current champion on the gate examples (:func:`champion_gate`)."""
+    catalogue = city_catalogue(warehouse, city)
+    splits = next_item_splits(catalogue, t1, t2, config)
+    sizes = {name: len(targets) for name, (_, targets) in splits.items()}
+    floors = floor_ranks(catalogue, splits)
+    floor_gate = float(np.mean(per_example(floors["user_history_2km"]["gate"], "hit@10")))
+    results, curves, trained = {}, [], {}
+    for variant in config.variants:
+        codes, code_strings = city_codes(warehouse, city, variant, catalogue.item_ids)
+        outcome = train_variant(kind, codes, catalogue, splits, config, on_eval=(
+            (lambda entry, v=variant: on_eval(v, entry)) if on_eval else None))
+        trained[variant] = outcome
+        results[variant] = {
+            **{key: summarize_ranks(ranks["test"]) for key, ranks in outcome.ranks.items()},
+            "gate_hit@10": outcome.gate_hit10,
+            "blend_weights": asdict(outcome.ranker.weights),
+            "train_seconds": outcome.train_seconds,
+            "inference_seconds": outcome.inference_seconds,
+            "best_step": outcome.result.best_step}
+        save_generative(outcome.result, work_dir / variant, extra={
+            "city": city, "variant": variant, "item_ids": catalogue.item_ids,
+            "code_strings": code_strings, "blend_weights": asdict(outcome.ranker.weights)})
+        curves += [{**h, "variant": variant} for h in outcome.result.history]
+    best = max(trained, key=lambda v: trained[v].gate_hit10)
+    name = model_name(kind, city)
+    champion, note = champion_gate_score(name, home, catalogue, splits["gate"])
+    decision = champion_gate(trained[best].gate_hit10, floor_gate, champion)
+    write_json(work_dir / SERVED_FILE, {"variant": best,
+                                        "weights": asdict(trained[best].ranker.weights)})
+    png = _curves_png(curves, f"{city}: {kind}")
+    registered = register_folder(
+        name, work_dir, params={**asdict(config.model_config(kind)), "city": city,
+                                "variants": ",".join(config.variants), **sizes},
+        metrics={f"{v}.{key}.{m}": float(x) for v, r in results.items()
+                 for key in trained[v].ranks for m, x in r[key].items()
+                 if isinstance(x, float)} | {"gate_hit@10": trained[best].gate_hit10},
+        tags={**(tags or {}), "city": city, "gate": decision.reason},
+        images={"training.png": png}, home=home, promote=False)
+    if decision.promote:
+        set_champion(name, registered.version, home)
+    return StageOutcome(results, best, decision, note, registered.version, registered.run_url,
+                        sizes, png)
+
+
+def _curves_png(history: list[dict], title: str) -> bytes:
+    frame = pd.DataFrame(history)
+    rows = [{"step": step, **dict(zip(("valid_hit@10_" + group["variant"]).tolist(),
+                                      group["valid_hit@10"].tolist(), strict=True))}
+            for step, group in frame.groupby("step")]
+    return curves_png(rows, [f"valid_hit@10_{v}" for v in frame["variant"].unique()], "step",
+                      title)
+
+
+@dataclass
+class CacheOutcome:
+    """The per-user top-K table and what produced it."""
+
+    table: pd.DataFrame
+    served: str
+    users: int
+    left_out_checkins: int
+
+
+def build_topk_cache(warehouse: Warehouse, home: Path, city: str, kind: str, k: int,
+                     history_window: int, serve_floor: bool, t1: pd.Timestamp,
+                     t2: pd.Timestamp) -> CacheOutcome:
+    """Every user's top-``k`` items given their latest ``history_window`` check-ins, from
+    the champion of ``kind`` with its history-aware ranking, or from floor (b) when there is
+    no champion or ``serve_floor`` (the last gate found that no model beats floor (b))."""
+    catalogue = city_catalogue(warehouse, city)
+    name = model_name(kind, city)
+    version = champion_version(name, home)
+    use_model = version is not None and not serve_floor
+    item_ids = catalogue.item_ids
+    if use_model:
+        ranker, variant, item_ids, code_strings = _served_ranker(
+            champion_folder(name, home), catalogue)
+    index = pd.Series(np.arange(len(item_ids)), index=item_ids)
+    events = catalogue.events
+    known = events["item_id"].astype(str).isin(index.index)
+    events = events[known]  # items newer than the model wait for its retrain
+    users, histories = latest_histories(
+        events["user_id"].astype(str).to_numpy(),
+        index.loc[events["item_id"].astype(str)].to_numpy(), events["ts"], history_window)
+    if use_model:
+        items = ranker.recommend(histories, k)
+        scores = np.broadcast_to(-np.arange(k, dtype=float), items.shape)
+        served = f"{kind}/{variant} v{version} + history"
+    else:
+        settings = GenerativeStageConfig(history_window=history_window)
+        train = next_item_splits(catalogue, t1, t2, settings)["train"]
+        items, scores = floor_models(catalogue, train)["user_history_2km"].recommend(
+            histories, k)
+        _, code_strings = city_codes(warehouse, city, "lgsid", item_ids)
+        served = FLOOR_SERVED
+    table = cache_rows(city, users, items, np.asarray(item_ids), np.asarray(code_strings),
+                       scores, served)
+    return CacheOutcome(table, served, len(users), int((~known).sum()))
