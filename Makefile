@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alignment.py
 	$(BIN)/python bench/tokenizer.py
+	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/discriminative.py
 	$(BIN)/python bench/generative.py
 

@@ -6,6 +6,10 @@ Runs in LGSID_BENCH_HOME (or a temporary home); materializes what is missing up 
 semantic IDs first (bench/tokenizer.py leaves them there), then the recommender stage of both
 cities through Dagster, two cities at a time with one torch thread each. Early stopping uses
 the validation period only; the test period is read once per model.
+
+DIN is trained with three seeds per variant (its AUC is the seed mean, its 95% interval a
+joint bootstrap over seeds and test examples), the other backbones with one (a bootstrap
+over test examples).
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from common import (
     TRAINING,
     ensure_item_embeddings,
     isolated_home,
+    provenance,
 )
+
+VARIANTS = ("none", "rqkmeans", "rqvae", "lgsid")
+SEEDS = {backbone: 3 if backbone == "din" else 1 for backbone in BACKBONES}
+# The common run config, each backbone's training with its number of seeds on top.
+RUN_CONFIG = {**DISCRIMINATIVE_RUN_CONFIG,
+              "ops": {**DISCRIMINATIVE_RUN_CONFIG["ops"],
+                      **{b: {"config": {**TRAINING, "seeds": n}} for b, n in SEEDS.items()}}}
 
 
 def main() -> None:
@@ -46,7 +58,7 @@ def main() -> None:
             sys.exit(f"tokenization failed: {done}")
     started = time.perf_counter()
     results = materialize(list(REAL_CITIES), instance=instance,
-                          run_config=DISCRIMINATIVE_RUN_CONFIG,
+                          run_config=RUN_CONFIG,
                           select="recommender_datasets," + ",".join(BACKBONES)
                           + ",evaluation_report", parallel=2)
     seconds = time.perf_counter() - started
@@ -56,19 +68,27 @@ def main() -> None:
     cities = {}
     for city in REAL_CITIES:
         table = city_report(warehouse, city)["discriminative"]
+        if table.get("seeds") != SEEDS:
+            sys.exit(f"{city}: reports were trained with seeds {table.get('seeds')}, "
+                     f"expected {SEEDS}")
         cities[city] = {"split": table["split"], "auc": table["auc"],
-                        "logloss": table["logloss"], "train_seconds": table["train_seconds"]}
+                        "auc_ci95": table["auc_ci95"], "seeds": table["seeds"],
+                        "interval": table["interval"], "logloss": table["logloss"],
+                        "train_seconds": table["train_seconds"]}
     out = {"cities": cities, "stage_seconds": seconds, "dataset": DATASET,
-           "training": TRAINING, "runs": [r.__dict__ for r in results],
-           "machine": {"cpus": os.cpu_count()}}
+           "training": TRAINING, "seeds": SEEDS, "runs": [r.__dict__ for r in results],
+           "machine": {"cpus": os.cpu_count()},
+           "provenance": provenance({"cities": list(REAL_CITIES), "run_config": RUN_CONFIG,
+                                     "seeds": SEEDS})}
     (RESULTS / "discriminative.json").write_text(json.dumps(out, indent=2) + "\n")
     for city, entry in cities.items():
-        print(f"\n{city} (split {entry['split']['t1']} / {entry['split']['t2']})")
-        print(f"{'backbone':8s} " + " ".join(f"{v:>9s}" for v in
-                                             ("none", "rqkmeans", "rqvae", "lgsid")))
+        print(f"\n{city} (split {entry['split']['t1']} / {entry['split']['t2']}; "
+              "test AUC [95% CI])")
+        print(f"{'backbone':8s} {'seeds':>5s} " + " ".join(f"{v:>24s}" for v in VARIANTS))
         for backbone, row in entry["auc"].items():
-            print(f"{backbone:8s} " + " ".join(f"{row[v]:9.4f}" for v in
-                                               ("none", "rqkmeans", "rqvae", "lgsid")))
+            ci = entry["auc_ci95"][backbone]
+            print(f"{backbone:8s} {entry['seeds'][backbone]:5d} " + " ".join(
+                f"{row[v]:.4f} [{ci[v][0]:.4f}, {ci[v][1]:.4f}]".rjust(24) for v in VARIANTS))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ablations import ABLATION_CODES, ensure_ablation_codes
 from common import (
+    REAL_CITIES,
     RESULTS,
     ensure_semantic_ids,
     isolated_home,
@@ -72,8 +74,7 @@ def city_splits(warehouse, city: str, catalogue, settings) -> dict:
     from lgsid_pipeline.stages.generative import sample_splits
 
     events = catalogue.events
-    from_files = file_split_times(events)
-    t1, t2 = from_files if from_files else split_times(events["ts"], DatasetConfig())
+    t1, t2 = split_times(events["ts"], DatasetConfig(), file_split_times(events))
     users = events["user_id"].astype(str).to_numpy()
     items = events["item_index"].to_numpy()
     splits = build_next_item_examples(users, items, events["ts"], t1, t2,
@@ -179,6 +180,16 @@ def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
                         runs[0].ranks[ranking]["test"], metrics, interval, False)
             if kind == "tiger":
                 gate_candidates[variant] = runs[0]
+    # Ablations of the codes (bench/ablations.py), TIGER with seed 0: what G-DPO and the
+    # geographic primary level buy.
+    for name in ABLATION_CODES:
+        codes, _ = city_codes(warehouse, city, name, catalogue.item_ids)
+        run = train_variant("tiger", codes, catalogue, splits, settings, seed=0)
+        for ranking, key in (("plain", "tiger"), ("blended", "tiger_history")):
+            out["ablations"][f"{key}_{name}"] = summarize(run.ranks[ranking]["test"], metrics,
+                                                          interval, False)
+        log(f"{city}: ablation {name}: plain "
+            f"{out['ablations'][f'tiger_{name}'][interval]:.4f}", began)
     # What the pipeline would serve: the seed-0 TIGER variant with the best gate Hit@10, if
     # it beats floor (b) on the gate rows; else floor (b) itself.
     best = max(gate_candidates, key=lambda v: gate_candidates[v].gate_hit10)
@@ -212,7 +223,8 @@ def main() -> None:
     if STHGCN in args.cities:
         register_sthgcn()
     ensure_semantic_ids(args.cities)
-    log("semantic IDs ready", began)
+    ensure_ablation_codes(list(REAL_CITIES), args.cities)
+    log("semantic IDs (and ablation codes) ready", began)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results = {"cities": {}, **{k: v for k, v in previous.items() if k == STHGCN}}
     results["cities"] = {k: v for k, v in previous.get("cities", {}).items()

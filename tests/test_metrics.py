@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from lgsid_pipeline.metrics import (
@@ -29,6 +30,12 @@ from lgsid_pipeline.metrics import (
     similarity_at_k,
     top1_accuracy,
     utilisation,
+)
+from lgsid_pipeline.metrics.intervals import (
+    auc_interval,
+    auc_replicates,
+    mean_auc_interval,
+    summarize_auc,
 )
 
 # ---------------------------------------------------------------- synthetic spaces
@@ -317,6 +324,88 @@ def test_topk_accumulator_with_fewer_candidates_than_k() -> None:
     lambda: TopKAccumulator(2).update(np.ones((2, 3)), np.arange(4)),
 ])
 def test_ranking_rejects_bad_input(call) -> None:
+    with pytest.raises(ValueError):
+        call()
+
+
+# ---------------------------------------------------------------- AUC intervals
+
+
+def binormal(n: int, separations: list[float], rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (n,) with 30% positives and one row of scores per separation d (positives
+    N(d, 1), negatives N(0, 1)): the true AUC of a row is Phi(d / sqrt(2))."""
+    labels = (rng.random(n) < 0.3).astype(int)
+    scores = np.stack([rng.normal(size=n) + d * labels for d in separations])
+    return labels, scores
+
+
+def test_auc_replicates_match_explicit_resampling() -> None:
+    """The weighted O(n) replicates equal the AUC of each explicitly drawn resample, ties
+    included, for one seed and for a mean over resampled seeds."""
+    rng = np.random.default_rng(3)
+    labels, scores = binormal(400, [0.5, 1.0, 1.5], rng)
+    scores = np.round(scores, 1)  # many ties
+    for rows, n_seeds in ((scores[0], 1), (scores, 3)):
+        fast = auc_replicates(labels, rows, n_boot=25, seed=7)
+        draws = np.random.default_rng(7)
+        slow = []
+        for _ in range(25):
+            seeds = draws.integers(0, n_seeds, n_seeds) if n_seeds > 1 else [0]
+            examples = draws.integers(0, len(labels), len(labels))
+            slow.append(np.mean([auc(labels[examples], np.atleast_2d(rows)[k][examples])
+                                 for k in seeds]))
+        np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+def test_auc_interval_covers_the_true_auc_and_shrinks_with_data() -> None:
+    rng = np.random.default_rng(11)
+    truth = norm.cdf(1 / np.sqrt(2))  # 0.760
+    covered = 0
+    for _ in range(20):
+        labels, scores = binormal(1000, [1.0], rng)
+        lo, hi = auc_interval(labels, scores[0], n_boot=300, seed=1)
+        assert lo < auc(labels, scores[0]) < hi
+        covered += lo <= truth <= hi
+    assert covered >= 16  # 95% nominal: 19 of 20 expected, under 16 has chance < 2%
+    widths = []
+    for n in (500, 8000):
+        labels, scores = binormal(n, [1.0], rng)
+        lo, hi = auc_interval(labels, scores[0], n_boot=300)
+        widths.append(hi - lo)
+    assert 0.01 < widths[1] < 0.5 * widths[0]  # about 1 / sqrt(16) of it
+
+
+def test_mean_auc_interval_is_wider_when_seeds_disagree() -> None:
+    rng = np.random.default_rng(5)
+    labels, scores = binormal(3000, [0.6, 1.0, 1.4], rng)  # AUCs about 0.66, 0.76, 0.84
+    single = auc_interval(labels, scores[1], n_boot=400)
+    joint = mean_auc_interval(labels, scores, n_boot=400)
+    assert joint[1] - joint[0] > 2 * (single[1] - single[0])
+    summary = summarize_auc(labels, scores, n_boot=400)
+    assert summary["auc"] == pytest.approx(np.mean([auc(labels, row) for row in scores]))
+    assert summary["auc_ci95"] == list(joint) and summary["seeds"] == 3
+    assert summary["interval"] == "bootstrap over seeds and test examples"
+    # seeds that agree add no width: three copies of one seed give its own interval
+    same = mean_auc_interval(labels, np.repeat(scores[1:2], 3, axis=0), n_boot=400)
+    assert same[1] - same[0] == pytest.approx(single[1] - single[0], rel=0.2)
+    one = summarize_auc(labels, scores[1], n_boot=400)
+    assert one["interval"] == "bootstrap over test examples" and one["seeds"] == 1
+    assert one["auc_ci95"] == list(single)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: auc_interval(np.array([0, 1]), np.ones((2, 2))),            # several seeds
+    lambda: mean_auc_interval(np.array([0, 1]), np.array([0.2, 0.3])),  # one seed
+    lambda: mean_auc_interval(np.array([0, 1, 1]), np.ones((2, 2))),    # length mismatch
+    lambda: auc_interval(np.array([1, 1]), np.array([0.2, 0.3])),       # one class
+    lambda: auc_interval(np.array([0, 2]), np.array([0.2, 0.3])),       # not binary
+    lambda: auc_interval(np.array([0, 1]), np.array([0.2, np.nan])),
+    lambda: auc_interval(np.array([0, 1]), np.array([0.2, 0.3]), n_boot=0),
+    lambda: auc_interval(np.array([0, 1] * 20), np.arange(40.0), level=1.0),
+    lambda: auc_interval(np.array([0, 1]), np.array([0.2, 0.3])),       # resamples lack a class
+])
+def test_auc_intervals_reject_bad_input(call) -> None:
     with pytest.raises(ValueError):
         call()
 

@@ -14,17 +14,10 @@ import pytest
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
 from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
-from lgsid_pipeline.defs.generative import SERVED_FILE
 from lgsid_pipeline.encoder import make_tiny_encoder
-from lgsid_pipeline.jsonio import read_json
 from lgsid_pipeline.recommenders import BACKBONES
 from lgsid_pipeline.recommenders.datasets import split_times_of
-from lgsid_pipeline.recommenders.generative import (
-    BlendWeights,
-    HistoryAwareRanker,
-    latest_histories,
-    load_generative,
-)
+from lgsid_pipeline.recommenders.generative import latest_histories
 from lgsid_pipeline.recommenders.serving import FLOOR_SERVED
 from lgsid_pipeline.registry import champion_folder
 from lgsid_pipeline.report import city_report
@@ -35,6 +28,7 @@ from lgsid_pipeline.stages.generative import (
     city_catalogue,
     floor_models,
     next_item_splits,
+    served_ranker,
 )
 from lgsid_pipeline.tokenizer import SUMMARY_KEYS
 from lgsid_pipeline.warehouse import Warehouse
@@ -52,24 +46,24 @@ def assert_cache_is_what_was_served(warehouse: Warehouse, home: Path, user: str,
                                     served: list[dict]) -> None:
     """The cached list is exactly what the model (or floor) it names gives the user."""
     catalogue = city_catalogue(warehouse, "tiny")
-    events = catalogue.events
     settings = GenerativeStageConfig()
+    item_ids = catalogue.item_ids
+    if served[0]["model"] != FLOOR_SERVED:
+        ranker, _, item_ids, _ = served_ranker(champion_folder("gen-tiger-tiny", home=home),
+                                               catalogue)
+    index = {item: i for i, item in enumerate(item_ids)}
+    events = catalogue.events[catalogue.events["item_id"].astype(str).isin(index)]
     users, histories = latest_histories(events["user_id"].astype(str).to_numpy(),
-                                        events["item_index"].to_numpy(), events["ts"],
-                                        settings.history_window)
+                                        events["item_id"].astype(str).map(index).to_numpy(),
+                                        events["ts"], settings.history_window)
     mine = histories[list(users).index(user)][None]
     if served[0]["model"] == FLOOR_SERVED:
         train = next_item_splits(catalogue, *split_times_of(warehouse, "tiny"),
                                  settings)["train"]
         items, _ = floor_models(catalogue, train)["user_history_2km"].recommend(mine, 10)
     else:
-        folder = champion_folder("gen-tiger-tiny", home=home)
-        choice = read_json(folder / SERVED_FILE)
-        ranker = HistoryAwareRanker(load_generative(folder / choice["variant"]),
-                                    catalogue.lat, catalogue.lon)
-        ranker.weights = BlendWeights(**choice["weights"])
         items = ranker.recommend(mine, 10)
-    assert [catalogue.item_ids[i] for i in items[0]] == [r["item_id"] for r in served]
+    assert [item_ids[i] for i in items[0]] == [r["item_id"] for r in served]
 
 
 def _run_config(encoder: Path) -> dict:

@@ -22,12 +22,10 @@ from lgsid_pipeline.metrics.intervals import summarize_ranks
 from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.recommenders.generative import KINDS
 from lgsid_pipeline.stages.generative import (
-    SERVED_FILE,
     GenerativeStageConfig,
     build_topk_cache,
     city_catalogue,
     floor_ranks,
-    model_catalogue,
     model_name,
     next_item_splits,
     train_and_gate,
@@ -37,7 +35,6 @@ GENERATIVE_KINDS = KINDS
 IDS_ASSETS = [names.ids_asset for names in TOKENIZER_ASSETS]
 CACHE_KIND = "tiger"  # the model kind whose champion user_topk_cache serves
 METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
-__all__ = ["SERVED_FILE", "model_catalogue"]
 
 GenerativeTrainingConfig = config_class(
     "GenerativeTrainingConfig", GenerativeStageConfig,

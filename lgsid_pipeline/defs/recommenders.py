@@ -2,7 +2,7 @@
 and the evaluation report (METHOD section 5)."""
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import dagster as dg
 import numpy as np
@@ -21,8 +21,10 @@ from lgsid_pipeline.defs.resources import (
 )
 from lgsid_pipeline.defs.tokenizer import TOKENIZER_ASSETS
 from lgsid_pipeline.jsonio import read_json, write_json
+from lgsid_pipeline.metrics.intervals import summarize_auc
+from lgsid_pipeline.metrics.ranking import logloss
 from lgsid_pipeline.plots import curves_png
-from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, evaluate_ctr, train_ctr
+from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, predict_ctr, train_ctr
 from lgsid_pipeline.recommenders.datasets import (
     DatasetConfig,
     build_city_ctr_data,
@@ -30,7 +32,7 @@ from lgsid_pipeline.recommenders.datasets import (
     load_ctr_data,
     save_ctr_data,
 )
-from lgsid_pipeline.recommenders.training import save_ctr_model
+from lgsid_pipeline.recommenders.training import TrainResult, save_ctr_model
 from lgsid_pipeline.registry import register_folder
 from lgsid_pipeline.tokenizer import level_columns
 
@@ -44,7 +46,12 @@ RecommenderDatasetsConfig = config_class(
 
 
 class CtrTrainingConfig(dg.Config):
-    """Training of one backbone for every code variant (early stopping on validation AUC)."""
+    """Training of one backbone for every code variant (early stopping on validation AUC).
+
+    ``seeds`` models per variant, with seeds ``seed, seed + 1, ...`` on the same data: the
+    reported test AUC is their mean, with a 95% interval from a joint bootstrap over seeds
+    and test examples (one seed: over test examples); the first seed's model is registered.
+    """
 
     variants: list[str] = list(VARIANTS)
     epochs: int = 8
@@ -54,6 +61,7 @@ class CtrTrainingConfig(dg.Config):
     dim: int = 32
     top_k: int = 20
     seed: int = 0
+    seeds: int = 1
 
 
 @dg.asset(deps=["interactions", "items", *IDS_ASSET.values()],
@@ -106,6 +114,8 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         unknown = sorted(set(config.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
+        if config.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {config.seeds}")
         lgsid.limit_threads()
         data = load_ctr_data(lgsid.warehouse, city)
         train_config = TrainConfig(epochs=config.epochs, patience=config.patience,
@@ -117,42 +127,50 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         for variant in config.variants:
             codes, sizes = _variant_codes(lgsid, city, variant, data)
             splits = data.with_codes(codes)
-            model_config = CtrConfig(n_users=data.n_users, n_items=max(data.n_items, 1),
-                                     n_categories=data.n_categories, codebook_sizes=sizes,
-                                     backbone=backbone, dim=config.dim, top_k=config.top_k,
-                                     seed=config.seed)
-            started = time.perf_counter()
+            runs: list[tuple[TrainResult, float]] = []
+            probs = []
+            for seed in range(config.seed, config.seed + config.seeds):
+                model_config = CtrConfig(n_users=data.n_users, n_items=max(data.n_items, 1),
+                                         n_categories=data.n_categories, codebook_sizes=sizes,
+                                         backbone=backbone, dim=config.dim, top_k=config.top_k,
+                                         seed=seed)
+                tag = f"{backbone}/{variant}" + (f" seed {seed}" if config.seeds > 1 else "")
+                started = time.perf_counter()
 
-            def log_epoch(entry: dict, variant: str = variant) -> None:
-                context.log.info(f"{city} {backbone}/{variant} epoch {entry['epoch']:.0f}: "
-                                 f"loss {entry['train_loss']:.4f} valid AUC "
-                                 f"{entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
+                def log_epoch(entry: dict, tag: str = tag) -> None:
+                    context.log.info(f"{city} {tag} epoch {entry['epoch']:.0f}: loss "
+                                     f"{entry['train_loss']:.4f} valid AUC "
+                                     f"{entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
 
-            result = train_ctr(model_config, splits["train"], splits["valid"], train_config,
-                               on_epoch=log_epoch)
-            seconds = time.perf_counter() - started
-            test = evaluate_ctr(result.model, splits["test"])
-            results[variant] = {"auc": test["auc"], "logloss": test["logloss"],
-                                "valid_auc": result.best_valid_auc,
-                                "best_epoch": result.best_epoch, "train_seconds": seconds}
-            save_ctr_model(result, folder / variant, extra={"city": city, "variant": variant})
-            curves += [{**h, "variant": variant} for h in result.history]
+                result = train_ctr(model_config, splits["train"], splits["valid"],
+                                   replace(train_config, seed=seed), on_epoch=log_epoch)
+                seconds = time.perf_counter() - started
+                probs.append(predict_ctr(result.model, splits["test"]))
+                if not runs:  # the first seed's model is the one registered
+                    save_ctr_model(result, folder / variant,
+                                   extra={"city": city, "variant": variant})
+                    curves += [{**h, "variant": variant} for h in result.history]
+                runs.append((result, seconds))
+            results[variant] = variant_results(splits["test"].label.cpu().numpy(),
+                                               np.stack(probs), runs)
         png = _variant_curves_png(curves, f"{city}: {backbone}")
         registered = register_folder(
             name, folder, params={"backbone": backbone, "city": city,
                                   "variants": ",".join(config.variants),
                                   **asdict(train_config), "dim": config.dim,
-                                  "top_k": config.top_k},
-            metrics={f"{v}.{k}": float(x) for v, figures in results.items()
-                     for k, x in figures.items()},
+                                  "top_k": config.top_k, "seeds": config.seeds},
+            metrics=_mlflow_metrics(results),
             tags={"dagster_run_id": context.run.run_id, "city": city},
             images={"training.png": png}, home=lgsid.home_path)
         write_json(lgsid.report_path("recommenders", city, f"{backbone}.json"),
-                   {"backbone": backbone, "variants": results, "mlflow_version":
-                    registered.version, "split": {"t1": data.t1.isoformat(),
-                                                  "t2": data.t2.isoformat()}})
+                   {"backbone": backbone, "variants": results, "seeds": config.seeds,
+                    "mlflow_version": registered.version,
+                    "split": {"t1": data.t1.isoformat(), "t2": data.t2.isoformat()}})
         return dg.MaterializeResult(metadata={
             **{f"auc_{v}": figures["auc"] for v, figures in results.items()},
+            **{f"auc_ci95_{v}": dg.MetadataValue.json(figures["auc_ci95"])
+               for v, figures in results.items()},
+            "seeds": config.seeds,
             "results": dg.MetadataValue.md(_variants_markdown(results)),
             "mlflow_version": registered.version,
             "mlflow_run": dg.MetadataValue.url(registered.run_url),
@@ -163,11 +181,42 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
     return _asset
 
 
+def variant_results(labels: np.ndarray, probs: np.ndarray,
+                    runs: list[tuple[TrainResult, float]]) -> dict:
+    """One variant's figures from its seeds' test probabilities ``probs`` (n_seeds, n) and
+    (trained model, train seconds) per seed: the seed means of test AUC, log-loss and valid
+    AUC, ``auc_ci95``, ``auc_seeds``, ``seeds``, ``interval``, the first seed's best epoch,
+    and train seconds per model (the mean over seeds) and in all."""
+    if len(runs) != len(probs):
+        raise ValueError(f"{len(runs)} runs but test probabilities of {len(probs)} seeds")
+    summary = summarize_auc(labels, probs)
+    seconds = [s for _, s in runs]
+    return {**summary,
+            "logloss": float(np.mean([logloss(labels, p) for p in probs])),
+            "valid_auc": float(np.mean([r.best_valid_auc for r, _ in runs])),
+            "best_epoch": runs[0][0].best_epoch,
+            "train_seconds": float(np.mean(seconds)),
+            "train_seconds_total": float(np.sum(seconds))}
+
+
+def _mlflow_metrics(results: dict[str, dict]) -> dict[str, float]:
+    """The numeric figures of each variant, the interval as ``auc_ci95_lo`` / ``_hi``."""
+    metrics = {}
+    for v, figures in results.items():
+        for k, x in figures.items():
+            if isinstance(x, int | float) and not isinstance(x, bool):
+                metrics[f"{v}.{k}"] = float(x)
+        metrics[f"{v}.auc_ci95_lo"], metrics[f"{v}.auc_ci95_hi"] = map(
+            float, figures["auc_ci95"])
+    return metrics
+
+
 def _variants_markdown(results: dict[str, dict]) -> str:
-    rows = ["| variant | test AUC | test logloss | valid AUC | best epoch | train s |",
-            "|---|---:|---:|---:|---:|---:|"]
-    rows += [f"| {v} | {r['auc']:.4f} | {r['logloss']:.4f} | {r['valid_auc']:.4f} | "
-             f"{r['best_epoch']} | {r['train_seconds']:.0f} |" for v, r in results.items()]
+    rows = ["| variant | test AUC | 95% CI | seeds | test logloss | valid AUC | best epoch "
+            "| train s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows += [f"| {v} | {r['auc']:.4f} | [{r['auc_ci95'][0]:.4f}, {r['auc_ci95'][1]:.4f}] | "
+             f"{r['seeds']} | {r['logloss']:.4f} | {r['valid_auc']:.4f} | {r['best_epoch']} | "
+             f"{r['train_seconds']:.0f} |" for v, r in results.items()]
     return "\n".join(rows)
 
 
@@ -185,7 +234,10 @@ CTR_ASSETS = [build_ctr_asset(backbone) for backbone in BACKBONES]
 
 
 def discriminative_table(lgsid: LgsidResource, city: str) -> dict | None:
-    """The backbone x variant AUC table of a city from the per-backbone reports."""
+    """The backbone x variant AUC table of a city from the per-backbone reports: ``auc``
+    (seed means), ``auc_ci95`` (``[lo, hi]``, None in reports from before intervals),
+    ``logloss``, per backbone ``seeds``, ``interval`` and ``train_seconds`` (the variants'
+    train seconds per model, summed)."""
     reports = {b: read_json(lgsid.report_path("recommenders", city, f"{b}.json"))
                for b in BACKBONES}
     reports = {b: r for b, r in reports.items() if r}
@@ -195,22 +247,37 @@ def discriminative_table(lgsid: LgsidResource, city: str) -> dict | None:
     return {
         "split": split,
         "auc": {b: {v: r["variants"][v]["auc"] for v in r["variants"]} for b, r in reports.items()},
+        "auc_ci95": {b: {v: r["variants"][v].get("auc_ci95") for v in r["variants"]}
+                     for b, r in reports.items()},
         "logloss": {b: {v: r["variants"][v]["logloss"] for v in r["variants"]}
                     for b, r in reports.items()},
+        "seeds": {b: int(r.get("seeds", 1)) for b, r in reports.items()},
+        "interval": {b: next(iter(r["variants"].values())).get("interval")
+                     for b, r in reports.items()},
         "train_seconds": {b: float(sum(v["train_seconds"] for v in r["variants"].values()))
                           for b, r in reports.items()},
     }
 
 
 def auc_markdown(table: dict) -> str:
-    """backbone x variant AUC table, best variant of each row in bold."""
+    """backbone x variant test AUC with its 95% interval, best variant of each row in bold,
+    and the number of seeds averaged per backbone."""
     variants = [v for v in VARIANTS if any(v in row for row in table["auc"].values())]
-    rows = ["| backbone | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+    intervals = table.get("auc_ci95", {})
+    seeds = table.get("seeds", {})
+    rows = ["| backbone | " + " | ".join(f"{v} AUC [95% CI]" for v in variants) + " | seeds |",
+            "|---|" + "---:|" * (len(variants) + 1)]
     for backbone, row in table["auc"].items():
         best = max(row.values())
-        cells = [(f"**{row[v]:.4f}**" if row[v] == best else f"{row[v]:.4f}") if v in row
-                 else "-" for v in variants]
-        rows.append(f"| {backbone} | " + " | ".join(cells) + " |")
+        cells = []
+        for v in variants:
+            if v not in row:
+                cells.append("-")
+                continue
+            cell = f"**{row[v]:.4f}**" if row[v] == best else f"{row[v]:.4f}"
+            ci = intervals.get(backbone, {}).get(v)
+            cells.append(cell + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+        rows.append(f"| {backbone} | " + " | ".join(cells) + f" | {seeds.get(backbone, 1)} |")
     return "\n".join(rows)
 
 

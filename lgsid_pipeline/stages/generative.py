@@ -251,7 +251,7 @@ def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
     return list(meta["item_ids"]), list(meta["code_strings"])
 
 
-def _served_ranker(folder: Path, catalogue: CityCatalogue
+def served_ranker(folder: Path, catalogue: CityCatalogue
                    ) -> tuple[HistoryAwareRanker, str, list[str], list[str]]:
     """The ranker a registered folder serves (its chosen variant and weights), with the
     variant and that model's item ids and code strings."""
@@ -279,7 +279,7 @@ def champion_gate_score(name: str, home: Path, catalogue: CityCatalogue,
     version = champion_version(name, home)
     if version is None:
         return None, "no champion yet"
-    ranker, variant, item_ids, _ = _served_ranker(champion_folder(name, home), catalogue)
+    ranker, variant, item_ids, _ = served_ranker(champion_folder(name, home), catalogue)
     if item_ids != catalogue.item_ids:
         return None, f"champion v{version} knows other items than today's"
     items = ranker.recommend(gate[0], VALID_K)
@@ -390,7 +390,7 @@ def build_topk_cache(warehouse: Warehouse, home: Path, city: str, kind: str, k: 
     use_model = version is not None and not serve_floor
     item_ids = catalogue.item_ids
     if use_model:
-        ranker, variant, item_ids, code_strings = _served_ranker(
+        ranker, variant, item_ids, code_strings = served_ranker(
             champion_folder(name, home), catalogue)
     index = pd.Series(np.arange(len(item_ids)), index=item_ids)
     events = catalogue.events
