@@ -31,7 +31,8 @@ def ensure_ablation_codes(fit_cities: list[str], cities: list[str]) -> list[str]
         if all(warehouse.has_table("semantic_ids", c, name) for c in cities):
             continue
         inputs = {c: (warehouse.read_table("items", c),
-                      warehouse.read_arrow("item_embeddings", c, part)) for c in cities}
+                      warehouse.read_arrow("item_embeddings", c, part))
+                  for c in dict.fromkeys([*fit_cities, *cities])}
         items = pd.concat([inputs[c][0] for c in fit_cities], ignore_index=True)
         vectors = np.concatenate([aligned_embeddings(*inputs[c])[0] for c in fit_cities])
         tokenizer = TOKENIZERS[kind](TokenizerConfig()).fit(items, vectors)

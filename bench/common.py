@@ -118,8 +118,8 @@ def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
                                             for variant in ("lgsid", "rqkmeans", "rqvae"))]
 
     runs = ensure_item_embeddings()
-    plans = [(missing(list(REAL_CITIES)),
-              ",".join(f"*{name}" for name in SEMANTIC_ID_TABLES)),
+    tokenizers = "tokenizer,rqkmeans_tokenizer,rqvae_tokenizer,"  # on today's embeddings
+    plans = [(missing(list(REAL_CITIES)), tokenizers + ",".join(SEMANTIC_ID_TABLES)),
              (missing([c for c in cities or [] if c not in REAL_CITIES]), CITY_CODE_ASSETS)]
     for todo, select in plans:
         if not todo:

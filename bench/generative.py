@@ -42,12 +42,13 @@ PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr
 HIT_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 ACC_METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 # Sized for two CPU cores: every model gets the same optimizer-step budget.
-STAGE = {"d_model": 64, "n_layers": 2, "steps": 1500, "eval_every": 300, "patience": 2,
+STAGE = {"d_model": 64, "n_layers": 2, "dropout": 0.0, "steps": 400, "eval_every": 200,
+         "patience": 2,
          "batch_size": 128, "lr": 2e-3, "beam_size": 20, "max_history": 20,
          "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 1000,
          "max_test_examples": 2000}
-SASREC = {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.2, "max_history": 50,
-          "eval_every": 300, "patience": 2, "max_valid_eval": 1000}
+SASREC = {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1, "max_history": 50,
+          "eval_every": 200, "patience": 2, "max_valid_eval": 1000, "loss_positions": 1}
 
 
 def log(message: str, began: float) -> None:
@@ -207,6 +208,22 @@ def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
     return out
 
 
+def merge_results(parts: list[Path], out: Path) -> None:
+    """One results file from runs of disjoint cities (each keeps its own provenance)."""
+    merged: dict = {"cities": {}, "provenance": {"merged_from": {}}}
+    for part in parts:
+        data = json.loads(part.read_text())
+        merged["cities"].update(data.get("cities", {}))
+        if STHGCN in data:
+            merged[STHGCN] = data[STHGCN]
+        cities = [*data.get("cities", {}), *([STHGCN] if STHGCN in data else [])]
+        merged["provenance"]["merged_from"][",".join(cities)] = data["provenance"]
+    first = next(iter(merged["provenance"]["merged_from"].values()))
+    merged["provenance"].update({k: first[k] for k in ("git_sha", "created_at", "command",
+                                                        "config")})
+    out.write_text(json.dumps(merged, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", nargs="+", default=["tokyo", "new-york", STHGCN])
@@ -214,7 +231,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "generative.json")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="only merge these result files (runs of other cities) into --out")
     args = parser.parse_args()
+    if args.merge:
+        merge_results(args.merge, args.out)
+        return
     isolated_home("lgsid-gen-")
     import torch
 
