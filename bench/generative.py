@@ -4,9 +4,10 @@ For each city, on the same examples: the floors (a) popularity within 2 km of th
 check-in and (b) the user's own most visited items, then list (a); SASRec on item ids (c);
 TIGER and the OneRec-style decoder on RQ-KMeans, RQ-VAE and LGSID codes, each as the model
 alone and with the history-aware ranking; the served choice of the champion gate; and
-ablations of the ranking (no distance term, distance term only). TIGER and SASRec are means
-over seeds with a 95% interval over seeds and test examples (a joint bootstrap); OneRec and
-the ablations use one seed with a bootstrap over test examples (the JSON says which).
+ablations of the ranking (no distance term, no history terms) and of the codes. TIGER and
+SASRec are means over seeds with a 95% interval over seeds and test examples (a joint
+bootstrap); OneRec and the ablations use one seed with a bootstrap over test examples (the
+JSON says which).
 
 Settings are chosen on validation only: early stopping on the validation sample, blend
 weights on its even rows (``tune``), the gate on its odd rows (``gate``). The test sample is
@@ -42,13 +43,12 @@ PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr
 HIT_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 ACC_METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 # Sized for two CPU cores: every model gets the same optimizer-step budget.
-STAGE = {"d_model": 64, "n_layers": 2, "dropout": 0.0, "steps": 400, "eval_every": 200,
-         "patience": 2,
-         "batch_size": 128, "lr": 2e-3, "beam_size": 20, "max_history": 20,
-         "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 1000,
-         "max_test_examples": 2000}
+STAGE = {"d_model": 64, "n_layers": 2, "dropout": 0.0, "steps": 300, "eval_every": 150,
+         "patience": 2, "batch_size": 128, "lr": 2e-3, "beam_size": 20, "max_history": 20,
+         "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 600,
+         "max_test_examples": 1500}
 SASREC = {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1, "max_history": 50,
-          "eval_every": 200, "patience": 2, "max_valid_eval": 1000, "loss_positions": 1}
+          "eval_every": 150, "patience": 2, "max_valid_eval": 600, "loss_positions": 1}
 
 
 def log(message: str, began: float) -> None:
@@ -176,7 +176,7 @@ def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
                 [r.train_seconds for r in runs]))
             if variant == "lgsid":
                 out.setdefault("ablations", {})
-                for ranking in ("no_distance", "distance_only"):
+                for ranking in ("no_distance", "no_history"):
                     out["ablations"][f"{kind}_lgsid_history_{ranking}"] = summarize(
                         runs[0].ranks[ranking]["test"], metrics, interval, False)
             if kind == "tiger":

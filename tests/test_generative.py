@@ -376,3 +376,11 @@ def test_history_aware_ranker_brings_back_own_items(trained: dict, walk_splits: 
     got = ranker.recommend(revisit[0], 10)
     assert ranking_metrics(got, revisit[1], (10,))["hit@10"] == 1.0
     assert all(len(set(row)) == 10 for row in got.tolist())
+    # with the 2 km list as a third source, floor (b)'s top 10 are always candidates, once
+    near = PopularityNearLastBaseline(lat, lon).fit(walk_splits["train"])
+    pooled = HistoryAwareRanker(result, lat, lon, near=near).candidates(valid[0])
+    floor, _ = UserHistoryBaseline(near).recommend(valid[0], 10)
+    for row, items in zip(floor, pooled.items, strict=True):
+        real = items[items >= 0]
+        assert set(row) <= set(real) and len(set(real)) == len(real)
+    assert (pooled.log_popularity[pooled.items >= 0] >= 0).all()

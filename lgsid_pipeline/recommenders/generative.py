@@ -20,12 +20,13 @@ so no later-period event reaches a training example.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -775,15 +776,17 @@ class UserHistoryBaseline:
 class BlendWeights:
     """How :class:`HistoryAwareRanker` adds to the model's log-probability: ``visits`` x
     log(1 + the user's visits of the item), ``recency`` x 1 / (1 + check-ins since the last
-    visit), minus ``distance`` x log(1 + km from the last check-in)."""
+    visit), ``popularity`` x log(1 + the item's training targets), minus ``distance`` x
+    log(1 + km from the last check-in)."""
 
     visits: float = 0.0
     recency: float = 0.0
     distance: float = 0.0
+    popularity: float = 0.0
 
 
 BLEND_GRID = {"visits": (0.0, 1.0, 2.0, 4.0, 8.0), "recency": (0.0, 1.0, 2.0, 4.0),
-              "distance": (0.0, 0.5, 1.0, 2.0)}
+              "distance": (0.0, 0.5, 1.0, 2.0), "popularity": (0.0, 0.5, 1.0)}
 
 
 @dataclass
@@ -795,40 +798,55 @@ class Candidates:
     visits: np.ndarray
     recency: np.ndarray
     log_km: np.ndarray
+    log_popularity: np.ndarray
 
 
 class HistoryAwareRanker:
     """Generation that knows the user's history and location: the candidates are the beam's
-    items plus the user's own items, each scored by the model's log-probability of its code
-    plus :class:`BlendWeights` terms. Weights are chosen on validation (:meth:`fit`); with
-    all weights 0 the ranking is the model's own."""
+    items, the user's own items and (with ``near``) the popularity-within-2-km list, each
+    scored by the model's log-probability of its code plus :class:`BlendWeights` terms.
+    Weights are chosen on validation (:meth:`fit`); with all weights 0 the ranking is the
+    model's own, and large visit and popularity weights give back floor (b)'s lists."""
 
     def __init__(self, result: GenerativeResult, item_lat: np.ndarray, item_lon: np.ndarray,
-                 max_own: int = 30) -> None:
+                 near: PopularityNearLastBaseline | None = None, max_own: int = 30) -> None:
         self.result = result
         self.lat = np.asarray(item_lat, dtype=np.float64)
         self.lon = np.asarray(item_lon, dtype=np.float64)
         if self.lat.shape != (result.tokenizer.n_items,) or self.lon.shape != self.lat.shape:
             raise ValueError(f"need {result.tokenizer.n_items} item coordinates, got "
                              f"{self.lat.shape} and {self.lon.shape}")
-        self.max_own = max_own
+        if near is not None and near.lat.shape != self.lat.shape:
+            raise ValueError(f"the 2 km list ranks {len(near.lat)} items, the model "
+                             f"{len(self.lat)}")
+        self.near, self.max_own = near, max_own
         self.weights = BlendWeights()
         self.grid_scores: list[dict[str, float]] = []
 
     def candidates(self, histories: np.ndarray) -> Candidates:
-        """The beam's items and the user's own, with the model's log-probability of each."""
+        """The beam's items, the user's own and the 2 km list, with the model's
+        log-probability of each."""
         result, config = self.result, self.result.config
         tok = result.tokenizer
         hist = _fit_history(histories, max(np.asarray(histories).shape[-1], 1), tok.n_items)
         beam, _ = recommend_top_k(result, tok.codes, hist, config.beam_size)
         own, counts, ago = _visit_stats(hist)
         own, counts, ago = own[:, :self.max_own], counts[:, :self.max_own], ago[:, :self.max_own]
-        items = np.concatenate([own, beam], axis=1)
-        # a beam item that is also one of the user's own is kept once, with its visits
-        dup = (beam[:, :, None] == own[:, None, :]).any(axis=2)
-        items[:, own.shape[1]:][dup] = -1
-        visits = np.concatenate([counts, np.zeros_like(beam)], axis=1)
-        gap = np.concatenate([ago, np.zeros_like(beam)], axis=1)
+        lists = [own, beam]
+        if self.near is not None:
+            # twice the beam, so floor (b)'s top beam_size items are always candidates
+            lists.append(self.near.recommend(hist, min(2 * config.beam_size, tok.n_items))[0])
+        items = np.concatenate(lists, axis=1)
+        # an item in several lists is kept once, at its first place (own items first)
+        order = np.argsort(items, axis=1, kind="stable")
+        ordered = np.take_along_axis(items, order, axis=1)
+        repeat = np.zeros_like(items, dtype=bool)
+        np.put_along_axis(repeat, order, np.c_[np.zeros((len(items), 1), dtype=bool),
+                                               ordered[:, 1:] == ordered[:, :-1]], axis=1)
+        items[repeat & (items >= 0)] = -1
+        pad = np.zeros((len(items), items.shape[1] - own.shape[1]), dtype=np.int64)
+        visits = np.concatenate([counts, pad], axis=1).astype(np.float64)
+        gap = np.concatenate([ago, pad], axis=1)
         recency = np.where(visits > 0, 1.0 / (1.0 + gap), 0.0)
         logp = np.zeros(items.shape, dtype=np.float32)
         tokens = tok.history_tokens(_fit_history(hist, config.max_history, tok.n_items))
@@ -842,13 +860,16 @@ class HistoryAwareRanker:
                           self.lon[np.clip(last, 0, None)][:, None],
                           self.lat[safe], self.lon[safe])
         log_km = np.where((last >= 0)[:, None], np.log1p(km), 0.0)
-        return Candidates(items, logp, visits.astype(np.float64), recency, log_km)
+        popularity = (self.near.popularity if self.near is not None
+                      else np.zeros(tok.n_items, dtype=np.int64))
+        return Candidates(items, logp, visits, recency, log_km,
+                          np.log1p(popularity[safe].astype(np.float64)))
 
     @staticmethod
     def rank(c: Candidates, w: BlendWeights, k: int) -> np.ndarray:
         """Items (S, k) of ``c`` ordered by the blended score with weights ``w``."""
         score = (c.logp + w.visits * np.log1p(c.visits) + w.recency * c.recency
-                 - w.distance * c.log_km)
+                 - w.distance * c.log_km + w.popularity * c.log_popularity)
         score = np.where(c.items >= 0, score, -np.inf)
         order = np.argsort(-score, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(c.items, order, axis=1)
@@ -863,15 +884,14 @@ class HistoryAwareRanker:
         c = candidates if candidates is not None else self.candidates(histories)
         best: tuple[float, float] | None = None
         self.grid_scores = []
-        for visits in grid.get("visits", (0.0,)):
-            for recency in grid.get("recency", (0.0,)):
-                for distance in grid.get("distance", (0.0,)):
-                    w = BlendWeights(visits, recency, distance)
-                    m = ranking_metrics(self.rank(c, w, k), np.asarray(targets), (k,))
-                    self.grid_scores.append({**asdict(w), **m})
-                    score = (m[f"hit@{k}"], m[f"ndcg@{k}"])
-                    if best is None or score > best:
-                        best, self.weights = score, w
+        names = [f.name for f in fields(BlendWeights)]
+        for values in itertools.product(*(grid.get(name, (0.0,)) for name in names)):
+            w = BlendWeights(**dict(zip(names, values, strict=True)))
+            m = ranking_metrics(self.rank(c, w, k), np.asarray(targets), (k,))
+            self.grid_scores.append({**asdict(w), **m})
+            score = (m[f"hit@{k}"], m[f"ndcg@{k}"])
+            if best is None or score > best:
+                best, self.weights = score, w
         return self.weights
 
     def recommend(self, histories: np.ndarray, k: int) -> np.ndarray:

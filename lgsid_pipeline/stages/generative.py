@@ -59,6 +59,7 @@ from lgsid_pipeline.warehouse import Warehouse
 RANK_DEPTH = 20  # ranked list length kept per example (Hit/NDCG@5/10, MRR truncated here)
 SCORED = ("gate", "test")  # the samples every model and floor is ranked on
 SERVED_FILE = "served.json"  # in a registered model folder: the variant served, its weights
+POPULARITY_FILE = "popularity.npy"  # ... and the training target counts of its 2 km list
 
 
 @dataclass
@@ -214,17 +215,19 @@ def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
                   ablations: bool = False) -> TrainedVariant:
     """Train one model, fit its blend weights on ``tune``, rank ``gate`` and ``test``: the
     model alone (``plain``) and blended; with ``ablations`` also the blend without the
-    distance term (``no_distance``) and with the distance term only (``distance_only``)."""
+    distance term (``no_distance``: what geography buys) and without the user's visits
+    (``no_history``: what the history buys)."""
     started = time.perf_counter()
     result = train_generative(config.model_config(kind, seed), codes, splits, on_eval=on_eval)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    ranker = HistoryAwareRanker(result, catalogue.lat, catalogue.lon)
+    near = floor_models(catalogue, splits["train"])["popularity_2km"]
+    ranker = HistoryAwareRanker(result, catalogue.lat, catalogue.lon, near=near)
     pools = {split: ranker.candidates(splits[split][0]) for split in ("tune", *SCORED)}
     rankings = {"blended": BLEND_GRID}
     if ablations:
         rankings |= {"no_distance": {**BLEND_GRID, "distance": (0.0,)},
-                     "distance_only": {**BLEND_GRID, "visits": (0.0,), "recency": (0.0,)}}
+                     "no_history": {**BLEND_GRID, "visits": (0.0,), "recency": (0.0,)}}
     depth = max(10, min(RANK_DEPTH, config.beam_size))
     ranks: dict[str, dict[str, np.ndarray]] = {"plain": {}}
     for split in SCORED:
@@ -270,8 +273,10 @@ def served_ranker(folder: Path, catalogue: CityCatalogue
         raise ModelArtifactError(f"{int(known.isna().sum())} items of the model in {folder} "
                                  "are no longer in the city's items")
     rows = known.to_numpy(dtype=np.int64)
+    near = PopularityNearLastBaseline(catalogue.lat[rows], catalogue.lon[rows])
+    near.popularity = np.load(folder / POPULARITY_FILE, allow_pickle=False)
     ranker = HistoryAwareRanker(load_generative(folder / variant), catalogue.lat[rows],
-                                catalogue.lon[rows])
+                                catalogue.lon[rows], near=near)
     ranker.weights = BlendWeights(**served["weights"])
     return ranker, variant, item_ids, code_strings
 
@@ -348,6 +353,7 @@ def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
     decision = champion_gate(trained[best].gate_hit10, floor_gate, champion)
     write_json(work_dir / SERVED_FILE, {"variant": best,
                                         "weights": asdict(trained[best].ranker.weights)})
+    np.save(work_dir / POPULARITY_FILE, trained[best].ranker.near.popularity)
     png = _curves_png(curves, f"{city}: {kind}")
     registered = register_folder(
         name, work_dir, params={**asdict(config.model_config(kind)), "city": city,
