@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,7 +36,8 @@ from common import (
     provenance,
 )
 
-STHGCN = "sthgcn-nyc"
+STHGCN = "sthgcn-nyc"  # the city slug
+STHGCN_KEY = "sthgcn_nyc"  # its entry in generative.json, beside "cities"
 STHGCN_DATA = "foursquare_nyc_sthgcn"
 PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr": 0.3915,
                         "note": "best run, SIGIR 2023 (mean of 10 runs: 0.2625 / 0.5226 / "
@@ -97,11 +99,14 @@ def summarize(ranks, metrics, interval: str, multi_seed: bool) -> dict:
     return out
 
 
-def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
+def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
+             save: Callable[[dict], None]) -> dict:
+    """Every model and floor of one city; ``save`` gets the entry after each model, so an
+    interrupted run keeps what it measured."""
     import numpy as np
 
     from lgsid_pipeline.metrics.intervals import target_ranks
-    from lgsid_pipeline.recommenders.generative import CODE_VARIANTS, KINDS
+    from lgsid_pipeline.recommenders.generative import CODE_VARIANTS
     from lgsid_pipeline.recommenders.sasrec import (
         SasrecConfig,
         recommend_sasrec,
@@ -153,8 +158,9 @@ def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
     out["train_seconds"]["sasrec"] = (time.perf_counter() - started) / seeds
     log(f"{city}: sasrec {out['floors']['sasrec'][interval]:.4f}", began)
 
+    save(out)
     gate_candidates = {}
-    for kind in KINDS:
+    for kind in kinds:
         n_seeds = seeds if kind == "tiger" else 1
         out[kind], out[f"{kind}_history"] = {}, {}
         for variant in CODE_VARIANTS:
@@ -181,6 +187,7 @@ def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
                         runs[0].ranks[ranking]["test"], metrics, interval, False)
             if kind == "tiger":
                 gate_candidates[variant] = runs[0]
+            save(out)
     # Ablations of the codes (bench/ablations.py), TIGER with seed 0: what G-DPO and the
     # geographic primary level buy.
     for name in ABLATION_CODES:
@@ -191,6 +198,7 @@ def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
                                                           interval, False)
         log(f"{city}: ablation {name}: plain "
             f"{out['ablations'][f'tiger_{name}'][interval]:.4f}", began)
+        save(out)
     # What the pipeline would serve: the seed-0 TIGER variant with the best gate Hit@10, if
     # it beats floor (b) on the gate rows; else floor (b) itself.
     best = max(gate_candidates, key=lambda v: gate_candidates[v].gate_hit10)
@@ -208,15 +216,22 @@ def run_city(city: str, seeds: int, began: float, quick: bool) -> dict:
     return out
 
 
+def sthgcn_entry(entry: dict) -> dict:
+    """The STHGCN split's entry: SASRec beside the floors, and the published figures."""
+    return {**entry, "sasrec": entry["floors"].get("sasrec"), "published": PUBLISHED}
+
+
 def merge_results(parts: list[Path], out: Path) -> None:
     """One results file from runs of disjoint cities (each keeps its own provenance)."""
     merged: dict = {"cities": {}, "provenance": {"merged_from": {}}}
     for part in parts:
         data = json.loads(part.read_text())
         merged["cities"].update(data.get("cities", {}))
-        if STHGCN in data:
-            merged[STHGCN] = data[STHGCN]
-        cities = [*data.get("cities", {}), *([STHGCN] if STHGCN in data else [])]
+        for key in (STHGCN, STHGCN_KEY):  # runs before the key was named keep the slug
+            if key in data:
+                merged[STHGCN_KEY] = sthgcn_entry(data[key])
+        cities = [*data.get("cities", {}),
+                  *([STHGCN] if STHGCN in data or STHGCN_KEY in data else [])]
         merged["provenance"]["merged_from"][",".join(cities)] = data["provenance"]
     first = next(iter(merged["provenance"]["merged_from"].values()))
     merged["provenance"].update({k: first[k] for k in ("git_sha", "created_at", "command",
@@ -228,6 +243,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", nargs="+", default=["tokyo", "new-york", STHGCN])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--kinds", nargs="+", default=["tiger", "onerec"],
+                        choices=["tiger", "onerec"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "generative.json")
@@ -248,21 +265,25 @@ def main() -> None:
     ensure_ablation_codes(list(REAL_CITIES), args.cities)
     log("semantic IDs (and ablation codes) ready", began)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results = {"cities": {}, **{k: v for k, v in previous.items() if k == STHGCN}}
+    results = {"cities": {}, **{k: v for k, v in previous.items() if k == STHGCN_KEY}}
     results["cities"] = {k: v for k, v in previous.get("cities", {}).items()
                          if "floors" in v and k in args.cities}
     config = {"stage": STAGE, "sasrec": SASREC, "seeds": args.seeds, "threads": args.threads,
-              "quick": args.quick, "cities": args.cities}
+              "quick": args.quick, "cities": args.cities, "kinds": args.kinds}
     for city in args.cities:
         started = time.perf_counter()
-        entry = run_city(city, args.seeds, began, args.quick)
-        entry["seconds"] = time.perf_counter() - started
-        if city == STHGCN:
-            results[STHGCN] = {**entry, "published": PUBLISHED}
-        else:
-            results["cities"][city] = entry
-        results["provenance"] = provenance(config)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+        def save(entry: dict, city: str = city, started: float = started) -> None:
+            entry["seconds"] = time.perf_counter() - started
+            if city == STHGCN:
+                results[STHGCN_KEY] = sthgcn_entry(entry)
+            else:
+                results["cities"][city] = entry
+            results["provenance"] = provenance(config)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+        entry = run_city(city, args.seeds, began, args.quick, args.kinds, save)
+        save(entry)
         log(f"{city} done in {entry['seconds']:.0f}s; wrote {args.out}", began)
 
 

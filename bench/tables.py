@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common import RESULTS
 
-STHGCN = "sthgcn-nyc"
+STHGCN = "sthgcn_nyc"
 
 
 def cell(m: dict, key: str) -> str:
@@ -39,7 +39,9 @@ def table(entry: dict, metrics: tuple[str, ...], interval: str) -> str:
         lines.append(f"| {name} | {m['seeds']} | "
                      + " | ".join(cell(m, k) if k == interval else f"{m[k]:.3f}"
                                   for k in metrics) + " |")
-    served = entry["served"]
+    served = entry.get("served")
+    if served is None:
+        return "\n".join(lines)
     lines.append(f"\nServed (`user_topk_cache`): {served['model']}, {interval} "
                  f"{cell(served, interval)}; gate: {served['gate']['reason']}.")
     return "\n".join(lines)
