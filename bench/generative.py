@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ablations import ABLATION_CODES, ensure_ablation_codes
 from common import (
+    GENERATIVE,
     REAL_CITIES,
     RESULTS,
     ensure_semantic_ids,
@@ -44,11 +45,7 @@ PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr
                                 "0.6117 / 0.3798); 1,347 targets"}}
 HIT_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 ACC_METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
-# Sized for two CPU cores: every model gets the same optimizer-step budget.
-STAGE = {"d_model": 64, "n_layers": 2, "dropout": 0.0, "steps": 300, "eval_every": 150,
-         "patience": 2, "batch_size": 128, "lr": 2e-3, "beam_size": 20, "max_history": 20,
-         "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 600,
-         "max_test_examples": 1500}
+# SASRec gets the same step budget and batch as the generative models (set in run_city).
 SASREC = {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1, "max_history": 50,
           "eval_every": 150, "patience": 2, "max_valid_eval": 600, "loss_positions": 1}
 
@@ -123,7 +120,7 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
     from lgsid_pipeline.warehouse import Warehouse
 
     warehouse = Warehouse()
-    stage = dict(STAGE)
+    stage = dict(GENERATIVE)
     if city == STHGCN:
         stage["max_test_examples"] = 0  # the protocol's whole test set
     if quick:
@@ -268,7 +265,7 @@ def main() -> None:
     results = {"cities": {}, **{k: v for k, v in previous.items() if k == STHGCN_KEY}}
     results["cities"] = {k: v for k, v in previous.get("cities", {}).items()
                          if "floors" in v and k in args.cities}
-    config = {"stage": STAGE, "sasrec": SASREC, "seeds": args.seeds, "threads": args.threads,
+    config = {"stage": GENERATIVE, "sasrec": SASREC, "seeds": args.seeds, "threads": args.threads,
               "quick": args.quick, "cities": args.cities, "kinds": args.kinds}
     for city in args.cities:
         started = time.perf_counter()
