@@ -149,7 +149,7 @@ def provenance(config: dict) -> dict:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
                               check=False).stdout.strip()
 
-    sha = git("rev-parse", "HEAD")
+    sha = git("rev-parse", "HEAD") or "unknown (not run in a git checkout)"
     if git("status", "--porcelain", "--untracked-files=no"):
         sha += "+dirty"
     packages = ("torch", "transformers", "dagster", "numpy", "scikit-learn", "duckdb")
