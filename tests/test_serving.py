@@ -112,7 +112,7 @@ def walk_city(warehouse: Warehouse, city: str, seed: int = 0, revisit: bool = Fa
 
 
 def stage_config(**overrides: object) -> GenerativeStageConfig:
-    values: dict = {"variants": ["lgsid"], "d_model": 64, "steps": 300, "eval_every": 100,
+    values: dict = {"variants": ["lgsid"], "d_model": 64, "steps": 150, "eval_every": 75,
                     "batch_size": 64, "lr": 5e-3, "beam_size": 10, "max_history": 4,
                     "history_window": 20, "max_valid_eval": 300, "max_test_examples": 300}
     return GenerativeStageConfig(**{**values, **overrides})
@@ -164,8 +164,8 @@ def test_without_a_qualifying_model_the_cache_serves_floor_b(tmp_path: Path) -> 
     assert user_rows["item_id"].tolist() == [catalogue.item_ids[i] for i in expected[0]]
     # floor (b) is perfect here: a trained model cannot beat it, so it is registered but
     # not promoted, and the cache keeps serving the floor
-    model = train_and_gate(warehouse, home, "walk", "tiger", T1, T2, stage_config(steps=100),
-                           tmp_path / "work")
+    model = train_and_gate(warehouse, home, "walk", "tiger", T1, T2,
+                           stage_config(steps=20, eval_every=10), tmp_path / "work")
     assert model.decision.floor == 1.0
     assert not model.decision.promote and model.decision.serve == "floor"
     again = build_topk_cache(warehouse, home, "walk", "tiger", 10, 20,
