@@ -36,8 +36,8 @@ BACKBONES = ("din", "dien", "sim", "twin", "eta")
 # the last step, so larger budgets help where time allows).
 GENERATIVE = {"d_model": 64, "n_layers": 2, "dropout": 0.0, "steps": 300, "eval_every": 150,
               "patience": 2, "batch_size": 128, "lr": 2e-3, "beam_size": 20, "max_history": 20,
-              "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 600,
-              "max_test_examples": 1500}
+              "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 3000,
+              "early_stop_examples": 500, "max_test_examples": 4000}
 ONE_TORCH_THREAD = {"resources": {"lgsid": {"config": {"torch_threads": 1}}}}
 DISCRIMINATIVE_RUN_CONFIG = {
     **ONE_TORCH_THREAD,

@@ -4,13 +4,14 @@ For each city, on the same examples: the floors (a) popularity within 2 km of th
 check-in and (b) the user's own most visited items, then list (a); SASRec on item ids (c);
 TIGER and the OneRec-style decoder on RQ-KMeans, RQ-VAE and LGSID codes, each as the model
 alone and with the history-aware ranking; the served choice of the champion gate; and
-ablations of the ranking (no distance term, no history terms) and of the codes. TIGER and
+ablations of the re-ranking (without the model's, the history's or the distance features)
+and of the codes. TIGER and
 SASRec are means over seeds with a 95% interval over seeds and test examples (a joint
 bootstrap); OneRec and the ablations use one seed with a bootstrap over test examples (the
 JSON says which).
 
-Settings are chosen on validation only: early stopping on the validation sample, blend
-weights on its even rows (``tune``), the gate on its odd rows (``gate``). The test sample is
+Settings are chosen on validation only: early stopping on part of the validation sample, the
+re-ranker on its even rows (``tune``), the gate on its odd rows (``gate``). The test sample is
 scored once per trained model.
 
 Usage: LGSID_BENCH_HOME=... .venv/bin/python bench/generative.py [--cities ...] [--seeds N]
@@ -87,12 +88,17 @@ def city_splits(warehouse, city: str, catalogue, settings) -> dict:
     return sample_splits(splits, settings)
 
 
-def summarize(ranks, metrics, interval: str, multi_seed: bool) -> dict:
-    from lgsid_pipeline.metrics.intervals import summarize_ranks
+def summarize(ranks, metrics, interval: str, multi_seed: bool, floor_b=None) -> dict:
+    """Seed means with the interval of ``interval``; with ``floor_b`` (its test ranks) also
+    the paired difference to floor (b) on the same examples (``vs_floor_b``)."""
+    from lgsid_pipeline.metrics.intervals import paired_difference, summarize_ranks
 
     out = summarize_ranks(ranks, metrics, (interval,))
     out["interval"] = ("bootstrap over seeds and test examples" if multi_seed and
                        out["seeds"] > 1 else "bootstrap over test examples")
+    if floor_b is not None:
+        out["vs_floor_b"] = {"metric": interval,
+                             **paired_difference(ranks, floor_b, interval)}
     return out
 
 
@@ -151,7 +157,9 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
                               len(catalogue.item_ids), splits)
         items, _ = recommend_sasrec(result, splits["test"][0], 20)
         sasrec_ranks.append(target_ranks(items, splits["test"][1]))
-    out["floors"]["sasrec"] = summarize(np.stack(sasrec_ranks), metrics, interval, True)
+    floor_b = floors["user_history_2km"]["test"]
+    out["floors"]["sasrec"] = summarize(np.stack(sasrec_ranks), metrics, interval, True,
+                                        floor_b)
     out["train_seconds"]["sasrec"] = (time.perf_counter() - started) / seeds
     log(f"{city}: sasrec {out['floors']['sasrec'][interval]:.4f}", began)
 
@@ -173,15 +181,14 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
                     f"test top-10 {hits} ({run.train_seconds:.0f}s train)", began)
             for ranking, key in (("plain", kind), ("blended", f"{kind}_history")):
                 out[key][variant] = summarize(np.stack([r.ranks[ranking]["test"] for r in runs]),
-                                              metrics, interval, True)
-            out[f"{kind}_history"][variant]["blend_weights"] = asdict(runs[0].ranker.weights)
+                                              metrics, interval, True, floor_b)
             out["train_seconds"][f"{kind}/{variant}"] = float(np.mean(
                 [r.train_seconds for r in runs]))
             if variant == "lgsid":
                 out.setdefault("ablations", {})
-                for ranking in ("no_distance", "no_history"):
+                for ranking in ("no_model", "no_history", "no_distance"):
                     out["ablations"][f"{kind}_lgsid_history_{ranking}"] = summarize(
-                        runs[0].ranks[ranking]["test"], metrics, interval, False)
+                        runs[0].ranks[ranking]["test"], metrics, interval, False, floor_b)
             if kind == "tiger":
                 gate_candidates[variant] = runs[0]
             save(out)
@@ -192,7 +199,7 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
         run = train_variant("tiger", codes, catalogue, splits, settings, seed=0)
         for ranking, key in (("plain", "tiger"), ("blended", "tiger_history")):
             out["ablations"][f"{key}_{name}"] = summarize(run.ranks[ranking]["test"], metrics,
-                                                          interval, False)
+                                                          interval, False, floor_b)
         log(f"{city}: ablation {name}: plain "
             f"{out['ablations'][f'tiger_{name}'][interval]:.4f}", began)
         save(out)
@@ -204,10 +211,11 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
                              float(np.mean((floor_gate >= 0) & (floor_gate < 10))), None)
     served_ranks = (gate_candidates[best].ranks["blended"]["test"] if decision.promote
                     else floors["user_history_2km"]["test"])
-    served = summarize(served_ranks, metrics, interval, False)
+    served = summarize(served_ranks, metrics, interval, False, floor_b)
     out["served"] = {"model": f"tiger/{best} + history" if decision.promote
                      else "floor/user_history_2km", interval: served[interval],
                      f"{interval}_ci95": served[f"{interval}_ci95"],
+                     "vs_floor_b": served["vs_floor_b"],
                      "gate": decision.as_dict()}
     log(f"{city}: served {out['served']}", began)
     return out

@@ -33,12 +33,15 @@ def rows_of(entry: dict) -> list[tuple[str, dict]]:
 
 def table(entry: dict, metrics: tuple[str, ...], interval: str) -> str:
     head = [f"{m} (95% CI)" if m == interval else m for m in metrics]
-    lines = ["| model | seeds | " + " | ".join(head) + " |",
-             "|---|---:|" + "---:|" * len(metrics)]
+    lines = ["| model | seeds | " + " | ".join(head) + f" | {interval} minus floor (b), "
+             "paired (95% CI) |", "|---|---:|" + "---:|" * (len(metrics) + 1)]
     for name, m in rows_of(entry):
+        diff = m.get("vs_floor_b")
+        paired = (f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]"
+                  if diff else "")
         lines.append(f"| {name} | {m['seeds']} | "
                      + " | ".join(cell(m, k) if k == interval else f"{m[k]:.3f}"
-                                  for k in metrics) + " |")
+                                  for k in metrics) + f" | {paired} |")
     served = entry.get("served")
     if served is None:
         return "\n".join(lines)

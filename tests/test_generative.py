@@ -16,7 +16,6 @@ import torch
 from lgsid_pipeline.recommenders.generative import (
     GenerativeConfig,
     GenerativeResult,
-    HistoryAwareRanker,
     PopularityNearLastBaseline,
     UserHistoryBaseline,
     build_generative_model,
@@ -350,37 +349,3 @@ def test_user_history_floor_on_a_hand_made_example() -> None:
     metrics = floor.evaluate((histories, np.array([5, 0, 2])), ks=(1, 2))
     assert metrics == pytest.approx({"hit@1": 0.0, "ndcg@1": 0.0, "hit@2": 1 / 3,
                                      "ndcg@2": 1 / 3 / math.log2(3)})
-
-
-def test_history_aware_ranker_brings_back_own_items(trained: dict, walk_splits: dict) -> None:
-    """On the walk the next item is never one already visited, so the model's own ranking
-    should win on validation; a target that is always a revisit makes visits win."""
-    result = trained["tiger"]
-    rng = np.random.default_rng(0)
-    lat, lon = rng.uniform(40, 40.05, N_ITEMS), rng.uniform(-74, -73.95, N_ITEMS)
-    ranker = HistoryAwareRanker(result, lat, lon)
-    valid = tuple(a[:150] for a in walk_splits["valid"])
-    weights = ranker.fit(valid, grid={"visits": (0.0, 8.0), "recency": (0.0,)})
-    assert weights.visits == 0.0
-    # with no weights the ranking is the model's: the beam's items (rescored exactly, so an
-    # own item the beam pruned may come in) in order of their code's log-probability
-    plain, _ = recommend_top_k(result, WALK_CODES, valid[0], 10)
-    mine = ranker.recommend(valid[0], 10)
-    assert (mine == plain).all(axis=1).mean() >= 0.8
-    tokens = torch.from_numpy(result.tokenizer.history_tokens(valid[0]))
-    exact = score_items(result.model, tokens, result.tokenizer, mine)
-    assert (np.diff(exact, axis=1) <= 1e-5).all()
-    revisit = (valid[0], valid[0][:, -1])  # the target is the latest history item
-    weights = ranker.fit(revisit, grid={"visits": (0.0, 8.0), "recency": (0.0,)})
-    assert weights.visits == 8.0
-    got = ranker.recommend(revisit[0], 10)
-    assert ranking_metrics(got, revisit[1], (10,))["hit@10"] == 1.0
-    assert all(len(set(row)) == 10 for row in got.tolist())
-    # with the 2 km list as a third source, floor (b)'s top 10 are always candidates, once
-    near = PopularityNearLastBaseline(lat, lon).fit(walk_splits["train"])
-    pooled = HistoryAwareRanker(result, lat, lon, near=near).candidates(valid[0])
-    floor, _ = UserHistoryBaseline(near).recommend(valid[0], 10)
-    for row, items in zip(floor, pooled.items, strict=True):
-        real = items[items >= 0]
-        assert set(row) <= set(real) and len(set(real)) == len(real)
-    assert (pooled.log_popularity[pooled.items >= 0] >= 0).all()

@@ -34,8 +34,11 @@ from lgsid_pipeline.metrics import (
 from lgsid_pipeline.metrics.intervals import (
     auc_interval,
     auc_replicates,
+    intervals_overlap,
     mean_auc_interval,
+    paired_difference,
     summarize_auc,
+    summarize_ranks,
 )
 
 # ---------------------------------------------------------------- synthetic spaces
@@ -455,3 +458,18 @@ def test_collisions_buckets_and_churn_hand_example() -> None:
 def test_codebook_rejects_bad_input(call) -> None:
     with pytest.raises(ValueError):
         call()
+
+
+def test_paired_difference_sees_a_small_consistent_gain() -> None:
+    rng = np.random.default_rng(0)
+    floor = np.where(rng.random(2000) < 0.5, 0, -1)  # hit@10 about 0.5
+    better = floor.copy()
+    better[np.flatnonzero(floor < 0)[:60]] = 3  # 60 more hits: +0.03 on the same examples
+    out = paired_difference(np.stack([better, better]), floor)
+    assert out["mean"] == pytest.approx(0.03)
+    assert 0 < out["ci95"][0] < 0.03 < out["ci95"][1]
+    # the unpaired intervals of the two means overlap at this gain
+    assert intervals_overlap(summarize_ranks(better)["hit@10_ci95"],
+                             summarize_ranks(floor)["hit@10_ci95"])
+    with pytest.raises(ValueError, match="same 2000 examples"):
+        paired_difference(better, floor[:10])

@@ -134,7 +134,8 @@ def test_gate_refuses_a_worse_model_and_the_cache_stays_on_the_champion(
     before = cache.table.drop(columns="refreshed_at")
 
     worse = train_and_gate(warehouse, home, "walk", "tiger", T1, T2,
-                           stage_config(steps=1, eval_every=1), tmp_path / "work-worse")
+                           stage_config(steps=1, eval_every=1, max_train_examples=30),
+                           tmp_path / "work-worse")
     assert not worse.decision.promote and worse.decision.serve == "champion"
     assert worse.decision.champion is not None
     assert worse.decision.candidate < worse.decision.champion

@@ -87,6 +87,20 @@ def summarize_ranks(ranks: np.ndarray | Sequence[np.ndarray],
     return out
 
 
+def paired_difference(ranks: np.ndarray, reference: np.ndarray, name: str = "hit@10",
+                      seed: int = 0) -> dict[str, float | list[float]]:
+    """Mean of ``name`` under ``ranks`` (n_examples,) or (n_seeds, n_examples) minus under
+    ``reference`` (n_examples,) on the same examples, with a 95% interval that resamples
+    the examples of both together (and the seeds): the paired comparison."""
+    r = np.atleast_2d(np.asarray(ranks))
+    ref = np.asarray(reference)
+    if ref.ndim != 1 or r.shape[1] != len(ref):
+        raise ValueError(f"need reference ranks of the same {r.shape[1]} examples, got "
+                         f"shape {ref.shape}")
+    diff = per_example(r, name) - per_example(ref, name)[None, :]
+    return {"mean": float(diff.mean()), "ci95": list(bootstrap_interval(diff, seed=seed))}
+
+
 def intervals_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether two intervals ``[lo, hi]`` share a point ("better" needs them apart)."""
     return not (a[1] < b[0] or b[1] < a[0])

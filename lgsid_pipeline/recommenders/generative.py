@@ -20,13 +20,12 @@ so no later-period event reaches a training example.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import math
 import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +150,7 @@ def latest_histories(user_ids: Any, item_idx: Any, timestamps: Any, max_history:
     return keys[users[last]], _windows(items, first[last], last + 1, max_history)
 
 
-def _fit_history(histories: Any, n: int, n_items: int) -> np.ndarray:
+def fit_history(histories: Any, n: int, n_items: int) -> np.ndarray:
     """Histories as (S, n): the last n columns, or left-padded with -1."""
     hist = np.asarray(histories)
     if hist.ndim != 2 or (hist.size and hist.dtype.kind not in "iu"):
@@ -516,7 +515,7 @@ def recommend_top_k(result: GenerativeResult, codes: np.ndarray, histories: np.n
     ``max(config.beam_size, k)``) for histories (S, N) of item indices (-1 = padding)."""
     _check_codes(result, codes)
     config, tok = result.config, result.tokenizer
-    tokens = tok.history_tokens(_fit_history(histories, config.max_history, tok.n_items))
+    tokens = tok.history_tokens(fit_history(histories, config.max_history, tok.n_items))
     beam = max(config.beam_size, k)
     items, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k), dtype=np.float32)]
     for start in range(0, len(tokens), config.eval_batch_size):
@@ -555,7 +554,7 @@ def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[s
     model = build_generative_model(config, tokenizer).to(device)
     result = GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer))
     history = torch.from_numpy(tokenizer.history_tokens(
-        _fit_history(train_h, config.max_history, tokenizer.n_items)))
+        fit_history(train_h, config.max_history, tokenizer.n_items)))
     targets = torch.from_numpy(tokenizer.item_tokens(np.asarray(train_t)))
     pick = np.sort(rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)),
                               replace=False))
@@ -693,7 +692,7 @@ class PopularityNearLastBaseline:
         n_items = len(self.lat)
         if not 1 <= k <= n_items:
             raise ValueError(f"need 1 <= k <= {n_items}, got {k}")
-        hist = _fit_history(histories, max(np.asarray(histories).shape[-1], 1), n_items)
+        hist = fit_history(histories, max(np.asarray(histories).shape[-1], 1), n_items)
         last = hist[:, -1]
         base = self.popularity + np.arange(n_items)[::-1] / (2.0 * n_items)  # tie-break
         bonus = float(self.popularity.max()) + 1.0
@@ -720,7 +719,7 @@ class PopularityNearLastBaseline:
         return ranking_metrics(items, np.asarray(targets), ks)
 
 
-def _visit_stats(histories: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def visit_stats(histories: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, the distinct history items (S, M) (-1 = none), their visit counts and how
     many check-ins ago each was last visited (0 = the latest), most visited first (ties:
     the most recent first)."""
@@ -753,9 +752,9 @@ class UserHistoryBaseline:
 
     def recommend(self, histories: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Items (S, k) and scores (S, k) (higher is better), best first."""
-        hist = _fit_history(histories, max(np.asarray(histories).shape[-1], 1),
+        hist = fit_history(histories, max(np.asarray(histories).shape[-1], 1),
                             len(self.near.lat))
-        own, counts, _ = _visit_stats(hist)
+        own, counts, _ = visit_stats(hist)
         fill, _ = self.near.recommend(hist, min(2 * k, len(self.near.lat)))
         items = np.zeros((len(hist), k), dtype=np.int64)
         for row in range(len(hist)):
@@ -770,131 +769,3 @@ class UserHistoryBaseline:
         histories, targets = examples
         items, _ = self.recommend(histories, max(ks))
         return ranking_metrics(items, np.asarray(targets), ks)
-
-
-@dataclass(frozen=True)
-class BlendWeights:
-    """How :class:`HistoryAwareRanker` adds to the model's log-probability: ``visits`` x
-    log(1 + the user's visits of the item), ``recency`` x 1 / (1 + check-ins since the last
-    visit), ``popularity`` x log(1 + the item's training targets), minus ``distance`` x
-    log(1 + km from the last check-in)."""
-
-    visits: float = 0.0
-    recency: float = 0.0
-    distance: float = 0.0
-    popularity: float = 0.0
-
-
-BLEND_GRID = {"visits": (0.0, 1.0, 2.0, 4.0, 8.0), "recency": (0.0, 1.0, 2.0, 4.0),
-              "distance": (0.0, 0.5, 1.0, 2.0), "popularity": (0.0, 0.5, 1.0)}
-
-
-@dataclass
-class Candidates:
-    """Per-example candidate items (S, C) (-1 = padding) and their ranking features."""
-
-    items: np.ndarray
-    logp: np.ndarray
-    visits: np.ndarray
-    recency: np.ndarray
-    log_km: np.ndarray
-    log_popularity: np.ndarray
-
-
-class HistoryAwareRanker:
-    """Generation that knows the user's history and location: the candidates are the beam's
-    items, the user's own items and (with ``near``) the popularity-within-2-km list, each
-    scored by the model's log-probability of its code plus :class:`BlendWeights` terms.
-    Weights are chosen on validation (:meth:`fit`); with all weights 0 the ranking is the
-    model's own, and large visit and popularity weights give back floor (b)'s lists."""
-
-    def __init__(self, result: GenerativeResult, item_lat: np.ndarray, item_lon: np.ndarray,
-                 near: PopularityNearLastBaseline | None = None, max_own: int = 30) -> None:
-        self.result = result
-        self.lat = np.asarray(item_lat, dtype=np.float64)
-        self.lon = np.asarray(item_lon, dtype=np.float64)
-        if self.lat.shape != (result.tokenizer.n_items,) or self.lon.shape != self.lat.shape:
-            raise ValueError(f"need {result.tokenizer.n_items} item coordinates, got "
-                             f"{self.lat.shape} and {self.lon.shape}")
-        if near is not None and near.lat.shape != self.lat.shape:
-            raise ValueError(f"the 2 km list ranks {len(near.lat)} items, the model "
-                             f"{len(self.lat)}")
-        self.near, self.max_own = near, max_own
-        self.weights = BlendWeights()
-        self.grid_scores: list[dict[str, float]] = []
-
-    def candidates(self, histories: np.ndarray) -> Candidates:
-        """The beam's items, the user's own and the 2 km list, with the model's
-        log-probability of each."""
-        result, config = self.result, self.result.config
-        tok = result.tokenizer
-        hist = _fit_history(histories, max(np.asarray(histories).shape[-1], 1), tok.n_items)
-        beam, _ = recommend_top_k(result, tok.codes, hist, config.beam_size)
-        own, counts, ago = _visit_stats(hist)
-        own, counts, ago = own[:, :self.max_own], counts[:, :self.max_own], ago[:, :self.max_own]
-        lists = [own, beam]
-        if self.near is not None:
-            # twice the beam, so floor (b)'s top beam_size items are always candidates
-            lists.append(self.near.recommend(hist, min(2 * config.beam_size, tok.n_items))[0])
-        items = np.concatenate(lists, axis=1)
-        # an item in several lists is kept once, at its first place (own items first)
-        order = np.argsort(items, axis=1, kind="stable")
-        ordered = np.take_along_axis(items, order, axis=1)
-        repeat = np.zeros_like(items, dtype=bool)
-        np.put_along_axis(repeat, order, np.c_[np.zeros((len(items), 1), dtype=bool),
-                                               ordered[:, 1:] == ordered[:, :-1]], axis=1)
-        items[repeat & (items >= 0)] = -1
-        pad = np.zeros((len(items), items.shape[1] - own.shape[1]), dtype=np.int64)
-        visits = np.concatenate([counts, pad], axis=1).astype(np.float64)
-        gap = np.concatenate([ago, pad], axis=1)
-        recency = np.where(visits > 0, 1.0 / (1.0 + gap), 0.0)
-        logp = np.zeros(items.shape, dtype=np.float32)
-        tokens = tok.history_tokens(_fit_history(hist, config.max_history, tok.n_items))
-        for start in range(0, len(items), config.eval_batch_size):
-            chunk = slice(start, start + config.eval_batch_size)
-            logp[chunk] = score_items(result.model, torch.from_numpy(tokens[chunk]), tok,
-                                      items[chunk])
-        last = hist[:, -1]
-        safe = np.clip(items, 0, None)
-        km = haversine_km(self.lat[np.clip(last, 0, None)][:, None],
-                          self.lon[np.clip(last, 0, None)][:, None],
-                          self.lat[safe], self.lon[safe])
-        log_km = np.where((last >= 0)[:, None], np.log1p(km), 0.0)
-        popularity = (self.near.popularity if self.near is not None
-                      else np.zeros(tok.n_items, dtype=np.int64))
-        return Candidates(items, logp, visits, recency, log_km,
-                          np.log1p(popularity[safe].astype(np.float64)))
-
-    @staticmethod
-    def rank(c: Candidates, w: BlendWeights, k: int) -> np.ndarray:
-        """Items (S, k) of ``c`` ordered by the blended score with weights ``w``."""
-        score = (c.logp + w.visits * np.log1p(c.visits) + w.recency * c.recency
-                 - w.distance * c.log_km + w.popularity * c.log_popularity)
-        score = np.where(c.items >= 0, score, -np.inf)
-        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(c.items, order, axis=1)
-
-    def fit(self, valid: Examples, grid: dict[str, Sequence[float]] | None = None,
-            k: int = VALID_K, candidates: Candidates | None = None) -> BlendWeights:
-        """Choose the weights with the best validation Hit@k (ties: NDCG@k, then the
-        smaller weights) over ``grid`` (default :data:`BLEND_GRID`); ``candidates`` of
-        ``valid`` may be passed in when already computed."""
-        grid = grid or BLEND_GRID
-        histories, targets = valid
-        c = candidates if candidates is not None else self.candidates(histories)
-        best: tuple[float, float] | None = None
-        self.grid_scores = []
-        names = [f.name for f in fields(BlendWeights)]
-        for values in itertools.product(*(grid.get(name, (0.0,)) for name in names)):
-            w = BlendWeights(**dict(zip(names, values, strict=True)))
-            m = ranking_metrics(self.rank(c, w, k), np.asarray(targets), (k,))
-            self.grid_scores.append({**asdict(w), **m})
-            score = (m[f"hit@{k}"], m[f"ndcg@{k}"])
-            if best is None or score > best:
-                best, self.weights = score, w
-        return self.weights
-
-    def recommend(self, histories: np.ndarray, k: int) -> np.ndarray:
-        """Items (S, k), best first, with the fitted weights (padded with -1 if fewer
-        candidates than k)."""
-        return self.rank(self.candidates(histories), self.weights, k)

@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lgsid_pipeline.atomic import atomic_folder
-from lgsid_pipeline.recommenders.generative import Examples, _fit_history, ranking_metrics
+from lgsid_pipeline.recommenders.generative import Examples, fit_history, ranking_metrics
 
 CONFIG_FILE = "sasrec_config.json"
 WEIGHTS_FILE = "sasrec_model.pt"
@@ -246,7 +246,7 @@ def _check_k(k: Any, n_items: int) -> int:
 
 def _histories(histories: Any, config: SasrecConfig, n_items: int) -> np.ndarray:
     """(S, max_history) item indices, -1 = left padding; ValueError on anything else."""
-    hist = _fit_history(histories, config.max_history, n_items)
+    hist = fit_history(histories, config.max_history, n_items)
     if hist.size and hist.min() < -1:
         raise ValueError(f"history item {hist.min()} out of range (-1 is the padding)")
     real = hist >= 0

@@ -22,23 +22,23 @@ from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import per_example, summarize_ranks, target_ranks
 from lgsid_pipeline.plots import curves_png
 from lgsid_pipeline.recommenders.generative import (
-    BLEND_GRID,
     CODE_VARIANTS,
     CONFIG_FILE,
     VALID_K,
-    BlendWeights,
     Examples,
     GenerativeConfig,
     GenerativeResult,
-    HistoryAwareRanker,
     PopularityNearLastBaseline,
     UserHistoryBaseline,
     build_next_item_examples,
     latest_histories,
-    load_generative,
-    recommend_top_k,
     save_generative,
     train_generative,
+)
+from lgsid_pipeline.recommenders.reranking import (
+    HistoryAwareRanker,
+    TransitionCounts,
+    load_ranker,
 )
 from lgsid_pipeline.recommenders.serving import (
     FLOOR_SERVED,
@@ -58,8 +58,12 @@ from lgsid_pipeline.warehouse import Warehouse
 
 RANK_DEPTH = 20  # ranked list length kept per example (Hit/NDCG@5/10, MRR truncated here)
 SCORED = ("gate", "test")  # the samples every model and floor is ranked on
-SERVED_FILE = "served.json"  # in a registered model folder: the variant served, its weights
-POPULARITY_FILE = "popularity.npy"  # ... and the training target counts of its 2 km list
+SERVED_FILE = "served.json"  # in a registered model folder: the variant served
+RANKER_FOLDER = "ranker"  # ... and the fitted re-ranking of that variant
+# the re-rankings scored per model: name -> feature groups left out (the ablations say what
+# the model, the user's history and geography each add to the served ranking)
+RANKINGS = {"blended": (), "no_model": ("model",), "no_history": ("history",),
+            "no_distance": ("distance",)}
 
 
 @dataclass
@@ -81,7 +85,9 @@ class GenerativeStageConfig:
     max_history: int = 20  # check-ins the model reads
     history_window: int = 200  # check-ins floor (b) and the history-aware ranking count
     max_train_examples: int = 50_000  # seeded sample of the training examples (0: all)
-    max_valid_eval: int = 1_000  # validation sample (early stopping; halves: tune, gate)
+    # validation sample; its halves: ``tune`` fits the re-ranking, ``gate`` scores models
+    max_valid_eval: int = 3_000
+    early_stop_examples: int = 500  # of those, scored at each early-stopping evaluation
     max_test_examples: int = 2_000  # test sample (0: all)
     seed: int = 0
 
@@ -100,7 +106,8 @@ class GenerativeStageConfig:
             steps=self.steps,
             eval_every=self.eval_every, patience=self.patience, batch_size=self.batch_size,
             lr=self.lr, beam_size=self.beam_size, max_history=self.max_history,
-            max_valid_eval=self.max_valid_eval, seed=self.seed if seed is None else seed)
+            max_valid_eval=min(self.early_stop_examples, self.max_valid_eval),
+            seed=self.seed if seed is None else seed)
 
 
 @dataclass
@@ -213,33 +220,27 @@ def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
                   seed: int | None = None,
                   on_eval: Callable[[dict[str, float]], None] | None = None,
                   ablations: bool = False) -> TrainedVariant:
-    """Train one model, fit its blend weights on ``tune``, rank ``gate`` and ``test``: the
-    model alone (``plain``) and blended; with ``ablations`` also the blend without the
-    distance term (``no_distance``: what geography buys) and without the user's visits
-    (``no_history``: what the history buys)."""
+    """Train one model, fit its re-ranking on ``tune``, rank ``gate`` and ``test``: the
+    model alone (``plain``) and re-ranked (``blended``); with ``ablations`` also the
+    re-rankings of :data:`RANKINGS` that leave a feature group out."""
+    seed = config.seed if seed is None else seed
     started = time.perf_counter()
     result = train_generative(config.model_config(kind, seed), codes, splits, on_eval=on_eval)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     near = floor_models(catalogue, splits["train"])["popularity_2km"]
-    ranker = HistoryAwareRanker(result, catalogue.lat, catalogue.lon, near=near)
+    transitions = TransitionCounts(len(catalogue.item_ids)).fit(splits["train"])
+    ranker = HistoryAwareRanker(result, catalogue.lat, catalogue.lon, near, transitions)
     pools = {split: ranker.candidates(splits[split][0]) for split in ("tune", *SCORED)}
-    rankings = {"blended": BLEND_GRID}
-    if ablations:
-        rankings |= {"no_distance": {**BLEND_GRID, "distance": (0.0,)},
-                     "no_history": {**BLEND_GRID, "visits": (0.0,), "recency": (0.0,)}}
     depth = max(10, min(RANK_DEPTH, config.beam_size))
-    ranks: dict[str, dict[str, np.ndarray]] = {"plain": {}}
-    for split in SCORED:
-        histories, targets = splits[split]
-        plain, _ = recommend_top_k(result, codes, histories, depth)
-        ranks["plain"][split] = target_ranks(plain, targets)
-    weights = {}
-    for name, grid in rankings.items():
-        weights[name] = ranker.fit(splits["tune"], grid=grid, candidates=pools["tune"])
-        ranks[name] = {split: target_ranks(ranker.rank(pools[split], weights[name], depth),
+    # the model alone: its beam, computed once with the candidates
+    ranks = {"plain": {split: target_ranks(pools[split].beam[:, :depth], splits[split][1])
+                       for split in SCORED}}
+    chosen = RANKINGS if ablations else {"blended": RANKINGS["blended"]}
+    for name, drop in reversed(chosen.items()):  # ``blended`` last: the ranker keeps it
+        ranker.fit(splits["tune"], drop=drop, seed=seed, candidates=pools["tune"])
+        ranks[name] = {split: target_ranks(ranker.rank(pools[split], depth),
                                            splits[split][1]) for split in SCORED}
-    ranker.weights = weights["blended"]
     return TrainedVariant(result, ranker, ranks, train_seconds,
                           time.perf_counter() - started)
 
@@ -260,7 +261,7 @@ def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
 
 def served_ranker(folder: Path, catalogue: CityCatalogue
                    ) -> tuple[HistoryAwareRanker, str, list[str], list[str]]:
-    """The ranker a registered folder serves (its chosen variant and weights), with the
+    """The ranker a registered folder serves (its chosen variant, re-ranked), with the
     variant and that model's item ids and code strings."""
     served = read_json(folder / SERVED_FILE)
     if not served or not (folder / served["variant"]).is_dir():
@@ -273,11 +274,8 @@ def served_ranker(folder: Path, catalogue: CityCatalogue
         raise ModelArtifactError(f"{int(known.isna().sum())} items of the model in {folder} "
                                  "are no longer in the city's items")
     rows = known.to_numpy(dtype=np.int64)
-    near = PopularityNearLastBaseline(catalogue.lat[rows], catalogue.lon[rows])
-    near.popularity = np.load(folder / POPULARITY_FILE, allow_pickle=False)
-    ranker = HistoryAwareRanker(load_generative(folder / variant), catalogue.lat[rows],
-                                catalogue.lon[rows], near=near)
-    ranker.weights = BlendWeights(**served["weights"])
+    ranker = load_ranker(folder / RANKER_FOLDER, folder / variant, catalogue.lat[rows],
+                         catalogue.lon[rows])
     return ranker, variant, item_ids, code_strings
 
 
@@ -339,21 +337,19 @@ def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
         results[variant] = {
             **{key: summarize_ranks(ranks["test"]) for key, ranks in outcome.ranks.items()},
             "gate_hit@10": outcome.gate_hit10,
-            "blend_weights": asdict(outcome.ranker.weights),
             "train_seconds": outcome.train_seconds,
             "inference_seconds": outcome.inference_seconds,
             "best_step": outcome.result.best_step}
         save_generative(outcome.result, work_dir / variant, extra={
             "city": city, "variant": variant, "item_ids": catalogue.item_ids,
-            "code_strings": code_strings, "blend_weights": asdict(outcome.ranker.weights)})
+            "code_strings": code_strings})
         curves += [{**h, "variant": variant} for h in outcome.result.history]
     best = max(trained, key=lambda v: trained[v].gate_hit10)
     name = model_name(kind, city)
     champion, note = champion_gate_score(name, home, catalogue, splits["gate"])
     decision = champion_gate(trained[best].gate_hit10, floor_gate, champion)
-    write_json(work_dir / SERVED_FILE, {"variant": best,
-                                        "weights": asdict(trained[best].ranker.weights)})
-    np.save(work_dir / POPULARITY_FILE, trained[best].ranker.near.popularity)
+    write_json(work_dir / SERVED_FILE, {"variant": best})
+    trained[best].ranker.save(work_dir / RANKER_FOLDER)
     png = _curves_png(curves, f"{city}: {kind}")
     registered = register_folder(
         name, work_dir, params={**asdict(config.model_config(kind)), "city": city,
