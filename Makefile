@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/tokenizer.py
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/discriminative.py
+	$(BIN)/python bench/ablations.py
+	$(BIN)/python bench/discriminative.py --ablations
 	$(BIN)/python bench/generative.py
 
 clean:

@@ -3,22 +3,78 @@ parts beside the pipeline's own (``lgsid``, ``rqkmeans``, ``rqvae``):
 
 - ``lgsid_plain_encoder``: the LGSID tokenizer on the plain encoder's embeddings (no G-DPO);
 - ``lgsid_no_geo_level``: LGSID without its geographic primary level, i.e. residual
-  k-means levels only on the aligned embeddings.
+  k-means levels only on the aligned embeddings;
+- ``lgsid_no_similarity``: LGSID on an encoder aligned by G-DPO without the similarity
+  regulariser (lambda 0), trained on the same triples with the same settings as the
+  pipeline's aligned encoder (``ALIGNMENT_RUN_CONFIG``), its embeddings written as the
+  ``aligned_no_similarity`` part of ``item_embeddings``.
 
 Each tokenizer is fitted once on the real cities together, with the pipeline's tokenizer
-settings, as the pipeline fits its own; other cities get codes from it, frozen. (G-DPO with
-lambda 0 needs a retrained encoder and re-encoded cities: not here.)
+settings, as the pipeline fits its own; other cities get codes from it, frozen.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 ABLATION_CODES = {"lgsid_plain_encoder": ("lgsid", "reference"),
-                  "lgsid_no_geo_level": ("rqkmeans", "aligned")}
+                  "lgsid_no_geo_level": ("rqkmeans", "aligned"),
+                  "lgsid_no_similarity": ("lgsid", "aligned_no_similarity")}
+NO_SIMILARITY_PART = "aligned_no_similarity"
+NO_SIMILARITY_ADAPTER = "ablation-aligned-no-similarity"  # its LoRA adapter, in the home
+
+
+def ensure_no_similarity_embeddings(fit_cities: list[str], cities: list[str]) -> list[str]:
+    """Align an encoder with G-DPO at lambda 0 on ``fit_cities``' triples (the pipeline's
+    settings otherwise; the adapter is kept in the home and reused) and write the
+    embeddings of every city of ``cities`` that lacks them; returns those cities."""
+    import time
+
+    from common import ALIGNMENT_RUN_CONFIG
+
+    from lgsid_pipeline.alignment.gdpo import GdpoConfig, train_gdpo
+    from lgsid_pipeline.alignment.stage import gdpo_triples
+    from lgsid_pipeline.config import lgsid_home
+    from lgsid_pipeline.embeddings import incremental_embeddings
+    from lgsid_pipeline.encoder import TextEncoder, item_prompts
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    todo = [c for c in cities if not warehouse.has_table("item_embeddings", c,
+                                                         NO_SIMILARITY_PART)]
+    if not todo:
+        return []
+    encoder = TextEncoder.load()
+    adapter = lgsid_home() / "models" / NO_SIMILARITY_ADAPTER
+    if adapter.is_dir():
+        encoder.load_adapter(adapter)
+    else:
+        settings = dict(ALIGNMENT_RUN_CONFIG["ops"]["aligned_encoder"]["config"])
+        max_gc, max_dc = settings.pop("max_gc_triples"), settings.pop("max_dc_triples")
+        config = GdpoConfig(**settings, lam=0.0)
+        triples = gdpo_triples(warehouse, fit_cities, max_gc, max_dc, seed=config.seed)
+        started = time.perf_counter()
+
+        def progress(step: int, parts: dict[str, float]) -> None:
+            if step % max(1, config.steps // 10) == 0:
+                eta = (time.perf_counter() - started) / step * (config.steps - step)
+                print(f"G-DPO lambda 0: step {step}/{config.steps} loss {parts['loss']:.4f} "
+                      f"ETA {eta:.0f}s", flush=True)
+
+        train_gdpo(encoder, triples.anchors, triples.chosen, triples.rejected, config,
+                   margins=np.asarray(triples.margins), on_step=progress)
+        encoder.save_adapter(adapter)
+    for city in todo:
+        items = warehouse.read_table("items", city)
+        result = incremental_embeddings(
+            city, items, None, encoder.version,
+            lambda frame: encoder.encode(item_prompts(frame), progress=True))
+        warehouse.write_table("item_embeddings", city, result.table, part=NO_SIMILARITY_PART)
+    return todo
 
 
 def ensure_ablation_codes(fit_cities: list[str], cities: list[str]) -> list[str]:
     """Fit and write every missing ablation part for ``cities``; returns the parts written."""
-    import numpy as np
     import pandas as pd
 
     from lgsid_pipeline.tokenizer import TOKENIZERS, TokenizerConfig
@@ -26,6 +82,7 @@ def ensure_ablation_codes(fit_cities: list[str], cities: list[str]) -> list[str]
     from lgsid_pipeline.warehouse import Warehouse
 
     warehouse = Warehouse()
+    ensure_no_similarity_embeddings(fit_cities, list(dict.fromkeys([*fit_cities, *cities])))
     written = []
     for name, (kind, part) in ABLATION_CODES.items():
         if all(warehouse.has_table("semantic_ids", c, name) for c in cities):
@@ -41,3 +98,17 @@ def ensure_ablation_codes(fit_cities: list[str], cities: list[str]) -> list[str]
             warehouse.write_table("semantic_ids", city, result.table, part=name)
         written.append(name)
     return written
+
+
+if __name__ == "__main__":
+    from common import REAL_CITIES, ensure_semantic_ids, isolated_home
+
+    isolated_home("lgsid-ablations-")
+    from lgsid_pipeline.cities import CityRegistry
+    from lgsid_pipeline.warehouse import Warehouse
+
+    ensure_semantic_ids(list(REAL_CITIES))
+    warehouse = Warehouse()  # every city with codes, the STHGCN one too once it has them
+    coded = [c.slug for c in CityRegistry().all()
+             if warehouse.has_table("semantic_ids", c.slug, "lgsid")]
+    print("wrote", ensure_ablation_codes(list(REAL_CITIES), coded) or "nothing")

@@ -10,10 +10,15 @@ the validation period only; the test period is read once per model.
 DIN is trained with three seeds per variant (its AUC is the seed mean, its 95% interval a
 joint bootstrap over seeds and test examples), the other backbones with one (a bootstrap
 over test examples).
+
+``--ablations`` adds DIN on the ablation codes of bench/ablations.py (no G-DPO, no
+geographic level, G-DPO at lambda 0), three seeds each on the same datasets, to the
+existing JSON under each city's ``ablations``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -39,8 +44,54 @@ RUN_CONFIG = {**DISCRIMINATIVE_RUN_CONFIG,
                       **{b: {"config": {**TRAINING, "seeds": n}} for b, n in SEEDS.items()}}}
 
 
+ABLATION_BACKBONE = "din"
+
+
+def run_ablations(path) -> None:
+    """DIN with each ablation code part, three seeds, merged into the results at ``path``."""
+    import torch
+    from ablations import ABLATION_CODES, ensure_ablation_codes
+
+    from lgsid_pipeline.defs.recommenders import CtrTrainingConfig
+    from lgsid_pipeline.recommenders import TrainConfig
+    from lgsid_pipeline.recommenders.datasets import load_ctr_data
+    from lgsid_pipeline.stages.discriminative import train_variant_seeds, variant_codes
+    from lgsid_pipeline.warehouse import Warehouse
+
+    torch.set_num_threads(1)
+    out = json.loads(path.read_text())
+    ensure_ablation_codes(list(REAL_CITIES), list(REAL_CITIES))
+    warehouse = Warehouse()
+    seeds = SEEDS[ABLATION_BACKBONE]
+    train = TrainConfig(**{k: v for k, v in TRAINING.items() if k != "dim"})
+    top_k = CtrTrainingConfig().top_k
+    began = time.perf_counter()
+    for city in REAL_CITIES:
+        data = load_ctr_data(warehouse, city)
+        entry = out["cities"][city].setdefault("ablations", {}).setdefault(ABLATION_BACKBONE, {})
+        for name in ABLATION_CODES:
+            codes, sizes = variant_codes(warehouse, city, name, data)
+            results, _ = train_variant_seeds(data, codes, sizes, ABLATION_BACKBONE, train,
+                                             range(seeds), TRAINING["dim"], top_k)
+            entry[name] = {k: results[k] for k in ("auc", "auc_ci95", "auc_seeds", "seeds",
+                                                  "interval", "logloss", "train_seconds")}
+            print(f"[{time.perf_counter() - began:6.0f}s] {city} {ABLATION_BACKBONE}/{name}: "
+                  f"AUC {results['auc']:.4f} {results['auc_ci95']}", flush=True)
+            out["ablations_provenance"] = provenance(
+                {"cities": list(REAL_CITIES), "backbone": ABLATION_BACKBONE, "seeds": seeds,
+                 "training": TRAINING, "codes": list(ABLATION_CODES)})
+            path.write_text(json.dumps(out, indent=2) + "\n")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ablations", action="store_true",
+                        help="only add the DIN ablations to the existing results")
+    args = parser.parse_args()
     isolated_home("lgsid-disc-")
+    if args.ablations:
+        run_ablations(RESULTS / "discriminative.json")
+        return
 
     from lgsid_pipeline.report import city_report
     from lgsid_pipeline.runner import get_instance, materialize

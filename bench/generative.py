@@ -25,8 +25,9 @@ import argparse
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ablations import ABLATION_CODES, ensure_ablation_codes
 from common import (
@@ -102,26 +103,30 @@ def summarize(ranks, metrics, interval: str, multi_seed: bool, floor_b=None) -> 
     return out
 
 
-def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
-             save: Callable[[dict], None]) -> dict:
-    """Every model and floor of one city; ``save`` gets the entry after each model, so an
-    interrupted run keeps what it measured."""
-    import numpy as np
+@dataclass
+class CitySetup:
+    """What every model of one city is trained and scored on."""
 
-    from lgsid_pipeline.metrics.intervals import target_ranks
-    from lgsid_pipeline.recommenders.generative import CODE_VARIANTS
-    from lgsid_pipeline.recommenders.sasrec import (
-        SasrecConfig,
-        recommend_sasrec,
-        train_sasrec,
-    )
-    from lgsid_pipeline.recommenders.serving import champion_gate
+    city: str
+    warehouse: Any
+    settings: Any
+    catalogue: Any
+    splits: dict
+    floors: dict
+    metrics: tuple[str, ...]
+    interval: str
+
+    @property
+    def floor_b(self):
+        return self.floors["user_history_2km"]["test"]
+
+
+def city_setup(city: str, quick: bool, began: float) -> CitySetup:
+    """The city's stage settings, catalogue, example samples and floor ranks."""
     from lgsid_pipeline.stages.generative import (
         GenerativeStageConfig,
         city_catalogue,
-        city_codes,
         floor_ranks,
-        train_variant,
     )
     from lgsid_pipeline.warehouse import Warehouse
 
@@ -137,9 +142,53 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
     splits = city_splits(warehouse, city, catalogue, settings)
     sizes = {name: int(len(t)) for name, (_, t) in splits.items()}
     log(f"{city}: {len(catalogue.item_ids)} items, examples {sizes}", began)
-    metrics = ACC_METRICS if city == STHGCN else HIT_METRICS
-    interval = "acc@10" if city == STHGCN else "hit@10"
-    floors = floor_ranks(catalogue, splits)
+    return CitySetup(city, warehouse, settings, catalogue, splits,
+                     floor_ranks(catalogue, splits),
+                     ACC_METRICS if city == STHGCN else HIT_METRICS,
+                     "acc@10" if city == STHGCN else "hit@10")
+
+
+def code_ablations(setup: CitySetup, names: list[str], out: dict, began: float,
+                   save: Callable[[dict], None]) -> None:
+    """TIGER (seed 0) on each ablation code part of ``names`` (bench/ablations.py), alone
+    and re-ranked, into ``out["ablations"]``: what G-DPO, its similarity regulariser and the
+    geographic primary level buy."""
+    from lgsid_pipeline.stages.generative import city_codes, train_variant
+
+    for name in names:
+        codes, _ = city_codes(setup.warehouse, setup.city, name, setup.catalogue.item_ids)
+        run = train_variant("tiger", codes, setup.catalogue, setup.splits, setup.settings,
+                            seed=0)
+        for ranking, key in (("plain", "tiger"), ("blended", "tiger_history")):
+            out.setdefault("ablations", {})[f"{key}_{name}"] = summarize(
+                run.ranks[ranking]["test"], setup.metrics, setup.interval, False,
+                setup.floor_b)
+        log(f"{setup.city}: ablation {name}: plain "
+            f"{out['ablations'][f'tiger_{name}'][setup.interval]:.4f}, re-ranked "
+            f"{out['ablations'][f'tiger_history_{name}'][setup.interval]:.4f}", began)
+        save(out)
+
+
+def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
+             save: Callable[[dict], None]) -> dict:
+    """Every model and floor of one city; ``save`` gets the entry after each model, so an
+    interrupted run keeps what it measured."""
+    import numpy as np
+
+    from lgsid_pipeline.metrics.intervals import target_ranks
+    from lgsid_pipeline.recommenders.generative import CODE_VARIANTS
+    from lgsid_pipeline.recommenders.sasrec import (
+        SasrecConfig,
+        recommend_sasrec,
+        train_sasrec,
+    )
+    from lgsid_pipeline.recommenders.serving import champion_gate
+    from lgsid_pipeline.stages.generative import city_codes, train_variant
+
+    setup = city_setup(city, quick, began)
+    warehouse, settings, catalogue = setup.warehouse, setup.settings, setup.catalogue
+    splits, floors, metrics, interval = setup.splits, setup.floors, setup.metrics, setup.interval
+    sizes = {name: int(len(t)) for name, (_, t) in splits.items()}
     out: dict = {"examples": sizes, "floors": {}, "train_seconds": {}}
     for name, ranks in floors.items():
         out["floors"][name] = summarize(ranks["test"], metrics, interval, False)
@@ -157,7 +206,7 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
                               len(catalogue.item_ids), splits)
         items, _ = recommend_sasrec(result, splits["test"][0], 20)
         sasrec_ranks.append(target_ranks(items, splits["test"][1]))
-    floor_b = floors["user_history_2km"]["test"]
+    floor_b = setup.floor_b
     out["floors"]["sasrec"] = summarize(np.stack(sasrec_ranks), metrics, interval, True,
                                         floor_b)
     out["train_seconds"]["sasrec"] = (time.perf_counter() - started) / seeds
@@ -192,17 +241,7 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
             if kind == "tiger":
                 gate_candidates[variant] = runs[0]
             save(out)
-    # Ablations of the codes (bench/ablations.py), TIGER with seed 0: what G-DPO and the
-    # geographic primary level buy.
-    for name in ABLATION_CODES:
-        codes, _ = city_codes(warehouse, city, name, catalogue.item_ids)
-        run = train_variant("tiger", codes, catalogue, splits, settings, seed=0)
-        for ranking, key in (("plain", "tiger"), ("blended", "tiger_history")):
-            out["ablations"][f"{key}_{name}"] = summarize(run.ranks[ranking]["test"], metrics,
-                                                          interval, False, floor_b)
-        log(f"{city}: ablation {name}: plain "
-            f"{out['ablations'][f'tiger_{name}'][interval]:.4f}", began)
-        save(out)
+    code_ablations(setup, list(ABLATION_CODES), out, began, save)
     # What the pipeline would serve: the seed-0 TIGER variant with the best gate Hit@10, if
     # it beats floor (b) on the gate rows; else floor (b) itself.
     best = max(gate_candidates, key=lambda v: gate_candidates[v].gate_hit10)
@@ -244,6 +283,21 @@ def merge_results(parts: list[Path], out: Path) -> None:
     out.write_text(json.dumps(merged, indent=2) + "\n")
 
 
+def add_code_ablations(args: argparse.Namespace, results: dict, began: float) -> None:
+    """TIGER on ``args.code_ablations`` for each city of ``args.cities``, added to the
+    entries already in ``results`` (written back to ``args.out``)."""
+    for city in args.cities:
+        entry = results[STHGCN_KEY] if city == STHGCN else results["cities"][city]
+
+        def save(entry: dict, city: str = city) -> None:
+            results.setdefault("provenance", {})["code_ablations"] = provenance(
+                {"stage": GENERATIVE, "cities": args.cities, "codes": args.code_ablations})
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+        code_ablations(city_setup(city, args.quick, began), args.code_ablations, entry,
+                       began, save)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", nargs="+", default=["tokyo", "new-york", STHGCN])
@@ -253,6 +307,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "generative.json")
+    parser.add_argument("--code-ablations", nargs="+", choices=list(ABLATION_CODES),
+                        help="only train TIGER on these ablation codes, into --out's cities")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="only merge these result files (runs of other cities) into --out")
     args = parser.parse_args()
@@ -270,6 +326,9 @@ def main() -> None:
     ensure_ablation_codes(list(REAL_CITIES), args.cities)
     log("semantic IDs (and ablation codes) ready", began)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if args.code_ablations:
+        add_code_ablations(args, previous, began)
+        return
     results = {"cities": {}, **{k: v for k, v in previous.items() if k == STHGCN_KEY}}
     results["cities"] = {k: v for k, v in previous.get("cities", {}).items()
                          if "floors" in v and k in args.cities}

@@ -24,7 +24,7 @@ def cell(m: dict, key: str) -> str:
 def rows_of(entry: dict) -> list[tuple[str, dict]]:
     rows = [(f"floor {name}", m) for name, m in entry["floors"].items()]
     for kind in ("tiger", "onerec"):
-        for suffix, label in (("", "model alone"), ("_history", "+ history-aware ranking")):
+        for suffix, label in (("", "model alone"), ("_history", "+ history-aware re-ranking")):
             for variant, m in entry.get(f"{kind}{suffix}", {}).items():
                 rows.append((f"{kind} {variant} ({label})", m))
     rows += [(f"ablation {name}", m) for name, m in entry.get("ablations", {}).items()]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import lgsid_pipeline.defs.recommenders as recommenders
+import lgsid_pipeline.stages.discriminative as discriminative
 from lgsid_pipeline.defs.recommenders import (
     CTR_ASSETS,
     CtrTrainingConfig,
@@ -76,10 +77,10 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         return SimpleNamespace(version="1", run_url="http://mlflow/run")
 
     monkeypatch.setattr(recommenders, "load_ctr_data", lambda warehouse, city: FakeData())
-    monkeypatch.setattr(recommenders, "_variant_codes",
-                        lambda lgsid, city, variant, data: (data.code_matrix(None, []), []))
-    monkeypatch.setattr(recommenders, "train_ctr", train_ctr)
-    monkeypatch.setattr(recommenders, "predict_ctr",
+    monkeypatch.setattr(recommenders, "variant_codes",
+                        lambda warehouse, city, variant, data: (data.code_matrix(None, []), []))
+    monkeypatch.setattr(discriminative, "train_ctr", train_ctr)
+    monkeypatch.setattr(discriminative, "predict_ctr",
                         lambda model, data: seed_probs(model.seed))
     monkeypatch.setattr(recommenders, "save_ctr_model", save_ctr_model)
     monkeypatch.setattr(recommenders, "register_folder", register_folder)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from lgsid_pipeline.alignment.pairs import dc_triples
 from lgsid_pipeline.alignment.reward import RewardHead, score_lists
 from lgsid_pipeline.encoder import TextEncoder, item_prompts
+from lgsid_pipeline.warehouse import Warehouse
 
 LOCATION_COLUMNS = ["admin_l2_name", "admin_l1_name", "city_name"]
 
@@ -64,3 +67,37 @@ def triple_texts(triples: pd.DataFrame, items: pd.DataFrame
     prompt_of = dict(zip(by_id.index, item_prompts(by_id.reset_index()), strict=True))
     return tuple([prompt_of[i] for i in triples[col]]  # type: ignore[return-value]
                  for col in ("anchor_item_id", "chosen_item_id", "rejected_item_id"))
+
+
+@dataclass
+class GdpoTriples:
+    """D_mix of every city as prompts: anchor, chosen and rejected texts, reward margins
+    and how many geographic (``gc``) and co-visit (``dc``) triples each city gave."""
+
+    anchors: list[str] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    margins: list[float] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def gdpo_triples(warehouse: Warehouse, cities: list[str], max_gc: int, max_dc: int,
+                 seed: int = 0) -> GdpoTriples:
+    """The G-DPO training triples: each city's first ``max_gc`` geo pairs and up to
+    ``max_dc`` co-visit triples (when the city has co-occurrence pairs)."""
+    out = GdpoTriples()
+    for city in cities:
+        items = warehouse.read_table("items", city)
+        gc = warehouse.read_table("geo_pairs", city).head(max_gc)
+        dc = pd.DataFrame()
+        if warehouse.has_table("cooccurrence_pairs", city):
+            dc = dc_triples(warehouse.read_table("cooccurrence_pairs", city), items, max_dc,
+                            seed=seed)
+        triples = pd.concat([gc, dc], ignore_index=True)
+        anchors, chosen, rejected = triple_texts(triples, items)
+        out.anchors += anchors
+        out.chosen += chosen
+        out.rejected += rejected
+        out.margins += triples["margin"].fillna(0.0).astype(float).tolist()
+        out.counts[city] = {"gc": len(gc), "dc": len(dc)}
+    return out

@@ -5,18 +5,17 @@ from dataclasses import asdict
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from lgsid_pipeline.alignment.evaluate import geography_metrics
 from lgsid_pipeline.alignment.gdpo import GdpoConfig, train_gdpo
-from lgsid_pipeline.alignment.pairs import dc_triples, gc_triples
+from lgsid_pipeline.alignment.pairs import gc_triples
 from lgsid_pipeline.alignment.reward import (
     RewardConfig,
     load_reward_model,
     save_reward_model,
     train_reward_model,
 )
-from lgsid_pipeline.alignment.stage import reward_dataset, reward_scorer, triple_texts
+from lgsid_pipeline.alignment.stage import gdpo_triples, reward_dataset, reward_scorer
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     city_partitions,
@@ -180,26 +179,10 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
     cities = _cities_with(lgsid, "geo_pairs")
     if not cities:
         raise RuntimeError("no city has geo_pairs; materialize them first")
-    anchors: list[str] = []
-    chosen: list[str] = []
-    rejected: list[str] = []
-    margins: list[float] = []
-    counts: dict[str, dict[str, int]] = {}
-    for city in cities:
-        items = lgsid.warehouse.read_table("items", city)
-        gc = lgsid.warehouse.read_table("geo_pairs", city).head(config.max_gc_triples)
-        dc = pd.DataFrame()
-        if lgsid.warehouse.has_table("cooccurrence_pairs", city):
-            dc = dc_triples(lgsid.warehouse.read_table("cooccurrence_pairs", city), items,
-                            config.max_dc_triples, seed=config.seed)
-        triples = pd.concat([gc, dc], ignore_index=True)
-        a, p, n = triple_texts(triples, items)
-        anchors += a
-        chosen += p
-        rejected += n
-        margins += triples["margin"].fillna(0.0).astype(float).tolist()
-        counts[city] = {"gc": len(gc), "dc": len(dc)}
-    context.log.info(f"G-DPO on {len(anchors)} triples: {counts}")
+    triples = gdpo_triples(lgsid.warehouse, cities, config.max_gc_triples,
+                           config.max_dc_triples, seed=config.seed)
+    counts = triples.counts
+    context.log.info(f"G-DPO on {len(triples.anchors)} triples: {counts}")
     encoder = lgsid.base_encoder()
     gdpo_config = settings_from(config, GdpoConfig)
     started = time.perf_counter()
@@ -211,8 +194,8 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
                              f"dpo {parts['dpo']:.4f} sim {parts['sim']:.4f} "
                              f"pref-acc {parts['preference_accuracy']:.2f} ETA {eta:.0f}s")
 
-    history = train_gdpo(encoder, anchors, chosen, rejected, gdpo_config,
-                         margins=np.asarray(margins), on_step=log_step)
+    history = train_gdpo(encoder, triples.anchors, triples.chosen, triples.rejected,
+                         gdpo_config, margins=np.asarray(triples.margins), on_step=log_step)
     folder = lgsid.model_dir(ALIGNED_ENCODER)
     encoder.save_adapter(folder)
     last = history[-max(1, len(history) // 10):]
@@ -223,7 +206,7 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
     registered = register_folder(
         ALIGNED_ENCODER, folder,
         params={**asdict(gdpo_config), "cities": ",".join(cities),
-                "base_encoder": encoder.name_or_path, "triples": len(anchors),
+                "base_encoder": encoder.name_or_path, "triples": len(triples.anchors),
                 "max_dc_triples": config.max_dc_triples, "max_gc_triples": config.max_gc_triples},
         metrics=metrics, tags={"dagster_run_id": context.run.run_id,
                                "encoder_version": encoder.version},

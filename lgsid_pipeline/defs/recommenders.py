@@ -1,11 +1,9 @@
 """Discriminative recommenders per city: datasets, the five backbones x four code variants,
 and the evaluation report (METHOD section 5)."""
 
-import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from lgsid_pipeline.defs.generative import (
@@ -21,10 +19,8 @@ from lgsid_pipeline.defs.resources import (
 )
 from lgsid_pipeline.defs.tokenizer import TOKENIZER_ASSETS
 from lgsid_pipeline.jsonio import read_json, write_json
-from lgsid_pipeline.metrics.intervals import summarize_auc
-from lgsid_pipeline.metrics.ranking import logloss
 from lgsid_pipeline.plots import curves_png
-from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, predict_ctr, train_ctr
+from lgsid_pipeline.recommenders import BACKBONES, TrainConfig
 from lgsid_pipeline.recommenders.datasets import (
     DatasetConfig,
     build_city_ctr_data,
@@ -32,9 +28,9 @@ from lgsid_pipeline.recommenders.datasets import (
     load_ctr_data,
     save_ctr_data,
 )
-from lgsid_pipeline.recommenders.training import TrainResult, save_ctr_model
+from lgsid_pipeline.recommenders.training import save_ctr_model
 from lgsid_pipeline.registry import register_folder
-from lgsid_pipeline.tokenizer import level_columns
+from lgsid_pipeline.stages.discriminative import train_variant_seeds, variant_codes
 
 VARIANTS = ("none", "rqkmeans", "rqvae", "lgsid")
 IDS_ASSET = {names.kind: names.ids_asset for names in TOKENIZER_ASSETS}
@@ -90,16 +86,6 @@ def recommender_datasets(context: dg.AssetExecutionContext, config: RecommenderD
     })
 
 
-def _variant_codes(lgsid: LgsidResource, city: str, variant: str,
-                   data) -> tuple[np.ndarray, list[int]]:
-    if variant == "none":
-        return data.code_matrix(None, []), []
-    table = lgsid.warehouse.read_table("semantic_ids", city, variant)
-    levels = level_columns(sum(c.startswith("level_") for c in table.columns))
-    sizes = [int(table[c].max()) + 1 for c in levels]
-    return data.code_matrix(table, levels), sizes
-
-
 def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
     """One backbone's asset: a model per code variant, registered in MLflow per city."""
 
@@ -125,34 +111,21 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         results: dict[str, dict] = {}
         curves = []
         for variant in config.variants:
-            codes, sizes = _variant_codes(lgsid, city, variant, data)
-            splits = data.with_codes(codes)
-            runs: list[tuple[TrainResult, float]] = []
-            probs = []
-            for seed in range(config.seed, config.seed + config.seeds):
-                model_config = CtrConfig(n_users=data.n_users, n_items=max(data.n_items, 1),
-                                         n_categories=data.n_categories, codebook_sizes=sizes,
-                                         backbone=backbone, dim=config.dim, top_k=config.top_k,
-                                         seed=seed)
+            codes, sizes = variant_codes(lgsid.warehouse, city, variant, data)
+
+            def log_epoch(seed: int, entry: dict, variant: str = variant) -> None:
                 tag = f"{backbone}/{variant}" + (f" seed {seed}" if config.seeds > 1 else "")
-                started = time.perf_counter()
+                context.log.info(f"{city} {tag} epoch {entry['epoch']:.0f}: loss "
+                                 f"{entry['train_loss']:.4f} valid AUC "
+                                 f"{entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
 
-                def log_epoch(entry: dict, tag: str = tag) -> None:
-                    context.log.info(f"{city} {tag} epoch {entry['epoch']:.0f}: loss "
-                                     f"{entry['train_loss']:.4f} valid AUC "
-                                     f"{entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
-
-                result = train_ctr(model_config, splits["train"], splits["valid"],
-                                   replace(train_config, seed=seed), on_epoch=log_epoch)
-                seconds = time.perf_counter() - started
-                probs.append(predict_ctr(result.model, splits["test"]))
-                if not runs:  # the first seed's model is the one registered
-                    save_ctr_model(result, folder / variant,
-                                   extra={"city": city, "variant": variant})
-                    curves += [{**h, "variant": variant} for h in result.history]
-                runs.append((result, seconds))
-            results[variant] = variant_results(splits["test"].label.cpu().numpy(),
-                                               np.stack(probs), runs)
+            results[variant], runs = train_variant_seeds(
+                data, codes, sizes, backbone, train_config,
+                range(config.seed, config.seed + config.seeds), config.dim, config.top_k,
+                on_epoch=log_epoch)
+            # the first seed's model is the one registered
+            save_ctr_model(runs[0][0], folder / variant, extra={"city": city, "variant": variant})
+            curves += [{**h, "variant": variant} for h in runs[0][0].history]
         png = _variant_curves_png(curves, f"{city}: {backbone}")
         registered = register_folder(
             name, folder, params={"backbone": backbone, "city": city,
@@ -179,24 +152,6 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         })
 
     return _asset
-
-
-def variant_results(labels: np.ndarray, probs: np.ndarray,
-                    runs: list[tuple[TrainResult, float]]) -> dict:
-    """One variant's figures from its seeds' test probabilities ``probs`` (n_seeds, n) and
-    (trained model, train seconds) per seed: the seed means of test AUC, log-loss and valid
-    AUC, ``auc_ci95``, ``auc_seeds``, ``seeds``, ``interval``, the first seed's best epoch,
-    and train seconds per model (the mean over seeds) and in all."""
-    if len(runs) != len(probs):
-        raise ValueError(f"{len(runs)} runs but test probabilities of {len(probs)} seeds")
-    summary = summarize_auc(labels, probs)
-    seconds = [s for _, s in runs]
-    return {**summary,
-            "logloss": float(np.mean([logloss(labels, p) for p in probs])),
-            "valid_auc": float(np.mean([r.best_valid_auc for r, _ in runs])),
-            "best_epoch": runs[0][0].best_epoch,
-            "train_seconds": float(np.mean(seconds)),
-            "train_seconds_total": float(np.sum(seconds))}
 
 
 def _mlflow_metrics(results: dict[str, dict]) -> dict[str, float]:
