@@ -154,7 +154,8 @@ def provenance(config: dict) -> dict:
     sha = git("rev-parse", "HEAD") or "unknown (not run in a git checkout)"
     if git("status", "--porcelain", "--untracked-files=no"):
         sha += "+dirty"
-    packages = ("torch", "transformers", "dagster", "numpy", "scikit-learn", "duckdb")
+    packages = ("torch", "transformers", "dagster", "mlflow", "numpy", "scikit-learn",
+                "duckdb")
     return {"git_sha": sha, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.executable).name, *sys.argv]), "config": config,
             "versions": {"python": sys.version.split()[0],

@@ -39,7 +39,7 @@ METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 GenerativeTrainingConfig = config_class(
     "GenerativeTrainingConfig", GenerativeStageConfig,
     "Model size, training budget in optimizer steps, evaluation samples (early stopping and "
-    "blend weights on validation; the test sample is drawn once with `seed` and shared by "
+    "the re-ranker on validation; the test sample is drawn once with `seed` and shared by "
     "every model, variant and floor).")
 
 

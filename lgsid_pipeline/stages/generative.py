@@ -2,7 +2,7 @@
 history-aware ranking and its per-example ranks (for means with intervals).
 
 Every model and floor is scored on the same examples. One seeded sample of the validation
-split drives early stopping; its even rows (``tune``) fit the blend weights and its odd rows
+split drives early stopping; its even rows (``tune``) fit the re-ranker and its odd rows
 (``gate``) score models for the champion gate, so the gate never sees the rows the weights
 were chosen on. One seeded sample of the test split (``test``) is scored once.
 """
@@ -199,8 +199,8 @@ def floor_ranks(catalogue: CityCatalogue, splits: dict[str, Examples],
 
 @dataclass
 class TrainedVariant:
-    """One trained model with its blend weights and per-example ranks (gate and test) of
-    the model alone (``plain``) and with the history-aware ranking (``blended``)."""
+    """One trained model with its fitted re-ranker and per-example ranks (gate and test) of
+    the model alone (``plain``) and with the history-aware re-ranking (``blended``)."""
 
     result: GenerativeResult
     ranker: HistoryAwareRanker
@@ -210,7 +210,7 @@ class TrainedVariant:
 
     @property
     def gate_hit10(self) -> float:
-        """Hit@10 of the blended ranking on the gate half of the validation sample."""
+        """Hit@10 of the re-ranked list on the gate half of the validation sample."""
         ranks = self.ranks["blended"]["gate"]
         return float(np.mean((ranks >= 0) & (ranks < 10)))
 
