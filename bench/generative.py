@@ -45,6 +45,7 @@ STHGCN_DATA = "foursquare_nyc_sthgcn"
 PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr": 0.3915,
                         "note": "best run, SIGIR 2023 (mean of 10 runs: 0.2625 / 0.5226 / "
                                 "0.6117 / 0.3798); 1,347 targets"}}
+VARIANT_ORDER = ("lgsid", "rqvae", "rqkmeans")  # trained in this order within each seed
 HIT_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 ACC_METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 # SASRec gets the same step budget and batch as the generative models (set in run_city).
@@ -169,20 +170,39 @@ def code_ablations(setup: CitySetup, names: list[str], out: dict, began: float,
         save(out)
 
 
+def served_entry(setup: CitySetup, candidates: dict) -> dict:
+    """What the pipeline would serve: the seed-0 TIGER variant with the best gate Hit@10, if
+    it beats floor (b) on the gate rows; else floor (b) itself."""
+    import numpy as np
+
+    from lgsid_pipeline.recommenders.serving import champion_gate
+
+    best = max(candidates, key=lambda v: candidates[v].gate_hit10)
+    floor_gate = setup.floors["user_history_2km"]["gate"]
+    decision = champion_gate(candidates[best].gate_hit10,
+                             float(np.mean((floor_gate >= 0) & (floor_gate < 10))), None)
+    ranks = candidates[best].ranks["blended"]["test"] if decision.promote else setup.floor_b
+    served = summarize(ranks, setup.metrics, setup.interval, False, setup.floor_b)
+    interval = setup.interval
+    return {"model": f"tiger/{best} + history" if decision.promote
+            else "floor/user_history_2km", interval: served[interval],
+            f"{interval}_ci95": served[f"{interval}_ci95"], "vs_floor_b": served["vs_floor_b"],
+            "gate": decision.as_dict()}
+
+
 def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
-             save: Callable[[dict], None]) -> dict:
+             save: Callable[[dict], None], reuse: dict | None = None) -> dict:
     """Every model and floor of one city; ``save`` gets the entry after each model, so an
-    interrupted run keeps what it measured."""
+    interrupted run keeps what it measured. ``reuse``: that city's entry of an earlier run
+    with the same settings, whose SASRec figures are kept (``--resume``)."""
     import numpy as np
 
     from lgsid_pipeline.metrics.intervals import target_ranks
-    from lgsid_pipeline.recommenders.generative import CODE_VARIANTS
     from lgsid_pipeline.recommenders.sasrec import (
         SasrecConfig,
         recommend_sasrec,
         train_sasrec,
     )
-    from lgsid_pipeline.recommenders.serving import champion_gate
     from lgsid_pipeline.stages.generative import city_codes, train_variant
 
     setup = city_setup(city, quick, began)
@@ -200,16 +220,21 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
     if quick:
         sasrec = SasrecConfig(**{**asdict(sasrec), "steps": 60, "eval_every": 30,
                                  "max_valid_eval": 100})
-    sasrec_ranks, started = [], time.perf_counter()
-    for seed in range(seeds):
-        result = train_sasrec(SasrecConfig(**{**asdict(sasrec), "seed": seed}),
-                              len(catalogue.item_ids), splits)
-        items, _ = recommend_sasrec(result, splits["test"][0], 20)
-        sasrec_ranks.append(target_ranks(items, splits["test"][1]))
     floor_b = setup.floor_b
-    out["floors"]["sasrec"] = summarize(np.stack(sasrec_ranks), metrics, interval, True,
-                                        floor_b)
-    out["train_seconds"]["sasrec"] = (time.perf_counter() - started) / seeds
+    kept = (reuse or {}).get("floors", {}).get("sasrec")
+    if kept and reuse["examples"] == sizes and kept["seeds"] == seeds:
+        out["floors"]["sasrec"] = kept  # --resume: the same examples and settings
+        out["train_seconds"]["sasrec"] = reuse["train_seconds"]["sasrec"]
+    else:
+        sasrec_ranks, started = [], time.perf_counter()
+        for seed in range(seeds):
+            result = train_sasrec(SasrecConfig(**{**asdict(sasrec), "seed": seed}),
+                                  len(catalogue.item_ids), splits)
+            items, _ = recommend_sasrec(result, splits["test"][0], 20)
+            sasrec_ranks.append(target_ranks(items, splits["test"][1]))
+        out["floors"]["sasrec"] = summarize(np.stack(sasrec_ranks), metrics, interval, True,
+                                            floor_b)
+        out["train_seconds"]["sasrec"] = (time.perf_counter() - started) / seeds
     log(f"{city}: sasrec {out['floors']['sasrec'][interval]:.4f}", began)
 
     save(out)
@@ -217,46 +242,39 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
     for kind in kinds:
         n_seeds = seeds if kind == "tiger" else 1
         out[kind], out[f"{kind}_history"] = {}, {}
-        for variant in CODE_VARIANTS:
-            codes, _ = city_codes(warehouse, city, variant, catalogue.item_ids)
-            runs = []
-            for seed in range(n_seeds):
+        runs: dict[str, list] = {variant: [] for variant in VARIANT_ORDER}
+        # seed by seed, so an interrupted run has every variant at the same number of seeds
+        for seed in range(n_seeds):
+            for variant in VARIANT_ORDER:
+                codes, _ = city_codes(warehouse, city, variant, catalogue.item_ids)
                 run = train_variant(kind, codes, catalogue, splits, settings, seed=seed,
                                     ablations=(variant == "lgsid" and seed == 0))
-                runs.append(run)
+                runs[variant].append(run)
                 hits = {name: float(np.mean((r["test"] >= 0) & (r["test"] < 10)))
                         for name, r in run.ranks.items()}
-                log(f"{city}: {kind}/{variant} seed {seed}: best step {run.result.best_step}, "
-                    f"test top-10 {hits} ({run.train_seconds:.0f}s train)", began)
-            for ranking, key in (("plain", kind), ("blended", f"{kind}_history")):
-                out[key][variant] = summarize(np.stack([r.ranks[ranking]["test"] for r in runs]),
-                                              metrics, interval, True, floor_b)
-            out["train_seconds"][f"{kind}/{variant}"] = float(np.mean(
-                [r.train_seconds for r in runs]))
-            if variant == "lgsid":
-                out.setdefault("ablations", {})
-                for ranking in ("no_model", "no_history", "no_distance"):
-                    out["ablations"][f"{kind}_lgsid_history_{ranking}"] = summarize(
-                        runs[0].ranks[ranking]["test"], metrics, interval, False, floor_b)
-            if kind == "tiger":
-                gate_candidates[variant] = runs[0]
-            save(out)
+                log(f"{city}: {kind}/{variant} seed {seed}: best step "
+                    f"{run.result.best_step}, test top-10 {hits} ({run.train_seconds:.0f}s "
+                    f"train, {run.inference_seconds:.0f}s re-ranking)", began)
+                done = runs[variant]
+                for ranking, key in (("plain", kind), ("blended", f"{kind}_history")):
+                    out[key][variant] = summarize(
+                        np.stack([r.ranks[ranking]["test"] for r in done]), metrics, interval,
+                        True, floor_b)
+                out["train_seconds"][f"{kind}/{variant}"] = float(np.mean(
+                    [r.train_seconds for r in done]))
+                if variant == "lgsid" and seed == 0:
+                    out.setdefault("ablations", {})
+                    for ranking in ("no_model", "no_history", "no_distance"):
+                        out["ablations"][f"{kind}_lgsid_history_{ranking}"] = summarize(
+                            run.ranks[ranking]["test"], metrics, interval, False, floor_b)
+                if kind == "tiger" and seed == 0:
+                    gate_candidates[variant] = run
+                save(out)
+            if kind == "tiger" and seed == 0:
+                out["served"] = served_entry(setup, gate_candidates)
+                log(f"{city}: served {out['served']}", began)
+                save(out)
     code_ablations(setup, list(ABLATION_CODES), out, began, save)
-    # What the pipeline would serve: the seed-0 TIGER variant with the best gate Hit@10, if
-    # it beats floor (b) on the gate rows; else floor (b) itself.
-    best = max(gate_candidates, key=lambda v: gate_candidates[v].gate_hit10)
-    floor_gate = floors["user_history_2km"]["gate"]
-    decision = champion_gate(gate_candidates[best].gate_hit10,
-                             float(np.mean((floor_gate >= 0) & (floor_gate < 10))), None)
-    served_ranks = (gate_candidates[best].ranks["blended"]["test"] if decision.promote
-                    else floors["user_history_2km"]["test"])
-    served = summarize(served_ranks, metrics, interval, False, floor_b)
-    out["served"] = {"model": f"tiger/{best} + history" if decision.promote
-                     else "floor/user_history_2km", interval: served[interval],
-                     f"{interval}_ci95": served[f"{interval}_ci95"],
-                     "vs_floor_b": served["vs_floor_b"],
-                     "gate": decision.as_dict()}
-    log(f"{city}: served {out['served']}", began)
     return out
 
 
@@ -307,6 +325,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "generative.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the SASRec figures of --out's cities when the settings match")
     parser.add_argument("--code-ablations", nargs="+", choices=list(ABLATION_CODES),
                         help="only train TIGER on these ablation codes, into --out's cities")
     parser.add_argument("--merge", nargs="+", type=Path,
@@ -346,7 +366,13 @@ def main() -> None:
             results["provenance"] = provenance(config)
             args.out.write_text(json.dumps(results, indent=2) + "\n")
 
-        entry = run_city(city, args.seeds, began, args.quick, args.kinds, save)
+        same = previous.get("provenance", {}).get("config", {})
+        same = same.get("stage") == GENERATIVE and same.get("sasrec") == SASREC
+        reuse = (previous[STHGCN_KEY] if city == STHGCN else previous.get("cities", {})[city]) \
+            if args.resume and same and city in [*previous.get("cities", {}),
+                                                 *([STHGCN] if STHGCN_KEY in previous else [])] \
+            else None
+        entry = run_city(city, args.seeds, began, args.quick, args.kinds, save, reuse)
         save(entry)
         log(f"{city} done in {entry['seconds']:.0f}s; wrote {args.out}", began)
 

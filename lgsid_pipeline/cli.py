@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
+import unicodedata
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
 from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
@@ -35,6 +41,234 @@ DEMO_RUN_CONFIG = {
 
 class CliError(Exception):
     """An error worth one clear line and exit code 2."""
+
+
+# Valid ranges of the options (named in their --help texts).
+PARALLEL_RANGE = (1, 32)
+LIMIT_RANGE = (1, 1000)
+K_RANGE = (1, 100)
+SEED_RANGE = (0, 2**31 - 1)
+SYNTH_ITEMS_RANGE = (50, 100_000)
+SPLIT_YEARS = (1970, 2100)
+MAX_TEXT = 256  # item and user ids, display names, asset selections
+MAX_CODE = 64
+MAX_CONFIG_BYTES = 1 << 20
+RUN_CONFIG_KEYS = ("ops", "resources", "execution", "loggers")
+# Kept here rather than imported from lgsid_pipeline.lookup (which loads torch); the
+# validation tests check that both agree.
+TOKENIZERS = ("lgsid", "rqkmeans", "rqvae")
+BOUNDARY_REGIONS = ("nyc", "tokyo")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` as one line and exit with code 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a decimal integer in ``lo..hi``."""
+
+    def parse(text: str) -> int:
+        value = text.strip()
+        if not _INTEGER.fullmatch(value):
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}")
+        if len(value.lstrip("+-")) > 20 or not lo <= int(value) <= hi:
+            shown = value if len(value) <= 24 else value[:20] + "..."
+            raise argparse.ArgumentTypeError(f"{shown} is outside {lo}..{hi}")
+        return int(value)
+
+    parse.__name__ = f"integer {lo}..{hi}"
+    return parse
+
+
+def _float_in(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a finite number in ``lo..hi``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number in {lo:g}..{hi:g}, got {text!r}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{text.strip()} is outside {lo:g}..{hi:g}")
+        return value
+
+    parse.__name__ = f"number {lo:g}..{hi:g}"
+    return parse
+
+
+def _text(max_len: int) -> Callable[[str], str]:
+    """An argparse type: 1..``max_len`` characters, not blank, no control characters."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("must not be empty")
+        if len(text) > max_len:
+            raise argparse.ArgumentTypeError(f"{len(text)} characters; at most {max_len}")
+        if any(unicodedata.category(c) == "Cc" for c in text):
+            raise argparse.ArgumentTypeError(f"control characters are not allowed: {text!r}")
+        return text
+
+    parse.__name__ = f"text of 1..{max_len} characters"
+    return parse
+
+
+def _city_slug(text: str) -> str:
+    """An argparse type: a city key accepted by ``validate_city_slug``."""
+    try:
+        return validate_city_slug(text)
+    except InvalidCityError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _split_time(text: str) -> str:
+    """An argparse type: an ISO 8601 date or time (years 1970..2100); returned as given."""
+    value = text.strip()
+    lo, hi = SPLIT_YEARS
+    try:
+        parsed = _utc(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 date or time such as 2025-02-01 or 2025-02-01T12:00:00Z, "
+            f"got {text!r}") from None
+    if not lo <= parsed.year <= hi:
+        raise argparse.ArgumentTypeError(f"year {parsed.year} is outside {lo}..{hi}")
+    return value
+
+
+def _utc(value: str) -> datetime:
+    """An ISO 8601 time both datetime and pandas read the same way, in UTC (naive: UTC)."""
+    import pandas as pd
+
+    parsed = datetime.fromisoformat(value)
+    if pd.Timestamp(value).to_pydatetime() != parsed:
+        raise ValueError(f"ambiguous time {value!r}")
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _boundaries(text: str) -> str:
+    """An argparse type: a named boundary region, or an existing folder (made absolute)."""
+    if text in BOUNDARY_REGIONS:
+        return text
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither {' nor '.join(BOUNDARY_REGIONS)} nor an existing folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file; expected a folder of "
+                                         "admin_level*.geojson files")
+    return str(path.resolve())
+
+
+def _out_folder(text: str) -> Path:
+    """An argparse type: a folder, existing or to be created (not a file, not under one)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    path = Path(text).expanduser().absolute()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise argparse.ArgumentTypeError(f"{folder} is a file; expected a folder")
+            break
+    return path
+
+
+def _run_config_file(text: str) -> dict[str, Any]:
+    """An argparse type: a readable YAML/JSON file holding a Dagster run config mapping."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"run config file not found: {path}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise argparse.ArgumentTypeError(f"run config {path} is {kind}; expected a YAML or "
+                                         "JSON file")
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise argparse.ArgumentTypeError(f"run config {path} is larger than 1 MiB")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"cannot read run config {path}: {exc.strerror or exc}") from None
+    try:
+        source = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"run config {path} is not UTF-8 text") from None
+    try:
+        config = _parse_config_text(source, json_only=path.suffix.lower() == ".json")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"run config {path}: {exc}") from None
+    return config
+
+
+def _parse_config_text(source: str, json_only: bool) -> dict[str, Any]:
+    """Parse run config text (JSON, or YAML) and check its shape; ``ValueError`` if wrong."""
+    import yaml
+
+    if json_only:
+        try:
+            config = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column "
+                             f"{exc.colno})") from None
+    else:
+        try:
+            config = yaml.safe_load(source)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ValueError(f"invalid YAML: {problem}{where}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"must be a mapping with 'ops' and/or 'resources', got "
+                         f"{type(config).__name__}")
+    unknown = [repr(k) for k in config if k not in RUN_CONFIG_KEYS]
+    if unknown:
+        raise ValueError(f"unknown top-level key(s) {', '.join(unknown)}; expected "
+                         f"{', '.join(RUN_CONFIG_KEYS)}")
+    for section in ("ops", "resources"):
+        entries = config.get(section, {})
+        if not isinstance(entries, dict):
+            raise ValueError(f"'{section}' must be a mapping of names to settings")
+        for name, entry in entries.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
+                raise ValueError(f"{section}.{name} must be a mapping whose 'config' is a "
+                                 "mapping")
+    return config
+
+
+def _check_run(select: str | None, run_config: dict | None) -> None:
+    """Check the asset selection, and the run config against every run it will reach,
+    before any run starts (``ValueError`` or ``CliError``: one line, exit code 2)."""
+    if not select and not run_config:
+        return
+    import dagster as dg
+
+    from lgsid_pipeline import definitions
+    from lgsid_pipeline.runner import _config_for, plan_stages, resolve_selection
+
+    stages = plan_stages(resolve_selection(select))
+    if not run_config:
+        return
+    assets = {k.to_user_string() for k in resolve_selection(None)}
+    unknown = sorted(str(name) for name in run_config.get("ops", {}) if name not in assets)
+    if unknown:
+        raise CliError(f"run config names unknown assets under 'ops': {', '.join(unknown)} "
+                       f"(assets: {', '.join(sorted(assets))})")
+    for is_global, keys in stages:
+        job = definitions.global_job_def() if is_global else definitions.city_job_def()
+        try:
+            dg.validate_run_config(job.get_subset(asset_selection=set(keys)),
+                                   _config_for(run_config, keys))
+        except dg.DagsterInvalidConfigError as exc:
+            problems = "; ".join(" ".join(e.message.split()) for e in exc.errors)
+            raise CliError(f"invalid run config: {problems}") from None
 
 
 def _cmd_add_city(args: argparse.Namespace) -> int:
@@ -79,6 +313,7 @@ def _run(cities: list[str], select: str | None, parallel: int,
          run_config: dict | None = None) -> int:
     from lgsid_pipeline.runner import materialize
 
+    _check_run(select, run_config)
     started = time.perf_counter()
     results = materialize(cities, select=select, parallel=parallel, run_config=run_config)
     seconds = time.perf_counter() - started
@@ -91,20 +326,12 @@ def _run(cities: list[str], select: str | None, parallel: int,
     return 0 if all(r.success for r in results) else 1
 
 
-def _load_run_config(path: str | None, max_quarantine_rate: float | None) -> dict | None:
-    """Run config from a YAML/JSON file, plus the quarantine limit if given."""
-    import yaml
-
+def _load_run_config(parsed: dict | None, max_quarantine_rate: float | None) -> dict | None:
+    """The run config parsed from ``--config`` (see ``_run_config_file``), plus the
+    quarantine limit if given."""
     from lgsid_pipeline.runner import quarantine_config
 
-    config: dict = {}
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"run config file not found: {file}")
-        config = yaml.safe_load(file.read_text()) or {}
-        if not isinstance(config, dict):
-            raise CliError(f"run config {file} must be a mapping with 'ops' and/or 'resources'")
+    config: dict = dict(parsed or {})
     extra = quarantine_config(max_quarantine_rate)
     if extra:
         lgsid = config.setdefault("resources", {}).setdefault("lgsid", {})
@@ -113,10 +340,14 @@ def _load_run_config(path: str | None, max_quarantine_rate: float | None) -> dic
 
 
 def _cmd_materialize(args: argparse.Namespace) -> int:
+    if args.split_t1 and args.split_t2 and not _utc(args.split_t1) < _utc(args.split_t2):
+        raise CliError(f"--split-t1 {args.split_t1} must be before --split-t2 {args.split_t2}")
     registry = CityRegistry()
-    cities = args.city or [c.slug for c in registry.all()]
+    cities = list(dict.fromkeys(args.city)) if args.city else [c.slug for c in registry.all()]
     if not cities:
         raise CliError("no cities registered; add one with `lgsid add-city` or run `lgsid demo`")
+    for city in cities:
+        registry.get(city)  # clear error for an unknown city before anything runs
     config = _load_run_config(args.config, args.max_quarantine_rate) or {}
     split = {k: v for k, v in (("t1", args.split_t1), ("t2", args.split_t2)) if v}
     if split:
@@ -185,7 +416,12 @@ def _print_item(row: dict) -> None:
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
     from lgsid_pipeline.lookup import lookup_code, lookup_item
+    from lgsid_pipeline.tokenizer.codes import parse_code
 
+    if args.code is not None:
+        if len(args.code) > MAX_CODE:
+            raise CliError(f"invalid code: {len(args.code)} characters; at most {MAX_CODE}")
+        parse_code(args.code)  # a clear ValueError for a malformed code
     CityRegistry().get(args.city)  # clear error for an unknown city
     warehouse = Warehouse()
     if args.item is not None:
@@ -233,93 +469,135 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from lgsid_pipeline.sources.synthetic import SyntheticCitySpec, generate_city
 
     spec = SyntheticCitySpec(name=args.name, seed=args.seed, n_items=args.items)
-    counts = generate_city(spec, Path(args.out))
+    counts = generate_city(spec, args.out)
     print(json.dumps(counts))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lgsid", description=__doc__)
+    """The ``lgsid`` argument parser; every option is checked here, before any work."""
+    parallel = _int_in(*PARALLEL_RANGE)
+    parallel_help = f"cities run at once, {PARALLEL_RANGE[0]}..{PARALLEL_RANGE[1]} (default 2)"
+    slug_help = "city slug: 1..64 characters of a-z, 0-9, '_' and '-', starting with a-z or 0-9"
+    text = _text(MAX_TEXT)
+    json_help = "print JSON"
+    city: dict[str, Any] = {"required": True, "type": _city_slug, "metavar": "SLUG",
+                            "help": slug_help + "; registered"}
+
+    parser = _Parser(prog="lgsid", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="generate the synthetic demo cities and materialize them")
-    p.add_argument("--parallel", type=int, default=2, help="cities run at once")
+    p.add_argument("--parallel", type=parallel, default=2, metavar="N", help=parallel_help)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("add-city", help="register a city partition and its data source")
-    p.add_argument("slug")
-    p.add_argument("--source", required=True, choices=SOURCES)
-    p.add_argument("--path", required=True, help="source file or folder")
-    p.add_argument("--boundaries", default=None,
-                   help="admin boundaries: nyc, tokyo, or a folder (default: detect)")
-    p.add_argument("--encoding", default="auto", choices=ENCODINGS)
-    p.add_argument("--name", default=None, help="display name used in prompts")
+    # Checked by the command itself (exit code 2), as are --path and its kind.
+    p.add_argument("slug", help=slug_help)
+    p.add_argument("--source", required=True, choices=SOURCES,
+                   help=f"data source kind, one of: {', '.join(SOURCES)}")
+    p.add_argument("--path", required=True,
+                   help="existing source file (foursquare-tsmc: the TSMC2014 .txt) or folder "
+                        "(gowalla, synthetic, landing: Parquet files; foursquare-sthgcn: "
+                        "NYC_{train,val,test}.csv)")
+    p.add_argument("--boundaries", type=_boundaries, default=None, metavar="REGION_OR_FOLDER",
+                   help=f"admin boundaries: {', '.join(BOUNDARY_REGIONS)}, or an existing "
+                        "folder of admin_level*.geojson (default: detect)")
+    p.add_argument("--encoding", default="auto", choices=ENCODINGS,
+                   help=f"text encoding of the source, one of: {', '.join(ENCODINGS)}")
+    p.add_argument("--name", type=_text(100), default=None,
+                   help="display name used in prompts, 1..100 characters")
     p.set_defaults(func=_cmd_add_city)
 
     p = sub.add_parser("remove-city", help="unregister a city")
-    p.add_argument("slug")
+    p.add_argument("slug", type=_city_slug, help=slug_help + "; must be registered")
     p.add_argument("--delete-data", action="store_true", help="also delete its tables")
     p.set_defaults(func=_cmd_remove_city)
 
     p = sub.add_parser("cities", help="list registered cities")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_cities)
 
     p = sub.add_parser("materialize", help="materialize per-city assets")
-    p.add_argument("--city", action="append", help="city slug (repeatable; default: all)")
-    p.add_argument("--select", default=None,
+    p.add_argument("--city", action="append", type=_city_slug, metavar="SLUG",
+                   help=f"{slug_help}; registered (repeatable; default: all)")
+    p.add_argument("--select", type=text, default=None,
                    help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
-                        "'raw_items,items' (default: every per-city asset)")
-    p.add_argument("--parallel", type=int, default=2, help="cities run at once")
-    p.add_argument("--max-quarantine-rate", type=float, default=None,
-                   help="quarantine share above which the blocking checks fail (default 0.25)")
-    p.add_argument("--config", default=None,
-                   help="YAML/JSON Dagster run config (ops: per-asset training settings; "
-                        "resources: lgsid settings such as encoder_path)")
-    p.add_argument("--split-t1", default=None,
-                   help="recommender split: validation starts at this time (ISO, UTC)")
-    p.add_argument("--split-t2", default=None,
-                   help="recommender split: test starts at this time (ISO, UTC)")
+                        f"'raw_items,items', 1..{MAX_TEXT} characters (default: every "
+                        "per-city asset)")
+    p.add_argument("--parallel", type=parallel, default=2, metavar="N", help=parallel_help)
+    p.add_argument("--max-quarantine-rate", type=_float_in(0.0, 1.0), default=None, metavar="RATE",
+                   help="quarantine share above which the blocking checks fail, 0..1 "
+                        "(default 0.25)")
+    p.add_argument("--config", type=_run_config_file, default=None, metavar="FILE",
+                   help="existing YAML/JSON file of at most 1 MiB holding Dagster run config: "
+                        f"a mapping with keys among {', '.join(RUN_CONFIG_KEYS)} (ops: "
+                        "per-asset training settings; resources: lgsid settings such as "
+                        "encoder_path)")
+    years = f"years {SPLIT_YEARS[0]}..{SPLIT_YEARS[1]}"
+    p.add_argument("--split-t1", type=_split_time, default=None, metavar="TIME",
+                   help="recommender split: validation starts at this ISO 8601 date or time "
+                        f"(e.g. 2025-02-01 or 2025-02-01T12:00:00Z; no zone: UTC; {years}); "
+                        "before --split-t2")
+    p.add_argument("--split-t2", type=_split_time, default=None, metavar="TIME",
+                   help="recommender split: test starts at this ISO 8601 date or time "
+                        f"(no zone: UTC; {years}); after --split-t1")
     p.set_defaults(func=_cmd_materialize)
 
     p = sub.add_parser("report", help="latest figures of one city")
-    p.add_argument("--city", required=True)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--city", **city)
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("lookup", help="an item's semantic ID, or the items under a code")
-    p.add_argument("--city", required=True)
+    p.add_argument("--city", **city)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--item", help="item id")
-    what.add_argument("--code", help="full code (12-7-3-0) or prefix (12-7)")
-    p.add_argument("--tokenizer", default="lgsid", choices=("lgsid", "rqkmeans", "rqvae"))
-    p.add_argument("--limit", type=int, default=50, help="items listed under a prefix")
-    p.add_argument("--json", action="store_true")
+    what.add_argument("--item", type=text, help=f"item id, 1..{MAX_TEXT} characters")
+    # Checked by the command itself (exit code 2).
+    what.add_argument("--code",
+                      help="full code (12-7-3-0) or prefix (12-7): non-negative integers "
+                           f"joined by '-', 1..{MAX_CODE} characters")
+    p.add_argument("--tokenizer", default="lgsid", choices=TOKENIZERS,
+                   help=f"tokenizer whose codes are looked up, one of: {', '.join(TOKENIZERS)}")
+    p.add_argument("--limit", type=_int_in(*LIMIT_RANGE), default=50, metavar="N",
+                   help=f"items listed under a prefix, {LIMIT_RANGE[0]}..{LIMIT_RANGE[1]} "
+                        "(default 50)")
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_lookup)
 
     p = sub.add_parser("recommend", help="a user's cached top-K items (user_topk_cache)")
-    p.add_argument("--city", required=True)
-    p.add_argument("--user", required=True, help="user id as in the check-ins")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--city", **city)
+    p.add_argument("--user", required=True, type=text,
+                   help=f"user id as in the check-ins, 1..{MAX_TEXT} characters")
+    p.add_argument("--k", type=_int_in(*K_RANGE), default=10, metavar="K",
+                   help=f"items shown, {K_RANGE[0]}..{K_RANGE[1]} (default 10; the cache "
+                        "holds 10 per user unless configured otherwise)")
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("synth", help="write a synthetic city's source files to a folder")
-    p.add_argument("--out", required=True)
-    p.add_argument("--name", default="Synthville")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--items", type=int, default=2000)
+    p.add_argument("--out", required=True, type=_out_folder, metavar="FOLDER",
+                   help="output folder: existing, or created (not a file, nor under one)")
+    p.add_argument("--name", type=_text(100), default="Synthville",
+                   help="city name, 1..100 characters (default Synthville)")
+    p.add_argument("--seed", type=_int_in(*SEED_RANGE), default=1, metavar="N",
+                   help=f"random seed, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default 1)")
+    p.add_argument("--items", type=_int_in(*SYNTH_ITEMS_RANGE), default=2000, metavar="N",
+                   help=f"number of items, {SYNTH_ITEMS_RANGE[0]}..{SYNTH_ITEMS_RANGE[1]} "
+                        "(default 2000)")
     p.set_defaults(func=_cmd_synth)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lgsid`` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # bad options: one line, SystemExit(2)
     try:
         return args.func(args)
     except (CliError, InvalidCityError, FileNotFoundError, TableNotFoundError, ValueError) as exc:
-        print(f"lgsid: error: {exc}", file=sys.stderr)
+        # Known errors found later (unknown city, no tables, bad selection): one line.
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"lgsid: error: {message}", file=sys.stderr)
         return 2
 
 

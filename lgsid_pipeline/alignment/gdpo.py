@@ -49,7 +49,7 @@ def candidate_log_probs(anchors: torch.Tensor, candidates: torch.Tensor,
 
 def similarity_regulariser(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """mean_i ||P_i - R_i||^2 - mean_{i!=j} ||P_i - R_j||^2 (keeps semantics, Eq. 7)."""
-    distances = torch.cdist(policy, reference).pow(2)
+    distances = torch.cdist(policy, reference)
     n = len(policy)
     own = distances.diagonal().mean()
     others = (distances.sum() - distances.diagonal().sum()) / max(n * (n - 1), 1)
@@ -82,6 +82,24 @@ def gdpo_loss(
     return total, parts
 
 
+def lora_train_mode(encoder: nn.Module) -> int:
+    """Put ``encoder`` in training mode for G-DPO; return the number of LoRA dropout layers.
+
+    The frozen base stays in eval mode (no base-model dropout, so the policy equals the
+    reference at step 0, whose embeddings are computed in eval mode without gradients); only
+    the LoRA dropout layers are switched to train mode, so ``lora_dropout`` takes effect.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    encoder.eval()
+    switched = 0
+    for module in encoder.modules():
+        if isinstance(module, LoraLayer):
+            module.lora_dropout.train()
+            switched += len(module.lora_dropout)
+    return switched
+
+
 def train_gdpo(
     encoder: TextEncoder,
     anchors: Sequence[str],
@@ -94,7 +112,9 @@ def train_gdpo(
     """Attach LoRA to ``encoder`` and train it with G-DPO; return the per-step history.
 
     Reference embeddings come from the same encoder before LoRA is attached (LoRA starts as
-    the identity), so no second model is held in memory.
+    the identity), so no second model is held in memory. During the steps the LoRA dropout
+    layers are in train mode and the frozen base in eval mode (``lora_train_mode``); the
+    encoder is back in eval mode afterwards, also when a step raises.
     """
     if not (len(anchors) == len(chosen) == len(rejected)) or not anchors:
         raise ValueError("G-DPO needs equally long, non-empty anchor/chosen/rejected lists")
@@ -111,25 +131,27 @@ def train_gdpo(
     torch.manual_seed(config.seed)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
-    for step in range(config.steps):
-        batch = rng.choice(len(anchors), size=min(config.batch_size, len(anchors)),
-                           replace=False)
-        # Eval mode: no base-model dropout, so policy == reference at step 0.
+    try:
+        for step in range(config.steps):
+            batch = rng.choice(len(anchors), size=min(config.batch_size, len(anchors)),
+                               replace=False)
+            # Set every step: on_step may call encode(), which switches modes.
+            lora_train_mode(encoder)
+            batch_texts = [texts[i] for name in ("a", "pos", "neg") for i in idx[name][batch]]
+            embedded = encoder(batch_texts)
+            n = len(batch)
+            policy = (embedded[:n], embedded[n:2 * n], embedded[2 * n:])
+            ref = tuple(reference[idx[name][batch]] for name in ("a", "pos", "neg"))
+            loss, parts = gdpo_loss(policy, ref, config,
+                                    margin_t[batch] if margin_t is not None else None)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            parts["step"] = float(step + 1)
+            parts["seconds"] = time.perf_counter() - started
+            history.append(parts)
+            if on_step:
+                on_step(step + 1, parts)
+    finally:
         encoder.eval()
-        batch_texts = [texts[i] for name in ("a", "pos", "neg") for i in idx[name][batch]]
-        embedded = encoder(batch_texts)
-        n = len(batch)
-        policy = (embedded[:n], embedded[n:2 * n], embedded[2 * n:])
-        ref = tuple(reference[idx[name][batch]] for name in ("a", "pos", "neg"))
-        loss, parts = gdpo_loss(policy, ref, config,
-                                margin_t[batch] if margin_t is not None else None)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        parts["step"] = float(step + 1)
-        parts["seconds"] = time.perf_counter() - started
-        history.append(parts)
-        if on_step:
-            on_step(step + 1, parts)
-    encoder.eval()
     return history
