@@ -73,8 +73,11 @@ def ensure_no_similarity_embeddings(fit_cities: list[str], cities: list[str]) ->
     return todo
 
 
-def ensure_ablation_codes(fit_cities: list[str], cities: list[str]) -> list[str]:
-    """Fit and write every missing ablation part for ``cities``; returns the parts written."""
+def ensure_ablation_codes(fit_cities: list[str], cities: list[str],
+                          align: bool = True) -> list[str]:
+    """Fit and write every missing ablation part for ``cities``; returns the parts written.
+    Without ``align`` no encoder is trained: parts whose embeddings are missing are left
+    out (``bench/ablations.py`` makes them)."""
     import pandas as pd
 
     from lgsid_pipeline.tokenizer import TOKENIZERS, TokenizerConfig
@@ -82,11 +85,15 @@ def ensure_ablation_codes(fit_cities: list[str], cities: list[str]) -> list[str]
     from lgsid_pipeline.warehouse import Warehouse
 
     warehouse = Warehouse()
-    ensure_no_similarity_embeddings(fit_cities, list(dict.fromkeys([*fit_cities, *cities])))
+    everyone = list(dict.fromkeys([*fit_cities, *cities]))
+    if align:
+        ensure_no_similarity_embeddings(fit_cities, everyone)
     written = []
     for name, (kind, part) in ABLATION_CODES.items():
         if all(warehouse.has_table("semantic_ids", c, name) for c in cities):
             continue
+        if not all(warehouse.has_table("item_embeddings", c, part) for c in everyone):
+            continue  # align=False and the embeddings are not there yet
         inputs = {c: (warehouse.read_table("items", c),
                       warehouse.read_arrow("item_embeddings", c, part))
                   for c in dict.fromkeys([*fit_cities, *cities])}

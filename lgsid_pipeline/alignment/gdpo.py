@@ -49,7 +49,7 @@ def candidate_log_probs(anchors: torch.Tensor, candidates: torch.Tensor,
 
 def similarity_regulariser(policy: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """mean_i ||P_i - R_i||^2 - mean_{i!=j} ||P_i - R_j||^2 (keeps semantics, Eq. 7)."""
-    distances = torch.cdist(policy, reference)
+    distances = torch.cdist(policy, reference).pow(2)
     n = len(policy)
     own = distances.diagonal().mean()
     others = (distances.sum() - distances.diagonal().sum()) / max(n * (n - 1), 1)
