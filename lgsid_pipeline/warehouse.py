@@ -6,19 +6,39 @@ table; temp files of writers that died (killed mid-write) are swept by the next 
 same folder. Readers use short-lived in-memory DuckDB connections over the Parquet files, so
 parallel city steps never contend for the catalog file; only ``refresh_catalog`` opens it
 for writing, under an exclusive file lock.
+
+Versioned stages (write, audit, publish). The tables of a stage in ``VERSIONED_STAGES``
+(today: ``ingest``) are written as one immutable version per run::
+
+    warehouse/_versions/<stage>/city=<slug>/.staging-<version>-<host>-<pid>/   (being written)
+    warehouse/_versions/<stage>/city=<slug>/<version>/<table>/<part>.parquet   (complete)
+    warehouse/_versions/<stage>/city=<slug>/<version>/manifest.json
+    warehouse/_published/<city>/<stage>.json                                   (the pointer)
+
+A stage writes into a staging folder (``Warehouse.staging``), audits what it re-reads from
+there, and ``Warehouse.publish`` renames the folder to its version name and then switches the
+pointer with one ``os.replace``. Readers (``read_table``, ``read_arrow``, ``has_table``, the
+DuckDB views) resolve the pointer once and read the files it names, so they see the old set
+or the new set, never a mix. The pointer keeps the previous versions (``keep_versions``, newest
+first) for ``rollback``; older ones are swept. A table of a versioned stage is read from its
+plain path (``write_table``) only for a city that has no published version of the stage yet.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import shutil
 import socket
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -29,6 +49,11 @@ from lgsid_pipeline.config import lgsid_home, sql_text, validate_city_slug
 
 TABLES = ("raw_items", "raw_interactions", "items", "interactions", "quarantine")
 DATA_PART = "data"
+# Stages whose tables are published together as one version per city.
+VERSIONED_STAGES: dict[str, tuple[str, ...]] = {"ingest": TABLES}
+STAGE_OF_TABLE = {t: stage for stage, tables in VERSIONED_STAGES.items() for t in tables}
+KEEP_VERSIONS = 3  # previous versions kept for rollback, besides the published one
+MANIFEST_FORMAT = 1
 # A temp file this old is swept even when its writer cannot be checked (another host).
 STALE_TEMP_SECONDS = 3600.0
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
@@ -36,6 +61,10 @@ _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 class TableNotFoundError(FileNotFoundError):
     """A table that has not been materialized for a city yet."""
+
+
+class VersionError(ValueError):
+    """A publish or rollback that cannot be done (nothing to roll back to, unknown stage)."""
 
 
 def sweep_stale_temp_files(folder: Path, max_age_s: float = STALE_TEMP_SECONDS) -> list[Path]:
@@ -75,13 +104,122 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(arrow: pa.Table, path: Path) -> None:
+    """Write a Parquet file atomically: temp file beside it, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temp_files(path.parent)
+    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(arrow, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    """Write a JSON file atomically (temp file, fsync, rename, fsync of the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _as_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    return frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame,
+                                                                          preserve_index=False)
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"invalid {what} name: {name!r}")
+
+
+class StagedVersion:
+    """A version of one stage's tables for one city, being written; not visible to readers.
+
+    Write its tables with ``write_table``, re-read them with ``read_arrow``/``read_table`` to
+    audit what was persisted, then hand it to ``Warehouse.publish``.
+    """
+
+    def __init__(self, warehouse: Warehouse, city: str, stage: str, version: str,
+                 folder: Path) -> None:
+        self.warehouse, self.city, self.stage = warehouse, city, stage
+        self.version, self.folder = version, folder
+        self.published = False
+
+    def table_path(self, table: str, part: str = DATA_PART) -> Path:
+        """Path of one staged table part (the table must belong to the stage)."""
+        if table not in VERSIONED_STAGES[self.stage]:
+            raise ValueError(f"table {table!r} is not part of stage {self.stage!r}")
+        _check_name(part, "part")
+        return self.folder / table / f"{part}.parquet"
+
+    def write_table(self, table: str, frame: pd.DataFrame | pa.Table,
+                    part: str = DATA_PART) -> Path:
+        """Write one table part into the staged version (atomically, fsynced)."""
+        path = self.table_path(table, part)
+        _write_parquet(_as_arrow(frame), path)
+        return path
+
+    def read_arrow(self, table: str, part: str = DATA_PART) -> pa.Table:
+        """Re-read one staged table part from disk."""
+        return pq.read_table(self.table_path(table, part))
+
+    def read_table(self, table: str, part: str = DATA_PART) -> pd.DataFrame:
+        return self.read_arrow(table, part).to_pandas()
+
+    def files(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every staged table part: ``{table: {part: {file, rows, bytes, sha256}}}``."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for path in sorted(self.folder.glob("*/*.parquet")):
+            out.setdefault(path.parent.name, {})[path.stem] = {
+                "file": f"{path.parent.name}/{path.name}",
+                "rows": pq.ParquetFile(path).metadata.num_rows,
+                "bytes": path.stat().st_size,
+                "sha256": _file_sha256(path),
+            }
+        return out
+
+
 class Warehouse:
     """Parquet tables per city under one home folder, with a DuckDB catalog."""
 
-    def __init__(self, home: Path | str | None = None) -> None:
+    def __init__(self, home: Path | str | None = None,
+                 keep_versions: int = KEEP_VERSIONS) -> None:
         self.home = Path(home).resolve() if home is not None else lgsid_home()
         self.root = self.home / "warehouse"
         self.catalog_path = self.home / "catalog.duckdb"
+        if keep_versions < 0:
+            raise ValueError(f"keep_versions must be >= 0, not {keep_versions}")
+        self.keep_versions = keep_versions
 
     def table_path(self, table: str, city: str, part: str = DATA_PART) -> Path:
         """Path of one table part for one city (validates the city key and part name)."""
@@ -91,33 +229,38 @@ class Warehouse:
         return self.root / table / f"city={city}" / f"{part}.parquet"
 
     def has_table(self, table: str, city: str, part: str = DATA_PART) -> bool:
-        return self.table_path(table, city, part).is_file()
+        path = self.resolve_table(table, city, part)
+        return path is not None and path.is_file()
+
+    def resolve_table(self, table: str, city: str, part: str = DATA_PART) -> Path | None:
+        """The file readers see for one table part: the published version's file for a table
+        of a versioned stage with a published version (None if that version lacks the part),
+        otherwise the plain path of ``table_path``."""
+        plain = self.table_path(table, city, part)
+        stage = STAGE_OF_TABLE.get(table)
+        manifest = self.published(city, stage) if stage else None
+        if manifest is None:
+            return plain
+        info = manifest["tables"].get(table, {}).get(part)
+        if info is None:
+            return None
+        return self.version_folder(city, manifest["stage"], manifest["version"]) / info["file"]
 
     def write_table(
         self, table: str, city: str, frame: pd.DataFrame | pa.Table, part: str = DATA_PART
     ) -> Path:
-        """Atomically write one table part (temp file, fsync, rename)."""
+        """Atomically write one table part to its plain path (temp file, fsync, rename).
+
+        Tables of a versioned stage are published through ``staging``/``publish``; a plain
+        write of one is only seen for a city without a published version of its stage.
+        """
         path = self.table_path(table, city, part)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(frame, pa.Table):
-            arrow = frame
-        else:
-            arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        sweep_stale_temp_files(path.parent)
-        tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.tmp")
-        try:
-            pq.write_table(arrow, tmp, compression="zstd")
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        _write_parquet(_as_arrow(frame), path)
         return path
 
     def read_arrow(self, table: str, city: str, part: str = DATA_PART) -> pa.Table:
         """Read one table part as an Arrow table, or raise ``TableNotFoundError``."""
-        path = self.table_path(table, city, part)
+        path = self.resolve_table(table, city, part) or self.table_path(table, city, part)
         if not path.is_file():
             raise TableNotFoundError(
                 f"table {table!r} ({part}) has not been materialized for city {city!r} "
@@ -143,13 +286,190 @@ class Warehouse:
                 file.unlink()
                 removed += 1
             folder.rmdir()
+        for folder in [self.root / "_published" / city,
+                       *self.root.glob(f"_versions/*/city={city}")]:
+            if folder.is_dir():
+                removed += sum(1 for f in folder.rglob("*") if f.is_file())
+                shutil.rmtree(folder)
         return removed
 
     def existing_tables(self) -> list[str]:
-        """Tables with at least one Parquet file."""
+        """Tables with at least one Parquet file that readers see."""
+        return sorted(table for table, source in self._table_sources().items() if source)
+
+    def _table_sources(self) -> dict[str, str | list[str]]:
+        """Per table, what its view reads: a glob (plain tables) or a list of files (tables of
+        versioned stages: each city's published files, or its plain files if unpublished)."""
+        sources: dict[str, str | list[str]] = {}
         if not self.root.is_dir():
+            return sources
+        published: dict[str, dict[str, dict]] = {}  # stage -> city -> manifest
+        for pointer in self.root.glob("_published/*/*.json"):
+            manifest = self.published(pointer.parent.name, pointer.stem)
+            if manifest is not None:
+                published.setdefault(pointer.stem, {})[pointer.parent.name] = manifest
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(("_", ".")) or folder.name in STAGE_OF_TABLE:
+                continue
+            if any(folder.glob("city=*/*.parquet")):
+                sources[folder.name] = str(folder / "city=*" / "*.parquet")
+        for table, stage in STAGE_OF_TABLE.items():
+            manifests = published.get(stage, {})
+            files = [str(self.version_folder(city, stage, m["version"]) / info["file"])
+                     for city, m in sorted(manifests.items())
+                     for _, info in sorted(m["tables"].get(table, {}).items())]
+            for plain in sorted(self.root.glob(f"{table}/city=*/*.parquet")):
+                if plain.parent.name.removeprefix("city=") not in manifests:
+                    files.append(str(plain))
+            if files:
+                sources[table] = files
+        return sources
+
+    # ------------------------------------------------------------ versioned stages
+
+    def version_root(self, city: str, stage: str) -> Path:
+        """Folder of every version of one stage for one city."""
+        validate_city_slug(city)
+        if stage not in VERSIONED_STAGES:
+            raise VersionError(f"unknown versioned stage {stage!r} "
+                               f"(known: {', '.join(VERSIONED_STAGES)})")
+        return self.root / "_versions" / stage / f"city={city}"
+
+    def version_folder(self, city: str, stage: str, version: str) -> Path:
+        _check_name(version.replace("-", "_"), "version")
+        return self.version_root(city, stage) / version
+
+    def pointer_path(self, city: str, stage: str) -> Path:
+        """The published pointer of one stage for one city."""
+        self.version_root(city, stage)  # validates both
+        return self.root / "_published" / city / f"{stage}.json"
+
+    def published(self, city: str, stage: str) -> dict[str, Any] | None:
+        """The published manifest of a stage for a city, or None if none was published."""
+        try:
+            text = self.pointer_path(city, stage).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return json.loads(text)
+
+    @contextmanager
+    def staging(self, city: str, stage: str) -> Iterator[StagedVersion]:
+        """A new version of ``stage`` for ``city`` to write, audit and publish; when the block
+        ends, an unpublished staging folder is removed (a failed audit publishes nothing)."""
+        root = self.version_root(city, stage)
+        root.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        version = f"{stamp}-{uuid.uuid4().hex[:8]}"
+        folder = root / f".staging-{version}.{_HOST}-{os.getpid()}-x"
+        folder.mkdir()
+        staged = StagedVersion(self, city, stage, version, folder)
+        try:
+            yield staged
+        finally:
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+
+    @contextmanager
+    def _stage_lock(self, city: str, stage: str) -> Iterator[None]:
+        pointer = self.pointer_path(city, stage)
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        with open(pointer.with_name(f".{stage}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def publish(self, staged: StagedVersion,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publish a staged version: its manifest, then the folder renamed to its version
+        name, then the pointer switched with one ``os.replace``; then old versions are swept.
+
+        Until the pointer switch readers see the previous version; after it, the new one. A
+        crash before the switch leaves an unreferenced folder that a later sweep removes.
+        """
+        city, stage = staged.city, staged.stage
+        manifest = {
+            "format": MANIFEST_FORMAT, "city": city, "stage": stage,
+            "version": staged.version, "published_at": datetime.now(UTC).isoformat(),
+            "tables": staged.files(), **(extra or {}),
+        }
+        _write_json(manifest, staged.folder / "manifest.json")
+        final = self.version_folder(city, stage, staged.version)
+        with self._stage_lock(city, stage):
+            self._promote(staged.folder, final)
+            current = self.published(city, stage)
+            history = [] if current is None else [current["version"], *current["history"]]
+            pointer = {**manifest, "history": history[:self.keep_versions]}
+            self._switch_pointer(city, stage, pointer)
+            staged.published = True
+            self.sweep_versions(city, stage)
+        return pointer
+
+    def _promote(self, staging_folder: Path, final: Path) -> None:
+        """Rename a complete staging folder to its version name (one rename)."""
+        os.replace(staging_folder, final)
+        _fsync_dir(final.parent)
+
+    def _switch_pointer(self, city: str, stage: str, pointer: dict[str, Any]) -> None:
+        """The atomic switch: readers see the old pointer or this one."""
+        _write_json(pointer, self.pointer_path(city, stage))
+
+    def rollback(self, city: str, stage: str = "ingest") -> dict[str, Any]:
+        """Point ``stage`` of ``city`` back at its previous version; return the new pointer.
+
+        The version rolled back from is no longer referenced and is swept.
+        """
+        with self._stage_lock(city, stage):
+            current = self.published(city, stage)
+            if current is None:
+                raise VersionError(f"city {city!r} has no published {stage} version")
+            if not current["history"]:
+                raise VersionError(f"city {city!r} has no {stage} version before "
+                                   f"{current['version']} to roll back to")
+            previous, *older = current["history"]
+            manifest_path = self.version_folder(city, stage, previous) / "manifest.json"
+            try:
+                manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            except FileNotFoundError as exc:
+                raise VersionError(f"version {previous} of {stage} for {city!r} is gone "
+                                   f"({manifest_path} missing)") from exc
+            pointer = {**manifest, "history": older, "rolled_back_from": current["version"],
+                       "rolled_back_at": datetime.now(UTC).isoformat()}
+            self._switch_pointer(city, stage, pointer)
+            self.sweep_versions(city, stage)
+        return pointer
+
+    def versions(self, city: str, stage: str) -> list[str]:
+        """Complete version folders of a stage for a city, oldest first."""
+        root = self.version_root(city, stage)
+        if not root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if any(p.glob("city=*/*.parquet")))
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def sweep_versions(self, city: str, stage: str,
+                       max_age_s: float = STALE_TEMP_SECONDS) -> list[Path]:
+        """Remove versions the pointer no longer keeps and staging folders of dead writers."""
+        current = self.published(city, stage)
+        keep = set() if current is None else {current["version"], *current["history"]}
+        root = self.version_root(city, stage)
+        removed: list[Path] = []
+        now = time.time()
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            if folder.name.startswith(".staging-"):
+                pid = _writer_pid(folder.name)
+                try:
+                    stale = ((pid is not None and not _pid_alive(pid))
+                             or now - folder.stat().st_mtime > max_age_s)
+                except FileNotFoundError:
+                    continue
+                if not stale:
+                    continue
+            elif folder.name in keep or current is None:
+                continue  # nothing published yet: a promoted folder may be about to be
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        return removed
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -168,9 +488,10 @@ class Warehouse:
 
     def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
         template = sql_text("views.sql")
-        for table in self.existing_tables():
-            pattern = str(self.root / table / "city=*" / "*.parquet").replace("'", "''")
-            con.execute(template.format(table=table, pattern=pattern))
+        for table, source in sorted(self._table_sources().items()):
+            paths = [source] if isinstance(source, str) else source
+            files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+            con.execute(template.format(table=table, files=f"[{files}]"))
 
     def refresh_catalog(self, retries: int = 20, wait_s: float = 0.25) -> bool:
         """Recreate the catalog's views; True on success, False if the file stayed locked.
