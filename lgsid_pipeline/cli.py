@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
 from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
-from lgsid_pipeline.warehouse import TableNotFoundError, Warehouse
+from lgsid_pipeline.warehouse import VERSIONED_STAGES, TableNotFoundError, Warehouse
 
 # The demo trains every model on three cities with the real encoder; smaller samples keep
 # it to a few minutes on a laptop. `lgsid materialize` uses the full defaults.
@@ -410,6 +410,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    CityRegistry().get(args.city)  # clear error for an unknown city
+    pointer = Warehouse().rollback(args.city, args.stage)
+    print(f"{args.city}: {args.stage} rolled back from {pointer['rolled_back_from']} to "
+          f"{pointer['version']} ({len(pointer['history'])} older versions left)")
+    return 0
+
+
 def _print_item(row: dict) -> None:
     print(f"{row['code']:>16s}  {row['item_id']}  {row['name']}  [{row['admin_path']}]")
 
@@ -548,6 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", **city)
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("rollback", help="point a city's stage back at its previous version")
+    p.add_argument("--city", **city)
+    p.add_argument("--stage", default="ingest", choices=tuple(VERSIONED_STAGES),
+                   help=f"versioned stage, one of: {', '.join(VERSIONED_STAGES)} "
+                        "(default ingest)")
+    p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("lookup", help="an item's semantic ID, or the items under a code")
     p.add_argument("--city", **city)

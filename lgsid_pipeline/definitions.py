@@ -24,7 +24,7 @@ from lgsid_pipeline.defs.generative import (
     generative_baseline,
     user_topk_cache,
 )
-from lgsid_pipeline.defs.ingest import interactions, items, raw_city_tables
+from lgsid_pipeline.defs.ingest import ingest_tables
 from lgsid_pipeline.defs.recommenders import CTR_ASSETS, evaluation_report, recommender_datasets
 from lgsid_pipeline.defs.resources import LgsidResource
 from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSETS, TOKENIZER_MODEL_ASSETS
@@ -32,7 +32,7 @@ from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSETS, TOKENIZER_MODEL_AS
 CITY_JOB_NAME = "city_pipeline"
 GLOBAL_JOB_NAME = "global_models"
 
-CITY_ASSETS = [raw_city_tables, items, interactions, geo_negatives, cooccurrence_pairs,
+CITY_ASSETS = [ingest_tables, geo_negatives, cooccurrence_pairs,
                geo_pairs, item_embeddings, *SEMANTIC_ID_ASSETS, recommender_datasets,
                *CTR_ASSETS, *GENERATIVE_ASSETS, generative_baseline, user_topk_cache,
                evaluation_report]

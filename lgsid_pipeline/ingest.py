@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,20 @@ from lgsid_pipeline.geo.admin import (
     folder_boundary_set,
     named_boundary_sets,
 )
+from lgsid_pipeline.quality import (
+    CheckOutcome,
+    check_accounted,
+    check_coordinates,
+    check_quarantine_rate,
+    check_schema,
+    check_unique,
+)
 from lgsid_pipeline.sources.base import SourceData
 from lgsid_pipeline.sources.landing import read_landing_source, with_landed_additions
 from lgsid_pipeline.sources.sthgcn import read_sthgcn
 from lgsid_pipeline.sources.tables import GOWALLA_LAYOUT, SYNTHETIC_LAYOUT, read_table_source
 from lgsid_pipeline.sources.tsmc import read_tsmc
+from lgsid_pipeline.warehouse import StagedVersion
 
 # Columns whose change means an item must be re-encoded later.
 CONTENT_COLUMNS = ["name", "category", "brand", "latitude", "longitude", "admin_l1_name",
@@ -120,3 +130,50 @@ def raw_tables(config: CityConfig,
     items = data.items.assign(city=config.slug, city_name=data.display_name)
     interactions = data.interactions.assign(city=config.slug)
     return items, interactions
+
+
+ITEM_COLUMNS = ("city", "item_id", "name", "category", "brand", "latitude", "longitude",
+                "admin_l1_code", "admin_l2_code", "admin_l3_code", "h3_cell", "outside",
+                "content_hash")
+INTERACTION_COLUMNS = ("city", "user_id", "item_id", "ts")
+
+
+@dataclass
+class Audit:
+    """One blocking check's outcome on the persisted tables of a staged ingest version."""
+
+    name: str
+    asset: str
+    outcome: CheckOutcome
+
+
+def audit_ingest(staged: StagedVersion, max_quarantine_rate: float) -> list[Audit]:
+    """Run every blocking ingest check on the staged tables as re-read from disk.
+
+    Reconciliation compares the persisted raw, clean and quarantine files row by row (by
+    ``source_row``), so a row lost or doubled on the way to disk fails it.
+    """
+    raw_items = staged.read_table("raw_items")
+    items = staged.read_table("items")
+    q_items = staged.read_table("quarantine", "items")
+    raw_events = staged.read_table("raw_interactions")
+    events = staged.read_table("interactions")
+    q_events = staged.read_table("quarantine", "interactions")
+
+    def rows(frame: pd.DataFrame) -> pd.Series:
+        return frame["source_row"] if "source_row" in frame else pd.Series([], dtype="string")
+
+    return [
+        Audit("items_schema", "items", check_schema(items, ITEM_COLUMNS)),
+        Audit("items_coordinates_in_range", "items", check_coordinates(items)),
+        Audit("items_unique_ids", "items", check_unique(items, ["item_id"])),
+        Audit("items_quarantine_rate", "items",
+              check_quarantine_rate(len(items), len(q_items), max_quarantine_rate)),
+        Audit("items_counts_reconcile", "items",
+              check_accounted(rows(raw_items), rows(items), rows(q_items))),
+        Audit("interactions_schema", "interactions", check_schema(events, INTERACTION_COLUMNS)),
+        Audit("interactions_quarantine_rate", "interactions",
+              check_quarantine_rate(len(events), len(q_events), max_quarantine_rate)),
+        Audit("interactions_counts_reconcile", "interactions",
+              check_accounted(rows(raw_events), rows(events), rows(q_events))),
+    ]

@@ -54,3 +54,30 @@ def check_reconciles(n_raw: int, n_clean: int, n_quarantined: int) -> CheckOutco
     ok = n_raw == n_clean + n_quarantined
     return CheckOutcome(ok, f"raw {n_raw} = clean {n_clean} + quarantined {n_quarantined}: {ok}",
                         {"raw": n_raw, "clean": n_clean, "quarantined": n_quarantined})
+
+
+def check_accounted(raw_rows: pd.Series, clean_rows: pd.Series,
+                    quarantined_rows: pd.Series) -> CheckOutcome:
+    """Every raw row is in exactly one place: for each ``source_row`` key, its count in the raw
+    table equals its count in the clean table plus its count in the quarantine table.
+
+    Counts ``missing`` (raw rows found in neither), ``duplicated`` (rows found more often than
+    the raw table has them, e.g. both clean and quarantined) and ``unknown`` (clean or
+    quarantined rows whose key is not in the raw table); passes only when all three are 0 and
+    raw = clean + quarantined.
+    """
+    raw = raw_rows.astype("string").value_counts()
+    out = pd.concat([clean_rows.astype("string"), quarantined_rows.astype("string")])
+    out = out.value_counts()
+    both = pd.concat([raw.rename("raw"), out.rename("out")], axis=1).fillna(0)
+    known = both["raw"] > 0
+    missing = int((both["raw"] - both["out"]).clip(lower=0)[known].sum())
+    duplicated = int((both["out"] - both["raw"]).clip(lower=0)[known].sum())
+    unknown = int(both.loc[~known, "out"].sum())
+    n_raw, n_clean, n_quarantined = len(raw_rows), len(clean_rows), len(quarantined_rows)
+    ok = (missing == duplicated == unknown == 0) and n_raw == n_clean + n_quarantined
+    return CheckOutcome(
+        ok, f"raw {n_raw} vs clean {n_clean} + quarantined {n_quarantined}: {missing} missing, "
+            f"{duplicated} duplicated, {unknown} unknown",
+        {"raw": n_raw, "clean": n_clean, "quarantined": n_quarantined, "missing": missing,
+         "duplicated": duplicated, "unknown": unknown})

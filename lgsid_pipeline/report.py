@@ -4,54 +4,64 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
+
 from lgsid_pipeline.config import sql_text, validate_city_slug
 from lgsid_pipeline.jsonio import read_json
 from lgsid_pipeline.warehouse import TABLES, Warehouse
 
 
-def _count(warehouse: Warehouse, table: str, city: str) -> int | None:
+def _count(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, table: str,
+           city: str) -> int | None:
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
     if not any(warehouse.has_table(table, city, part) for part in ("data", "items",
                                                                      "interactions")):
         return None
-    with warehouse.connect() as con:
-        return int(con.execute(sql_text("count_rows.sql").format(table=table),
-                               {"city": city}).fetchone()[0])
+    return int(con.execute(sql_text("count_rows.sql").format(table=table),
+                           {"city": city}).fetchone()[0])
 
 
-def _row(warehouse: Warehouse, sql_file: str, city: str) -> dict[str, Any]:
-    with warehouse.connect() as con:
-        cursor = con.execute(sql_text(sql_file), {"city": city})
-        names = [d[0] for d in cursor.description]
-        values = cursor.fetchone()
+def _row(con: duckdb.DuckDBPyConnection, sql_file: str, city: str) -> dict[str, Any]:
+    cursor = con.execute(sql_text(sql_file), {"city": city})
+    names = [d[0] for d in cursor.description]
+    values = cursor.fetchone()
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v)
             for k, v in zip(names, values, strict=True)}
 
 
 def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None = None) -> dict:
-    """Row counts, quarantine counts by reason, admin coverage and reconciliation of a city."""
+    """Row counts, quarantine counts by reason, admin coverage and reconciliation of a city.
+
+    Every table figure comes from one connection, whose views are pinned to the city's
+    published ingest version when it opens: a publish meanwhile cannot mix two versions.
+    """
     validate_city_slug(city)
     report: dict[str, Any] = {"city": city}
     if source:
         report["source"] = source
     quarantine_by_table: dict[str, dict[str, int]] = {}
     quarantine: dict[str, int] = {}
-    if _count(warehouse, "quarantine", city) is not None:
-        for row in warehouse.query("report_quarantine.sql", {"city": city}).itertuples():
-            quarantine_by_table.setdefault(row.table_name, {})[row.reason] = int(row.rows)
-            quarantine[row.reason] = quarantine.get(row.reason, 0) + int(row.rows)
-    for table, sql_file in (("items", "report_items.sql"),
-                            ("interactions", "report_interactions.sql")):
-        if not warehouse.has_table(table, city):
-            continue
-        figures = _row(warehouse, sql_file, city)
-        raw_rows = _count(warehouse, f"raw_{table}", city)
-        quarantined = sum(quarantine_by_table.get(table, {}).values())
-        figures["raw_rows"] = raw_rows
-        figures["quarantined"] = quarantined
-        figures["reconciles"] = raw_rows == figures["rows"] + quarantined
-        report[table] = figures
+    with warehouse.connect() as con:
+        if _count(con, warehouse, "quarantine", city) is not None:
+            rows = con.execute(sql_text("report_quarantine.sql"), {"city": city}).df()
+            for row in rows.itertuples():
+                quarantine_by_table.setdefault(row.table_name, {})[row.reason] = int(row.rows)
+                quarantine[row.reason] = quarantine.get(row.reason, 0) + int(row.rows)
+        for table, sql_file in (("items", "report_items.sql"),
+                                ("interactions", "report_interactions.sql")):
+            if not warehouse.has_table(table, city):
+                continue
+            figures = _row(con, sql_file, city)
+            raw_rows = _count(con, warehouse, f"raw_{table}", city)
+            quarantined = sum(quarantine_by_table.get(table, {}).values())
+            figures["raw_rows"] = raw_rows
+            figures["quarantined"] = quarantined
+            figures["reconciles"] = raw_rows == figures["rows"] + quarantined
+            report[table] = figures
+        published = warehouse.published(city, "ingest")
+    if published:
+        report["ingest_version"] = published["version"]
     report["quarantine"] = quarantine
     report["quarantine_by_table"] = quarantine_by_table
     alignment = alignment_report(warehouse, city)
