@@ -221,6 +221,7 @@ HELP_RANGES: dict[str, list[str]] = {
     "cities": ["print JSON"],  # no option with a range
     "materialize": ["1..64", "1..256", "1..32", "0..1", "1 MiB", "1970..2100"],
     "report": ["1..64"],
+    "rollback": ["1..64", "one of: ingest"],
     "lookup": ["1..64", "1..256", "1..1000", "lgsid, rqkmeans, rqvae"],
     "recommend": ["1..64", "1..256", "1..100"],
     "synth": ["1..100", "0..2147483647", "50..100000"],
