@@ -47,8 +47,9 @@ RUN_CONFIG = {**DISCRIMINATIVE_RUN_CONFIG,
 ABLATION_BACKBONE = "din"
 
 
-def run_ablations(path) -> None:
-    """DIN with each ablation code part, three seeds, merged into the results at ``path``."""
+def run_ablations(path, seeds: int) -> None:
+    """DIN with each ablation code part, ``seeds`` seeds, merged into the results at
+    ``path``."""
     import torch
     from ablations import ABLATION_CODES, ensure_ablation_codes
 
@@ -62,7 +63,6 @@ def run_ablations(path) -> None:
     out = json.loads(path.read_text())
     ensure_ablation_codes(list(REAL_CITIES), list(REAL_CITIES))
     warehouse = Warehouse()
-    seeds = SEEDS[ABLATION_BACKBONE]
     train = TrainConfig(**{k: v for k, v in TRAINING.items() if k != "dim"})
     top_k = CtrTrainingConfig().top_k
     began = time.perf_counter()
@@ -87,10 +87,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ablations", action="store_true",
                         help="only add the DIN ablations to the existing results")
+    parser.add_argument("--ablation-seeds", type=int, default=SEEDS[ABLATION_BACKBONE],
+                        help="seeds per DIN ablation (default: as the main table)")
     args = parser.parse_args()
     isolated_home("lgsid-disc-")
     if args.ablations:
-        run_ablations(RESULTS / "discriminative.json")
+        run_ablations(RESULTS / "discriminative.json", args.ablation_seeds)
         return
 
     from lgsid_pipeline.report import city_report
