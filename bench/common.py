@@ -153,7 +153,8 @@ def provenance(config: dict) -> dict:
                               check=False).stdout.strip()
 
     sha = git("rev-parse", "HEAD") or "unknown (not run in a git checkout)"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # results files are the output itself, not a change to what produced them
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"):
         sha += "+dirty"
     packages = ("torch", "transformers", "dagster", "mlflow", "numpy", "scikit-learn",
                 "duckdb")

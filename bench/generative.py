@@ -285,9 +285,12 @@ def sthgcn_entry(entry: dict) -> dict:
     return {**entry, "sasrec": entry["floors"].get("sasrec"), "published": PUBLISHED}
 
 
-def merge_results(parts: list[Path], out: Path) -> None:
-    """One results file from runs of disjoint cities (each keeps its own provenance)."""
+def merge_results(parts: list[Path], out: Path, note: str = "") -> None:
+    """One results file from runs of disjoint cities (each keeps its own provenance), with
+    an optional ``note`` on how the runs were made."""
     merged: dict = {"cities": {}, "provenance": {"merged_from": {}}}
+    if note:
+        merged["provenance"]["note"] = note
     for part in parts:
         data = json.loads(part.read_text())
         merged["cities"].update(data.get("cities", {}))
@@ -331,11 +334,12 @@ def main() -> None:
                         help="keep the SASRec figures of --out's cities when the settings match")
     parser.add_argument("--code-ablations", nargs="+", choices=list(ABLATION_CODES),
                         help="only train TIGER on these ablation codes, into --out's cities")
+    parser.add_argument("--note", default="", help="with --merge: how the runs were made")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="only merge these result files (runs of other cities) into --out")
     args = parser.parse_args()
     if args.merge:
-        merge_results(args.merge, args.out)
+        merge_results(args.merge, args.out, args.note)
         return
     isolated_home("lgsid-gen-")
     import torch
