@@ -11,7 +11,6 @@ checks them, so a missing or damaged artifact file is reported with the model an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
 from lgsid_pipeline.config import lgsid_home
+from lgsid_pipeline.warehouse import file_sha256
 
 CHAMPION = "champion"
 EXPERIMENT = "lgsid"
@@ -120,16 +120,8 @@ def materialize_hint(name: str) -> str:
 
 def folder_checksums(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folder``, by path relative to it."""
-    return {p.relative_to(folder).as_posix(): _sha256(p)
+    return {p.relative_to(folder).as_posix(): file_sha256(p)
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def register_folder(
@@ -235,7 +227,7 @@ def _verify_checksums(label: str, name: str, folder: Path, manifest: Path) -> No
         if not path.is_file():
             raise ModelArtifactError(f"{label}: artifact file {relative!r} is missing "
                                      f"(expected {path}); {materialize_hint(name)}")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise ModelArtifactError(f"{label}: artifact file {relative!r} is corrupt (its "
                                      f"SHA-256 differs from the one recorded at registration; "
                                      f"{path}); {materialize_hint(name)}")

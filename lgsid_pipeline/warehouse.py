@@ -144,7 +144,8 @@ def _write_json(data: dict[str, Any], path: Path) -> None:
             tmp.unlink()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -204,7 +205,7 @@ class StagedVersion:
                 "file": f"{path.parent.name}/{path.name}",
                 "rows": pq.ParquetFile(path).metadata.num_rows,
                 "bytes": path.stat().st_size,
-                "sha256": _file_sha256(path),
+                "sha256": file_sha256(path),
             }
         return out
 

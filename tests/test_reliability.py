@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -104,10 +105,11 @@ def assert_reconciles(warehouse: Warehouse, city: str, n_items: int) -> None:
     assert report["interactions"]["rows"] > 0
 
 
-def failure_text(run_id: str) -> str:
-    """Every step-failure message of a run, with the chain of causes."""
+def failure_text(run_id: str, instance: dg.DagsterInstance | None = None) -> str:
+    """Every step-failure message of a run (in ``instance``, default the configured one),
+    with the chain of causes."""
     texts = []
-    for event in get_instance().all_logs(run_id):
+    for event in (instance or get_instance()).all_logs(run_id):
         if event.dagster_event and event.dagster_event.event_type_value == "STEP_FAILURE":
             error = event.dagster_event.event_specific_data.error
             while error is not None:

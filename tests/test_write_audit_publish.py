@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from test_reliability import failure_text
 
 from lgsid_pipeline import warehouse as warehouse_module
 from lgsid_pipeline.cities import CityConfig, CityRegistry
@@ -50,17 +51,6 @@ def published_hashes(warehouse: Warehouse) -> dict[str, str]:
 def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[str]:
     return [e.step_key for e in instance.all_logs(run_id)
             if e.dagster_event and e.dagster_event.event_type_value == kind]
-
-
-def failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
-    texts = []
-    for event in instance.all_logs(run_id):
-        if event.dagster_event and event.dagster_event.event_type_value == "STEP_FAILURE":
-            error = event.dagster_event.event_specific_data.error
-            while error is not None:
-                texts.append(error.message)
-                error = error.cause or error.context
-    return "\n".join(texts)
 
 
 def _move_first_to_quarantine(result: Validated, table: str) -> Validated:
@@ -142,7 +132,7 @@ def test_each_blocking_check_fails_and_publishes_nothing(
         also = {"interactions_quarantine_rate"} if check == "items_quarantine_rate" else set()
         assert set(bad.failed_checks) == {check} | also, bad
         assert bad.failed_steps == ["ingest_tables"]
-        text = failure_text(instance, bad.run_id)
+        text = failure_text(bad.run_id, instance)
         assert check in text and expected in text and "nothing published" in text, text
         assert "geo_negatives" not in step_events(instance, bad.run_id, "STEP_START")
         assert step_events(instance, bad.run_id, "ASSET_MATERIALIZATION") == []
