@@ -16,9 +16,9 @@ import time
 from common import (
     ALIGNMENT_RUN_CONFIG,
     REAL_CITIES,
-    RESULTS,
     isolated_home,
     register_real_cities,
+    write_results,
 )
 
 RUN_CONFIG = ALIGNMENT_RUN_CONFIG
@@ -88,8 +88,8 @@ def main() -> None:
         "runs": runs,
         "machine": {"cpus": os.cpu_count()},
     }
-    target = RESULTS / "alignment.json"
-    target.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_results("alignment", out, {"cities": REAL_CITIES, "run_config": RUN_CONFIG,
+                                     "encode_speed_items": 2000})
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2, default=str))
 
 

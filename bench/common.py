@@ -163,3 +163,14 @@ def provenance(config: dict) -> dict:
             "versions": {"python": sys.version.split()[0],
                          **{name: version(name) for name in packages}},
             "machine": {"cpus": os.cpu_count()}}
+
+
+def write_results(name: str, results: dict, config: dict) -> Path:
+    """Write ``bench/results/<name>.json`` with the provenance of this run added."""
+    import json
+
+    target = RESULTS / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out = {**results, "provenance": provenance(config)}
+    target.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return target

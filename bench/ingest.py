@@ -13,7 +13,7 @@ import resource
 import sys
 import time
 
-from common import REAL_CITIES, RESULTS, isolated_home, register_real_cities
+from common import REAL_CITIES, isolated_home, register_real_cities, write_results
 
 
 def main() -> None:
@@ -57,9 +57,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "platform": platform.platform()},
     }
-    target = RESULTS / "ingest.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_results("ingest", out, {"cities": REAL_CITIES, "selection": "group:ingest",
+                                  "parallel": 1})
     print(json.dumps(out, indent=2, default=str))
 
 

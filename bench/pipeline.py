@@ -31,9 +31,9 @@ from common import (
     DISCRIMINATIVE_RUN_CONFIG,
     GENERATIVE_RUN_CONFIG,
     REAL_CITIES,
-    RESULTS,
     isolated_home,
     register_real_cities,
+    write_results,
 )
 
 # (stage, asset selection, run config), in pipeline order (runner.plan_stages' order, with
@@ -243,8 +243,9 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(),
                     "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_results("pipeline", out, {
+        "cities": REAL_CITIES, "backfill": {"city": BACKFILL_CITY, "items": BACKFILL_ITEMS},
+        "stages": [{"stage": n, "selection": s, "run_config": c} for n, s, c in STAGES]})
     print(f"total {total:.0f}s; encoding {out['encode_items_per_s']} items/s; backfill of "
           f"{BACKFILL_ITEMS} items {backfill['seconds']:.1f}s "
           f"(models unchanged: {backfill['models_unchanged']})")

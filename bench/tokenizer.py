@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from common import REAL_CITIES, RESULTS, ensure_item_embeddings, isolated_home
+from common import REAL_CITIES, ensure_item_embeddings, isolated_home, write_results
 
 KINDS = {"lgsid": ("tokenizer", "semantic_ids"),
          "rqkmeans": ("rqkmeans_tokenizer", "rqkmeans_semantic_ids"),
@@ -101,7 +101,8 @@ def main() -> None:
         "runs": [r.__dict__ for r in results],
         "machine": {"cpus": os.cpu_count()},
     }
-    (RESULTS / "tokenizer.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_results("tokenizer", out, {"cities": REAL_CITIES, "kinds": KINDS,
+                                     "materialize_run_config": cold, "retrain_seed": 1})
     table = [f"{'city':10s} {'tokenizer':9s} " + " ".join(f"{k:>18s}" for k in SUMMARY_KEYS)]
     for city, entry in cities.items():
         for kind, figures in entry["tokenizers"].items():
