@@ -141,21 +141,13 @@ def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
 def provenance(config: dict) -> dict:
     """What produced a results file: commit (``+dirty`` when the tree has changes), time,
     command line, the full config, and the versions of the packages that matter."""
-    import subprocess
     import sys
     from datetime import UTC, datetime
     from importlib.metadata import version
 
-    root = Path(__file__).parents[1]
+    from lgsid_pipeline.provenance import git_sha
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=False).stdout.strip()
-
-    sha = git("rev-parse", "HEAD") or "unknown (not run in a git checkout)"
-    # results files are the output itself, not a change to what produced them
-    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"):
-        sha += "+dirty"
+    sha = git_sha()
     packages = ("torch", "transformers", "dagster", "mlflow", "numpy", "scikit-learn",
                 "duckdb")
     return {"git_sha": sha, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -8,6 +8,10 @@ through Dagster with the asset defaults (codebooks 64-64-64, fitted from scratch
 tokenizer is
 retrained twice: warm (the pipeline's retrain: started from the champion, another seed)
 and cold (another seed from scratch, codewords Hungarian-matched), and code churn is measured.
+Last, the whole lineage is retrained as the weekly schedule does (``runner.retrain``: reward
+model, geo pairs, aligned encoder with another seed, embeddings, warm-started tokenizers,
+semantic IDs), and ``churn_after_encoder_retrain`` is the share of items whose code changed.
+That leaves the retrained models as the home's champions.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ import os
 import sys
 import time
 
-from common import REAL_CITIES, ensure_item_embeddings, isolated_home, write_results
+from common import (
+    ALIGNMENT_RUN_CONFIG,
+    REAL_CITIES,
+    ensure_item_embeddings,
+    isolated_home,
+    write_results,
+)
+
+ENCODER_RETRAIN_SEED = 1
 
 KINDS = {"lgsid": ("tokenizer", "semantic_ids"),
          "rqkmeans": ("rqkmeans_tokenizer", "rqkmeans_semantic_ids"),
@@ -57,6 +69,53 @@ def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
     return out
 
 
+def encoder_retrain_churn(seed: int = ENCODER_RETRAIN_SEED) -> dict:
+    """Retrain the whole lineage with the aligned encoder on another seed; per tokenizer kind
+    and city, the share of items whose code (tokens) changed, and the versions involved."""
+    import numpy as np
+
+    from lgsid_pipeline.registry import champion_folder
+    from lgsid_pipeline.runner import get_instance, retrain
+    from lgsid_pipeline.tokenizer import Tokenizer, level_columns
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+
+    def tokens(kind: str, city: str):
+        table = warehouse.read_table("semantic_ids", city, kind).set_index("item_id")
+        return table[level_columns(3)].sort_index()
+
+    before = {kind: {city: tokens(kind, city) for city in REAL_CITIES} for kind in KINDS}
+    ops = {name: {"config": dict(entry["config"])}
+           for name, entry in ALIGNMENT_RUN_CONFIG["ops"].items()}
+    ops["aligned_encoder"]["config"]["seed"] = seed
+    config = {"ops": ops}
+    started = time.perf_counter()
+    results, step = retrain(instance=get_instance(), run_config=config)
+    seconds = time.perf_counter() - started
+    if step.state != "done":
+        raise RuntimeError(f"retrain {step.state}: {step.reason}; runs {results}")
+    out: dict = {"seconds": round(seconds, 1), "aligned_encoder_seed": seed,
+                 "run_config": config, "runs": [r.__dict__ for r in results], "kinds": {}}
+    for kind in KINDS:
+        fitted = Tokenizer.load(champion_folder(f"{kind}-tokenizer"))
+        per_city = {}
+        for city in REAL_CITIES:
+            old, new = before[kind][city], tokens(kind, city)
+            common = old.index.intersection(new.index)
+            changed = old.loc[common].to_numpy() != new.loc[common].to_numpy()
+            per_city[city] = {"items": len(common),
+                              "churn": float(np.mean(changed.any(axis=1))),
+                              "churn_by_level": changed.mean(axis=0).round(4).tolist()}
+        weights = [per_city[c]["items"] for c in REAL_CITIES]
+        out["kinds"][kind] = {
+            "churn": float(np.average([per_city[c]["churn"] for c in REAL_CITIES],
+                                      weights=weights)),
+            "cities": per_city, "tokenizer_version": fitted.version,
+            "encoder_version": fitted.encoder_version, "warm_started": fitted.warm_started}
+    return out
+
+
 def main() -> None:
     isolated_home("lgsid-tok-")
 
@@ -91,9 +150,15 @@ def main() -> None:
         print(kind, churn[kind], flush=True)
     global_reports = {kind: read_json(warehouse.home / "reports" / "tokenizers" / f"{kind}.json")
                       for kind in KINDS}
+    encoder_retrain = encoder_retrain_churn()
+    print("after an encoder retrain:", {k: round(v["churn"], 4)
+                                        for k, v in encoder_retrain["kinds"].items()}, flush=True)
     out = {
         "cities": cities,
         "retrain": churn,
+        "churn_after_encoder_retrain": {k: v["churn"] for k, v in
+                                        encoder_retrain["kinds"].items()},
+        "encoder_retrain": encoder_retrain,
         "fit_seconds": {k: v["fit_seconds"] for k, v in global_reports.items()},
         "stage_seconds": stage_seconds,
         "alignment_seconds_if_run": alignment_seconds if alignment_runs else None,
@@ -102,7 +167,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count()},
     }
     write_results("tokenizer", out, {"cities": REAL_CITIES, "kinds": KINDS,
-                                     "materialize_run_config": cold, "retrain_seed": 1})
+                                     "materialize_run_config": cold, "retrain_seed": 1,
+                                     "encoder_retrain_seed": ENCODER_RETRAIN_SEED})
     table = [f"{'city':10s} {'tokenizer':9s} " + " ".join(f"{k:>18s}" for k in SUMMARY_KEYS)]
     for city, entry in cities.items():
         for kind, figures in entry["tokenizers"].items():

@@ -410,6 +410,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.retrain import RETRAIN_STAGES
+    from lgsid_pipeline.runner import retrain
+
+    if not CityRegistry().all():
+        raise CliError("no cities registered; add one with `lgsid add-city` or run `lgsid demo`")
+    config = _load_run_config(args.config, None)
+    _check_run(",".join(name for stage in RETRAIN_STAGES for name in stage.assets), config)
+    started = time.perf_counter()
+    print("stages: " + " -> ".join(stage.name for stage in RETRAIN_STAGES))
+    results, step = retrain(run_config=config)
+    for r in results:
+        state = "ok" if r.success else f"FAILED ({', '.join(r.failed_steps) or 'see the UI'})"
+        if r.failed_checks:
+            state += f"; failed checks: {', '.join(r.failed_checks)}"
+        print(f"{r.city}: {state}  run {r.run_id}")
+    print(f"retrain {step.state}: {step.reason} ({len(results)} runs in "
+          f"{time.perf_counter() - started:.1f}s)")
+    return 0 if step.state == "done" else 1
+
+
 def _cmd_rollback(args: argparse.Namespace) -> int:
     CityRegistry().get(args.city)  # clear error for an unknown city
     pointer = Warehouse().rollback(args.city, args.stage)
@@ -556,6 +577,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", **city)
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("retrain", help="retrain the global models stage by stage, rebuilding "
+                                       "each city's inputs between them (as the weekly "
+                                       "schedule does)")
+    p.add_argument("--config", type=_run_config_file, default=None, metavar="FILE",
+                   help="existing YAML/JSON file of at most 1 MiB holding Dagster run config "
+                        f"applied to every stage: a mapping with keys among "
+                        f"{', '.join(RUN_CONFIG_KEYS)}")
+    p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser("rollback", help="point a city's stage back at its previous version")
     p.add_argument("--city", **city)

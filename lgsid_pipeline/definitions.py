@@ -11,8 +11,11 @@ from lgsid_pipeline.defs.alignment import (
     reward_model,
 )
 from lgsid_pipeline.defs.automation import (
+    CITY_JOB_NAME,
+    GLOBAL_JOB_NAME,
     NIGHTLY_JOB_NAME,
     STEP_RETRIES,
+    build_retrain_sensor,
     landing_sensor,
     nightly_job,
     nightly_retokenization,
@@ -28,9 +31,6 @@ from lgsid_pipeline.defs.ingest import ingest_tables
 from lgsid_pipeline.defs.recommenders import CTR_ASSETS, evaluation_report, recommender_datasets
 from lgsid_pipeline.defs.resources import LgsidResource
 from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSETS, TOKENIZER_MODEL_ASSETS
-
-CITY_JOB_NAME = "city_pipeline"
-GLOBAL_JOB_NAME = "global_models"
 
 CITY_ASSETS = [ingest_tables, geo_negatives, cooccurrence_pairs,
                geo_pairs, item_embeddings, *SEMANTIC_ID_ASSETS, recommender_datasets,
@@ -55,7 +55,7 @@ defs = dg.Definitions(
     assets=[*CITY_ASSETS, *GLOBAL_ASSETS],
     jobs=[city_job, global_job, nightly_job],
     schedules=[nightly_retokenization, weekly_global_models],
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, build_retrain_sensor([city_job, global_job])],
     resources={"lgsid": LgsidResource()},
     executor=pipeline_executor(),  # LGSID_EXECUTOR=k8s: one pod per step
 )

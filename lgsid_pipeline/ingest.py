@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from lgsid_pipeline.geo.admin import (
     named_boundary_sets,
 )
 from lgsid_pipeline.quality import (
-    CheckOutcome,
+    Audit,
     check_accounted,
     check_coordinates,
     check_quarantine_rate,
@@ -136,15 +135,6 @@ ITEM_COLUMNS = ("city", "item_id", "name", "category", "brand", "latitude", "lon
                 "admin_l1_code", "admin_l2_code", "admin_l3_code", "h3_cell", "outside",
                 "content_hash")
 INTERACTION_COLUMNS = ("city", "user_id", "item_id", "ts")
-
-
-@dataclass
-class Audit:
-    """One blocking check's outcome on the persisted tables of a staged ingest version."""
-
-    name: str
-    asset: str
-    outcome: CheckOutcome
 
 
 def audit_ingest(staged: StagedVersion, max_quarantine_rate: float) -> list[Audit]:

@@ -17,6 +17,54 @@ class CheckOutcome:
     metadata: dict[str, float | int | str] = field(default_factory=dict)
 
 
+@dataclass
+class Audit:
+    """One blocking check's outcome, on what a step persisted or is about to use."""
+
+    name: str
+    asset: str
+    outcome: CheckOutcome
+
+
+def check_encoder_version(versions_by_city: dict[str, Sequence[str]], expected: str,
+                          remedy: str) -> CheckOutcome:
+    """Every embedding of every city comes from the ``expected`` encoder version; the
+    failure says which cities are stale and ``remedy``, what to do about it."""
+    stale = {city: int(sum(v != expected for v in versions))
+             for city, versions in versions_by_city.items()}
+    stale = {city: n for city, n in stale.items() if n}
+    total = sum(len(v) for v in versions_by_city.values())
+    if stale:
+        where = ", ".join(f"{city}: {n} of {len(versions_by_city[city])}"
+                          for city, n in stale.items())
+        return CheckOutcome(False, f"{sum(stale.values())} embeddings are not from "
+                            f"encoder {expected} ({where}); {remedy}",
+                            {"stale_embeddings": sum(stale.values()), "embeddings": total,
+                             "expected_encoder_version": expected,
+                             "stale_cities": ", ".join(stale)})
+    return CheckOutcome(True, f"all {total} embeddings from encoder {expected}",
+                        {"stale_embeddings": 0, "embeddings": total,
+                         "expected_encoder_version": expected})
+
+
+def check_covers(items: pd.DataFrame, table: pd.DataFrame) -> CheckOutcome:
+    """``table`` has exactly one row per item of ``items``, computed from its current
+    content (same ``content_hash``)."""
+    keyed = table.drop_duplicates("item_id").set_index("item_id")["content_hash"]
+    duplicated = len(table) - len(keyed)
+    ids = items["item_id"].astype(str)
+    missing = int((~ids.isin(keyed.index)).sum())
+    present = items[ids.isin(keyed.index)]
+    stale = int((keyed.loc[present["item_id"].astype(str)].to_numpy()
+                 != present["content_hash"].astype(str).to_numpy()).sum())
+    extra = int((~keyed.index.isin(ids)).sum())
+    bad = duplicated + missing + stale + extra
+    return CheckOutcome(bad == 0, f"{missing} items missing, {stale} stale, {extra} unknown, "
+                        f"{duplicated} duplicated rows", {"missing": missing, "stale": stale,
+                                                          "unknown": extra,
+                                                          "duplicated": duplicated})
+
+
 def check_schema(frame: pd.DataFrame, expected: Sequence[str]) -> CheckOutcome:
     """The table has every expected column."""
     missing = [c for c in expected if c not in frame.columns]

@@ -24,9 +24,12 @@ import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
 from lgsid_pipeline.config import lgsid_home
+from lgsid_pipeline.provenance import git_sha
 from lgsid_pipeline.warehouse import file_sha256
 
 CHAMPION = "champion"
+GIT_SHA_TAG = "git_sha"  # MLflow run tags of every registered model
+DAGSTER_RUN_TAG = "dagster_run_id"
 EXPERIMENT = "lgsid"
 UI_URL = os.environ.get("LGSID_MLFLOW_UI_URL", "http://127.0.0.1:5000")
 CHECKSUMS = "lgsid_checksums.json"
@@ -129,16 +132,22 @@ def register_folder(
     folder: Path,
     params: dict[str, Any],
     metrics: dict[str, float],
+    dagster_run_id: str | None,
     tags: dict[str, str] | None = None,
     images: dict[str, bytes] | None = None,
     home: Path | None = None,
     promote: bool = True,
 ) -> RegisteredModel:
     """Log ``folder`` as a pyfunc model in a new run and register it; alias it ``champion``
-    unless ``promote`` is false (a gate decides, then calls :func:`set_champion`)."""
+    unless ``promote`` is false (a gate decides, then calls :func:`set_champion`).
+
+    The run is tagged with the git commit of the code (``git_sha``) and the Dagster run that
+    trained the model (``dagster_run_id``; None outside Dagster)."""
     uri = tracking_uri(home)
     experiment_id = _experiment_id(uri, home)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags or {}) as run:
+    run_tags = {**(tags or {}), GIT_SHA_TAG: git_sha(),
+                DAGSTER_RUN_TAG: dagster_run_id or "none"}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=run_tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         finite = {metric_name(k): float(v) for k, v in metrics.items() if v == v}  # drop NaN
         if finite:

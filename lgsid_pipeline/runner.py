@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import dagster_home, validate_city_slug
+from lgsid_pipeline.retrain import RetrainStep, next_step
 
 GLOBAL = "(global)"
 
@@ -198,15 +201,40 @@ def tick_sensor(name: str, instance: dg.DagsterInstance,
 
 def execute_run_request(request: dg.RunRequest, job_name: str, instance: dg.DagsterInstance,
                         run_config: dict | None = None) -> RunResult:
-    """Run what a sensor or schedule requested (one partition of one job) in this process."""
+    """Run what a sensor or schedule requested (one partition of one job, the request's asset
+    selection or else the whole job) in this process, with the request's tags."""
     from lgsid_pipeline.definitions import JOB_FUNCTIONS, defs
 
     if job_name not in JOB_FUNCTIONS:
         raise ValueError(f"unknown job {job_name!r}; jobs: {', '.join(sorted(JOB_FUNCTIONS))}")
-    keys = sorted(defs.resolve_job_def(job_name).asset_layer.executable_asset_keys)
+    keys = sorted(request.asset_selection or
+                  defs.resolve_job_def(job_name).asset_layer.executable_asset_keys)
     tags = {**request.tags}
     if request.partition_key:
         tags["dagster/partition"] = request.partition_key
     return _execute(JOB_FUNCTIONS[job_name], instance.get_ref(),
                     [k.to_user_string() for k in keys], tags, _config_for(run_config, keys),
                     request.partition_key or GLOBAL)
+
+
+def retrain(instance: dg.DagsterInstance | None = None, run_config: dict | None = None,
+            name: str | None = None,
+            registry: CityRegistry | None = None) -> tuple[list[RunResult], RetrainStep]:
+    """Run a whole staged retrain of the global models in this process, stage by stage in
+    lineage order (``retrain.RETRAIN_STAGES``), exactly as the weekly schedule and the
+    ``retrain_stages`` sensor do through the daemon. Returns the runs and the final step
+    (``done``, or ``halted`` with the reason). ``run_config`` applies to every stage."""
+    from lgsid_pipeline.defs.automation import retrain_request, retrain_statuses
+
+    instance = instance or get_instance()
+    cities = sync_city_partitions(instance, registry or CityRegistry())
+    name = name or f"manual-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    results: list[RunResult] = []
+    while True:
+        step = next_step(retrain_statuses(instance, name), cities)
+        if step.state != "launch" or step.stage is None:
+            return results, step
+        for city in step.partitions:
+            request = retrain_request(name, step.stage, city)
+            results.append(execute_run_request(request, request.job_name, instance,
+                                               run_config))

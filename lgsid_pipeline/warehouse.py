@@ -7,8 +7,8 @@ same folder. Readers use short-lived in-memory DuckDB connections over the Parqu
 parallel city steps never contend for the catalog file; only ``refresh_catalog`` opens it
 for writing, under an exclusive file lock.
 
-Versioned stages (write, audit, publish). The tables of a stage in ``VERSIONED_STAGES``
-(today: ``ingest``) are written as one immutable version per run::
+Versioned stages (write, audit, publish). The tables of each stage in ``VERSIONED_STAGES``
+are written as one immutable version per run::
 
     warehouse/_versions/<stage>/city=<slug>/.staging-<version>-<host>-<pid>/   (being written)
     warehouse/_versions/<stage>/city=<slug>/<version>/<table>/<part>.parquet   (complete)
@@ -20,8 +20,9 @@ there, and ``Warehouse.publish`` renames the folder to its version name and then
 pointer with one ``os.replace``. Readers (``read_table``, ``read_arrow``, ``has_table``, the
 DuckDB views) resolve the pointer once and read the files it names, so they see the old set
 or the new set, never a mix. The pointer keeps the previous versions (``keep_versions``, newest
-first) for ``rollback``; older ones are swept. A table of a versioned stage is read from its
-plain path (``write_table``) only for a city that has no published version of the stage yet.
+first) for ``rollback``; older ones are swept. ``write_table`` of one table part is a version
+of its own (the stage's other parts carried forward). A table is read from its plain path
+only in a home written before versioning, for a city with no published version of its stage.
 """
 
 from __future__ import annotations
@@ -49,8 +50,18 @@ from lgsid_pipeline.config import lgsid_home, sql_text, validate_city_slug
 
 TABLES = ("raw_items", "raw_interactions", "items", "interactions", "quarantine")
 DATA_PART = "data"
-# Stages whose tables are published together as one version per city.
-VERSIONED_STAGES: dict[str, tuple[str, ...]] = {"ingest": TABLES}
+# Every table belongs to one stage whose tables are published together as one version per
+# city. A stage whose assets each write some of its parts (the three semantic-ID kinds, the
+# two embedding parts) publishes what one step wrote and carries the other parts forward.
+VERSIONED_STAGES: dict[str, tuple[str, ...]] = {
+    "ingest": TABLES,
+    "alignment_samples": ("geo_negatives", "cooccurrence_pairs", "geo_pairs"),
+    "embeddings": ("item_embeddings",),
+    "semantic_ids": ("semantic_ids",),
+    "recommender_datasets": ("recommender_samples", "recommender_timeline",
+                             "recommender_items", "recommender_meta"),
+    "cache": ("user_topk_cache",),
+}
 STAGE_OF_TABLE = {t: stage for stage, tables in VERSIONED_STAGES.items() for t in tables}
 KEEP_VERSIONS = 3  # previous versions kept for rollback, besides the published one
 MANIFEST_FORMAT = 1
@@ -171,9 +182,10 @@ class StagedVersion:
     """
 
     def __init__(self, warehouse: Warehouse, city: str, stage: str, version: str,
-                 folder: Path) -> None:
+                 folder: Path, carry_forward: bool) -> None:
         self.warehouse, self.city, self.stage = warehouse, city, stage
         self.version, self.folder = version, folder
+        self.carry_forward = carry_forward
         self.published = False
 
     def table_path(self, table: str, part: str = DATA_PART) -> Path:
@@ -250,14 +262,19 @@ class Warehouse:
     def write_table(
         self, table: str, city: str, frame: pd.DataFrame | pa.Table, part: str = DATA_PART
     ) -> Path:
-        """Atomically write one table part to its plain path (temp file, fsync, rename).
-
-        Tables of a versioned stage are published through ``staging``/``publish``; a plain
-        write of one is only seen for a city without a published version of its stage.
-        """
-        path = self.table_path(table, city, part)
-        _write_parquet(_as_arrow(frame), path)
-        return path
+        """Publish one table part as a new version of its stage (the stage's other parts are
+        carried forward); return the published file. A step that writes several parts, or
+        audits before publishing, uses ``staging`` and ``publish`` itself."""
+        stage = STAGE_OF_TABLE.get(table)
+        if stage is None:
+            path = self.table_path(table, city, part)
+            _write_parquet(_as_arrow(frame), path)
+            return path
+        with self.staging(city, stage) as staged:
+            staged.write_table(table, frame, part)
+            pointer = self.publish(staged)
+        return self.version_folder(city, stage, pointer["version"]) / \
+            pointer["tables"][table][part]["file"]
 
     def read_arrow(self, table: str, city: str, part: str = DATA_PART) -> pa.Table:
         """Read one table part as an Arrow table, or raise ``TableNotFoundError``."""
@@ -354,16 +371,21 @@ class Warehouse:
         return json.loads(text)
 
     @contextmanager
-    def staging(self, city: str, stage: str) -> Iterator[StagedVersion]:
+    def staging(self, city: str, stage: str,
+                carry_forward: bool = True) -> Iterator[StagedVersion]:
         """A new version of ``stage`` for ``city`` to write, audit and publish; when the block
-        ends, an unpublished staging folder is removed (a failed audit publishes nothing)."""
+        ends, an unpublished staging folder is removed (a failed audit publishes nothing).
+
+        With ``carry_forward`` the published version's parts that this one does not write
+        are kept (linked, not copied) when it is published; without it the new version holds
+        only what was written (a stage that rewrites its whole table set)."""
         root = self.version_root(city, stage)
         root.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         version = f"{stamp}-{uuid.uuid4().hex[:8]}"
         folder = root / f".staging-{version}.{_HOST}-{os.getpid()}-x"
         folder.mkdir()
-        staged = StagedVersion(self, city, stage, version, folder)
+        staged = StagedVersion(self, city, stage, version, folder, carry_forward)
         try:
             yield staged
         finally:
@@ -390,22 +412,42 @@ class Warehouse:
         crash before the switch leaves an unreferenced folder that a later sweep removes.
         """
         city, stage = staged.city, staged.stage
-        manifest = {
-            "format": MANIFEST_FORMAT, "city": city, "stage": stage,
-            "version": staged.version, "published_at": datetime.now(UTC).isoformat(),
-            "tables": staged.files(), **(extra or {}),
-        }
-        _write_json(manifest, staged.folder / "manifest.json")
+        tables = staged.files()
         final = self.version_folder(city, stage, staged.version)
         with self._stage_lock(city, stage):
-            self._promote(staged.folder, final)
             current = self.published(city, stage)
+            if staged.carry_forward and current is not None:
+                self._carry_forward(current, staged.folder, tables)
+            manifest = {
+                "format": MANIFEST_FORMAT, "city": city, "stage": stage,
+                "version": staged.version, "published_at": datetime.now(UTC).isoformat(),
+                "tables": tables, **(extra or {}),
+            }
+            _write_json(manifest, staged.folder / "manifest.json")
+            self._promote(staged.folder, final)
             history = [] if current is None else [current["version"], *current["history"]]
             pointer = {**manifest, "history": history[:self.keep_versions]}
             self._switch_pointer(city, stage, pointer)
             staged.published = True
             self.sweep_versions(city, stage)
         return pointer
+
+    def _carry_forward(self, current: dict[str, Any], folder: Path,
+                       tables: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """Link the published parts that ``tables`` lacks into a staging folder (under the
+        stage lock, so parallel steps writing different parts never lose each other's)."""
+        source = self.version_folder(current["city"], current["stage"], current["version"])
+        for table, parts in current["tables"].items():
+            for part, info in parts.items():
+                if part in tables.get(table, {}):
+                    continue
+                target = folder / info["file"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source / info["file"], target)
+                except OSError:
+                    shutil.copy2(source / info["file"], target)
+                tables.setdefault(table, {})[part] = info
 
     def _promote(self, staging_folder: Path, final: Path) -> None:
         """Rename a complete staging folder to its version name (one rename)."""

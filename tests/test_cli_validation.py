@@ -29,6 +29,7 @@ CONFIG_TEXTS: dict[str, str] = {
     "unknown_op": "ops:\n  no_such_asset:\n    config: {epochs: 1}\n",
     "bad_resource": "resources:\n  lgsid:\n    config: {no_such_setting: 1}\n",
     "bad_op_value": "ops:\n  din:\n    config: {epochs: many}\n",
+    "bad_reward_value": "ops:\n  reward_model:\n    config: {epochs: many}\n",
 }
 
 CASES: list[tuple[str, list[str]]] = [
@@ -84,6 +85,12 @@ CASES: list[tuple[str, list[str]]] = [
     *[(f"materialize-config-{name}",
        ["materialize", "--city", "tiny", "--config", "{" + name + "}"])
       for name in CONFIG_TEXTS],
+    # retrain
+    ("retrain-config-missing", ["retrain", "--config", "{missing}"]),
+    ("retrain-config-folder", ["retrain", "--config", "{folder}"]),
+    *[(f"retrain-config-{name}", ["retrain", "--config", "{" + name + "}"])
+      for name in CONFIG_TEXTS if name != "bad_op_value"],  # din is not retrained
+    ("retrain-config-bad-value", ["retrain", "--config", "{bad_reward_value}"]),
     # report
     ("report-bad-slug", ["report", "--city", "../x"]),
     ("report-unknown-city", ["report", "--city", "osaka"]),
@@ -222,6 +229,7 @@ HELP_RANGES: dict[str, list[str]] = {
     "materialize": ["1..64", "1..256", "1..32", "0..1", "1 MiB", "1970..2100"],
     "report": ["1..64"],
     "rollback": ["1..64", "one of: ingest"],
+    "retrain": ["1 MiB"],
     "lookup": ["1..64", "1..256", "1..1000", "lgsid, rqkmeans, rqvae"],
     "recommend": ["1..64", "1..256", "1..100"],
     "synth": ["1..100", "0..2147483647", "50..100000"],

@@ -823,7 +823,8 @@ def test_mlflow_server_with_postgres_backend_registers_and_loads(
     folder.mkdir()
     (folder / "weights.json").write_text('{"w": [1, 2, 3]}')
     model = registry.register_folder("deploy-smoke", folder, params={"k": 3},
-                                     metrics={"auc": 0.75}, home=lgsid_env)
+                                     metrics={"auc": 0.75}, dagster_run_id=None,
+                                     home=lgsid_env)
     loaded = registry.champion_folder("deploy-smoke", home=lgsid_env)
     assert (loaded / "weights.json").read_text() == '{"w": [1, 2, 3]}'
     with postgres.connect("mlflow") as con, con.cursor() as cur:

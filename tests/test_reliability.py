@@ -177,28 +177,30 @@ def test_kill_9_mid_write_leaves_no_half_table(repo_instance_config: Path, lgsid
     assert_every_table_readable(warehouse)
 
 
-def test_stale_temp_files_swept_but_live_writers_spared(lgsid_env: Path) -> None:
+def test_stale_staging_swept_but_live_writers_spared(lgsid_env: Path) -> None:
     warehouse = Warehouse(lgsid_env)
-    path = warehouse.write_table("items", "c1", pa.table({"city": ["c1"], "item_id": ["a"]}))
-    folder = path.parent
+    warehouse.write_table("items", "c1", pa.table({"city": ["c1"], "item_id": ["a"]}))
+    root = warehouse.version_root("c1", "ingest")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    host = warehouse_module._HOST  # temp files name their writer: host hash and pid
-    live = folder / f".data.parquet.{host}-{os.getpid()}-live.tmp"
-    crashed = folder / f".data.parquet.{host}-{dead.pid}-dead.tmp"
-    other_host = folder / ".data.parquet.0000beef-1-remote.tmp"
-    abandoned = folder / ".data.parquet.0000beef-2-remote.tmp"
-    for tmp in (live, crashed, other_host, abandoned):
-        tmp.write_bytes(b"PAR1 half")
+    host = warehouse_module._HOST  # staging folders name their writer: host hash and pid
+    live = root / f".staging-v1.{host}-{os.getpid()}-x"
+    crashed = root / f".staging-v2.{host}-{dead.pid}-x"
+    other_host = root / ".staging-v3.0000beef-1-x"
+    abandoned = root / ".staging-v4.0000beef-2-x"
+    for folder in (live, crashed, other_host, abandoned):
+        (folder / "items").mkdir(parents=True)
+        (folder / "items" / "data.parquet").write_bytes(b"PAR1 half")
     os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
     warehouse.write_table("items", "c1", pa.table({"city": ["c1"] * 2, "item_id": ["a", "b"]}))
-    assert sorted(folder.glob(".*.tmp")) == sorted([live, other_host])
+    assert sorted(root.glob(".staging-*")) == sorted([live, other_host])
     assert rows(warehouse, "items", "c1") == 2
-    with warehouse.connect() as con:  # temp files are invisible to the views
+    with warehouse.connect() as con:  # staged files are invisible to the views
         assert con.execute("select count(*) from items").fetchone()[0] == 2
-    # Leftover temp files do not stop a city's data from being deleted.
-    assert warehouse.delete_city("c1") == 3
-    assert not folder.exists()
+    # Leftover staging folders do not stop a city's data from being deleted.
+    assert warehouse.delete_city("c1") > 0
+    assert not root.exists()
+    assert not warehouse.has_table("items", "c1")
 
 
 def test_three_cities_backfilled_at_once(repo_instance_config: Path, lgsid_env: Path) -> None:

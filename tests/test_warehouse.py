@@ -39,8 +39,9 @@ def test_crash_during_write_keeps_the_old_table(tmp_path: Path,
         wh.write_table("items", "c1", frame(10))
     monkeypatch.undo()
     assert len(wh.read_table("items", "c1")) == 3
-    leftovers = [p.name for p in wh.table_path("items", "c1").parent.iterdir()]
-    assert leftovers == ["data.parquet"]
+    # nothing of the failed write is left: only the published version's folder
+    leftovers = [p.name for p in wh.version_root("c1", "ingest").iterdir()]
+    assert leftovers == [wh.published("c1", "ingest")["version"]]
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a'b", "", "A", "x/y", "a b", "-lead"])

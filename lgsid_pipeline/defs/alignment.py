@@ -18,9 +18,11 @@ from lgsid_pipeline.alignment.reward import (
 from lgsid_pipeline.alignment.stage import gdpo_triples, reward_dataset, reward_scorer
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
+    check_result,
     city_partitions,
     config_class,
     png_metadata,
+    publish_audited,
     settings_from,
 )
 from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
@@ -28,6 +30,7 @@ from lgsid_pipeline.encoder import TextEncoder, item_prompts
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
 from lgsid_pipeline.jsonio import write_json
 from lgsid_pipeline.plots import curves_png, distance_histogram_png
+from lgsid_pipeline.quality import Audit, check_covers
 from lgsid_pipeline.registry import log_run_metrics, register_folder
 
 REWARD_MODEL = "lgsid-reward-model"
@@ -134,7 +137,7 @@ def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
     registered = register_folder(
         REWARD_MODEL, folder, params={**asdict(reward_config), "cities": ",".join(cities),
                                       "encoder_version": encoder.version},
-        metrics=result.metrics, tags={"dagster_run_id": context.run.run_id},
+        metrics=result.metrics, dagster_run_id=context.run.run_id,
         images={"reward_training.png": curve}, home=lgsid.home_path)
     write_json(lgsid.report_path("global", "reward_model.json"),
                {**result.metrics, "version": registered.version, "run_id": registered.run_id})
@@ -208,8 +211,8 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
         params={**asdict(gdpo_config), "cities": ",".join(cities),
                 "base_encoder": encoder.name_or_path, "triples": len(triples.anchors),
                 "max_dc_triples": config.max_dc_triples, "max_gc_triples": config.max_gc_triples},
-        metrics=metrics, tags={"dagster_run_id": context.run.run_id,
-                               "encoder_version": encoder.version},
+        metrics=metrics, dagster_run_id=context.run.run_id,
+        tags={"encoder_version": encoder.version},
         images={"gdpo_training.png": curve}, home=lgsid.home_path)
     write_json(lgsid.report_path("global", "aligned_encoder.json"),
                {**metrics, "version": registered.version, "run_id": registered.run_id,
@@ -230,12 +233,23 @@ def _encode_items(encoder: TextEncoder, dtype: str):
     return lambda frame: encoder.encode(item_prompts(frame), dtype=dtype, progress=True)
 
 
+EMBEDDING_PARTS = ("reference", "aligned")
+
+
+def embeddings_check_name(part: str) -> str:
+    return f"item_embeddings_{part}_complete"
+
+
 @dg.asset(deps=["aligned_encoder", "items"], partitions_def=city_partitions,
-          group_name="alignment", kinds={"parquet"})
-def item_embeddings(context: dg.AssetExecutionContext,
-                    lgsid: LgsidResource) -> dg.MaterializeResult:
+          group_name="alignment", kinds={"parquet"},
+          check_specs=[dg.AssetCheckSpec(embeddings_check_name(part), asset="item_embeddings",
+                                         blocking=True,
+                                         description=f"one {part} embedding per item, of its "
+                                                     "current content")
+                       for part in EMBEDDING_PARTS])
+def item_embeddings(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     """Reference and aligned embeddings of every item, encoded incrementally, with the
-    before/after geography metrics."""
+    before/after geography metrics; both parts are audited and published as one version."""
     city = context.partition_key
     warehouse = lgsid.warehouse
     items = warehouse.read_table("items", city)
@@ -244,16 +258,24 @@ def item_embeddings(context: dg.AssetExecutionContext,
     adapter = lgsid.champion_folder(ALIGNED_ENCODER)
     aligned.load_adapter(adapter)
     results, encode_seconds = {}, 0.0
-    for part, encoder in (("reference", base), ("aligned", aligned)):
-        previous = warehouse.read_arrow("item_embeddings", city, part) \
-            if warehouse.has_table("item_embeddings", city, part) else None
-        started = time.perf_counter()
-        result = incremental_embeddings(city, items, previous, encoder.version,
-                                        _encode_items(encoder, lgsid.encode_dtype))
-        encode_seconds += time.perf_counter() - started
-        warehouse.write_table("item_embeddings", city, result.table, part=part)
-        results[part] = result
-        context.log.info(f"{city} {part}: encoded {result.encoded}, reused {result.reused}")
+    with warehouse.staging(city, "embeddings") as staged:
+        for part, encoder in zip(EMBEDDING_PARTS, (base, aligned), strict=True):
+            previous = warehouse.read_arrow("item_embeddings", city, part) \
+                if warehouse.has_table("item_embeddings", city, part) else None
+            started = time.perf_counter()
+            result = incremental_embeddings(city, items, previous, encoder.version,
+                                            _encode_items(encoder, lgsid.encode_dtype))
+            encode_seconds += time.perf_counter() - started
+            staged.write_table("item_embeddings", result.table, part=part)
+            results[part] = result
+            context.log.info(f"{city} {part}: encoded {result.encoded}, reused "
+                             f"{result.reused}")
+        audits = [Audit(embeddings_check_name(part), "item_embeddings", check_covers(
+            items, staged.read_arrow("item_embeddings", part)
+            .select(["item_id", "content_hash"]).to_pandas())) for part in EMBEDDING_PARTS]
+        pointer = yield from publish_audited(
+            warehouse, staged, f"{city} item_embeddings", audits,
+            {"run_id": context.run.run_id, "encoder_version": aligned.version})
     reference = embedding_matrix(results["reference"].table)
     after = embedding_matrix(results["aligned"].table)
     changed = results["reference"].encoded + results["aligned"].encoded
@@ -271,6 +293,7 @@ def item_embeddings(context: dg.AssetExecutionContext,
     warehouse.refresh_catalog()
     metadata = {
         "dagster/row_count": len(items),
+        "version": pointer["version"],
         "encoded": results["aligned"].encoded,
         "reused": results["aligned"].reused,
         "reference_encoded": results["reference"].encoded,
@@ -281,7 +304,8 @@ def item_embeddings(context: dg.AssetExecutionContext,
         metadata["encoded_items_per_s"] = round(changed / encode_seconds, 1)
     if figures:
         metadata["geography"] = dg.MetadataValue.md(_before_after_markdown(figures))
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata, check_results=[
+        check_result(a.name, a.asset, a.outcome) for a in audits])
 
 
 def _before_after_markdown(figures: dict) -> str:

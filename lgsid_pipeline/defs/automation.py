@@ -1,10 +1,11 @@
 """Schedules and sensors: nightly re-tokenization of every city, new data in the landing
-folder, weekly retraining of the global models.
+folder, weekly retraining of the global models in lineage order.
 
 The nightly job re-reads each city's source, re-cleans it and brings embeddings and semantic
 IDs up to date with the frozen models: only new or changed items are encoded and assigned,
 so a night with nothing new changes nothing. Global models (reward model, aligned encoder,
-tokenizers) retrain weekly when that schedule is switched on, or by hand.
+tokenizers) retrain weekly when that schedule is switched on, or by hand (``lgsid retrain``):
+stage by stage, rebuilding each city's inputs between them (``retrain.py``).
 """
 
 import json
@@ -14,6 +15,14 @@ import dagster as dg
 from lgsid_pipeline.cities import CityConfig
 from lgsid_pipeline.config import InvalidCityError, validate_city_slug
 from lgsid_pipeline.defs.resources import LgsidResource, city_partitions
+from lgsid_pipeline.retrain import (
+    RETRAIN_STAGES,
+    RETRAIN_TAG,
+    STAGE_TAG,
+    RetrainStage,
+    next_step,
+    retrain_id,
+)
 from lgsid_pipeline.sources.landing import landing_files, landing_fingerprint
 
 NIGHTLY_JOB_NAME = "nightly_retokenization"
@@ -44,12 +53,64 @@ def nightly_retokenization(context: dg.ScheduleEvaluationContext):
     return [dg.RunRequest(run_key=f"{city}:{day}", partition_key=city) for city in cities]
 
 
-weekly_global_models = dg.ScheduleDefinition(
-    name="weekly_global_models", job_name="global_models", cron_schedule="0 3 * * 0",
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Sunday 03:00 UTC: retrain reward model, aligned encoder and tokenizers on "
-                "every city (off until switched on); tokenizers warm-start from their "
-                "champions so codes stay stable.")
+GLOBAL_JOB_NAME = "global_models"
+CITY_JOB_NAME = "city_pipeline"
+RETRAIN_SENSOR_NAME = "retrain_stages"
+
+
+def retrain_request(retrain: str, stage: RetrainStage, city: str | None) -> dg.RunRequest:
+    """The run of one retrain stage (for one city, or global), with its de-duplication key."""
+    return dg.RunRequest(
+        run_key=f"{retrain}:{stage.name}:{city or 'global'}",
+        job_name=CITY_JOB_NAME if stage.per_city else GLOBAL_JOB_NAME,
+        partition_key=city,
+        asset_selection=[dg.AssetKey(name) for name in stage.assets],
+        tags={RETRAIN_TAG: retrain, STAGE_TAG: stage.name})
+
+
+@dg.schedule(job_name=GLOBAL_JOB_NAME, cron_schedule="0 3 * * 0", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED)
+def weekly_global_models(context: dg.ScheduleEvaluationContext):
+    """Sunday 03:00 UTC (off until switched on): start a retrain with its first stage, the
+    reward model; the ``retrain_stages`` sensor runs the rest in lineage order."""
+    retrain = retrain_id(context.scheduled_execution_time)
+    return retrain_request(retrain, RETRAIN_STAGES[0], None)
+
+
+def retrain_statuses(instance: dg.DagsterInstance,
+                     retrain: str) -> dict[tuple[str, str | None], str]:
+    """Status of the latest run per (stage, city) of one retrain."""
+    statuses: dict[tuple[str, str | None], str] = {}
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={RETRAIN_TAG: retrain})):
+        key = (run.tags.get(STAGE_TAG, ""), run.tags.get("dagster/partition"))
+        statuses.setdefault(key, run.status.value)  # newest first
+    return statuses
+
+
+def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
+    """The sensor that moves every started retrain to its next stage (see ``retrain.py``)."""
+
+    @dg.sensor(name=RETRAIN_SENSOR_NAME, jobs=jobs, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING)
+    def _sensor(context: dg.SensorEvaluationContext):
+        done: list[str] = json.loads(context.cursor) if context.cursor else []
+        started = context.instance.get_runs(
+            filters=dg.RunsFilter(tags={STAGE_TAG: RETRAIN_STAGES[0].name}), limit=20)
+        retrains = sorted({r.tags[RETRAIN_TAG] for r in started if RETRAIN_TAG in r.tags}
+                          - set(done))
+        cities = sorted(context.instance.get_dynamic_partitions("city"))
+        requests = []
+        for retrain in retrains:
+            step = next_step(retrain_statuses(context.instance, retrain), cities)
+            context.log.info(f"{retrain}: {step.state} ({step.reason})")
+            if step.state == "launch" and step.stage is not None:
+                requests += [retrain_request(retrain, step.stage, city)
+                             for city in step.partitions]
+            elif step.state == "done":
+                done.append(retrain)
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(done[-50:]))
+
+    return _sensor
 
 
 @dg.sensor(job=nightly_job, minimum_interval_seconds=60,

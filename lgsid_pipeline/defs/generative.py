@@ -74,7 +74,7 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
         outcome = train_and_gate(
             lgsid.warehouse, lgsid.home_path, city, kind, t1, t2,
             settings_from(config, GenerativeStageConfig), lgsid.model_dir(model_name(kind, city)),
-            tags={"dagster_run_id": context.run.run_id}, on_eval=log_eval)
+            dagster_run_id=context.run.run_id, on_eval=log_eval)
         decision = outcome.decision
         context.log.info(f"{city} {kind}: {decision.reason} ({outcome.champion_note}); "
                          f"{'promoted' if decision.promote else 'not promoted'} "

@@ -22,6 +22,7 @@ from lgsid_pipeline.defs.resources import (
     check_result,
     city_partitions,
     png_metadata,
+    publish_audited,
 )
 from lgsid_pipeline.ingest import (
     INTERACTION_COLUMNS,
@@ -72,7 +73,7 @@ def ingest_tables(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     config = lgsid.cities.get(city)
     warehouse = lgsid.warehouse
     started = time.perf_counter()
-    with warehouse.staging(city, STAGE) as staged:
+    with warehouse.staging(city, STAGE, carry_forward=False) as staged:
         raw_items, raw_events = raw_tables(config, lgsid.home_path / "landing")
         staged.write_table("raw_items", raw_items)
         staged.write_table("raw_interactions", raw_events)
@@ -88,19 +89,7 @@ def ingest_tables(context: dg.AssetExecutionContext, lgsid: LgsidResource):
         staged.write_table("quarantine", events.quarantine[list(QUARANTINE_COLUMNS)],
                            part="interactions")
         audits = audit_ingest(staged, lgsid.max_quarantine_rate)
-        failed = [a for a in audits if not a.outcome.passed]
-        if failed:
-            for audit in audits:
-                yield check_result(audit.name, audit.asset, audit.outcome)
-            summary = "; ".join(f"{a.name}: {a.outcome.description}" for a in failed)
-            raise dg.Failure(
-                description=f"{city}: {len(failed)} blocking ingest check(s) failed on the "
-                            f"staged version {staged.version}, nothing published: {summary}",
-                metadata={"failed_checks": ", ".join(a.name for a in failed),
-                          **{f"{a.name}/{k}": v for a in failed
-                             for k, v in a.outcome.metadata.items()}},
-                allow_retries=False)
-        pointer = warehouse.publish(staged, {
+        pointer = yield from publish_audited(warehouse, staged, f"{city} ingest", audits, {
             "run_id": context.run.run_id,
             "checks": {a.name: {"passed": a.outcome.passed, "description": a.outcome.description}
                        for a in audits}})

@@ -133,7 +133,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
                                   **asdict(train_config), "dim": config.dim,
                                   "top_k": config.top_k, "seeds": config.seeds},
             metrics=_mlflow_metrics(results),
-            tags={"dagster_run_id": context.run.run_id, "city": city},
+            dagster_run_id=context.run.run_id, tags={"city": city},
             images={"training.png": png}, home=lgsid.home_path)
         write_json(lgsid.report_path("recommenders", city, f"{backbone}.json"),
                    {"backbone": backbone, "variants": results, "seeds": config.seeds,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import typing
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import pydantic
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.encoder import TextEncoder
-from lgsid_pipeline.quality import CheckOutcome
+from lgsid_pipeline.quality import Audit, CheckOutcome
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
-from lgsid_pipeline.warehouse import Warehouse
+from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
 city_partitions = dg.DynamicPartitionsDefinition(name="city")
 
@@ -68,6 +69,35 @@ class LgsidResource(dg.ConfigurableResource):
 
     def report_path(self, *parts: str) -> Path:
         return self.home_path.joinpath("reports", *parts)
+
+
+def blocking_failure(what: str, audits: list[Audit]) -> dg.Failure | None:
+    """The step failure for failed blocking audits (None when all passed): it names each
+    failed check and its figures, and is not retried (the same data fails the same way)."""
+    failed = [a for a in audits if not a.outcome.passed]
+    if not failed:
+        return None
+    summary = "; ".join(f"{a.name}: {a.outcome.description}" for a in failed)
+    return dg.Failure(
+        description=f"{what}: {len(failed)} blocking check(s) failed, nothing published: "
+                    f"{summary}",
+        metadata={"failed_checks": ", ".join(a.name for a in failed),
+                  **{f"{a.name}/{k}": v for a in failed for k, v in a.outcome.metadata.items()}},
+        allow_retries=False)
+
+
+def publish_audited(warehouse: Warehouse, staged: StagedVersion, what: str,
+                    audits: list[Audit], extra: dict[str, Any]
+                    ) -> Generator[dg.AssetCheckResult, None, dict[str, Any]]:
+    """Publish a staged version whose blocking audits all passed and return its pointer;
+    otherwise yield every audit's check result and raise the failure (nothing published).
+    Use as ``pointer = yield from publish_audited(...)`` in an asset body."""
+    failure = blocking_failure(f"{what} (staged version {staged.version})", audits)
+    if failure is not None:
+        for audit in audits:
+            yield check_result(audit.name, audit.asset, audit.outcome)
+        raise failure
+    return warehouse.publish(staged, extra)
 
 
 def check_result(name: str, asset: str, outcome: CheckOutcome) -> dg.AssetCheckResult:

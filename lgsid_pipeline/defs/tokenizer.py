@@ -11,15 +11,21 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from lgsid_pipeline.defs.alignment import ALIGNED_ENCODER
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
+    blocking_failure,
+    check_result,
     city_partitions,
     config_class,
     png_metadata,
+    publish_audited,
     settings_from,
 )
+from lgsid_pipeline.encoder.model import adapter_encoder_versions
 from lgsid_pipeline.jsonio import write_json
 from lgsid_pipeline.plots import curves_png, tokens_map_png
+from lgsid_pipeline.quality import Audit, check_encoder_version, check_unique
 from lgsid_pipeline.registry import (
     ModelArtifactError,
     champion_folder,
@@ -67,11 +73,17 @@ TOKENIZER_ASSETS = (
 )
 
 
-def _city_inputs(lgsid: LgsidResource, city: str, part: str) -> tuple[pd.DataFrame, np.ndarray]:
+def _city_inputs(lgsid: LgsidResource, city: str,
+                 part: str) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     items = lgsid.warehouse.read_table("items", city)
-    vectors, _ = aligned_embeddings(items, lgsid.warehouse.read_arrow("item_embeddings", city,
-                                                                      part))
-    return items, vectors
+    vectors, versions = aligned_embeddings(
+        items, lgsid.warehouse.read_arrow("item_embeddings", city, part))
+    return items, vectors, versions
+
+
+def inputs_check_name(names: TokenizerAssets) -> str:
+    """The blocking check that the tokenizer's embeddings come from the champion encoder."""
+    return f"{names.model_asset}_inputs_current"
 
 
 def _report_markdown(per_city: dict[str, dict]) -> str:
@@ -100,15 +112,28 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
               deps=[dg.AssetDep("item_embeddings", partition_mapping=dg.AllPartitionMapping()),
                     "items"],
               group_name="models", kinds={"pytorch", "mlflow"},
+              check_specs=[dg.AssetCheckSpec(
+                  inputs_check_name(names), asset=names.model_asset, blocking=True,
+                  description="every embedding it fits on comes from the champion encoder "
+                              "(checked before fitting)")],
               description=f"{cls.__doc__.splitlines()[0]} Registered as "
                           f"`{names.registered_name}`.")
     def _asset(context: dg.AssetExecutionContext, config: TokenizerFitConfig,
-               lgsid: LgsidResource) -> dg.MaterializeResult:
+               lgsid: LgsidResource):
         cities = [c.slug for c in lgsid.cities.all()
                   if lgsid.warehouse.has_table("item_embeddings", c.slug, cls.embedding_part)]
         if not cities:
             raise RuntimeError("no city has item_embeddings; materialize them first")
         inputs = {city: _city_inputs(lgsid, city, cls.embedding_part) for city in cities}
+        expected = adapter_encoder_versions(
+            lgsid.champion_folder(ALIGNED_ENCODER))[cls.embedding_part]
+        audit = Audit(inputs_check_name(names), names.model_asset, check_encoder_version(
+            {city: inputs[city][2] for city in cities}, expected,
+            "materialize item_embeddings for these cities with the champion encoder first"))
+        failure = blocking_failure(f"{names.kind} tokenizer", [audit])
+        if failure is not None:
+            yield check_result(audit.name, audit.asset, audit.outcome)
+            raise failure
         items = pd.concat([inputs[c][0] for c in cities], ignore_index=True)
         vectors = np.concatenate([inputs[c][1] for c in cities])
         settings = settings_from(config, TokenizerConfig)
@@ -123,16 +148,16 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                              f"{row['min_utilisation']:.2f} ({row['seconds']:.1f}s/epoch)")
 
         tokenizer = cls(settings).fit(items, vectors, previous=previous, on_epoch=log_epoch,
-                                      warm_start=config.warm_start)
+                                      warm_start=config.warm_start, encoder_version=expected)
         retrain_churn = None
         if previous is not None and previous.dim == tokenizer.dim \
                 and previous.n_levels == tokenizer.n_levels:
             retrain_churn = float(np.mean(np.any(
                 previous.assign(items, vectors) != tokenizer.assign(items, vectors), axis=1)))
-        per_city = {c: tokenizer_report(tokenizer, *inputs[c]) for c in cities}
+        per_city = {c: tokenizer_report(tokenizer, *inputs[c][:2]) for c in cities}
         folder = tokenizer.save(lgsid.model_dir(names.registered_name))
         images = {f"codes_map_{c}.png": tokens_map_png(
-            inputs[c][0], tokenizer.assign(*inputs[c])[:, 0], f"{c} ({names.kind})")
+            inputs[c][0], tokenizer.assign(*inputs[c][:2])[:, 0], f"{c} ({names.kind})")
             for c in cities}
         if tokenizer.history:
             images["training.png"] = curves_png(tokenizer.history,
@@ -147,15 +172,17 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
             names.registered_name, folder,
             params={**asdict(settings), "cities": ",".join(cities),
                     "warm_started": tokenizer.warm_started},
-            metrics=metrics, tags={"dagster_run_id": context.run.run_id,
-                                   "tokenizer_version": tokenizer.version},
+            metrics=metrics, dagster_run_id=context.run.run_id,
+            tags={"tokenizer_version": tokenizer.version, "encoder_version": expected},
             images=images, home=lgsid.home_path)
         write_json(lgsid.report_path("tokenizers", f"{names.kind}.json"), {
             "version": tokenizer.version, "mlflow_version": registered.version,
+            "encoder_version": expected,
             "fit_seconds": tokenizer.fit_seconds, "retrain_churn": retrain_churn,
             "warm_started": tokenizer.warm_started, "cities": per_city})
         metadata = {
             "tokenizer_version": tokenizer.version,
+            "encoder_version": expected,
             "fit_seconds": tokenizer.fit_seconds,
             "warm_started": tokenizer.warm_started,
             "retrain_churn": retrain_churn if retrain_churn is not None else -1.0,
@@ -168,16 +195,38 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
             key = name.removesuffix(".png")
             metadata.update(png_metadata(
                 png, lgsid.report_path("plots", "global", f"{names.kind}_{name}"), key=key))
-        return dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=metadata, check_results=[
+            check_result(audit.name, audit.asset, audit.outcome)])
 
     return _asset
 
 
+def semantic_ids_audits(names: TokenizerAssets, tokenizer: Tokenizer,
+                        table: pd.DataFrame) -> list[Audit]:
+    """The blocking checks of a semantic-ID table as persisted: distinct full codes, and
+    every code assigned from embeddings of the encoder the tokenizer was fitted on."""
+    audits = [Audit(f"{names.ids_asset}_unique", names.ids_asset,
+                    check_unique(table, ["code"]))]
+    if tokenizer.encoder_version is not None:
+        versions = table["encoder_version"].astype(str).tolist()
+        audits.append(Audit(f"{names.ids_asset}_encoder_matches", names.ids_asset,
+                            check_encoder_version(
+                                {table["city"].iloc[0] if len(table) else "": versions},
+                                tokenizer.encoder_version,
+                                f"refit {names.model_asset} on these embeddings first")))
+    return audits
+
+
 def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
-    """The per-city semantic-ID table of one tokenizer kind, assigned incrementally."""
+    """The per-city semantic-ID table of one tokenizer kind, assigned incrementally, written
+    to staging, audited as re-read from disk, and published only when the audit passes."""
     cls = TOKENIZERS[names.kind]
     checks = [dg.AssetCheckSpec(f"{names.ids_asset}_unique", asset=names.ids_asset,
-                                description="every item has a distinct full code"),
+                                blocking=True, description="every item has a distinct full code"),
+              dg.AssetCheckSpec(f"{names.ids_asset}_encoder_matches", asset=names.ids_asset,
+                                blocking=True,
+                                description="codes come from embeddings of the encoder the "
+                                            "tokenizer was fitted on"),
               dg.AssetCheckSpec(f"{names.ids_asset}_utilisation", asset=names.ids_asset,
                                 description="every level uses enough of its codebook"),
               dg.AssetCheckSpec(f"{names.ids_asset}_churn", asset=names.ids_asset,
@@ -189,7 +238,7 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
               description=f"Semantic IDs of every item from `{names.registered_name}` "
                           "(only new or changed items are assigned).")
     def _asset(context: dg.AssetExecutionContext, config: SemanticIdsConfig,
-               lgsid: LgsidResource) -> dg.MaterializeResult:
+               lgsid: LgsidResource):
         city = context.partition_key
         warehouse = lgsid.warehouse
         tokenizer = Tokenizer.load(lgsid.champion_folder(names.registered_name))
@@ -198,22 +247,31 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
         previous = warehouse.read_table("semantic_ids", city, names.kind) \
             if warehouse.has_table("semantic_ids", city, names.kind) else None
         result = incremental_semantic_ids(city, items, embeddings, tokenizer, previous)
-        warehouse.write_table("semantic_ids", city, result.table, part=names.kind)
+        with warehouse.staging(city, "semantic_ids") as staged:
+            staged.write_table("semantic_ids", result.table, part=names.kind)
+            persisted = staged.read_table("semantic_ids", part=names.kind)
+            audits = semantic_ids_audits(names, tokenizer, persisted)
+            pointer = yield from publish_audited(
+                warehouse, staged, f"{city} {names.ids_asset}", audits,
+                {"run_id": context.run.run_id, "tokenizer_version": tokenizer.version})
         warehouse.refresh_catalog()
-        context.log.info(f"{city}: assigned {result.assigned}, reused {result.reused}, "
-                         f"churn {result.churn}")
+        context.log.info(f"{city}: published {names.ids_asset} in version "
+                         f"{pointer['version']}: assigned {result.assigned}, reused "
+                         f"{result.reused}, churn {result.churn}")
         report_path = lgsid.report_path("tokenizers", city, f"{names.kind}.json")
-        tokens = result.table[level_columns(tokenizer.n_levels)].to_numpy()
+        tokens = persisted[level_columns(tokenizer.n_levels)].to_numpy()
         metadata: dict = {
-            "dagster/row_count": len(result.table),
+            "dagster/row_count": len(persisted),
+            "version": pointer["version"],
             "assigned": result.assigned,
             "reused": result.reused,
             "churn": result.churn if result.churn is not None else 0.0,
             "tokenizer_version": tokenizer.version,
+            "encoder_version": tokenizer.encoder_version or "",
         }
         if result.assigned or not report_path.is_file():
             vectors, _ = aligned_embeddings(items, embeddings)
-            figures = tokenizer_report(tokenizer, items, vectors, result.table["code"].tolist())
+            figures = tokenizer_report(tokenizer, items, vectors, persisted["code"].tolist())
             figures.update(version=tokenizer.version, churn=result.churn)
             write_json(report_path, figures)
             log_run_metrics(names.registered_name,
@@ -225,15 +283,16 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
             metadata.update(png_metadata(
                 tokens_map_png(items, tokens[:, 0], f"{city} ({names.kind})"),
                 lgsid.report_path("plots", city, f"{names.kind}_codes_map.png")))
-        codes = result.table["code"]
-        duplicated = int(codes.duplicated().sum())
         utilisation = [len(np.unique(tokens[:, i])) / k
                        for i, k in enumerate(tokenizer.codebook_sizes)]
         churn = result.churn or 0.0
+        blocking = {a.name: check_result(a.name, a.asset, a.outcome) for a in audits}
+        if f"{names.ids_asset}_encoder_matches" not in blocking:
+            blocking["encoder_matches"] = dg.AssetCheckResult(
+                check_name=f"{names.ids_asset}_encoder_matches", passed=True,
+                description="the tokenizer predates encoder tracking; not checked")
         check_results = [
-            dg.AssetCheckResult(check_name=f"{names.ids_asset}_unique", passed=duplicated == 0,
-                                severity=dg.AssetCheckSeverity.ERROR,
-                                metadata={"duplicated_codes": duplicated}),
+            *blocking.values(),
             dg.AssetCheckResult(check_name=f"{names.ids_asset}_utilisation",
                                 passed=min(utilisation) >= config.min_utilisation,
                                 severity=dg.AssetCheckSeverity.WARN,
@@ -243,7 +302,7 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                                 severity=dg.AssetCheckSeverity.WARN,
                                 metadata={"churn": churn, "limit": config.max_churn}),
         ]
-        return dg.MaterializeResult(metadata=metadata, check_results=check_results)
+        yield dg.MaterializeResult(metadata=metadata, check_results=check_results)
 
     return _asset
 

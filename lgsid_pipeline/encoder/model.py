@@ -215,6 +215,28 @@ def read_adapter_meta(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def encoder_version(weights: str, max_length: int, lora_digest: str | None = None) -> str:
+    """The version of an encoder: a short hash of its base weights' fingerprint, max_length,
+    pooling and (for an aligned encoder) its adapter's digest."""
+    digest = hashlib.sha256(f"{weights}|{max_length}|{POOLING}".encode())
+    if lora_digest is not None:
+        digest.update(f"|lora:{lora_digest}".encode())
+    return digest.hexdigest()[:16]
+
+
+def adapter_encoder_versions(folder: Path) -> dict[str, str]:
+    """Versions of the two encoders a saved adapter defines, without loading any weights:
+    ``{"aligned": base + adapter, "reference": the frozen base}`` (the embedding parts)."""
+    meta = read_adapter_meta(Path(folder))
+    missing = [k for k in ("base_weights", "max_length", "adapter_digest") if k not in meta]
+    if missing:
+        raise ValueError(f"adapter folder {folder} has no recorded {', '.join(missing)} "
+                         f"({ADAPTER_META}); retrain the aligned encoder")
+    return {"aligned": encoder_version(meta["base_weights"], meta["max_length"],
+                                       meta["adapter_digest"]),
+            "reference": encoder_version(meta["base_weights"], meta["max_length"])}
+
+
 class TextEncoder(nn.Module):
     """Tokenizer + Hugging Face encoder; texts -> mean-pooled, L2-normalised embeddings."""
 
@@ -275,11 +297,8 @@ class TextEncoder(nn.Module):
     @property
     def version(self) -> str:
         """Short stable hash of base files, max_length, pooling and adapter state."""
-        digest = hashlib.sha256(
-            f"{self.weights_fingerprint}|{self.max_length}|{POOLING}".encode())
-        if self._has_adapter:
-            digest.update(f"|lora:{adapter_digest(self.model)}".encode())
-        return digest.hexdigest()[:16]
+        return encoder_version(self.weights_fingerprint, self.max_length,
+                               adapter_digest(self.model) if self._has_adapter else None)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Padded, truncated model inputs on the model's device."""

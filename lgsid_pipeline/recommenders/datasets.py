@@ -319,26 +319,25 @@ _SAMPLE_COLUMNS = ("user", "history_start", "history_end", "target_row", "distan
 
 
 def save_ctr_data(warehouse: Warehouse, city: str, data: CityCtrData) -> None:
-    """Write a city's samples, timeline and item rows as warehouse tables.
-
-    The description (split times, sizes) is written last into ``recommender_meta``, so a
-    reader that finds it finds every part of the same build.
-    """
+    """Publish a city's samples, timeline and item rows as one version of the
+    ``recommender_datasets`` stage (readers see the whole previous build or the new one)."""
     first = data.splits["train"]
-    for name, samples in data.splits.items():
-        frame = pd.DataFrame({c: getattr(samples, c) for c in _SAMPLE_COLUMNS})
-        warehouse.write_table("recommender_samples", city, frame.assign(city=city), part=name)
-    warehouse.write_table("recommender_timeline", city, pd.DataFrame(
-        {"city": city, "position": np.arange(len(first.timeline_rows)),
-         "item_row": first.timeline_rows}))
-    warehouse.write_table("recommender_items", city, pd.DataFrame(
-        {"city": city, "item_row": np.arange(1, len(data.item_ids) + 1),
-         "item_id": data.item_ids, "item_index": first.row_item_index[1:],
-         "category_index": first.row_category[1:]}))
-    meta = {**data.describe(), "n_users": data.n_users, "n_items": data.n_items,
-            "n_categories": data.n_categories}
-    warehouse.write_table("recommender_meta", city, pd.DataFrame(
-        {"city": [city], "meta": [json.dumps(meta)]}))
+    with warehouse.staging(city, "recommender_datasets", carry_forward=False) as staged:
+        for name, samples in data.splits.items():
+            frame = pd.DataFrame({c: getattr(samples, c) for c in _SAMPLE_COLUMNS})
+            staged.write_table("recommender_samples", frame.assign(city=city), part=name)
+        staged.write_table("recommender_timeline", pd.DataFrame(
+            {"city": city, "position": np.arange(len(first.timeline_rows)),
+             "item_row": first.timeline_rows}))
+        staged.write_table("recommender_items", pd.DataFrame(
+            {"city": city, "item_row": np.arange(1, len(data.item_ids) + 1),
+             "item_id": data.item_ids, "item_index": first.row_item_index[1:],
+             "category_index": first.row_category[1:]}))
+        meta = {**data.describe(), "n_users": data.n_users, "n_items": data.n_items,
+                "n_categories": data.n_categories}
+        staged.write_table("recommender_meta", pd.DataFrame(
+            {"city": [city], "meta": [json.dumps(meta)]}))
+        warehouse.publish(staged)
 
 
 def load_ctr_data(warehouse: Warehouse, city: str) -> CityCtrData:

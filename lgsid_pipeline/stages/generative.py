@@ -317,7 +317,7 @@ class StageOutcome:
 
 def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
                    t1: pd.Timestamp, t2: pd.Timestamp, config: GenerativeStageConfig,
-                   work_dir: Path, tags: dict[str, str] | None = None,
+                   work_dir: Path, dagster_run_id: str | None = None,
                    on_eval: Callable[[str, dict[str, float]], None] | None = None
                    ) -> StageOutcome:
     """Train ``kind`` on every code variant of ``city``, register the models in one MLflow
@@ -357,7 +357,7 @@ def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
         metrics={f"{v}.{key}.{m}": float(x) for v, r in results.items()
                  for key in trained[v].ranks for m, x in r[key].items()
                  if isinstance(x, float)} | {"gate_hit@10": trained[best].gate_hit10},
-        tags={**(tags or {}), "city": city, "gate": decision.reason},
+        dagster_run_id=dagster_run_id, tags={"city": city, "gate": decision.reason},
         images={"training.png": png}, home=home, promote=False)
     if decision.promote:
         set_champion(name, registered.version, home)

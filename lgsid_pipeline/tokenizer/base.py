@@ -85,6 +85,7 @@ class Tokenizer(ABC):
         self.history: list[dict[str, float]] = []
         self.fit_seconds = 0.0
         self.warm_started = False
+        self.encoder_version: str | None = None  # of the embeddings it was fitted on
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -108,8 +109,9 @@ class Tokenizer(ABC):
 
     def fit(self, items: pd.DataFrame, embeddings: np.ndarray,
             previous: Tokenizer | None = None, on_epoch: EpochCallback | None = None,
-            warm_start: bool = True) -> Tokenizer:
-        """Fit on the items and their embeddings (rows aligned).
+            warm_start: bool = True, encoder_version: str | None = None) -> Tokenizer:
+        """Fit on the items and their embeddings (rows aligned), recording the version of the
+        encoder that computed them.
 
         With ``previous`` (an earlier fit of the same kind), training starts from its codebooks
         where shapes allow (unless ``warm_start`` is off), and codewords are then matched to
@@ -126,6 +128,7 @@ class Tokenizer(ABC):
         started = time.perf_counter()
         self.dim = x.shape[1]
         self.cities = sorted(items["city"].astype(str).unique().tolist())
+        self.encoder_version = encoder_version
         self.warm_started = warm_start and previous is not None and self._compatible(previous)
         weights = city_weights(items["city"], self.config.city_balance)
         self._fit(items, x, previous if self.warm_started else None, on_epoch, weights)
@@ -159,6 +162,8 @@ class Tokenizer(ABC):
         """Content hash of the fitted state and config (changes when codes can change)."""
         self._require_fitted()
         digest = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        if self.encoder_version is not None:
+            digest.update(f"encoder:{self.encoder_version}".encode())
         for name, array in sorted(self._state().items()):
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(array).tobytes())
@@ -172,6 +177,7 @@ class Tokenizer(ABC):
             np.savez(tmp / STATE, **self._state())
             manifest = {"kind": self.kind, "config": asdict(self.config), "dim": self.dim,
                         "cities": self.cities, "version": self.version,
+                        "encoder_version": self.encoder_version,
                         "fit_seconds": self.fit_seconds, "extra": self._extra()}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return folder
@@ -195,6 +201,7 @@ class Tokenizer(ABC):
             tokenizer.dim = int(manifest["dim"])
             tokenizer.cities = list(manifest["cities"])
             tokenizer.fit_seconds = float(manifest.get("fit_seconds", 0.0))
+            tokenizer.encoder_version = manifest.get("encoder_version")
             tokenizer._load_state(state, manifest["extra"])
         except Exception as exc:  # noqa: BLE001 - numpy/zip raise many types for a bad file
             raise FileNotFoundError(

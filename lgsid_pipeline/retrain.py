@@ -1,0 +1,87 @@
+"""The weekly retrain of the global models, in lineage order.
+
+Each global model is retrained only on inputs rebuilt from the model before it: the reward
+model, then every city's geo pairs (scored by the new reward model), then the aligned
+encoder (trained on them), then every city's item embeddings (from the new encoder), then
+the tokenizers (fitted on those embeddings), then every city's semantic IDs. One retrain is
+a set of runs sharing the tag ``RETRAIN_TAG``; each run names its stage in ``STAGE_TAG``.
+``next_step`` reads the runs' statuses and says what to launch next; the Dagster sensor
+(``defs/automation.py``) and ``runner.retrain`` (in one process, for ``lgsid retrain``) both
+drive a retrain with it. A failed run halts the retrain where it is: the stages after it
+never run on a half-built lineage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+RETRAIN_TAG = "lgsid/retrain"
+STAGE_TAG = "lgsid/retrain_stage"
+# Dagster run statuses (``DagsterRunStatus.value``) that end a run without success.
+FAILED_STATUSES = frozenset({"FAILURE", "CANCELED", "CANCELING"})
+SUCCESS = "SUCCESS"
+
+
+@dataclass(frozen=True)
+class RetrainStage:
+    """One step of the retrain: assets materialized together, once or once per city."""
+
+    name: str
+    assets: tuple[str, ...]
+    per_city: bool
+
+
+RETRAIN_STAGES: tuple[RetrainStage, ...] = (
+    RetrainStage("reward_model", ("reward_model",), per_city=False),
+    RetrainStage("geo_pairs", ("geo_pairs",), per_city=True),
+    RetrainStage("aligned_encoder", ("aligned_encoder",), per_city=False),
+    RetrainStage("item_embeddings", ("item_embeddings",), per_city=True),
+    RetrainStage("tokenizers", ("tokenizer", "rqkmeans_tokenizer", "rqvae_tokenizer"),
+                 per_city=False),
+    RetrainStage("semantic_ids", ("semantic_ids", "rqkmeans_semantic_ids",
+                                  "rqvae_semantic_ids"), per_city=True),
+)
+
+
+@dataclass
+class RetrainStep:
+    """What a retrain does next: ``launch`` runs of ``stage`` for ``partitions`` (None for a
+    global stage), ``wait`` for running ones, or nothing (``halted`` or ``done``)."""
+
+    state: str
+    stage: RetrainStage | None
+    partitions: list[str | None] = field(default_factory=list)
+    reason: str = ""
+
+
+def retrain_id(when: datetime) -> str:
+    """The id of the retrain started at ``when`` (one per scheduled day)."""
+    return f"retrain-{when:%Y%m%d}"
+
+
+def next_step(statuses: Mapping[tuple[str, str | None], str],
+              cities: Sequence[str]) -> RetrainStep:
+    """The next step of one retrain, from the status of its latest run per (stage, city).
+
+    Stages run strictly in order: a stage is launched only when every run of the stage
+    before it succeeded, and a failed or cancelled run halts the retrain.
+    """
+    for stage in RETRAIN_STAGES:
+        wanted: list[str | None] = list(cities) if stage.per_city else [None]
+        if not wanted:
+            return RetrainStep("halted", stage, [], "no city is registered")
+        seen = {p: statuses.get((stage.name, p)) for p in wanted}
+        failed = [p for p, status in seen.items() if status in FAILED_STATUSES]
+        if failed:
+            where = ", ".join(p or "global" for p in failed)
+            return RetrainStep("halted", stage, failed,
+                               f"{stage.name} failed ({where}); later stages do not run")
+        missing = [p for p, status in seen.items() if status is None]
+        if missing:
+            return RetrainStep("launch", stage, missing, f"{stage.name} is next")
+        running = [p for p, status in seen.items() if status != SUCCESS]
+        if running:
+            return RetrainStep("wait", stage, running, f"{stage.name} is running")
+    return RetrainStep("done", None, [], "every stage succeeded")
