@@ -7,6 +7,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lgsid_pipeline.catalog import (
+    BACKBONES,
+    SEMANTIC_ID_ASSETS,
+    TOKENIZER_ASSETS,
+    TOKENIZER_KINDS,
+)
+
 REAL_CITIES = {
     "new-york": ("gowalla", "gowalla_nyc"),
     "tokyo": ("foursquare-tsmc", "foursquare_tky/dataset_TSMC2014_TKY_valtest.txt"),
@@ -30,7 +37,6 @@ ALIGNMENT_RUN_CONFIG = {
 DATASET = {"max_train_positives": 10000, "max_eval_positives": 3000, "short_len": 20,
            "long_len": 100}
 TRAINING = {"epochs": 4, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
-BACKBONES = ("din", "dien", "sim", "twin", "eta")
 # The generative stage on two cores: budget in optimizer steps (300 steps of 128 take about
 # 4 minutes per model with three cities sharing the cores; validation was still rising at
 # the last step, so larger budgets help where time allows). The validation sample's halves
@@ -101,11 +107,10 @@ def ensure_item_embeddings() -> list[str]:
     return [r.run_id for r in results]
 
 
-SEMANTIC_ID_TABLES = ("semantic_ids", "rqkmeans_semantic_ids", "rqvae_semantic_ids")
-
-
+TOKENIZER_SELECTION = ",".join(TOKENIZER_ASSETS)
+SEMANTIC_IDS_SELECTION = ",".join(SEMANTIC_ID_ASSETS)
 CITY_CODE_ASSETS = ("raw_items,raw_interactions,items,interactions,item_embeddings,"
-                    + ",".join(SEMANTIC_ID_TABLES))
+                    + SEMANTIC_IDS_SELECTION)
 
 
 def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
@@ -120,11 +125,11 @@ def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
 
     def missing(names: list[str]) -> list[str]:
         return [c for c in names if not all(warehouse.has_table("semantic_ids", c, variant)
-                                            for variant in ("lgsid", "rqkmeans", "rqvae"))]
+                                            for variant in TOKENIZER_KINDS)]
 
     runs = ensure_item_embeddings()
-    tokenizers = "tokenizer,rqkmeans_tokenizer,rqvae_tokenizer,"  # on today's embeddings
-    plans = [(missing(list(REAL_CITIES)), tokenizers + ",".join(SEMANTIC_ID_TABLES)),
+    # the tokenizers fit on today's embeddings
+    plans = [(missing(list(REAL_CITIES)), f"{TOKENIZER_SELECTION},{SEMANTIC_IDS_SELECTION}"),
              (missing([c for c in cities or [] if c not in REAL_CITIES]), CITY_CODE_ASSETS)]
     for todo, select in plans:
         if not todo:

@@ -30,13 +30,17 @@ from common import (
     DISCRIMINATIVE_RUN_CONFIG,
     REAL_CITIES,
     RESULTS,
+    SEMANTIC_IDS_SELECTION,
+    TOKENIZER_SELECTION,
     TRAINING,
     ensure_item_embeddings,
     isolated_home,
     provenance,
 )
 
-VARIANTS = ("none", "rqkmeans", "rqvae", "lgsid")
+from lgsid_pipeline.catalog import CTR_VARIANTS, TOKENIZER_KINDS
+
+VARIANTS = CTR_VARIANTS
 SEEDS = {backbone: 3 if backbone == "din" else 1 for backbone in BACKBONES}
 # The common run config, each backbone's training with its number of seeds on top.
 RUN_CONFIG = {**DISCRIMINATIVE_RUN_CONFIG,
@@ -102,11 +106,10 @@ def main() -> None:
     ensure_item_embeddings()
     warehouse = Warehouse()
     instance = get_instance()
-    codes = "semantic_ids,rqkmeans_semantic_ids,rqvae_semantic_ids"
     if not all(warehouse.has_table("semantic_ids", c, kind) for c in REAL_CITIES
-               for kind in ("lgsid", "rqkmeans", "rqvae")):
+               for kind in TOKENIZER_KINDS):
         done = materialize(list(REAL_CITIES), instance=instance,
-                           select=f"tokenizer,rqkmeans_tokenizer,rqvae_tokenizer,{codes}")
+                           select=f"{TOKENIZER_SELECTION},{SEMANTIC_IDS_SELECTION}")
         if not all(r.success for r in done):
             sys.exit(f"tokenization failed: {done}")
     started = time.perf_counter()

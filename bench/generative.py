@@ -39,13 +39,15 @@ from common import (
     provenance,
 )
 
+from lgsid_pipeline.catalog import CODE_VARIANTS
+
 STHGCN = "sthgcn-nyc"  # the city slug
 STHGCN_KEY = "sthgcn_nyc"  # its entry in generative.json, beside "cities"
 STHGCN_DATA = "foursquare_nyc_sthgcn"
 PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr": 0.3915,
                         "note": "best run, SIGIR 2023 (mean of 10 runs: 0.2625 / 0.5226 / "
                                 "0.6117 / 0.3798); 1,347 targets"}}
-VARIANT_ORDER = ("lgsid", "rqvae", "rqkmeans")  # trained in this order within each seed
+VARIANT_ORDER = tuple(reversed(CODE_VARIANTS))  # trained in this order within each seed
 HIT_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 ACC_METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 # SASRec gets the same step budget and batch as the generative models (set in run_city).

@@ -31,10 +31,14 @@ from common import (
     DISCRIMINATIVE_RUN_CONFIG,
     GENERATIVE_RUN_CONFIG,
     REAL_CITIES,
+    SEMANTIC_IDS_SELECTION,
+    TOKENIZER_SELECTION,
     isolated_home,
     register_real_cities,
     write_results,
 )
+
+from lgsid_pipeline.catalog import GLOBAL_MODEL_ASSETS, TOKENIZER_KINDS
 
 # (stage, asset selection, run config), in pipeline order (runner.plan_stages' order, with
 # the model-training steps as stages of their own).
@@ -45,8 +49,8 @@ STAGES: list[tuple[str, str, dict | None]] = [
     ("geo_pairs", "geo_pairs", ALIGNMENT_RUN_CONFIG),
     ("aligned_encoder", "aligned_encoder", ALIGNMENT_RUN_CONFIG),
     ("item_embeddings", "item_embeddings", None),
-    ("tokenizers", "tokenizer,rqkmeans_tokenizer,rqvae_tokenizer", None),
-    ("semantic_ids", "semantic_ids,rqkmeans_semantic_ids,rqvae_semantic_ids", None),
+    ("tokenizers", TOKENIZER_SELECTION, None),
+    ("semantic_ids", SEMANTIC_IDS_SELECTION, None),
     ("discriminative", "recommender_datasets,din,dien,sim,twin,eta",
      DISCRIMINATIVE_RUN_CONFIG),
     ("generative", "tiger,onerec,generative_baseline,user_topk_cache,evaluation_report",
@@ -97,8 +101,7 @@ def _champion_versions() -> dict[str, str]:
 
     tracking_uri()
     client = MlflowClient()
-    names = ("lgsid-tokenizer", "rqkmeans-tokenizer", "rqvae-tokenizer",
-             "lgsid-aligned-encoder", "lgsid-reward-model")
+    names = tuple(GLOBAL_MODEL_ASSETS)
     return {name: client.get_model_version_by_alias(name, CHAMPION).version for name in names}
 
 
@@ -139,7 +142,7 @@ def _backfill(instance) -> dict:
     seconds = time.perf_counter() - started
     warehouse = Warehouse()
     coded = {kind: int(warehouse.read_table("semantic_ids", BACKFILL_CITY, kind)["item_id"]
-                       .isin(new_ids).sum()) for kind in ("lgsid", "rqkmeans", "rqvae")}
+                       .isin(new_ids).sum()) for kind in TOKENIZER_KINDS}
     embedded = int(warehouse.read_table("item_embeddings", BACKFILL_CITY, "aligned")["item_id"]
                    .isin(new_ids).sum())
     keys = ("assigned", "reused", "churn", "encoded", "reference_encoded", "encode_seconds")

@@ -29,11 +29,11 @@ from common import (
     write_results,
 )
 
+from lgsid_pipeline.catalog import TOKENIZER_KINDS, semantic_ids_asset, tokenizer_asset
+
 ENCODER_RETRAIN_SEED = 1
 
-KINDS = {"lgsid": ("tokenizer", "semantic_ids"),
-         "rqkmeans": ("rqkmeans_tokenizer", "rqkmeans_semantic_ids"),
-         "rqvae": ("rqvae_tokenizer", "rqvae_semantic_ids")}
+KINDS = {kind: (tokenizer_asset(kind), semantic_ids_asset(kind)) for kind in TOKENIZER_KINDS}
 
 
 def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lgsid_pipeline.catalog import TOKENIZER_KINDS
 from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
 from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
 from lgsid_pipeline.warehouse import VERSIONED_STAGES, TableNotFoundError, Warehouse
@@ -56,7 +57,6 @@ MAX_CONFIG_BYTES = 1 << 20
 RUN_CONFIG_KEYS = ("ops", "resources", "execution", "loggers")
 # Kept here rather than imported from lgsid_pipeline.lookup (which loads torch); the
 # validation tests check that both agree.
-TOKENIZERS = ("lgsid", "rqkmeans", "rqvae")
 BOUNDARY_REGIONS = ("nyc", "tokyo")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -602,8 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--code",
                       help="full code (12-7-3-0) or prefix (12-7): non-negative integers "
                            f"joined by '-', 1..{MAX_CODE} characters")
-    p.add_argument("--tokenizer", default="lgsid", choices=TOKENIZERS,
-                   help=f"tokenizer whose codes are looked up, one of: {', '.join(TOKENIZERS)}")
+    p.add_argument("--tokenizer", default="lgsid", choices=TOKENIZER_KINDS,
+                   help="tokenizer whose codes are looked up, one of: "
+                        f"{', '.join(TOKENIZER_KINDS)}")
     p.add_argument("--limit", type=_int_in(*LIMIT_RANGE), default=50, metavar="N",
                    help=f"items listed under a prefix, {LIMIT_RANGE[0]}..{LIMIT_RANGE[1]} "
                         "(default 50)")

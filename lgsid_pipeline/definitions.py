@@ -30,13 +30,13 @@ from lgsid_pipeline.defs.generative import (
 from lgsid_pipeline.defs.ingest import ingest_tables
 from lgsid_pipeline.defs.recommenders import CTR_ASSETS, evaluation_report, recommender_datasets
 from lgsid_pipeline.defs.resources import LgsidResource
-from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSETS, TOKENIZER_MODEL_ASSETS
+from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSET_DEFS, TOKENIZER_ASSET_DEFS
 
 CITY_ASSETS = [ingest_tables, geo_negatives, cooccurrence_pairs,
-               geo_pairs, item_embeddings, *SEMANTIC_ID_ASSETS, recommender_datasets,
+               geo_pairs, item_embeddings, *SEMANTIC_ID_ASSET_DEFS, recommender_datasets,
                *CTR_ASSETS, *GENERATIVE_ASSETS, generative_baseline, user_topk_cache,
                evaluation_report]
-GLOBAL_ASSETS = [reward_model, aligned_encoder, *TOKENIZER_MODEL_ASSETS]
+GLOBAL_ASSETS = [reward_model, aligned_encoder, *TOKENIZER_ASSET_DEFS]
 
 city_job = dg.define_asset_job(
     CITY_JOB_NAME,

@@ -6,11 +6,10 @@ from typing import Any
 
 import pandas as pd
 
+from lgsid_pipeline.catalog import TOKENIZER_KINDS, semantic_ids_asset
 from lgsid_pipeline.config import validate_city_slug
 from lgsid_pipeline.tokenizer.codes import parse_code
 from lgsid_pipeline.warehouse import TableNotFoundError, Warehouse
-
-TOKENIZER_KINDS = ("lgsid", "rqkmeans", "rqvae")
 
 
 def _require_codes(warehouse: Warehouse, city: str, tokenizer: str) -> None:
@@ -18,7 +17,7 @@ def _require_codes(warehouse: Warehouse, city: str, tokenizer: str) -> None:
     if tokenizer not in TOKENIZER_KINDS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; one of {', '.join(TOKENIZER_KINDS)}")
     if not warehouse.has_table("semantic_ids", city, tokenizer):
-        asset = "semantic_ids" if tokenizer == "lgsid" else f"{tokenizer}_semantic_ids"
+        asset = semantic_ids_asset(tokenizer)
         raise TableNotFoundError(
             f"city {city!r} has no {tokenizer} semantic IDs; run "
             f"`lgsid materialize --city {city} --select {asset}`")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import mlflow
 import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
+from lgsid_pipeline.catalog import parse_model_name
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.provenance import git_sha
 from lgsid_pipeline.warehouse import file_sha256
@@ -33,11 +33,6 @@ DAGSTER_RUN_TAG = "dagster_run_id"
 EXPERIMENT = "lgsid"
 UI_URL = os.environ.get("LGSID_MLFLOW_UI_URL", "http://127.0.0.1:5000")
 CHECKSUMS = "lgsid_checksums.json"
-# Registered model -> the asset that trains it (per-city models: ctr-<asset>-<city>,
-# gen-<asset>-<city>).
-MODEL_ASSETS = {"lgsid-reward-model": "reward_model", "lgsid-aligned-encoder": "aligned_encoder",
-                "lgsid-tokenizer": "tokenizer", "rqkmeans-tokenizer": "rqkmeans_tokenizer",
-                "rqvae-tokenizer": "rqvae_tokenizer"}
 
 
 class ModelArtifactError(FileNotFoundError):
@@ -110,15 +105,14 @@ def _local_uri(store: Path) -> str:
 
 def materialize_hint(name: str) -> str:
     """How to (re)create a registered model: the asset that trains it, as a command."""
-    if name in MODEL_ASSETS:
-        asset = MODEL_ASSETS[name]
-        return f"materialize the `{asset}` asset (`lgsid materialize --select {asset}`)"
-    match = re.fullmatch(r"(?:ctr|gen)-([a-z]+)-([a-z0-9][a-z0-9_-]*)", name)
-    if match:
-        asset, city = match.groups()
-        return (f"materialize the `{asset}` asset of city {city!r} "
-                f"(`lgsid materialize --city {city} --select {asset}`)")
-    return "materialize the asset that trains it"
+    parsed = parse_model_name(name)
+    if parsed is None:
+        return "materialize the asset that trains it"
+    if parsed.city is None:
+        return (f"materialize the `{parsed.asset}` asset "
+                f"(`lgsid materialize --select {parsed.asset}`)")
+    return (f"materialize the `{parsed.asset}` asset of city {parsed.city!r} "
+            f"(`lgsid materialize --city {parsed.city} --select {parsed.asset}`)")
 
 
 def folder_checksums(folder: Path) -> dict[str, str]:

@@ -13,9 +13,11 @@ never run on a half-built lineage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from lgsid_pipeline.catalog import SEMANTIC_ID_ASSETS, TOKENIZER_ASSETS
 
 RETRAIN_TAG = "lgsid/retrain"
 STAGE_TAG = "lgsid/retrain_stage"
@@ -26,22 +28,24 @@ SUCCESS = "SUCCESS"
 
 @dataclass(frozen=True)
 class RetrainStage:
-    """One step of the retrain: assets materialized together, once or once per city."""
+    """One step of the retrain: assets materialized together, once or once per city (every
+    city that has the tables in ``needs``: a city without alignment samples adds no geo
+    pairs, but every city with items gets new embeddings and codes)."""
 
     name: str
     assets: tuple[str, ...]
     per_city: bool
+    needs: tuple[str, ...] = ()
 
 
 RETRAIN_STAGES: tuple[RetrainStage, ...] = (
     RetrainStage("reward_model", ("reward_model",), per_city=False),
-    RetrainStage("geo_pairs", ("geo_pairs",), per_city=True),
+    RetrainStage("geo_pairs", ("geo_pairs",), per_city=True,
+                 needs=("geo_negatives", "cooccurrence_pairs")),
     RetrainStage("aligned_encoder", ("aligned_encoder",), per_city=False),
-    RetrainStage("item_embeddings", ("item_embeddings",), per_city=True),
-    RetrainStage("tokenizers", ("tokenizer", "rqkmeans_tokenizer", "rqvae_tokenizer"),
-                 per_city=False),
-    RetrainStage("semantic_ids", ("semantic_ids", "rqkmeans_semantic_ids",
-                                  "rqvae_semantic_ids"), per_city=True),
+    RetrainStage("item_embeddings", ("item_embeddings",), per_city=True, needs=("items",)),
+    RetrainStage("tokenizers", TOKENIZER_ASSETS, per_city=False),
+    RetrainStage("semantic_ids", SEMANTIC_ID_ASSETS, per_city=True, needs=("items",)),
 )
 
 
@@ -61,17 +65,21 @@ def retrain_id(when: datetime) -> str:
     return f"retrain-{when:%Y%m%d}"
 
 
-def next_step(statuses: Mapping[tuple[str, str | None], str],
-              cities: Sequence[str]) -> RetrainStep:
+def next_step(statuses: Mapping[tuple[str, str | None], str], cities: Sequence[str],
+              has_table: Callable[[str, str], bool] = lambda table, city: True) -> RetrainStep:
     """The next step of one retrain, from the status of its latest run per (stage, city).
 
     Stages run strictly in order: a stage is launched only when every run of the stage
-    before it succeeded, and a failed or cancelled run halts the retrain.
+    before it succeeded, and a failed or cancelled run halts the retrain. ``has_table(table,
+    city)`` says which cities take part in a per-city stage (``RetrainStage.needs``).
     """
     for stage in RETRAIN_STAGES:
-        wanted: list[str | None] = list(cities) if stage.per_city else [None]
+        wanted: list[str | None] = [
+            c for c in cities if all(has_table(t, c) for t in stage.needs)] \
+            if stage.per_city else [None]
         if not wanted:
-            return RetrainStep("halted", stage, [], "no city is registered")
+            return RetrainStep("halted", stage, [], f"no city has {', '.join(stage.needs)}"
+                               if cities else "no city is registered")
         seen = {p: statuses.get((stage.name, p)) for p in wanted}
         failed = [p for p, status in seen.items() if status in FAILED_STATUSES]
         if failed:

@@ -225,13 +225,15 @@ def retrain(instance: dg.DagsterInstance | None = None, run_config: dict | None 
     ``retrain_stages`` sensor do through the daemon. Returns the runs and the final step
     (``done``, or ``halted`` with the reason). ``run_config`` applies to every stage."""
     from lgsid_pipeline.defs.automation import retrain_request, retrain_statuses
+    from lgsid_pipeline.warehouse import Warehouse
 
     instance = instance or get_instance()
+    warehouse = Warehouse()
     cities = sync_city_partitions(instance, registry or CityRegistry())
     name = name or f"manual-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     results: list[RunResult] = []
     while True:
-        step = next_step(retrain_statuses(instance, name), cities)
+        step = next_step(retrain_statuses(instance, name), cities, warehouse.has_table)
         if step.state != "launch" or step.stage is None:
             return results, step
         for city in step.partitions:

@@ -12,11 +12,11 @@ import pytest
 from test_reliability import failure_text
 from test_write_audit_publish import step_events
 
+from lgsid_pipeline.catalog import ALIGNED_ENCODER, GLOBAL_MODEL_ASSETS
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.definitions import defs
 from lgsid_pipeline.defs import alignment as alignment_defs
 from lgsid_pipeline.defs import tokenizer as tokenizer_defs
-from lgsid_pipeline.defs.alignment import ALIGNED_ENCODER
 from lgsid_pipeline.defs.automation import RETRAIN_SENSOR_NAME, retrain_statuses
 from lgsid_pipeline.embeddings import IncrementalResult
 from lgsid_pipeline.encoder import make_tiny_encoder
@@ -25,7 +25,6 @@ from lgsid_pipeline.provenance import git_sha
 from lgsid_pipeline.registry import (
     DAGSTER_RUN_TAG,
     GIT_SHA_TAG,
-    MODEL_ASSETS,
     champion_folder,
     champion_version,
     tracking_uri,
@@ -85,7 +84,7 @@ def assert_mlflow_lineage(home: Path, instance: dg.DagsterInstance) -> None:
 
     tracking_uri(home)
     client = MlflowClient()
-    for name, asset in MODEL_ASSETS.items():
+    for name, asset in GLOBAL_MODEL_ASSETS.items():
         version = client.get_model_version(name, champion_version(name, home=home))
         tags = client.get_run(version.run_id).data.tags
         assert tags[GIT_SHA_TAG] == git_sha() and git_sha() != "unknown", (name, tags)
@@ -116,6 +115,14 @@ def test_next_step_runs_stages_strictly_in_order() -> None:
     assert next_step(done, cities).state == "done"
     assert next_step({}, []).state == "launch"  # the first stage is global
     assert next_step({(first.name, None): "SUCCESS"}, []).state == "halted"
+    # A city without alignment samples adds no geo pairs, but gets new embeddings and codes.
+    samples_only_in_a = lambda table, city: city == "a" or table == "items"  # noqa: E731
+    step = next_step({(first.name, None): "SUCCESS"}, cities, samples_only_in_a)
+    assert (step.stage, step.partitions) == (pairs, ["a"])
+    statuses = {(first.name, None): "SUCCESS", (pairs.name, "a"): "SUCCESS",
+                (RETRAIN_STAGES[2].name, None): "SUCCESS"}
+    step = next_step(statuses, cities, samples_only_in_a)
+    assert (step.stage.name, step.partitions) == ("item_embeddings", ["a", "b"])
 
 
 def test_weekly_retrain_runs_in_lineage_order_and_blocks_mixed_encoders(

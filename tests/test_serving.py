@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lgsid_pipeline.catalog import generative_model as model_name
 from lgsid_pipeline.metrics.intervals import (
     bootstrap_interval,
     intervals_overlap,
@@ -25,7 +26,6 @@ from lgsid_pipeline.stages.generative import (
     build_topk_cache,
     city_catalogue,
     floor_models,
-    model_name,
     next_item_splits,
     train_and_gate,
 )

@@ -16,6 +16,7 @@ from lgsid_pipeline.alignment.reward import (
     train_reward_model,
 )
 from lgsid_pipeline.alignment.stage import gdpo_triples, reward_dataset, reward_scorer
+from lgsid_pipeline.catalog import ALIGNED_ENCODER, REWARD_MODEL
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     check_result,
@@ -32,10 +33,6 @@ from lgsid_pipeline.jsonio import write_json
 from lgsid_pipeline.plots import curves_png, distance_histogram_png
 from lgsid_pipeline.quality import Audit, check_covers
 from lgsid_pipeline.registry import log_run_metrics, register_folder
-
-REWARD_MODEL = "lgsid-reward-model"
-ALIGNED_ENCODER = "lgsid-aligned-encoder"
-
 
 GeoNegativesConfig = config_class(
     "GeoNegativesConfig", GeoNegativeConfig,

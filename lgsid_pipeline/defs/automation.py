@@ -12,6 +12,7 @@ import json
 
 import dagster as dg
 
+from lgsid_pipeline.catalog import SEMANTIC_ID_ASSETS
 from lgsid_pipeline.cities import CityConfig
 from lgsid_pipeline.config import InvalidCityError, validate_city_slug
 from lgsid_pipeline.defs.resources import LgsidResource, city_partitions
@@ -27,7 +28,7 @@ from lgsid_pipeline.sources.landing import landing_files, landing_fingerprint
 
 NIGHTLY_JOB_NAME = "nightly_retokenization"
 NIGHTLY_ASSETS = ["raw_items", "raw_interactions", "items", "interactions", "item_embeddings",
-                  "semantic_ids", "rqkmeans_semantic_ids", "rqvae_semantic_ids"]
+                  *SEMANTIC_ID_ASSETS]
 
 # Failures worth another try: a locked SQLite/DuckDB file, an MLflow store busy, a worker
 # killed for memory. Each retry waits twice as long as the one before.
@@ -92,7 +93,7 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
 
     @dg.sensor(name=RETRAIN_SENSOR_NAME, jobs=jobs, minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING)
-    def _sensor(context: dg.SensorEvaluationContext):
+    def _sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
         done: list[str] = json.loads(context.cursor) if context.cursor else []
         started = context.instance.get_runs(
             filters=dg.RunsFilter(tags={STAGE_TAG: RETRAIN_STAGES[0].name}), limit=20)
@@ -101,7 +102,8 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
         cities = sorted(context.instance.get_dynamic_partitions("city"))
         requests = []
         for retrain in retrains:
-            step = next_step(retrain_statuses(context.instance, retrain), cities)
+            step = next_step(retrain_statuses(context.instance, retrain), cities,
+                             lgsid.warehouse.has_table)
             context.log.info(f"{retrain}: {step.state} ({step.reason})")
             if step.state == "launch" and step.stage is not None:
                 requests += [retrain_request(retrain, step.stage, city)

@@ -9,6 +9,12 @@ or, when no model beats floor (b), floor (b) itself.
 
 import dagster as dg
 
+from lgsid_pipeline.catalog import (
+    GENERATIVE_KINDS,
+    SEMANTIC_ID_ASSETS,
+    SERVED_KIND,
+    generative_model,
+)
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     city_partitions,
@@ -16,24 +22,18 @@ from lgsid_pipeline.defs.resources import (
     png_metadata,
     settings_from,
 )
-from lgsid_pipeline.defs.tokenizer import TOKENIZER_ASSETS
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import summarize_ranks
 from lgsid_pipeline.recommenders.datasets import split_times_of
-from lgsid_pipeline.recommenders.generative import KINDS
 from lgsid_pipeline.stages.generative import (
     GenerativeStageConfig,
     build_topk_cache,
     city_catalogue,
     floor_ranks,
-    model_name,
     next_item_splits,
     train_and_gate,
 )
 
-GENERATIVE_KINDS = KINDS
-IDS_ASSETS = [names.ids_asset for names in TOKENIZER_ASSETS]
-CACHE_KIND = "tiger"  # the model kind whose champion user_topk_cache serves
 METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 
 GenerativeTrainingConfig = config_class(
@@ -53,7 +53,7 @@ class TopKCacheConfig(dg.Config):
 def build_generative_asset(kind: str) -> dg.AssetsDefinition:
     """TIGER or the OneRec-style decoder for one city, one model per code variant, gated."""
 
-    @dg.asset(name=kind, deps=["recommender_datasets", *IDS_ASSETS],
+    @dg.asset(name=kind, deps=["recommender_datasets", *SEMANTIC_ID_ASSETS],
               partitions_def=city_partitions, group_name="recommenders",
               kinds={"pytorch", "mlflow"},
               description=f"{kind} generative next-item model per code variant, with the "
@@ -73,7 +73,8 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
         t1, t2 = split_times_of(lgsid.warehouse, city)
         outcome = train_and_gate(
             lgsid.warehouse, lgsid.home_path, city, kind, t1, t2,
-            settings_from(config, GenerativeStageConfig), lgsid.model_dir(model_name(kind, city)),
+            settings_from(config, GenerativeStageConfig),
+            lgsid.model_dir(generative_model(kind, city)),
             dagster_run_id=context.run.run_id, on_eval=log_eval)
         decision = outcome.decision
         context.log.info(f"{city} {kind}: {decision.reason} ({outcome.champion_note}); "
@@ -138,7 +139,7 @@ def generative_baseline(context: dg.AssetExecutionContext, config: GenerativeTra
         if key in ("hit@10", "ndcg@10")})
 
 
-@dg.asset(deps=["tiger", *IDS_ASSETS], partitions_def=city_partitions,
+@dg.asset(deps=[SERVED_KIND, *SEMANTIC_ID_ASSETS], partitions_def=city_partitions,
           group_name="recommenders", kinds={"parquet", "duckdb"})
 def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
                     lgsid: LgsidResource) -> dg.MaterializeResult:
@@ -147,9 +148,9 @@ def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
     has beaten it on validation: serving is a lookup (Semantic Convergence)."""
     city = context.partition_key
     lgsid.limit_threads()
-    gate = (read_json(lgsid.report_path("recommenders", city, f"{CACHE_KIND}.json"))
+    gate = (read_json(lgsid.report_path("recommenders", city, f"{SERVED_KIND}.json"))
             or {}).get("gate", {})
-    outcome = build_topk_cache(lgsid.warehouse, lgsid.home_path, city, CACHE_KIND, config.k,
+    outcome = build_topk_cache(lgsid.warehouse, lgsid.home_path, city, SERVED_KIND, config.k,
                                config.history_window, gate.get("serve") == "floor",
                                *split_times_of(lgsid.warehouse, city))
     lgsid.warehouse.write_table("user_topk_cache", city, outcome.table)

@@ -6,8 +6,14 @@ from dataclasses import asdict
 import dagster as dg
 import pandas as pd
 
-from lgsid_pipeline.defs.generative import (
+from lgsid_pipeline.catalog import (
+    BACKBONES,
+    CTR_VARIANTS,
     GENERATIVE_KINDS,
+    SEMANTIC_ID_ASSETS,
+    ctr_model,
+)
+from lgsid_pipeline.defs.generative import (
     generative_markdown,
     generative_table,
 )
@@ -17,10 +23,9 @@ from lgsid_pipeline.defs.resources import (
     config_class,
     png_metadata,
 )
-from lgsid_pipeline.defs.tokenizer import TOKENIZER_ASSETS
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.plots import curves_png
-from lgsid_pipeline.recommenders import BACKBONES, TrainConfig
+from lgsid_pipeline.recommenders import TrainConfig
 from lgsid_pipeline.recommenders.datasets import (
     DatasetConfig,
     build_city_ctr_data,
@@ -31,9 +36,6 @@ from lgsid_pipeline.recommenders.datasets import (
 from lgsid_pipeline.recommenders.training import save_ctr_model
 from lgsid_pipeline.registry import register_folder
 from lgsid_pipeline.stages.discriminative import train_variant_seeds, variant_codes
-
-VARIANTS = ("none", "rqkmeans", "rqvae", "lgsid")
-IDS_ASSET = {names.kind: names.ids_asset for names in TOKENIZER_ASSETS}
 
 RecommenderDatasetsConfig = config_class(
     "RecommenderDatasetsConfig", DatasetConfig,
@@ -49,7 +51,7 @@ class CtrTrainingConfig(dg.Config):
     and test examples (one seed: over test examples); the first seed's model is registered.
     """
 
-    variants: list[str] = list(VARIANTS)
+    variants: list[str] = list(CTR_VARIANTS)
     epochs: int = 8
     patience: int = 2
     batch_size: int = 512
@@ -60,7 +62,7 @@ class CtrTrainingConfig(dg.Config):
     seeds: int = 1
 
 
-@dg.asset(deps=["interactions", "items", *IDS_ASSET.values()],
+@dg.asset(deps=["interactions", "items", *SEMANTIC_ID_ASSETS],
           partitions_def=city_partitions, group_name="recommenders", kinds={"parquet"})
 def recommender_datasets(context: dg.AssetExecutionContext, config: RecommenderDatasetsConfig,
                          lgsid: LgsidResource) -> dg.MaterializeResult:
@@ -89,7 +91,7 @@ def recommender_datasets(context: dg.AssetExecutionContext, config: RecommenderD
 def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
     """One backbone's asset: a model per code variant, registered in MLflow per city."""
 
-    @dg.asset(name=backbone, deps=["recommender_datasets", *IDS_ASSET.values()],
+    @dg.asset(name=backbone, deps=["recommender_datasets", *SEMANTIC_ID_ASSETS],
               partitions_def=city_partitions, group_name="recommenders",
               kinds={"pytorch", "mlflow"},
               description=f"{backbone.upper()} CTR model with item ids only and with each "
@@ -97,16 +99,16 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: CtrTrainingConfig,
                lgsid: LgsidResource) -> dg.MaterializeResult:
         city = context.partition_key
-        unknown = sorted(set(config.variants) - set(VARIANTS))
+        unknown = sorted(set(config.variants) - set(CTR_VARIANTS))
         if unknown:
-            raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
+            raise ValueError(f"unknown variants {unknown}; choose from {CTR_VARIANTS}")
         if config.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {config.seeds}")
         lgsid.limit_threads()
         data = load_ctr_data(lgsid.warehouse, city)
         train_config = TrainConfig(epochs=config.epochs, patience=config.patience,
                                    batch_size=config.batch_size, lr=config.lr, seed=config.seed)
-        name = f"ctr-{backbone}-{city}"
+        name = ctr_model(backbone, city)
         folder = lgsid.model_dir(name)
         results: dict[str, dict] = {}
         curves = []
@@ -217,7 +219,7 @@ def discriminative_table(lgsid: LgsidResource, city: str) -> dict | None:
 def auc_markdown(table: dict) -> str:
     """backbone x variant test AUC with its 95% interval, best variant of each row in bold,
     and the number of seeds averaged per backbone."""
-    variants = [v for v in VARIANTS if any(v in row for row in table["auc"].values())]
+    variants = [v for v in CTR_VARIANTS if any(v in row for row in table["auc"].values())]
     intervals = table.get("auc_ci95", {})
     seeds = table.get("seeds", {})
     rows = ["| backbone | " + " | ".join(f"{v} AUC [95% CI]" for v in variants) + " | seeds |",

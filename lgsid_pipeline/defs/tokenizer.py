@@ -11,7 +11,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from lgsid_pipeline.defs.alignment import ALIGNED_ENCODER
+from lgsid_pipeline.catalog import (
+    ALIGNED_ENCODER,
+    TOKENIZER_KINDS,
+    semantic_ids_asset,
+    tokenizer_asset,
+    tokenizer_model,
+)
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     blocking_failure,
@@ -65,12 +71,9 @@ class TokenizerAssets:
     registered_name: str
 
 
-TOKENIZER_ASSETS = (
-    TokenizerAssets("lgsid", "tokenizer", "semantic_ids", "lgsid-tokenizer"),
-    TokenizerAssets("rqkmeans", "rqkmeans_tokenizer", "rqkmeans_semantic_ids",
-                    "rqkmeans-tokenizer"),
-    TokenizerAssets("rqvae", "rqvae_tokenizer", "rqvae_semantic_ids", "rqvae-tokenizer"),
-)
+TOKENIZER_ASSETS = tuple(
+    TokenizerAssets(kind, tokenizer_asset(kind), semantic_ids_asset(kind), tokenizer_model(kind))
+    for kind in TOKENIZER_KINDS)
 
 
 def _city_inputs(lgsid: LgsidResource, city: str,
@@ -307,5 +310,5 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
     return _asset
 
 
-TOKENIZER_MODEL_ASSETS = [build_tokenizer_asset(names) for names in TOKENIZER_ASSETS]
-SEMANTIC_ID_ASSETS = [build_semantic_ids_asset(names) for names in TOKENIZER_ASSETS]
+TOKENIZER_ASSET_DEFS = [build_tokenizer_asset(names) for names in TOKENIZER_ASSETS]
+SEMANTIC_ID_ASSET_DEFS = [build_semantic_ids_asset(names) for names in TOKENIZER_ASSETS]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lgsid_pipeline.catalog import BACKBONES
 from lgsid_pipeline.recommenders.blocks import (
     AUGRUCell,
     CtrBatch,
@@ -35,8 +36,6 @@ from lgsid_pipeline.recommenders.blocks import (
     run_masked_gru,
     top_k_positions,
 )
-
-BACKBONES = ("din", "dien", "sim", "twin", "eta")
 
 
 @dataclass

@@ -38,13 +38,12 @@ from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditional
 from transformers.modeling_outputs import BaseModelOutput
 
 from lgsid_pipeline.atomic import atomic_folder
+from lgsid_pipeline.catalog import GENERATIVE_KINDS
 from lgsid_pipeline.geo.distance import haversine_km
 from lgsid_pipeline.metrics.ranking import TopKAccumulator, hit_at_k, ndcg_at_k
 from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeTokenizer, PrefixTrie
 
 SPLITS = ("train", "valid", "test")
-KINDS = ("tiger", "onerec")
-CODE_VARIANTS = ("rqkmeans", "rqvae", "lgsid")
 CONFIG_FILE = "generative_config.json"
 WEIGHTS_FILE = "generative_model.pt"
 CODES_FILE = "codes.npy"
@@ -194,8 +193,8 @@ class GenerativeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in GENERATIVE_KINDS:
+            raise ValueError(f"kind must be one of {GENERATIVE_KINDS}, got {self.kind!r}")
         for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "steps",
                      "eval_every", "batch_size", "patience", "beam_size", "max_valid_eval",
                      "eval_batch_size"):

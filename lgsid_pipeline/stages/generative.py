@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lgsid_pipeline.catalog import CODE_VARIANTS, generative_model
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import per_example, summarize_ranks, target_ranks
 from lgsid_pipeline.plots import curves_png
 from lgsid_pipeline.recommenders.generative import (
-    CODE_VARIANTS,
     CONFIG_FILE,
     VALID_K,
     Examples,
@@ -248,11 +248,6 @@ def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
 # --------------------------------------------------------------------------- gate and cache
 
 
-def model_name(kind: str, city: str) -> str:
-    """Registered model name of a generative kind in a city."""
-    return f"gen-{kind}-{city}"
-
-
 def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
     """Item ids and code strings of the items a saved generative model can produce."""
     meta = json.loads((Path(folder) / CONFIG_FILE).read_text())
@@ -345,7 +340,7 @@ def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
             "code_strings": code_strings})
         curves += [{**h, "variant": variant} for h in outcome.result.history]
     best = max(trained, key=lambda v: trained[v].gate_hit10)
-    name = model_name(kind, city)
+    name = generative_model(kind, city)
     champion, note = champion_gate_score(name, home, catalogue, splits["gate"])
     decision = champion_gate(trained[best].gate_hit10, floor_gate, champion)
     write_json(work_dir / SERVED_FILE, {"variant": best})
@@ -391,7 +386,7 @@ def build_topk_cache(warehouse: Warehouse, home: Path, city: str, kind: str, k: 
     the champion of ``kind`` with its history-aware ranking, or from floor (b) when there is
     no champion or ``serve_floor`` (the last gate found that no model beats floor (b))."""
     catalogue = city_catalogue(warehouse, city)
-    name = model_name(kind, city)
+    name = generative_model(kind, city)
     version = champion_version(name, home)
     use_model = version is not None and not serve_floor
     item_ids = catalogue.item_ids

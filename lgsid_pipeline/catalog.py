@@ -1,0 +1,101 @@
+"""One catalogue of the names the system runs on: tokenizer kinds and code variants,
+recommender backbones and generative kinds, and the asset, table and registered-model names
+built from them. Every other module takes these names from here; nothing else lists them.
+
+Why some names differ from the pattern: the LGSID tokenizer's assets are ``tokenizer`` and
+``semantic_ids`` (the method's own; the baselines are prefixed with their kind), and all three
+kinds' codes are parts of one ``semantic_ids`` table (``part`` = kind).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+LGSID = "lgsid"
+BASELINE_KINDS = ("rqkmeans", "rqvae")
+TOKENIZER_KINDS = (LGSID, *BASELINE_KINDS)
+ID_ONLY = "none"  # a recommender on item ids alone
+# The order recommenders train the code variants in (baselines first).
+CODE_VARIANTS = (*BASELINE_KINDS, LGSID)
+CTR_VARIANTS = (ID_ONLY, *CODE_VARIANTS)
+
+BACKBONES = ("din", "dien", "sim", "twin", "eta")
+GENERATIVE_KINDS = ("tiger", "onerec")
+SERVED_KIND = "tiger"  # the generative kind whose champion `user_topk_cache` serves
+
+REWARD_MODEL = "lgsid-reward-model"
+ALIGNED_ENCODER = "lgsid-aligned-encoder"
+SEMANTIC_IDS_TABLE = "semantic_ids"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"unknown tokenizer {kind!r}; one of {', '.join(TOKENIZER_KINDS)}")
+
+
+def tokenizer_asset(kind: str) -> str:
+    """The global asset that fits a tokenizer kind."""
+    _check_kind(kind)
+    return "tokenizer" if kind == LGSID else f"{kind}_tokenizer"
+
+
+def semantic_ids_asset(kind: str) -> str:
+    """The per-city asset of a tokenizer kind's codes (part ``kind`` of ``semantic_ids``)."""
+    _check_kind(kind)
+    return SEMANTIC_IDS_TABLE if kind == LGSID else f"{kind}_{SEMANTIC_IDS_TABLE}"
+
+
+def tokenizer_model(kind: str) -> str:
+    """The registered model name of a tokenizer kind."""
+    _check_kind(kind)
+    return f"{kind}-tokenizer"
+
+
+TOKENIZER_ASSETS = tuple(tokenizer_asset(k) for k in TOKENIZER_KINDS)
+SEMANTIC_ID_ASSETS = tuple(semantic_ids_asset(k) for k in TOKENIZER_KINDS)
+# Registered global model -> the asset that trains it.
+GLOBAL_MODEL_ASSETS = {REWARD_MODEL: "reward_model", ALIGNED_ENCODER: "aligned_encoder",
+                       **{tokenizer_model(k): tokenizer_asset(k) for k in TOKENIZER_KINDS}}
+
+# Per-city models: ctr-<backbone>-<city>, gen-<generative kind>-<city>.
+_FAMILIES = {"ctr": BACKBONES, "gen": GENERATIVE_KINDS}
+_CITY_MODEL = re.compile(r"(ctr|gen)-([a-z]+)-([a-z0-9][a-z0-9_-]*)")
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """A registered model name taken apart: the asset that trains it, and its city (None
+    for a global model)."""
+
+    name: str
+    asset: str
+    city: str | None
+
+
+def ctr_model(backbone: str, city: str) -> str:
+    """The registered model name of a CTR backbone trained on one city."""
+    return _city_model("ctr", backbone, city)
+
+
+def generative_model(kind: str, city: str) -> str:
+    """The registered model name of a generative kind trained on one city."""
+    return _city_model("gen", kind, city)
+
+
+def parse_model_name(name: str) -> ModelName | None:
+    """The asset (and city) behind a registered model name, or None for a name the pipeline
+    does not register."""
+    if name in GLOBAL_MODEL_ASSETS:
+        return ModelName(name, GLOBAL_MODEL_ASSETS[name], None)
+    match = _CITY_MODEL.fullmatch(name)
+    if match is None or match.group(2) not in _FAMILIES[match.group(1)]:
+        return None
+    return ModelName(name, match.group(2), match.group(3))
+
+
+def _city_model(family: str, asset: str, city: str) -> str:
+    if asset not in _FAMILIES[family]:
+        raise ValueError(f"unknown {family} model {asset!r}; one of "
+                         f"{', '.join(_FAMILIES[family])}")
+    return f"{family}-{asset}-{city}"
