@@ -374,8 +374,8 @@ def _print_counts(cities: list[str]) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from lgsid_pipeline.demo import DEMO_CITIES, generate_city
     from lgsid_pipeline.runner import get_instance, sync_city_partitions
-    from lgsid_pipeline.sources.synthetic import DEMO_CITIES, generate_city
 
     registry = CityRegistry()
     for slug, spec in DEMO_CITIES.items():
@@ -495,7 +495,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from lgsid_pipeline.sources.synthetic import SyntheticCitySpec, generate_city
+    from lgsid_pipeline.demo import SyntheticCitySpec, generate_city
 
     spec = SyntheticCitySpec(name=args.name, seed=args.seed, n_items=args.items)
     counts = generate_city(spec, args.out)

@@ -9,14 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import make_tiny_encoder, tiny_spec
 from scipy.stats import binomtest
 
 from lgsid_pipeline.alignment.gdpo import GdpoConfig, gdpo_loss
 from lgsid_pipeline.alignment.reward import RewardConfig, train_reward_model
 from lgsid_pipeline.alignment.stage import reward_dataset
 from lgsid_pipeline.cities import CityConfig, CityRegistry
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.embeddings import embedding_matrix
-from lgsid_pipeline.encoder import TextEncoder, item_prompts, make_tiny_encoder
+from lgsid_pipeline.encoder import TextEncoder, item_prompts
 from lgsid_pipeline.geo.negatives import (
     GeoNegativeConfig,
     location_keys,
@@ -27,7 +29,6 @@ from lgsid_pipeline.ingest import clean_items, read_city_source
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.warehouse import Warehouse
 
 

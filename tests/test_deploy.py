@@ -489,10 +489,11 @@ def test_ingest_materializes_with_postgres_storage(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # ``mlflow_server`` is only started here, so its boot overlaps this run (test 6 uses it).
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+    from helpers import tiny_spec
 
     from lgsid_pipeline.cities import CityConfig, CityRegistry
+    from lgsid_pipeline.demo import generate_city
     from lgsid_pipeline.runner import materialize
-    from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
     from lgsid_pipeline.warehouse import Warehouse
 
     for name, value in zip(PG_ENV, (postgres.host, str(postgres.port), postgres.user,

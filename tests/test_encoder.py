@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import make_tiny_encoder
 from torch import nn
 
 from lgsid_pipeline.encoder import (
@@ -24,7 +25,6 @@ from lgsid_pipeline.encoder import (
     default_encoder_path,
     item_prompt,
     item_prompts,
-    make_tiny_encoder,
 )
 from lgsid_pipeline.encoder.model import attention_projection_names
 

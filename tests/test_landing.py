@@ -10,13 +10,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from helpers import tiny_spec
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.definitions import defs
 from lgsid_pipeline.defs.resources import LgsidResource
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
 from lgsid_pipeline.sources.base import SourceError
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_tiny_encoder
 from torch import nn
 
 from lgsid_pipeline.alignment.gdpo import (
@@ -23,7 +24,7 @@ from lgsid_pipeline.alignment.gdpo import (
     train_gdpo,
 )
 from lgsid_pipeline.alignment.reward import listwise_bce
-from lgsid_pipeline.encoder import TextEncoder, make_tiny_encoder
+from lgsid_pipeline.encoder import TextEncoder
 
 torch.set_num_threads(1)
 

@@ -9,11 +9,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import tiny_spec
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize, quarantine_config
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.warehouse import Warehouse
 
 INGEST = "group:ingest"

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import tiny_spec
 
 from lgsid_pipeline.cities import CityConfig
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
 from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, evaluate_ctr, train_ctr
 from lgsid_pipeline.recommenders.datasets import (
@@ -19,7 +21,6 @@ from lgsid_pipeline.recommenders.datasets import (
     load_ctr_data,
     save_ctr_data,
 )
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.tokenizer import LgsidTokenizer, TokenizerConfig
 from lgsid_pipeline.warehouse import Warehouse
 

@@ -20,16 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from helpers import make_tiny_encoder, tiny_spec
 
 from lgsid_pipeline import warehouse as warehouse_module
 from lgsid_pipeline.alignment.reward import load_reward_model
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.defs.alignment import REWARD_MODEL
-from lgsid_pipeline.encoder import make_tiny_encoder
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import get_instance, materialize
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]

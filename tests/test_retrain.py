@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from helpers import make_tiny_encoder, tiny_spec
 from test_reliability import failure_text
 from test_write_audit_publish import step_events
 
@@ -18,8 +19,8 @@ from lgsid_pipeline.definitions import defs
 from lgsid_pipeline.defs import alignment as alignment_defs
 from lgsid_pipeline.defs import tokenizer as tokenizer_defs
 from lgsid_pipeline.defs.automation import RETRAIN_SENSOR_NAME, retrain_statuses
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.embeddings import IncrementalResult
-from lgsid_pipeline.encoder import make_tiny_encoder
 from lgsid_pipeline.encoder.model import adapter_encoder_versions
 from lgsid_pipeline.provenance import git_sha
 from lgsid_pipeline.registry import (
@@ -31,7 +32,6 @@ from lgsid_pipeline.registry import (
 )
 from lgsid_pipeline.retrain import RETRAIN_STAGES, RETRAIN_TAG, STAGE_TAG, next_step
 from lgsid_pipeline.runner import execute_run_request, materialize, retrain, tick_sensor
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.tokenizer import Tokenizer
 from lgsid_pipeline.warehouse import Warehouse
 

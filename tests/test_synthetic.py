@@ -13,19 +13,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from helpers import tiny_spec
 from scipy.stats import chi2_contingency
 from shapely.geometry import shape
 
-from lgsid_pipeline.sources import synthetic
-from lgsid_pipeline.sources.synthetic import (
+from lgsid_pipeline.demo import (
     CATEGORY_NAMES,
     CHAINS,
     DEMO_CITIES,
+    GENERATOR_VERSION,
     SYNTHETIC_FILES,
     SyntheticCitySpec,
     city_chains,
     generate_city,
-    tiny_spec,
+    writer,
 )
 
 VARIANT_TO_CHAIN = {v: c.key for c in CHAINS for v in c.variants}
@@ -130,7 +131,7 @@ def test_demo_cities_are_fast_and_have_the_requested_sizes(demo: dict[str, City]
         assert sorted(p.name for p in city.folder.iterdir()) == sorted(SYNTHETIC_FILES)
         manifest = json.loads((city.folder / "manifest.json").read_text())
         assert manifest["counts"] == city.counts
-        assert manifest["generator_version"] == synthetic.GENERATOR_VERSION
+        assert manifest["generator_version"] == GENERATOR_VERSION
         assert {k: manifest[k] for k in ("name", "seed", "n_items", "days")} == {
             "name": spec.name, "seed": spec.seed, "n_items": spec.n_items, "days": spec.days}
         assert city.counts == {
@@ -196,7 +197,7 @@ def test_failed_generation_leaves_no_partial_files(
     def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(synthetic, "_geojson", broken)
+    monkeypatch.setattr(writer, "_geojson", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         generate_city(tiny_spec(seed=9), folder)
     names = {p.name for p in folder.iterdir()}

@@ -10,11 +10,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from helpers import make_tiny_encoder, tiny_spec
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
 from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
-from lgsid_pipeline.encoder import make_tiny_encoder
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.recommenders import BACKBONES
 from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.recommenders.generative import latest_histories
@@ -22,7 +23,6 @@ from lgsid_pipeline.recommenders.serving import FLOOR_SERVED
 from lgsid_pipeline.registry import champion_folder
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import execute_run_request, materialize, tick_sensor
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.stages.generative import (
     GenerativeStageConfig,
     city_catalogue,

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import tiny_spec
 
 from lgsid_pipeline.cities import CityConfig
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.embeddings import embedding_table
 from lgsid_pipeline.ingest import clean_items, read_city_source
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.tokenizer import (
     TOKENIZERS,
     LgsidTokenizer,

@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from helpers import tiny_spec
 from test_reliability import failure_text
 
 from lgsid_pipeline import warehouse as warehouse_module
@@ -19,9 +20,9 @@ from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cleaning import Validated
 from lgsid_pipeline.cli import main
 from lgsid_pipeline.defs import ingest as ingest_defs
+from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize, quarantine_config
-from lgsid_pipeline.sources.synthetic import generate_city, tiny_spec
 from lgsid_pipeline.warehouse import TABLES, StagedVersion, VersionError, Warehouse
 
 CITY = "wap"

@@ -5,7 +5,6 @@ from lgsid_pipeline.encoder.model import (
     bf16_agreement,
     bf16_supported,
     default_encoder_path,
-    make_tiny_encoder,
 )
 from lgsid_pipeline.encoder.prompt import item_prompt, item_prompts
 
@@ -16,5 +15,4 @@ __all__ = [
     "default_encoder_path",
     "item_prompt",
     "item_prompts",
-    "make_tiny_encoder",
 ]

@@ -10,7 +10,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -435,29 +434,3 @@ def bf16_agreement(encoder: TextEncoder, texts: Sequence[str]) -> float:
     bf16 = encoder.encode(texts, dtype="bf16")
     fp32 = encoder.encode(texts, dtype="fp32")
     return float(np.mean(np.sum(bf16 * fp32, axis=1)))
-
-
-def make_tiny_encoder(folder: str | Path, hidden_size: int = 32, layers: int = 2,
-                      heads: int = 2, seed: int = 0) -> Path:
-    """Write a tiny randomly initialised BERT with the MiniLM tokenizer into ``folder``."""
-    if hidden_size % heads:
-        raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
-    from transformers import BertConfig, BertModel
-
-    source = default_encoder_path()
-    base = json.loads((source / "config.json").read_text())
-    config = BertConfig(vocab_size=base["vocab_size"], hidden_size=hidden_size,
-                        num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * hidden_size, max_position_embeddings=128,
-                        pad_token_id=base.get("pad_token_id", 0))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertModel(config)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with quiet_hf():
-        model.save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, folder / name)
-    return folder
