@@ -159,7 +159,10 @@ def provenance(config: dict) -> dict:
             "command": " ".join([Path(sys.executable).name, *sys.argv]), "config": config,
             "versions": {"python": sys.version.split()[0],
                          **{name: version(name) for name in packages}},
-            "machine": {"cpus": os.cpu_count()}}
+            # timings from a loaded machine are not comparable: the 1/5/15-minute load
+            # averages when the results were written say how busy it was
+            "machine": {"cpus": os.cpu_count(),
+                        "load_average": [round(x, 2) for x in os.getloadavg()]}}
 
 
 def write_results(name: str, results: dict, config: dict) -> Path:

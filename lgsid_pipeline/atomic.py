@@ -1,4 +1,10 @@
-"""Model folders written whole or not at all, and swapped with no moment without one.
+"""Files and model folders written whole or not at all.
+
+A file is written to a temporary file beside it (named with the writer's host and pid, so a
+later sweep can tell a dead writer's leftovers from a live one's), fsynced, and renamed over
+the target (``write_file_atomic``).
+
+Model folders are also swapped with no moment without one.
 
 A model folder ``<parent>/<name>`` is a symbolic link to a complete version folder
 ``<parent>/.<name>.v-<id>``. ``atomic_folder`` writes a new version into a temporary folder,
@@ -10,24 +16,78 @@ on the next swap.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-STALE_SECONDS = 3600.0  # a temporary folder this old belongs to a writer that died
+STALE_SECONDS = 3600.0  # a temporary file or folder this old belongs to a writer that died
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def _fsync_dir(folder: Path) -> None:
+def writer_tag() -> str:
+    """``<host>-<pid>-<random>``: names a temporary file or folder after its writer."""
+    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def writer_pid(name: str) -> int | None:
+    """The writer pid in a name ending ``.<host>-<pid>-<random>[.tmp]``, if the writer ran on
+    this host (None otherwise: its liveness cannot be checked from here)."""
+    host, _, rest = name.removesuffix(".tmp").rsplit(".", 1)[-1].partition("-")
+    pid = rest.partition("-")[0]
+    return int(pid) if host == HOST and pid.isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it,
+    which is fsynced and renamed over ``path`` (mode 0644); on any error it is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{writer_tag()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _version_folders(target: Path) -> list[Path]:
@@ -70,7 +130,7 @@ def replace_folder(new: Path, target: Path) -> None:
     link = target.with_name(f".{target.name}.link-{tag}")
     os.symlink(version.name, link)
     os.replace(link, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     sweep_folder_versions(target)
 
 

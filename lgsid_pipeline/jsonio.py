@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from lgsid_pipeline.atomic import write_file_atomic
+
 
 def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write JSON to ``path`` whole or not at all."""
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_json(path: Path) -> Any | None:

@@ -22,10 +22,10 @@ import mlflow
 import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
+from lgsid_pipeline.atomic import file_sha256
 from lgsid_pipeline.catalog import parse_model_name
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.provenance import git_sha
-from lgsid_pipeline.warehouse import file_sha256
 
 CHAMPION = "champion"
 GIT_SHA_TAG = "git_sha"  # MLflow run tags of every registered model

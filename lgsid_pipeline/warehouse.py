@@ -28,11 +28,9 @@ only in a home written before versioning, for a city with no published version o
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +44,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lgsid_pipeline.atomic import (
+    file_sha256,
+    fsync_dir,
+    pid_alive,
+    write_file_atomic,
+    writer_pid,
+    writer_tag,
+)
 from lgsid_pipeline.config import lgsid_home, sql_text, validate_city_slug
 
 TABLES = ("raw_items", "raw_interactions", "items", "interactions", "quarantine")
@@ -67,7 +73,6 @@ KEEP_VERSIONS = 3  # previous versions kept for rollback, besides the published 
 MANIFEST_FORMAT = 1
 # A temp file this old is swept even when its writer cannot be checked (another host).
 STALE_TEMP_SECONDS = 3600.0
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 class TableNotFoundError(FileNotFoundError):
@@ -88,9 +93,9 @@ def sweep_stale_temp_files(folder: Path, max_age_s: float = STALE_TEMP_SECONDS) 
     removed: list[Path] = []
     now = time.time()
     for tmp in folder.glob(".*.tmp"):
-        pid = _writer_pid(tmp.name)
+        pid = writer_pid(tmp.name)
         try:
-            if (pid is not None and not _pid_alive(pid)) or now - tmp.stat().st_mtime > max_age_s:
+            if (pid is not None and not pid_alive(pid)) or now - tmp.stat().st_mtime > max_age_s:
                 tmp.unlink()
                 removed.append(tmp)
         except FileNotFoundError:
@@ -98,70 +103,18 @@ def sweep_stale_temp_files(folder: Path, max_age_s: float = STALE_TEMP_SECONDS) 
     return removed
 
 
-def _writer_pid(name: str) -> int | None:
-    """Writer pid of a temp file written on this host (``.<file>.<host>-<pid>-<id>.tmp``)."""
-    host, _, rest = name.removesuffix(".tmp").rsplit(".", 1)[-1].partition("-")
-    pid = rest.partition("-")[0]
-    return int(pid) if host == _HOST and pid.isdigit() else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename or a new entry in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_parquet(arrow: pa.Table, path: Path) -> None:
-    """Write a Parquet file atomically: temp file beside it, fsync, rename."""
+    """Write a Parquet file atomically, sweeping dead writers' temp files beside it first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temp_files(path.parent)
-    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(arrow, tmp, compression="zstd")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_file_atomic(path, lambda tmp: pq.write_table(arrow, tmp, compression="zstd"))
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
-    """Write a JSON file atomically (temp file, fsync, rename, fsync of the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Write a JSON file atomically (sorted keys)."""
+    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2,
+                                                                   sort_keys=True),
+                                                        encoding="utf-8"))
 
 
 def _as_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
@@ -383,7 +336,7 @@ class Warehouse:
         root.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         version = f"{stamp}-{uuid.uuid4().hex[:8]}"
-        folder = root / f".staging-{version}.{_HOST}-{os.getpid()}-x"
+        folder = root / f".staging-{version}.{writer_tag()}"
         folder.mkdir()
         staged = StagedVersion(self, city, stage, version, folder, carry_forward)
         try:
@@ -452,7 +405,7 @@ class Warehouse:
     def _promote(self, staging_folder: Path, final: Path) -> None:
         """Rename a complete staging folder to its version name (one rename)."""
         os.replace(staging_folder, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     def _switch_pointer(self, city: str, stage: str, pointer: dict[str, Any]) -> None:
         """The atomic switch: readers see the old pointer or this one."""
@@ -500,9 +453,9 @@ class Warehouse:
         now = time.time()
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
             if folder.name.startswith(".staging-"):
-                pid = _writer_pid(folder.name)
+                pid = writer_pid(folder.name)
                 try:
-                    stale = ((pid is not None and not _pid_alive(pid))
+                    stale = ((pid is not None and not pid_alive(pid))
                              or now - folder.stat().st_mtime > max_age_s)
                 except FileNotFoundError:
                     continue

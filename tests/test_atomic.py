@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -34,32 +33,24 @@ def test_swaps_keep_the_previous_version_and_sweep_older(tmp_path: Path) -> None
     assert leftovers(model) == [".model.v"]  # the version before the current one
 
 
-def test_readers_never_see_no_folder_or_half_a_folder(tmp_path: Path) -> None:
+def test_readers_never_see_no_folder_or_half_a_folder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     model = tmp_path / "model"
     save(model, "0")
-    problems: list[str] = []
-    stop = threading.Event()
+    seen: list[tuple[str, str]] = []
+    real = os.replace
 
-    def read() -> None:
-        while not stop.is_set():
-            try:
-                weights = (model / "weights.txt").read_text()
-                config = (model / "config.txt").read_text()
-            except OSError as exc:
-                problems.append(repr(exc))
-                continue
-            if int(config) < int(weights):  # config read later, so never from an older save
-                problems.append(f"mixed {weights} {config}")
+    def replace_and_look(src, dst):  # what a reader finds at every step of a save
+        seen.append(((model / "weights.txt").read_text(), (model / "config.txt").read_text()))
+        real(src, dst)
+        seen.append(((model / "weights.txt").read_text(), (model / "config.txt").read_text()))
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        for value in range(1, 60):
-            save(model, str(value))
-    finally:
-        stop.set()
-        reader.join()
-    assert problems == []
+    monkeypatch.setattr(atomic.os, "replace", replace_and_look)
+    for value in ("1", "2", "3"):
+        save(model, value)
+    assert seen and all(weights == config for weights, config in seen)
+    assert [w for w, _ in seen] == sorted(w for w, _ in seen)  # old, then new, never back
+    assert seen[-1] == ("3", "3")
 
 
 def test_a_failed_write_or_swap_keeps_the_old_folder(tmp_path: Path,

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from helpers import make_tiny_encoder, tiny_spec
 
-from lgsid_pipeline import warehouse as warehouse_module
+from lgsid_pipeline import atomic
 from lgsid_pipeline.alignment.reward import load_reward_model
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.defs.alignment import REWARD_MODEL
@@ -183,7 +183,7 @@ def test_stale_staging_swept_but_live_writers_spared(lgsid_env: Path) -> None:
     root = warehouse.version_root("c1", "ingest")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    host = warehouse_module._HOST  # staging folders name their writer: host hash and pid
+    host = atomic.HOST  # staging folders name their writer: host hash and pid
     live = root / f".staging-v1.{host}-{os.getpid()}-x"
     crashed = root / f".staging-v2.{host}-{dead.pid}-x"
     other_host = root / ".staging-v3.0000beef-1-x"

@@ -124,8 +124,8 @@ def test_demo_specs_are_three_cities_of_different_size_in_different_places() -> 
     assert SyntheticCitySpec("X", 1, 1000, n_users=12).users == 12
 
 
-def test_demo_cities_are_fast_and_have_the_requested_sizes(demo: dict[str, City]) -> None:
-    assert sum(c.seconds for c in demo.values()) < 20
+def test_demo_cities_have_the_requested_sizes(demo: dict[str, City]) -> None:
+    # (generation time is not asserted: timers belong in bench/, not in tests)
     for city in demo.values():
         spec = city.spec
         assert sorted(p.name for p in city.folder.iterdir()) == sorted(SYNTHETIC_FILES)
@@ -148,7 +148,6 @@ def test_demo_cities_are_fast_and_have_the_requested_sizes(demo: dict[str, City]
 
 
 def test_tiny_city_schema_ids_and_timeline(tiny: City) -> None:
-    assert tiny.seconds < 3
     schemas = {name: pq.read_schema(tiny.folder / f"{name}.parquet")
                for name in ("items", "checkins", "users")}
     assert [(f.name, f.type) for f in schemas["items"]] == [

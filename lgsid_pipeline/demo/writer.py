@@ -6,9 +6,6 @@ written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import shapely
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
+from lgsid_pipeline.atomic import write_file_atomic
 from lgsid_pipeline.demo.geometry import (
     _admin_levels,
     _Area,
@@ -125,26 +123,12 @@ def _place_items(lonlat: np.ndarray, items: _Items, levels: list[list[_Area]],
     raise RuntimeError("could not place every synthetic item inside its admin cells")
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same folder, then rename over ``path``."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    write_file_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_bytes(data))
+    write_file_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _geojson(areas: list[_Area], geoms: list[BaseGeometry], level: int) -> bytes:

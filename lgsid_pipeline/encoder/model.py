@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lgsid_pipeline.atomic import atomic_folder
+from lgsid_pipeline.atomic import atomic_folder, file_sha256
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
@@ -85,11 +85,7 @@ def file_digest(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_DIGESTS:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-        _FILE_DIGESTS[key] = digest.hexdigest()
+        _FILE_DIGESTS[key] = file_sha256(path)
     return _FILE_DIGESTS[key]
 
 

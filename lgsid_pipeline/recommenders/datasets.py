@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 from sklearn.neighbors import BallTree
 
+from lgsid_pipeline.geo.distance import haversine_km
 from lgsid_pipeline.recommenders.blocks import CtrBatch, batch_from_numpy
 from lgsid_pipeline.warehouse import Warehouse
 
-EARTH_RADIUS_KM = 6371.0088
 SPLITS = ("train", "valid", "test")
 
 
@@ -109,14 +109,6 @@ def split_times(ts: pd.Series, config: DatasetConfig,
         raise ValueError(f"split times {t1} / {t2} leave an empty train or test period "
                          f"(check-ins run from {times.min()} to {times.max()})")
     return t1, t2
-
-
-def _haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
-                  lon2: np.ndarray) -> np.ndarray:
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * \
-        np.sin(np.radians(lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
 @dataclass
@@ -303,7 +295,7 @@ def _samples_for(chosen: np.ndarray, events: pd.DataFrame, first_of_user: np.nda
     last = timeline[chosen - 1]  # the user's previous check-in: where they are now
     last_rep = np.repeat(last, per)
     flat_target = target.ravel()
-    distance = _haversine_km(lat[last_rep], lon[last_rep], lat[flat_target], lon[flat_target])
+    distance = haversine_km(lat[last_rep], lon[last_rep], lat[flat_target], lon[flat_target])
     return CtrSamples(
         user=np.repeat(user_vocab[users[chosen]], per),
         history_end=np.repeat(chosen, per),
