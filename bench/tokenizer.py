@@ -29,7 +29,12 @@ from common import (
     write_results,
 )
 
-from lgsid_pipeline.catalog import TOKENIZER_KINDS, semantic_ids_asset, tokenizer_asset
+from lgsid_pipeline.catalog import (
+    TOKENIZER_KINDS,
+    semantic_ids_asset,
+    tokenizer_asset,
+    tokenizer_model,
+)
 
 ENCODER_RETRAIN_SEED = 1
 
@@ -37,7 +42,8 @@ KINDS = {kind: (tokenizer_asset(kind), semantic_ids_asset(kind)) for kind in TOK
 
 
 def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
-    """Share of items (both cities) whose tokens change when the champion is retrained."""
+    """Share of items whose tokens change when the champion is refitted on the same items and
+    embeddings it was fitted on (every city it covers), warm and cold."""
     import numpy as np
     import pandas as pd
 
@@ -46,10 +52,10 @@ def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
     from lgsid_pipeline.tokenizer.codes import aligned_embeddings
     from lgsid_pipeline.warehouse import Warehouse
 
-    champion = Tokenizer.load(champion_folder(f"{kind}-tokenizer"))
+    champion = Tokenizer.load(champion_folder(tokenizer_model(kind)))
     warehouse = Warehouse()
     parts = []
-    for city in REAL_CITIES:
+    for city in champion.cities:  # refit on exactly what the champion was fitted on
         items = warehouse.read_table("items", city)
         vectors, _ = aligned_embeddings(items, warehouse.read_arrow(
             "item_embeddings", city, champion.embedding_part))
@@ -98,7 +104,7 @@ def encoder_retrain_churn(seed: int = ENCODER_RETRAIN_SEED) -> dict:
     out: dict = {"seconds": round(seconds, 1), "aligned_encoder_seed": seed,
                  "run_config": config, "runs": [r.__dict__ for r in results], "kinds": {}}
     for kind in KINDS:
-        fitted = Tokenizer.load(champion_folder(f"{kind}-tokenizer"))
+        fitted = Tokenizer.load(champion_folder(tokenizer_model(kind)))
         per_city = {}
         for city in REAL_CITIES:
             old, new = before[kind][city], tokens(kind, city)
