@@ -369,8 +369,11 @@ class Warehouse:
         final = self.version_folder(city, stage, staged.version)
         with self._stage_lock(city, stage):
             current = self.published(city, stage)
-            if staged.carry_forward and current is not None:
-                self._carry_forward(current, staged.folder, tables)
+            if staged.carry_forward:
+                if current is not None:
+                    self._carry_forward(current, staged.folder, tables)
+                else:
+                    self._adopt_plain_files(staged, tables)
             manifest = {
                 "format": MANIFEST_FORMAT, "city": city, "stage": stage,
                 "version": staged.version, "published_at": datetime.now(UTC).isoformat(),
@@ -401,6 +404,27 @@ class Warehouse:
                 except OSError:
                     shutil.copy2(source / info["file"], target)
                 tables.setdefault(table, {})[part] = info
+
+    def _adopt_plain_files(self, staged: StagedVersion,
+                           tables: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """The first version of a stage in a home written before versioning: the stage's
+        parts that exist only as plain files (and that this version does not write) are
+        linked into it, so publishing one part never hides the others."""
+        for table in VERSIONED_STAGES[staged.stage]:
+            folder = self.table_path(table, staged.city).parent
+            for plain in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+                if plain.stem in tables.get(table, {}):
+                    continue
+                target = staged.table_path(table, plain.stem)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(plain, target)
+                except OSError:
+                    shutil.copy2(plain, target)
+                tables.setdefault(table, {})[plain.stem] = {
+                    "file": f"{table}/{target.name}",
+                    "rows": pq.ParquetFile(target).metadata.num_rows,
+                    "bytes": target.stat().st_size, "sha256": file_sha256(target)}
 
     def _promote(self, staging_folder: Path, final: Path) -> None:
         """Rename a complete staging folder to its version name (one rename)."""

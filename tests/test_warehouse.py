@@ -85,3 +85,21 @@ def test_concurrent_catalog_refresh_from_processes(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0, 0]
     with Warehouse(tmp_path).connect() as con:
         assert con.execute("SELECT count(*) FROM items").fetchone()[0] == 20
+
+
+def test_first_version_in_an_old_home_keeps_the_plain_parts(tmp_path: Path) -> None:
+    """A home written before versioning holds plain files; publishing one table of their
+    stage must not hide the others."""
+    wh = Warehouse(tmp_path)
+    for table, n in (("geo_negatives", 4), ("cooccurrence_pairs", 6), ("geo_pairs", 2)):
+        path = wh.table_path(table, "c1")
+        path.parent.mkdir(parents=True)
+        frame(n).to_parquet(path)
+    wh.write_table("geo_pairs", "c1", frame(3))
+    assert wh.published("c1", "alignment_samples") is not None
+    assert wh.has_table("geo_negatives", "c1") and wh.has_table("cooccurrence_pairs", "c1")
+    assert [len(wh.read_table(t, "c1")) for t in ("geo_negatives", "cooccurrence_pairs",
+                                                   "geo_pairs")] == [4, 6, 3]
+    with wh.connect() as con:
+        assert con.execute("select count(*) from geo_negatives").fetchone()[0] == 4
+        assert con.execute("select count(*) from geo_pairs").fetchone()[0] == 3

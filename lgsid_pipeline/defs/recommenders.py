@@ -22,10 +22,11 @@ from lgsid_pipeline.defs.resources import (
     city_partitions,
     config_class,
     png_metadata,
+    settings_from,
 )
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.plots import curves_png
-from lgsid_pipeline.recommenders import TrainConfig
+from lgsid_pipeline.recommenders import CtrConfig, TrainConfig
 from lgsid_pipeline.recommenders.datasets import (
     DatasetConfig,
     build_city_ctr_data,
@@ -43,23 +44,14 @@ RecommenderDatasetsConfig = config_class(
     "train/valid/test files sets both), negatives, sequences.")
 
 
-class CtrTrainingConfig(dg.Config):
-    """Training of one backbone for every code variant (early stopping on validation AUC).
-
-    ``seeds`` models per variant, with seeds ``seed, seed + 1, ...`` on the same data: the
-    reported test AUC is their mean, with a 95% interval from a joint bootstrap over seeds
-    and test examples (one seed: over test examples); the first seed's model is registered.
-    """
-
-    variants: list[str] = list(CTR_VARIANTS)
-    epochs: int = 8
-    patience: int = 2
-    batch_size: int = 512
-    lr: float = 2e-3
-    dim: int = 32
-    top_k: int = 20
-    seed: int = 0
-    seeds: int = 1
+CtrTrainingConfig = config_class(
+    "CtrTrainingConfig", TrainConfig,
+    "Training of one backbone for every code variant (early stopping on validation AUC). "
+    "`seeds` models per variant, with seeds `seed, seed + 1, ...` on the same data: the "
+    "reported test AUC is their mean, with a 95% interval from a joint bootstrap over seeds "
+    "and test examples (one seed: over test examples); the first seed's model is registered.",
+    variants=(list[str], list(CTR_VARIANTS)), dim=(int, CtrConfig.dim),
+    top_k=(int, CtrConfig.top_k), seeds=(int, 1))
 
 
 @dg.asset(deps=["interactions", "items", *SEMANTIC_ID_ASSETS],
@@ -106,8 +98,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
             raise ValueError(f"seeds must be >= 1, got {config.seeds}")
         lgsid.limit_threads()
         data = load_ctr_data(lgsid.warehouse, city)
-        train_config = TrainConfig(epochs=config.epochs, patience=config.patience,
-                                   batch_size=config.batch_size, lr=config.lr, seed=config.seed)
+        train_config = settings_from(config, TrainConfig)
         name = ctr_model(backbone, city)
         folder = lgsid.model_dir(name)
         results: dict[str, dict] = {}

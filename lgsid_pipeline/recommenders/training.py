@@ -33,9 +33,9 @@ WEIGHTS_FILE = "ctr_model.pt"
 class TrainConfig:
     """Optimisation choices (recorded with the model)."""
 
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 512
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     patience: int = 2
     grad_clip: float = 5.0  # max gradient norm; 0 turns clipping off
