@@ -32,7 +32,8 @@ def ensure_no_similarity_embeddings(fit_cities: list[str], cities: list[str]) ->
 
     from common import ALIGNMENT_RUN_CONFIG
 
-    from lgsid_pipeline.alignment.gdpo import GdpoConfig, train_gdpo
+    from lgsid_pipeline.alignment.config import GdpoConfig
+    from lgsid_pipeline.alignment.gdpo import train_gdpo
     from lgsid_pipeline.alignment.stage import gdpo_triples
     from lgsid_pipeline.config import lgsid_home
     from lgsid_pipeline.embeddings import incremental_embeddings

@@ -58,7 +58,7 @@ def run_ablations(path, seeds: int) -> None:
     from ablations import ABLATION_CODES, ensure_ablation_codes
 
     from lgsid_pipeline.defs.recommenders import CtrTrainingConfig
-    from lgsid_pipeline.recommenders import TrainConfig
+    from lgsid_pipeline.recommenders.config import TrainConfig
     from lgsid_pipeline.recommenders.datasets import load_ctr_data
     from lgsid_pipeline.stages.discriminative import train_variant_seeds, variant_codes
     from lgsid_pipeline.warehouse import Warehouse

@@ -73,8 +73,9 @@ def city_splits(warehouse, city: str, catalogue, settings) -> dict:
     """Examples of ``city``: a time split by quantiles (as the recommender datasets), or for
     the STHGCN city its files' split and protocol (targets: last check-in of each valid /
     test trajectory; the test set is used whole)."""
-    from lgsid_pipeline.recommenders.datasets import DatasetConfig, file_split_times, split_times
-    from lgsid_pipeline.recommenders.generative import build_next_item_examples
+    from lgsid_pipeline.recommenders.config import DatasetConfig
+    from lgsid_pipeline.recommenders.datasets import file_split_times, split_times
+    from lgsid_pipeline.recommenders.next_item import build_next_item_examples
     from lgsid_pipeline.recommenders.protocol import trajectory_last_targets
     from lgsid_pipeline.stages.generative import sample_splits
 
@@ -126,11 +127,8 @@ class CitySetup:
 
 def city_setup(city: str, quick: bool, began: float) -> CitySetup:
     """The city's stage settings, catalogue, example samples and floor ranks."""
-    from lgsid_pipeline.stages.generative import (
-        GenerativeStageConfig,
-        city_catalogue,
-        floor_ranks,
-    )
+    from lgsid_pipeline.recommenders.config import GenerativeStageConfig
+    from lgsid_pipeline.stages.generative import city_catalogue, floor_ranks
     from lgsid_pipeline.warehouse import Warehouse
 
     warehouse = Warehouse()
@@ -200,11 +198,8 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
     import numpy as np
 
     from lgsid_pipeline.metrics.intervals import target_ranks
-    from lgsid_pipeline.recommenders.sasrec import (
-        SasrecConfig,
-        recommend_sasrec,
-        train_sasrec,
-    )
+    from lgsid_pipeline.recommenders.config import SasrecConfig
+    from lgsid_pipeline.recommenders.sasrec import recommend_sasrec, train_sasrec
     from lgsid_pipeline.stages.generative import city_codes, train_variant
 
     setup = city_setup(city, quick, began)

@@ -15,12 +15,23 @@ from dataclasses import dataclass
 LGSID = "lgsid"
 BASELINE_KINDS = ("rqkmeans", "rqvae")
 TOKENIZER_KINDS = (LGSID, *BASELINE_KINDS)
+# The item_embeddings part each kind fits on: the aligned encoder's, or the plain one's.
+TOKENIZER_EMBEDDING_PARTS = {LGSID: "aligned", "rqkmeans": "reference", "rqvae": "reference"}
+TOKENIZER_SUMMARIES = {
+    LGSID: "LGSID: a geographic primary level (k-means on location and category features) "
+           "and learnable residual codebooks over the aligned embeddings.",
+    "rqkmeans": "RQ-KMeans: residual k-means on the plain encoder's embeddings.",
+    "rqvae": "RQ-VAE (TIGER): a residual-quantised autoencoder on the plain encoder's "
+             "embeddings.",
+}
 ID_ONLY = "none"  # a recommender on item ids alone
 # The order recommenders train the code variants in (baselines first).
 CODE_VARIANTS = (*BASELINE_KINDS, LGSID)
 CTR_VARIANTS = (ID_ONLY, *CODE_VARIANTS)
 
 BACKBONES = ("din", "dien", "sim", "twin", "eta")
+# backbones that also attend over top-k behaviours of the long sequence
+LONG_SEQUENCE_BACKBONES = ("sim", "twin", "eta")
 GENERATIVE_KINDS = ("tiger", "onerec")
 SERVED_KIND = "tiger"  # the generative kind whose champion `user_topk_cache` serves
 

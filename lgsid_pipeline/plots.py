@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use (it takes a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _codes_to_colors(labels: pd.Series) -> np.ndarray:
     """Stable colour per label (tab20 cycled); missing labels grey."""
+    plt = _pyplot()
     palette = plt.get_cmap("tab20").colors
     codes, _ = pd.factorize(labels.astype("string").fillna("\0outside"), sort=True)
     colors = np.array([palette[c % len(palette)] for c in codes])
@@ -23,6 +34,7 @@ def _codes_to_colors(labels: pd.Series) -> np.ndarray:
 
 def items_map_png(items: pd.DataFrame, title: str, max_points: int = 40_000) -> bytes:
     """Scatter map of a city's items, coloured by admin level 1 and by level 2 (grey: outside)."""
+    plt = _pyplot()
     sample = items.sample(max_points, random_state=0) if len(items) > max_points else items
     fig, axes = plt.subplots(1, 2, figsize=(12, 6), dpi=80)
     for ax, level in zip(axes, (1, 2), strict=True):
@@ -38,7 +50,8 @@ def items_map_png(items: pd.DataFrame, title: str, max_points: int = 40_000) -> 
     return _png(fig)
 
 
-def _png(fig: plt.Figure) -> bytes:
+def _png(fig: Figure) -> bytes:
+    plt = _pyplot()
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
@@ -48,6 +61,7 @@ def _png(fig: plt.Figure) -> bytes:
 
 def curves_png(history: list[dict[str, float]], keys: list[str], x: str, title: str) -> bytes:
     """Training curves: one panel per key of the per-step/epoch history."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), dpi=80, squeeze=False)
     xs = [h[x] for h in history]
     for ax, key in zip(axes[0], keys, strict=True):
@@ -60,6 +74,7 @@ def curves_png(history: list[dict[str, float]], keys: list[str], x: str, title: 
 
 def distance_histogram_png(distances_km: pd.Series, kinds: pd.Series, title: str) -> bytes:
     """Histogram of negative distances (km, log-spaced bins) by sampling kind."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=80)
     positive = distances_km[distances_km > 0]
     if len(positive):
@@ -77,6 +92,7 @@ def distance_histogram_png(distances_km: pd.Series, kinds: pd.Series, title: str
 def tokens_map_png(items: pd.DataFrame, level1_tokens: np.ndarray, title: str,
                    max_points: int = 40_000) -> bytes:
     """Items on the map (longitude/latitude) coloured by their level-1 token."""
+    plt = _pyplot()
     tokens = pd.Series(np.asarray(level1_tokens), index=items.index)
     if len(items) > max_points:
         items = items.sample(max_points, random_state=0)

@@ -18,10 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import mlflow.pyfunc
-from mlflow.tracking import MlflowClient
-
 from lgsid_pipeline.atomic import file_sha256
 from lgsid_pipeline.catalog import parse_model_name
 from lgsid_pipeline.config import lgsid_home
@@ -50,15 +46,35 @@ class RegisteredModel:
     run_url: str
 
 
-class FolderModel(mlflow.pyfunc.PythonModel):
-    """A pyfunc over one artifact folder; ``predict`` reports what the folder holds."""
+def _folder_model_class() -> type:
+    """The pyfunc class of registered folders, built once: it subclasses an MLflow class, so
+    building it on first use keeps MLflow out of the import of this module (and of the
+    Dagster code location)."""
+    if "FolderModel" in globals():
+        return globals()["FolderModel"]
+    import mlflow.pyfunc
 
-    def load_context(self, context: Any) -> None:
-        self.folder = Path(context.artifacts["folder"])
+    class FolderModel(mlflow.pyfunc.PythonModel):
+        """A pyfunc over one artifact folder; ``predict`` reports what the folder holds."""
 
-    def predict(self, context: Any, model_input: list[str],
-                params: dict | None = None) -> list[str]:
-        return sorted(p.name for p in self.folder.iterdir())
+        def load_context(self, context: Any) -> None:
+            self.folder = Path(context.artifacts["folder"])
+
+        def predict(self, context: Any, model_input: list[str],
+                    params: dict | None = None) -> list[str]:
+            return sorted(p.name for p in self.folder.iterdir())
+
+    # pickled by reference, as lgsid_pipeline.registry.FolderModel (see __getattr__)
+    FolderModel.__qualname__ = "FolderModel"
+    FolderModel.__module__ = __name__
+    globals()["FolderModel"] = FolderModel
+    return FolderModel
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FolderModel":
+        return _folder_model_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def metric_name(key: str) -> str:
@@ -69,6 +85,7 @@ def metric_name(key: str) -> str:
 def tracking_uri(home: Path | None = None) -> str:
     """Configure and return the MLflow tracking URI: ``LGSID_MLFLOW_TRACKING_URI``, else
     MLflow's own ``MLFLOW_TRACKING_URI``, else a SQLite store under the LGSID home."""
+    import mlflow
     store = (home or lgsid_home()) / "mlflow"
     uri = (os.environ.get("LGSID_MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
            or _local_uri(store))
@@ -89,7 +106,8 @@ def tracking_uri(home: Path | None = None) -> str:
 
 
 def _experiment_id(uri: str, home: Path | None) -> str:
-    client = MlflowClient()
+    import mlflow
+    client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(EXPERIMENT)
     if found is not None:
         return found.experiment_id
@@ -137,6 +155,8 @@ def register_folder(
 
     The run is tagged with the git commit of the code (``git_sha``) and the Dagster run that
     trained the model (``dagster_run_id``; None outside Dagster)."""
+    import mlflow
+    import mlflow.pyfunc
     uri = tracking_uri(home)
     experiment_id = _experiment_id(uri, home)
     run_tags = {**(tags or {}), GIT_SHA_TAG: git_sha(),
@@ -154,13 +174,13 @@ def register_folder(
             checksums = Path(scratch) / CHECKSUMS
             checksums.write_text(json.dumps(folder_checksums(folder), indent=1))
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=FolderModel(),
+                name="model", python_model=_folder_model_class()(),
                 artifacts={"folder": str(folder), "checksums": str(checksums)},
                 pip_requirements=["lgsid_pipeline"], registered_model_name=name,
                 await_registration_for=0,
             )
         run_id = run.info.run_id
-    client = MlflowClient()
+    client = mlflow.MlflowClient()
     versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if not versions:
         raise ModelArtifactError(f"MLflow did not register model {name!r} for run {run_id}")
@@ -174,23 +194,26 @@ def register_folder(
 
 def set_champion(name: str, version: str, home: Path | None = None) -> None:
     """Point the ``champion`` alias of ``name`` at ``version``."""
+    import mlflow
     tracking_uri(home)
-    MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
+    mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
 
 
 def champion_version(name: str, home: Path | None = None) -> str | None:
     """The version the ``champion`` alias of ``name`` points at, or None."""
+    import mlflow
     tracking_uri(home)
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
     except mlflow.exceptions.MlflowException:
         return None
 
 
 def champion_folder(name: str, home: Path | None = None, alias: str = CHAMPION) -> Path:
     """Local folder of the artifacts of ``models:/<name>@<alias>`` (downloaded if remote)."""
+    import mlflow
     tracking_uri(home)
-    client = MlflowClient()
+    client = mlflow.MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
@@ -239,8 +262,9 @@ def _verify_checksums(label: str, name: str, folder: Path, manifest: Path) -> No
 def log_run_metrics(name: str, metrics: dict[str, float], home: Path | None = None,
                     alias: str = CHAMPION) -> str:
     """Add metrics to the MLflow run that produced ``models:/<name>@<alias>``; return its id."""
+    import mlflow
     tracking_uri(home)
-    client = MlflowClient()
+    client = mlflow.MlflowClient()
     try:
         run_id = client.get_model_version_by_alias(name, alias).run_id
     except mlflow.exceptions.MlflowException as exc:

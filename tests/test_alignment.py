@@ -12,8 +12,9 @@ import torch
 from helpers import make_tiny_encoder, tiny_spec
 from scipy.stats import binomtest
 
-from lgsid_pipeline.alignment.gdpo import GdpoConfig, gdpo_loss
-from lgsid_pipeline.alignment.reward import RewardConfig, train_reward_model
+from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
+from lgsid_pipeline.alignment.gdpo import gdpo_loss
+from lgsid_pipeline.alignment.reward import train_reward_model
 from lgsid_pipeline.alignment.stage import reward_dataset
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.demo import generate_city

@@ -90,3 +90,36 @@ def test_nightly_schedule_requests_one_run_per_city() -> None:
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
         "items", "item_embeddings", "semantic_ids", "rqvae_semantic_ids"}
     assert job.op_retry_policy.max_retries == 2
+
+
+# Imported by the steps that use them, never by the code location itself: every step process
+# (and the webserver, the daemon, each sensor tick's code server) loads the code location.
+HEAVY_MODULES = ("torch", "transformers", "peft", "mlflow", "sklearn", "matplotlib",
+                 "geopandas", "shapely", "scipy")
+
+
+def test_code_location_loads_without_the_training_libraries() -> None:
+    probe = ("import sys, lgsid_pipeline.definitions as d; "
+             "d.defs.resolve_asset_graph(); "
+             f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"the code location imports {proc.stdout.strip()}"
+
+
+def test_lazy_package_exports_resolve() -> None:
+    import lgsid_pipeline.encoder as encoder
+    import lgsid_pipeline.metrics as metrics
+    import lgsid_pipeline.recommenders as recommenders
+    import lgsid_pipeline.tokenizer as tokenizer
+
+    for package in (encoder, metrics, recommenders, tokenizer):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
+        try:
+            package.no_such_name  # noqa: B018
+        except AttributeError as exc:
+            assert "no_such_name" in str(exc)
+        else:
+            raise AssertionError("unknown names must raise AttributeError")

@@ -13,22 +13,24 @@ import pandas as pd
 import pytest
 import torch
 
+from lgsid_pipeline.recommenders.config import GenerativeConfig
 from lgsid_pipeline.recommenders.generative import (
-    GenerativeConfig,
     GenerativeResult,
-    PopularityNearLastBaseline,
-    UserHistoryBaseline,
     build_generative_model,
-    build_next_item_examples,
     constrained_beam_search,
     evaluate_generative,
-    latest_histories,
     load_generative,
-    ranking_metrics,
     recommend_top_k,
     save_generative,
     score_items,
     train_generative,
+)
+from lgsid_pipeline.recommenders.next_item import (
+    PopularityNearLastBaseline,
+    UserHistoryBaseline,
+    build_next_item_examples,
+    latest_histories,
+    ranking_metrics,
 )
 from lgsid_pipeline.recommenders.trie import N_SPECIAL, CodeTokenizer, PrefixTrie
 

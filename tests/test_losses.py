@@ -16,8 +16,8 @@ import torch
 from helpers import make_tiny_encoder
 from torch import nn
 
+from lgsid_pipeline.alignment.config import GdpoConfig
 from lgsid_pipeline.alignment.gdpo import (
-    GdpoConfig,
     candidate_log_probs,
     gdpo_loss,
     similarity_regulariser,

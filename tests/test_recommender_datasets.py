@@ -11,16 +11,13 @@ import pytest
 import torch
 from helpers import tiny_spec
 
+from lgsid_pipeline.catalog import BACKBONES
 from lgsid_pipeline.cities import CityConfig
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
-from lgsid_pipeline.recommenders import BACKBONES, CtrConfig, TrainConfig, evaluate_ctr, train_ctr
-from lgsid_pipeline.recommenders.datasets import (
-    DatasetConfig,
-    build_city_ctr_data,
-    load_ctr_data,
-    save_ctr_data,
-)
+from lgsid_pipeline.recommenders import evaluate_ctr, train_ctr
+from lgsid_pipeline.recommenders.config import CtrConfig, DatasetConfig, TrainConfig
+from lgsid_pipeline.recommenders.datasets import build_city_ctr_data, load_ctr_data, save_ctr_data
 from lgsid_pipeline.tokenizer import LgsidTokenizer, TokenizerConfig
 from lgsid_pipeline.warehouse import Warehouse
 

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from lgsid_pipeline.catalog import BACKBONES
 from lgsid_pipeline.recommenders import (
-    BACKBONES,
     CtrBatch,
-    CtrConfig,
     CtrModel,
-    TrainConfig,
     TrainResult,
     batch_from_numpy,
     evaluate_ctr,
@@ -26,6 +24,7 @@ from lgsid_pipeline.recommenders import (
     train_ctr,
 )
 from lgsid_pipeline.recommenders.blocks import AUGRUCell, run_augru, run_masked_gru
+from lgsid_pipeline.recommenders.config import CtrConfig, TrainConfig
 
 N_USERS, N_ITEMS, N_CATEGORIES, SIZES = 300, 400, 6, [8, 8]
 SHORT, LONG, SAMPLES_PER_USER = 10, 50, 25

@@ -10,13 +10,15 @@ import pytest
 from test_generative import N_ITEMS, WALK_CODES, small_config, walk_events
 
 from lgsid_pipeline.recommenders.generative import (
+    recommend_top_k,
+    save_generative,
+    train_generative,
+)
+from lgsid_pipeline.recommenders.next_item import (
     PopularityNearLastBaseline,
     UserHistoryBaseline,
     build_next_item_examples,
     ranking_metrics,
-    recommend_top_k,
-    save_generative,
-    train_generative,
 )
 from lgsid_pipeline.recommenders.reranking import (
     FEATURES,

@@ -13,10 +13,10 @@ import torch
 from torch.nn import functional as F
 
 from lgsid_pipeline.recommenders import sasrec
-from lgsid_pipeline.recommenders.generative import Examples
+from lgsid_pipeline.recommenders.config import SasrecConfig
+from lgsid_pipeline.recommenders.next_item import Examples
 from lgsid_pipeline.recommenders.sasrec import (
     WEIGHTS_FILE,
-    SasrecConfig,
     SasrecModel,
     SasrecResult,
     evaluate_sasrec,

@@ -19,10 +19,10 @@ from lgsid_pipeline.metrics.intervals import (
     summarize_ranks,
     target_ranks,
 )
+from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.serving import FLOOR_SERVED, champion_gate
 from lgsid_pipeline.registry import champion_version
 from lgsid_pipeline.stages.generative import (
-    GenerativeStageConfig,
     build_topk_cache,
     city_catalogue,
     floor_models,

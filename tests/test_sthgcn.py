@@ -12,7 +12,8 @@ from lgsid_pipeline.cities import CityRegistry, check_source_path
 from lgsid_pipeline.cleaning import validate_interactions, validate_items
 from lgsid_pipeline.cli import main
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
-from lgsid_pipeline.recommenders.datasets import DatasetConfig, file_split_times, split_times
+from lgsid_pipeline.recommenders.config import DatasetConfig
+from lgsid_pipeline.recommenders.datasets import file_split_times, split_times
 from lgsid_pipeline.recommenders.protocol import trajectory_last_targets
 from lgsid_pipeline.sources.base import SourceError
 from lgsid_pipeline.sources.sthgcn import read_sthgcn

@@ -12,19 +12,19 @@ import pandas as pd
 import pytest
 from helpers import make_tiny_encoder, tiny_spec
 
+from lgsid_pipeline.catalog import BACKBONES
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
 from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
 from lgsid_pipeline.demo import generate_city
-from lgsid_pipeline.recommenders import BACKBONES
+from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.datasets import split_times_of
-from lgsid_pipeline.recommenders.generative import latest_histories
+from lgsid_pipeline.recommenders.next_item import latest_histories
 from lgsid_pipeline.recommenders.serving import FLOOR_SERVED
 from lgsid_pipeline.registry import champion_folder
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import execute_run_request, materialize, tick_sensor
 from lgsid_pipeline.stages.generative import (
-    GenerativeStageConfig,
     city_catalogue,
     floor_models,
     next_item_splits,

@@ -13,30 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from lgsid_pipeline.alignment.config import GdpoConfig
 from lgsid_pipeline.encoder import TextEncoder
-
-
-@dataclass(frozen=True)
-class GdpoConfig:
-    """G-DPO choices (recorded with the aligned encoder)."""
-
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    beta: float = 0.9
-    lam: float = 1.4
-    tau: float = 0.05
-    steps: int = 200
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_by_margin: bool = False
-    seed: int = 0
 
 
 def candidate_log_probs(anchors: torch.Tensor, candidates: torch.Tensor,

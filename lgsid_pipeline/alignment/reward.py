@@ -18,22 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgsid_pipeline.alignment.config import RewardConfig
 from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.metrics.ranking import mean_kendall_tau, top1_accuracy
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """Reward-model training choices (recorded with the model)."""
-
-    hidden: int = 256
-    dropout: float = 0.1
-    epochs: int = 40
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    batch_lists: int = 128
-    holdout_share: float = 0.2
-    seed: int = 0
 
 
 class RewardHead(nn.Module):

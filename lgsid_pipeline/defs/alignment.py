@@ -2,20 +2,12 @@
 
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 
-from lgsid_pipeline.alignment.evaluate import geography_metrics
-from lgsid_pipeline.alignment.gdpo import GdpoConfig, train_gdpo
-from lgsid_pipeline.alignment.pairs import gc_triples
-from lgsid_pipeline.alignment.reward import (
-    RewardConfig,
-    load_reward_model,
-    save_reward_model,
-    train_reward_model,
-)
-from lgsid_pipeline.alignment.stage import gdpo_triples, reward_dataset, reward_scorer
+from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
 from lgsid_pipeline.catalog import ALIGNED_ENCODER, REWARD_MODEL
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
@@ -27,12 +19,14 @@ from lgsid_pipeline.defs.resources import (
     settings_from,
 )
 from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
-from lgsid_pipeline.encoder import TextEncoder, item_prompts
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
 from lgsid_pipeline.jsonio import write_json
 from lgsid_pipeline.plots import curves_png, distance_histogram_png
 from lgsid_pipeline.quality import Audit, check_covers
 from lgsid_pipeline.registry import log_run_metrics, register_folder
+
+if TYPE_CHECKING:
+    from lgsid_pipeline.encoder.model import TextEncoder
 
 GeoNegativesConfig = config_class(
     "GeoNegativesConfig", GeoNegativeConfig,
@@ -110,6 +104,9 @@ def cooccurrence_pairs(context: dg.AssetExecutionContext, config: CooccurrenceCo
 def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
                  lgsid: LgsidResource) -> dg.MaterializeResult:
     """List-wise reward model over the frozen encoder, trained on every city's negatives."""
+    from lgsid_pipeline.alignment.reward import save_reward_model, train_reward_model
+    from lgsid_pipeline.alignment.stage import reward_dataset
+
     cities = _cities_with(lgsid, "geo_negatives")
     if not cities:
         raise RuntimeError("no city has geo_negatives; materialize them first")
@@ -154,6 +151,10 @@ def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
 def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
               lgsid: LgsidResource) -> dg.MaterializeResult:
     """D_gc: near item the reward model prefers vs far similar item it rejects."""
+    from lgsid_pipeline.alignment.pairs import gc_triples
+    from lgsid_pipeline.alignment.reward import load_reward_model
+    from lgsid_pipeline.alignment.stage import reward_scorer
+
     city = context.partition_key
     items = lgsid.warehouse.read_table("items", city)
     candidates = lgsid.warehouse.query("geo_pair_candidates.sql", {
@@ -176,6 +177,9 @@ def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
 def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderConfig,
                     lgsid: LgsidResource) -> dg.MaterializeResult:
     """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
+    from lgsid_pipeline.alignment.gdpo import train_gdpo
+    from lgsid_pipeline.alignment.stage import gdpo_triples
+
     cities = _cities_with(lgsid, "geo_pairs")
     if not cities:
         raise RuntimeError("no city has geo_pairs; materialize them first")
@@ -226,7 +230,9 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
     })
 
 
-def _encode_items(encoder: TextEncoder, dtype: str):
+def _encode_items(encoder: "TextEncoder", dtype: str):
+    from lgsid_pipeline.encoder.prompt import item_prompts
+
     return lambda frame: encoder.encode(item_prompts(frame), dtype=dtype, progress=True)
 
 
@@ -247,6 +253,8 @@ def embeddings_check_name(part: str) -> str:
 def item_embeddings(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     """Reference and aligned embeddings of every item, encoded incrementally, with the
     before/after geography metrics; both parts are audited and published as one version."""
+    from lgsid_pipeline.alignment.evaluate import geography_metrics
+
     city = context.partition_key
     warehouse = lgsid.warehouse
     items = warehouse.read_table("items", city)

@@ -24,9 +24,9 @@ from lgsid_pipeline.defs.resources import (
 )
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import summarize_ranks
+from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.stages.generative import (
-    GenerativeStageConfig,
     build_topk_cache,
     city_catalogue,
     floor_ranks,

@@ -26,15 +26,13 @@ from lgsid_pipeline.defs.resources import (
 )
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.plots import curves_png
-from lgsid_pipeline.recommenders import CtrConfig, TrainConfig
+from lgsid_pipeline.recommenders.config import CtrConfig, DatasetConfig, TrainConfig
 from lgsid_pipeline.recommenders.datasets import (
-    DatasetConfig,
     build_city_ctr_data,
     file_split_times,
     load_ctr_data,
     save_ctr_data,
 )
-from lgsid_pipeline.recommenders.training import save_ctr_model
 from lgsid_pipeline.registry import register_folder
 from lgsid_pipeline.stages.discriminative import train_variant_seeds, variant_codes
 
@@ -90,6 +88,8 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
                           "tokenizer's semantic IDs as extra features; test AUC/logloss.")
     def _asset(context: dg.AssetExecutionContext, config: CtrTrainingConfig,
                lgsid: LgsidResource) -> dg.MaterializeResult:
+        from lgsid_pipeline.recommenders.training import save_ctr_model
+
         city = context.partition_key
         unknown = sorted(set(config.variants) - set(CTR_VARIANTS))
         if unknown:

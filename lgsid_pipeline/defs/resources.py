@@ -7,17 +7,19 @@ import dataclasses
 import typing
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pydantic
 
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
-from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.quality import Audit, CheckOutcome
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.warehouse import StagedVersion, Warehouse
+
+if TYPE_CHECKING:
+    from lgsid_pipeline.encoder.model import TextEncoder
 
 city_partitions = dg.DynamicPartitionsDefinition(name="city")
 
@@ -53,6 +55,8 @@ class LgsidResource(dg.ConfigurableResource):
 
     def base_encoder(self) -> TextEncoder:
         """The frozen reference encoder."""
+        from lgsid_pipeline.encoder.model import TextEncoder
+
         return TextEncoder.load(self.encoder_path or None)
 
     def model_dir(self, name: str) -> Path:

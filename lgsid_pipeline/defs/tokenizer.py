@@ -13,7 +13,9 @@ import pandas as pd
 
 from lgsid_pipeline.catalog import (
     ALIGNED_ENCODER,
+    TOKENIZER_EMBEDDING_PARTS,
     TOKENIZER_KINDS,
+    TOKENIZER_SUMMARIES,
     semantic_ids_asset,
     tokenizer_asset,
     tokenizer_model,
@@ -28,7 +30,6 @@ from lgsid_pipeline.defs.resources import (
     publish_audited,
     settings_from,
 )
-from lgsid_pipeline.encoder.model import adapter_encoder_versions
 from lgsid_pipeline.jsonio import write_json
 from lgsid_pipeline.plots import curves_png, tokens_map_png
 from lgsid_pipeline.quality import Audit, check_encoder_version, check_unique
@@ -38,15 +39,13 @@ from lgsid_pipeline.registry import (
     log_run_metrics,
     register_folder,
 )
-from lgsid_pipeline.tokenizer import (
-    TOKENIZERS,
-    Tokenizer,
-    TokenizerConfig,
+from lgsid_pipeline.tokenizer.base import Tokenizer
+from lgsid_pipeline.tokenizer.codes import (
+    aligned_embeddings,
     incremental_semantic_ids,
     level_columns,
-    tokenizer_report,
 )
-from lgsid_pipeline.tokenizer.codes import aligned_embeddings
+from lgsid_pipeline.tokenizer.config import TokenizerConfig
 
 TokenizerFitConfig = config_class(
     "TokenizerFitConfig", TokenizerConfig,
@@ -109,7 +108,7 @@ def _previous_tokenizer(names: TokenizerAssets, lgsid: LgsidResource) -> Tokeniz
 
 def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
     """The global asset that fits one kind of tokenizer on every city's embeddings."""
-    cls = TOKENIZERS[names.kind]
+    part = TOKENIZER_EMBEDDING_PARTS[names.kind]
 
     @dg.asset(name=names.model_asset,
               deps=[dg.AssetDep("item_embeddings", partition_mapping=dg.AllPartitionMapping()),
@@ -119,17 +118,21 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                   inputs_check_name(names), asset=names.model_asset, blocking=True,
                   description="every embedding it fits on comes from the champion encoder "
                               "(checked before fitting)")],
-              description=f"{cls.__doc__.splitlines()[0]} Registered as "
+              description=f"{TOKENIZER_SUMMARIES[names.kind]} Registered as "
                           f"`{names.registered_name}`.")
     def _asset(context: dg.AssetExecutionContext, config: TokenizerFitConfig,
                lgsid: LgsidResource):
+        from lgsid_pipeline.encoder.model import adapter_encoder_versions
+        from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
+        from lgsid_pipeline.tokenizer.models import TOKENIZERS
+
         cities = [c.slug for c in lgsid.cities.all()
-                  if lgsid.warehouse.has_table("item_embeddings", c.slug, cls.embedding_part)]
+                  if lgsid.warehouse.has_table("item_embeddings", c.slug, part)]
         if not cities:
             raise RuntimeError("no city has item_embeddings; materialize them first")
-        inputs = {city: _city_inputs(lgsid, city, cls.embedding_part) for city in cities}
+        inputs = {city: _city_inputs(lgsid, city, part) for city in cities}
         expected = adapter_encoder_versions(
-            lgsid.champion_folder(ALIGNED_ENCODER))[cls.embedding_part]
+            lgsid.champion_folder(ALIGNED_ENCODER))[part]
         audit = Audit(inputs_check_name(names), names.model_asset, check_encoder_version(
             {city: inputs[city][2] for city in cities}, expected,
             "materialize item_embeddings for these cities with the champion encoder first"))
@@ -150,8 +153,9 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                              f"loss {row.get('loss', float('nan')):.4f} min utilisation "
                              f"{row['min_utilisation']:.2f} ({row['seconds']:.1f}s/epoch)")
 
-        tokenizer = cls(settings).fit(items, vectors, previous=previous, on_epoch=log_epoch,
-                                      warm_start=config.warm_start, encoder_version=expected)
+        tokenizer = TOKENIZERS[names.kind](settings).fit(
+            items, vectors, previous=previous, on_epoch=log_epoch,
+            warm_start=config.warm_start, encoder_version=expected)
         retrain_churn = None
         if previous is not None and previous.dim == tokenizer.dim \
                 and previous.n_levels == tokenizer.n_levels:
@@ -223,7 +227,7 @@ def semantic_ids_audits(names: TokenizerAssets, tokenizer: Tokenizer,
 def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
     """The per-city semantic-ID table of one tokenizer kind, assigned incrementally, written
     to staging, audited as re-read from disk, and published only when the audit passes."""
-    cls = TOKENIZERS[names.kind]
+    part = TOKENIZER_EMBEDDING_PARTS[names.kind]
     checks = [dg.AssetCheckSpec(f"{names.ids_asset}_unique", asset=names.ids_asset,
                                 blocking=True, description="every item has a distinct full code"),
               dg.AssetCheckSpec(f"{names.ids_asset}_encoder_matches", asset=names.ids_asset,
@@ -242,11 +246,13 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                           "(only new or changed items are assigned).")
     def _asset(context: dg.AssetExecutionContext, config: SemanticIdsConfig,
                lgsid: LgsidResource):
+        from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
+
         city = context.partition_key
         warehouse = lgsid.warehouse
         tokenizer = Tokenizer.load(lgsid.champion_folder(names.registered_name))
         items = warehouse.read_table("items", city)
-        embeddings = warehouse.read_arrow("item_embeddings", city, cls.embedding_part)
+        embeddings = warehouse.read_arrow("item_embeddings", city, part)
         previous = warehouse.read_table("semantic_ids", city, names.kind) \
             if warehouse.has_table("semantic_ids", city, names.kind) else None
         result = incremental_semantic_ids(city, items, embeddings, tokenizer, previous)

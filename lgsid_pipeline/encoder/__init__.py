@@ -1,18 +1,14 @@
 """Text encoder for item prompts: the prompt template, the encoder, LoRA adapters."""
 
-from lgsid_pipeline.encoder.model import (
-    TextEncoder,
-    bf16_agreement,
-    bf16_supported,
-    default_encoder_path,
-)
-from lgsid_pipeline.encoder.prompt import item_prompt, item_prompts
+from lgsid_pipeline.lazy import lazy_exports
 
-__all__ = [
-    "TextEncoder",
-    "bf16_agreement",
-    "bf16_supported",
-    "default_encoder_path",
-    "item_prompt",
-    "item_prompts",
-]
+_EXPORTS = {
+    "TextEncoder": "model",
+    "bf16_agreement": "model",
+    "bf16_supported": "model",
+    "default_encoder_path": "model",
+    "item_prompt": "prompt",
+    "item_prompts": "prompt",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

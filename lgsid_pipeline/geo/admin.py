@@ -12,11 +12,14 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # geopandas (and shapely) load with the first spatial join
+    import geopandas as gpd
 
 H3_RESOLUTION = 8
 ADMIN_COLUMNS: tuple[str, ...] = (
@@ -80,6 +83,7 @@ def folder_boundary_set(folder: Path, name: str = "synthetic") -> BoundarySet:
 @lru_cache(maxsize=32)
 def _load_level_cached(path: str, mtime: float, code: str, name: str,
                        parent: str | None) -> gpd.GeoDataFrame:
+    import geopandas as gpd
     frame = gpd.read_file(path)
     missing = [c for c in (code, name, parent) if c and c not in frame.columns]
     if missing:
@@ -110,6 +114,7 @@ def load_level(level: BoundaryLevel) -> gpd.GeoDataFrame:
 def _join(points: gpd.GeoDataFrame, polygons: gpd.GeoDataFrame) -> pd.DataFrame:
     """First polygon containing or touching each point (index aligned with ``points``): a
     point exactly on a border between two areas (a rounded coordinate) still gets one."""
+    import geopandas as gpd
     joined = gpd.sjoin(points, polygons, how="left", predicate="intersects")
     joined = joined[~joined.index.duplicated(keep="first")]
     return joined[["code", "name", "parent"]]
@@ -117,6 +122,7 @@ def _join(points: gpd.GeoDataFrame, polygons: gpd.GeoDataFrame) -> pd.DataFrame:
 
 def assign_admin(lat: np.ndarray, lon: np.ndarray, boundaries: BoundarySet) -> pd.DataFrame:
     """Admin levels 1-3, H3 cell and the ``outside`` flag for each (lat, lon)."""
+    import geopandas as gpd
     lat = np.asarray(lat, dtype=float)
     lon = np.asarray(lon, dtype=float)
     points = gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon, lat), crs=4326)

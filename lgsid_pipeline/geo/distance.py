@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sklearn.neighbors import BallTree
+
+if TYPE_CHECKING:
+    from sklearn.neighbors import BallTree
 
 EARTH_RADIUS_KM = 6371.0088
 
@@ -20,6 +24,8 @@ def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
 
 def ball_tree(lat: np.ndarray, lon: np.ndarray) -> BallTree:
     """A haversine BallTree over points (query radii in km / EARTH_RADIUS_KM)."""
+    from sklearn.neighbors import BallTree
+
     return BallTree(np.radians(np.column_stack([lat, lon])), metric="haversine")
 
 

@@ -1,47 +1,26 @@
 """Evaluation metrics: geography of embedding spaces, ranking quality, tokenizer health."""
 
-from lgsid_pipeline.metrics.codebook import (
-    code_churn,
-    collision_rate,
-    largest_bucket,
-    perplexity,
-    utilisation,
-)
-from lgsid_pipeline.metrics.geography import (
-    coverage_at_k,
-    coverage_by_level,
-    neighbour_overlap_at_k,
-    nmi_of_assignment,
-    nmi_vs_labels,
-    similarity_at_k,
-)
-from lgsid_pipeline.metrics.ranking import (
-    TopKAccumulator,
-    auc,
-    hit_at_k,
-    logloss,
-    mean_kendall_tau,
-    ndcg_at_k,
-    top1_accuracy,
-)
+from lgsid_pipeline.lazy import lazy_exports
 
-__all__ = [
-    "TopKAccumulator",
-    "auc",
-    "code_churn",
-    "collision_rate",
-    "coverage_at_k",
-    "coverage_by_level",
-    "hit_at_k",
-    "largest_bucket",
-    "logloss",
-    "mean_kendall_tau",
-    "ndcg_at_k",
-    "neighbour_overlap_at_k",
-    "nmi_of_assignment",
-    "nmi_vs_labels",
-    "perplexity",
-    "similarity_at_k",
-    "top1_accuracy",
-    "utilisation",
-]
+_EXPORTS = {
+    "code_churn": "codebook",
+    "collision_rate": "codebook",
+    "largest_bucket": "codebook",
+    "perplexity": "codebook",
+    "utilisation": "codebook",
+    "coverage_at_k": "geography",
+    "coverage_by_level": "geography",
+    "neighbour_overlap_at_k": "geography",
+    "nmi_of_assignment": "geography",
+    "nmi_vs_labels": "geography",
+    "similarity_at_k": "geography",
+    "TopKAccumulator": "ranking",
+    "auc": "ranking",
+    "hit_at_k": "ranking",
+    "logloss": "ranking",
+    "mean_kendall_tau": "ranking",
+    "ndcg_at_k": "ranking",
+    "top1_accuracy": "ranking",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from itertools import islice
 
 import numpy as np
-from scipy.stats import kendalltau, rankdata
 
 from lgsid_pipeline.metrics.arrays import numeric_array, to_numpy
 
@@ -48,6 +47,8 @@ def mean_kendall_tau(scores: np.ndarray, distances: np.ndarray) -> float:
     """Mean over lists of Kendall's tau-b between scores and -distances (1 = the reward
     orders every list from nearest to farthest). Lists with constant scores or constant
     distances are skipped; an error if every list is."""
+    from scipy.stats import kendalltau
+
     s = numeric_array(scores, "scores", 2)
     d = numeric_array(distances, "distances", 2).astype(np.float64)  # negated below
     if s.shape != d.shape:
@@ -61,6 +62,8 @@ def mean_kendall_tau(scores: np.ndarray, distances: np.ndarray) -> float:
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Binary ROC AUC from ranks (Mann-Whitney U); tied scores get their average rank."""
+    from scipy.stats import rankdata
+
     y = _binary(labels)
     s = numeric_array(scores, "scores", 1)
     if len(y) != len(s):

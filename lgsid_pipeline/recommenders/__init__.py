@@ -1,28 +1,19 @@
 """Downstream CTR recommenders (DIN, DIEN, SIM, TWIN, ETA) over semantic-ID features."""
 
-from lgsid_pipeline.recommenders.blocks import CtrBatch, batch_from_numpy
-from lgsid_pipeline.recommenders.discriminative import BACKBONES, CtrConfig, CtrModel
-from lgsid_pipeline.recommenders.training import (
-    TrainConfig,
-    TrainResult,
-    evaluate_ctr,
-    load_ctr_model,
-    predict_ctr,
-    save_ctr_model,
-    train_ctr,
-)
+from lgsid_pipeline.lazy import lazy_exports
 
-__all__ = [
-    "BACKBONES",
-    "CtrBatch",
-    "CtrConfig",
-    "CtrModel",
-    "TrainConfig",
-    "TrainResult",
-    "batch_from_numpy",
-    "evaluate_ctr",
-    "load_ctr_model",
-    "predict_ctr",
-    "save_ctr_model",
-    "train_ctr",
-]
+_EXPORTS = {
+    "CtrConfig": "config",
+    "TrainConfig": "config",
+    "CtrBatch": "blocks",
+    "batch_from_numpy": "blocks",
+    "CtrModel": "discriminative",
+    "TrainResult": "training",
+    "evaluate_ctr": "training",
+    "load_ctr_model": "training",
+    "predict_ctr": "training",
+    "save_ctr_model": "training",
+    "train_ctr": "training",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -18,49 +18,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.neighbors import BallTree
 
-from lgsid_pipeline.geo.distance import haversine_km
-from lgsid_pipeline.recommenders.blocks import CtrBatch, batch_from_numpy
+from lgsid_pipeline.geo.distance import ball_tree, haversine_km
+from lgsid_pipeline.recommenders.config import DatasetConfig
 from lgsid_pipeline.warehouse import Warehouse
 
+if TYPE_CHECKING:  # torch is imported where a batch is built, not with this module
+    import torch
+
+    from lgsid_pipeline.recommenders.blocks import CtrBatch
+
 SPLITS = ("train", "valid", "test")
-
-
-@dataclass
-class DatasetConfig:
-    """How samples are built. Empty ``t1``/``t2`` mean the ``q1``/``q2`` quantiles of the
-    city's check-in times; a source with its own split (``file_split_times``) overrides both."""
-
-    t1: str = ""
-    t2: str = ""
-    q1: float = 0.8
-    q2: float = 0.9
-    near_negatives: int = 2
-    random_negatives: int = 2
-    near_pool: int = 50  # nearest items a near negative is drawn from
-    short_len: int = 20
-    long_len: int = 100
-    max_train_positives: int = 40_000  # most recent training positives kept (0: all)
-    max_eval_positives: int = 10_000  # per validation/test split (0: all)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.q1 < self.q2 < 1:
-            raise ValueError(f"need 0 < q1 < q2 < 1, got {self.q1}, {self.q2}")
-        for name in ("near_negatives", "random_negatives", "max_train_positives",
-                     "max_eval_positives"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if self.near_negatives + self.random_negatives < 1:
-            raise ValueError("need at least one negative per positive")
-        for name in ("short_len", "long_len", "near_pool"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
 
 
 def file_split_times(interactions: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp] | None:
@@ -137,6 +109,8 @@ class CtrSamples:
 
     @property
     def label(self) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(self.labels.astype(np.float32))
 
     def with_codes(self, codes: np.ndarray) -> CtrSamples:
@@ -152,6 +126,10 @@ class CtrSamples:
 
     def index(self, idx: torch.Tensor | np.ndarray | slice) -> CtrBatch:
         """The samples at ``idx`` as a batch with their sequences."""
+        import torch
+
+        from lgsid_pipeline.recommenders.blocks import batch_from_numpy
+
         rows = np.arange(len(self))[idx] if isinstance(idx, slice) else \
             np.asarray(idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx)
         short_rows, short_mask = self._window(rows, self.short_len)
@@ -241,7 +219,7 @@ def build_city_ctr_data(items: pd.DataFrame, interactions: pd.DataFrame,
 
     lat = np.r_[np.nan, items["latitude"].astype(float).to_numpy()]
     lon = np.r_[np.nan, items["longitude"].astype(float).to_numpy()]
-    tree = BallTree(np.radians(np.c_[lat[1:], lon[1:]]), metric="haversine")
+    tree = ball_tree(lat[1:], lon[1:])
     pool = min(config.near_pool + 1, len(item_ids))
     _, near = tree.query(np.radians(np.c_[lat[1:], lon[1:]]), k=pool)
     near_rows = near + 1  # (R, pool) item rows, nearest first (the item itself included)

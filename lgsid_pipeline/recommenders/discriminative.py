@@ -17,12 +17,11 @@ vectors are built:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from lgsid_pipeline.catalog import BACKBONES
+from lgsid_pipeline.catalog import LONG_SEQUENCE_BACKBONES
 from lgsid_pipeline.recommenders.blocks import (
     AUGRUCell,
     CtrBatch,
@@ -36,51 +35,7 @@ from lgsid_pipeline.recommenders.blocks import (
     run_masked_gru,
     top_k_positions,
 )
-
-
-@dataclass
-class CtrConfig:
-    """Model choices (recorded with every trained model)."""
-
-    n_users: int
-    n_items: int
-    n_categories: int
-    codebook_sizes: list[int] = field(default_factory=list)
-    backbone: str = "din"
-    dim: int = 32
-    top_k: int = 20
-    mlp_hidden: list[int] = field(default_factory=lambda: [64, 32])
-    attention_hidden: int = 32
-    dropout: float = 0.1
-    hash_bits: int = 16  # ETA only
-    aux_loss_weight: float = 0.5  # DIEN only; 0 turns the auxiliary loss off
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
-        self.codebook_sizes = [int(k) for k in self.codebook_sizes]
-        self.mlp_hidden = [int(h) for h in self.mlp_hidden]
-        for name in ("n_users", "n_categories"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("n_items", "dim", "top_k", "attention_hidden", "hash_bits"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if any(k < 1 for k in self.codebook_sizes):
-            raise ValueError(f"codebook sizes must be >= 1, got {self.codebook_sizes}")
-        if any(h < 1 for h in self.mlp_hidden):
-            raise ValueError(f"mlp_hidden sizes must be >= 1, got {self.mlp_hidden}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.aux_loss_weight < 0:
-            raise ValueError(f"aux_loss_weight must be >= 0, got {self.aux_loss_weight}")
-
-    @property
-    def uses_long_sequence(self) -> bool:
-        """Whether the backbone reads the long sequence (SIM, TWIN, ETA)."""
-        return self.backbone in LONG_SELECTORS
-
+from lgsid_pipeline.recommenders.config import CtrConfig
 
 # A selector picks long-sequence behaviours for each sample: (model, batch, target repr)
 # -> (positions (B, k), real (B, k) bool); positions flagged False are filler (fewer than k
@@ -133,6 +88,7 @@ def select_eta(model: CtrModel, batch: CtrBatch, target: torch.Tensor) -> Select
 
 LONG_SELECTORS: dict[str, LongSelector] = {"sim": select_sim, "twin": select_twin,
                                            "eta": select_eta}
+assert tuple(LONG_SELECTORS) == LONG_SEQUENCE_BACKBONES
 
 
 class CtrModel(nn.Module):

@@ -33,13 +33,15 @@ from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.geo.distance import haversine_km
 from lgsid_pipeline.recommenders.generative import (
     VALID_K,
-    Examples,
     GenerativeResult,
-    PopularityNearLastBaseline,
-    fit_history,
     load_generative,
     recommend_top_k,
     score_items,
+)
+from lgsid_pipeline.recommenders.next_item import (
+    Examples,
+    PopularityNearLastBaseline,
+    fit_history,
     visit_stats,
 )
 

@@ -1,7 +1,7 @@
 """SASRec (Kang & McAuley, 2018): a self-attentive sequential recommender on raw item ids.
 
 A trained floor for the generative recommenders: it reads the same examples
-(:data:`~lgsid_pipeline.recommenders.generative.Examples`: histories (S, N) of item indices,
+(:data:`~lgsid_pipeline.recommenders.next_item.Examples`: histories (S, N) of item indices,
 oldest first, left-padded with -1; targets (S,)) but scores every item directly instead of
 generating semantic-ID codes.
 
@@ -51,65 +51,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lgsid_pipeline.atomic import atomic_folder
-from lgsid_pipeline.recommenders.generative import Examples, fit_history, ranking_metrics
+from lgsid_pipeline.recommenders.config import SasrecConfig
+from lgsid_pipeline.recommenders.next_item import Examples, fit_history, ranking_metrics
 
 CONFIG_FILE = "sasrec_config.json"
 WEIGHTS_FILE = "sasrec_model.pt"
 VALID_K = 10  # early stopping watches validation Hit@10
 # the training loss holds at most this many logits (positions x items) at a time
 LOSS_CHUNK_LOGITS = 1 << 26
-
-
-@dataclass
-class SasrecConfig:
-    """Model size and training choices (recorded with the model)."""
-
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.2
-    max_history: int = 50
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # max gradient norm; 0 turns clipping off
-    eval_every: int = 250
-    patience: int = 3
-    max_valid_eval: int = 1000  # validation examples sampled for early stopping
-    eval_batch_size: int = 512
-    # newest positions whose next item is in the loss (0 = every position, as the paper).
-    # Examples from build_next_item_examples overlap, so every transition is already some
-    # example's target and 1 costs far less on large catalogues (the softmax dominates).
-    loss_positions: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.loss_positions, bool) or not isinstance(
-                self.loss_positions, int | np.integer) or self.loss_positions < 0:
-            raise ValueError(f"loss_positions must be an integer >= 0, got "
-                             f"{self.loss_positions!r}")
-        for name in ("d_model", "n_layers", "n_heads", "max_history", "steps", "batch_size",
-                     "eval_every", "patience", "max_valid_eval", "eval_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) \
-                or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads "
-                             f"{self.n_heads}")
-        for name in ("dropout", "lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
-                             f"{self.weight_decay}, {self.grad_clip}")
 
 
 # --------------------------------------------------------------------------- model

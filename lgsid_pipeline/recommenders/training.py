@@ -23,32 +23,11 @@ from torch import nn
 from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.metrics.ranking import auc, logloss
 from lgsid_pipeline.recommenders.blocks import CtrBatch
-from lgsid_pipeline.recommenders.discriminative import CtrConfig, CtrModel
+from lgsid_pipeline.recommenders.config import CtrConfig, TrainConfig
+from lgsid_pipeline.recommenders.discriminative import CtrModel
 
 CONFIG_FILE = "ctr_config.json"
 WEIGHTS_FILE = "ctr_model.pt"
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation choices (recorded with the model)."""
-
-    epochs: int = 8
-    batch_size: int = 512
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    patience: int = 2
-    grad_clip: float = 5.0  # max gradient norm; 0 turns clipping off
-    eval_batch_size: int = 4096
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
-                             f"{self.weight_decay}, {self.grad_clip}")
 
 
 @dataclass

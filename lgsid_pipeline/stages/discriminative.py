@@ -7,15 +7,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lgsid_pipeline.metrics.intervals import summarize_auc
 from lgsid_pipeline.metrics.ranking import logloss
-from lgsid_pipeline.recommenders import CtrConfig, TrainConfig, predict_ctr, train_ctr
+from lgsid_pipeline.recommenders.config import CtrConfig, TrainConfig
 from lgsid_pipeline.recommenders.datasets import CityCtrData
-from lgsid_pipeline.recommenders.training import TrainResult
 from lgsid_pipeline.tokenizer import level_columns
+
+if TYPE_CHECKING:  # torch is imported by the steps that train
+    from lgsid_pipeline.recommenders.training import TrainResult
 from lgsid_pipeline.warehouse import Warehouse
 
 NO_CODES = "none"  # the variant with item ids only
@@ -58,6 +61,8 @@ def train_variant_seeds(data: CityCtrData, codes: np.ndarray, sizes: list[int], 
     """Train ``backbone`` with ``codes`` once per seed on the same data; returns
     :func:`variant_results` on the test period and (model, train seconds) per seed.
     ``on_epoch(seed, entry)`` sees each epoch."""
+    from lgsid_pipeline.recommenders import predict_ctr, train_ctr
+
     splits = data.with_codes(codes)
     runs: list[tuple[TrainResult, float]] = []
     probs = []

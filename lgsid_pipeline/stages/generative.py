@@ -12,33 +12,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from lgsid_pipeline.catalog import CODE_VARIANTS, generative_model
+from lgsid_pipeline.catalog import generative_model
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import per_example, summarize_ranks, target_ranks
 from lgsid_pipeline.plots import curves_png
-from lgsid_pipeline.recommenders.generative import (
-    CONFIG_FILE,
-    VALID_K,
+from lgsid_pipeline.recommenders.config import GenerativeStageConfig
+from lgsid_pipeline.recommenders.next_item import (
     Examples,
-    GenerativeConfig,
-    GenerativeResult,
     PopularityNearLastBaseline,
     UserHistoryBaseline,
     build_next_item_examples,
     latest_histories,
-    save_generative,
-    train_generative,
-)
-from lgsid_pipeline.recommenders.reranking import (
-    HistoryAwareRanker,
-    TransitionCounts,
-    load_ranker,
 )
 from lgsid_pipeline.recommenders.serving import (
     FLOOR_SERVED,
@@ -56,6 +47,10 @@ from lgsid_pipeline.registry import (
 from lgsid_pipeline.tokenizer import level_columns
 from lgsid_pipeline.warehouse import Warehouse
 
+if TYPE_CHECKING:  # the model code (torch, transformers) is imported by the steps that train
+    from lgsid_pipeline.recommenders.generative import GenerativeResult
+    from lgsid_pipeline.recommenders.reranking import HistoryAwareRanker
+
 RANK_DEPTH = 20  # ranked list length kept per example (Hit/NDCG@5/10, MRR truncated here)
 SCORED = ("gate", "test")  # the samples every model and floor is ranked on
 SERVED_FILE = "served.json"  # in a registered model folder: the variant served
@@ -64,50 +59,6 @@ RANKER_FOLDER = "ranker"  # ... and the fitted re-ranking of that variant
 # the model, the user's history and geography each add to the served ranking)
 RANKINGS = {"blended": (), "no_model": ("model",), "no_history": ("history",),
             "no_distance": ("distance",)}
-
-
-@dataclass
-class GenerativeStageConfig:
-    """Model size, training budget and evaluation samples of the generative stage."""
-
-    variants: list[str] = field(default_factory=lambda: list(CODE_VARIANTS))
-    d_model: int = 64
-    n_layers: int = 2
-    # Dropout's Bernoulli masks are a quarter of a CPU training step (measured with the torch
-    # profiler on TIGER at d_model 64); early stopping guards the short step budgets instead.
-    dropout: float = 0.0
-    steps: int = 2000
-    eval_every: int = 250
-    patience: int = 3
-    batch_size: int = 128
-    lr: float = 2e-3
-    beam_size: int = 20
-    max_history: int = 20  # check-ins the model reads
-    history_window: int = 200  # check-ins floor (b) and the history-aware ranking count
-    max_train_examples: int = 50_000  # seeded sample of the training examples (0: all)
-    # validation sample; its halves: ``tune`` fits the re-ranking, ``gate`` scores models
-    max_valid_eval: int = 3_000
-    early_stop_examples: int = 500  # of those, scored at each early-stopping evaluation
-    max_test_examples: int = 2_000  # test sample (0: all)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.variants) - set(CODE_VARIANTS))
-        if unknown or not self.variants:
-            raise ValueError(f"variants must be some of {CODE_VARIANTS}, got {self.variants}")
-        if self.history_window < self.max_history:
-            raise ValueError(f"history_window {self.history_window} must be >= max_history "
-                             f"{self.max_history}")
-
-    def model_config(self, kind: str, seed: int | None = None) -> GenerativeConfig:
-        """The library model config of ``kind`` with these settings."""
-        return GenerativeConfig(
-            kind=kind, d_model=self.d_model, n_layers=self.n_layers, dropout=self.dropout,
-            steps=self.steps,
-            eval_every=self.eval_every, patience=self.patience, batch_size=self.batch_size,
-            lr=self.lr, beam_size=self.beam_size, max_history=self.max_history,
-            max_valid_eval=min(self.early_stop_examples, self.max_valid_eval),
-            seed=self.seed if seed is None else seed)
 
 
 @dataclass
@@ -223,6 +174,9 @@ def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
     """Train one model, fit its re-ranking on ``tune``, rank ``gate`` and ``test``: the
     model alone (``plain``) and re-ranked (``blended``); with ``ablations`` also the
     re-rankings of :data:`RANKINGS` that leave a feature group out."""
+    from lgsid_pipeline.recommenders.generative import train_generative
+    from lgsid_pipeline.recommenders.reranking import HistoryAwareRanker, TransitionCounts
+
     seed = config.seed if seed is None else seed
     started = time.perf_counter()
     result = train_generative(config.model_config(kind, seed), codes, splits, on_eval=on_eval)
@@ -250,6 +204,8 @@ def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
 
 def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
     """Item ids and code strings of the items a saved generative model can produce."""
+    from lgsid_pipeline.recommenders.generative import CONFIG_FILE
+
     meta = json.loads((Path(folder) / CONFIG_FILE).read_text())
     return list(meta["item_ids"]), list(meta["code_strings"])
 
@@ -258,6 +214,8 @@ def served_ranker(folder: Path, catalogue: CityCatalogue
                    ) -> tuple[HistoryAwareRanker, str, list[str], list[str]]:
     """The ranker a registered folder serves (its chosen variant, re-ranked), with the
     variant and that model's item ids and code strings."""
+    from lgsid_pipeline.recommenders.reranking import load_ranker
+
     served = read_json(folder / SERVED_FILE)
     if not served or not (folder / served["variant"]).is_dir():
         raise ModelArtifactError(f"{folder} records no served variant ({SERVED_FILE})")
@@ -278,6 +236,8 @@ def champion_gate_score(name: str, home: Path, catalogue: CityCatalogue,
                         gate: Examples) -> tuple[float | None, str]:
     """The current champion's Hit@10 on today's gate examples, or None (and why) when there
     is none or its catalogue is not today's (it cannot rank today's items)."""
+    from lgsid_pipeline.recommenders.generative import VALID_K
+
     version = champion_version(name, home)
     if version is None:
         return None, "no champion yet"
@@ -318,6 +278,8 @@ def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
     """Train ``kind`` on every code variant of ``city``, register the models in one MLflow
     version and promote it to ``champion`` only if its best variant beats floor (b) and the
     current champion on the gate examples (:func:`champion_gate`)."""
+    from lgsid_pipeline.recommenders.generative import save_generative
+
     catalogue = city_catalogue(warehouse, city)
     splits = next_item_splits(catalogue, t1, t2, config)
     sizes = {name: len(targets) for name, (_, targets) in splits.items()}

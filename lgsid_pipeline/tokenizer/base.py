@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
@@ -62,6 +61,8 @@ def city_weights(cities: pd.Series, balance: float) -> np.ndarray:
 def match_codebooks(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Hungarian matching of codewords: ``order`` such that ``new[order][j]`` is closest (in
     total squared distance) to ``old[j]``. Codebooks must have the same size."""
+    from scipy.optimize import linear_sum_assignment
+
     if new.shape != old.shape:
         raise ValueError(f"cannot match codebooks of shapes {new.shape} and {old.shape}")
     cost = ((new[:, None, :] - old[None, :, :]) ** 2).sum(-1)

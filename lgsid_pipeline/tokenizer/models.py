@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lgsid_pipeline.catalog import TOKENIZER_EMBEDDING_PARTS
 from lgsid_pipeline.tokenizer.base import EpochCallback, Tokenizer, match_codebooks
 from lgsid_pipeline.tokenizer.features import (
     PrimaryFeatureSpec,
@@ -55,7 +56,7 @@ class LgsidTokenizer(Tokenizer):
     aligned embedding of the cluster; levels >= 2: learnable residual codebooks."""
 
     kind = "lgsid"
-    embedding_part = "aligned"
+    embedding_part = TOKENIZER_EMBEDDING_PARTS[kind]
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
@@ -168,7 +169,7 @@ class RqKMeansTokenizer(Tokenizer):
     """Residual k-means on the plain encoder's embeddings (no geography, no training)."""
 
     kind = "rqkmeans"
-    embedding_part = "reference"
+    embedding_part = TOKENIZER_EMBEDDING_PARTS[kind]
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
@@ -215,7 +216,7 @@ class RqVaeTokenizer(Tokenizer):
     codebook and commitment terms, straight-through gradients to the encoder."""
 
     kind = "rqvae"
-    embedding_part = "reference"
+    embedding_part = TOKENIZER_EMBEDDING_PARTS[kind]
 
     def __init__(self, config=None) -> None:
         super().__init__(config)
