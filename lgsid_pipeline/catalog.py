@@ -65,6 +65,10 @@ def tokenizer_model(kind: str) -> str:
 
 TOKENIZER_ASSETS = tuple(tokenizer_asset(k) for k in TOKENIZER_KINDS)
 SEMANTIC_ID_ASSETS = tuple(semantic_ids_asset(k) for k in TOKENIZER_KINDS)
+# Dagster pools: steps that read the raw sources, and steps that compute with torch (their
+# torch threads are the cores divided by the compute pool's limit, lgsid_pipeline.threads).
+SOURCE_READ_POOL = "source_read"
+COMPUTE_POOL = "compute"
 # Registered global model -> the asset that trains it.
 GLOBAL_MODEL_ASSETS = {REWARD_MODEL: "reward_model", ALIGNED_ENCODER: "aligned_encoder",
                        **{tokenizer_model(k): tokenizer_asset(k) for k in TOKENIZER_KINDS}}

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lgsid_pipeline.catalog import TOKENIZER_KINDS
+from lgsid_pipeline.catalog import BACKBONES, GENERATIVE_KINDS, TOKENIZER_KINDS
 from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
 from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
 from lgsid_pipeline.warehouse import VERSIONED_STAGES, TableNotFoundError, Warehouse
@@ -30,13 +30,12 @@ DEMO_RUN_CONFIG = {
         "recommender_datasets": {"config": {"max_train_positives": 3000,
                                             "max_eval_positives": 1000}},
         **{backbone: {"config": {"epochs": 3, "dim": 16}}
-           for backbone in ("din", "dien", "sim", "twin", "eta")},
+           for backbone in BACKBONES},
         **{name: {"config": {"steps": 300, "eval_every": 100, "beam_size": 10,
                              "max_train_examples": 3000, "max_valid_eval": 200,
                              "max_test_examples": 300}}
-           for name in ("tiger", "onerec", "generative_baseline")},
+           for name in (*GENERATIVE_KINDS, "generative_baseline")},
     },
-    "resources": {"lgsid": {"config": {"torch_threads": 1}}},
 }
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 
 from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
-from lgsid_pipeline.catalog import ALIGNED_ENCODER, REWARD_MODEL
+from lgsid_pipeline.catalog import ALIGNED_ENCODER, COMPUTE_POOL, REWARD_MODEL
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     check_result,
@@ -98,12 +98,14 @@ def cooccurrence_pairs(context: dg.AssetExecutionContext, config: CooccurrenceCo
                                           "threshold": threshold if threshold else 0})
 
 
-@dg.asset(deps=[dg.AssetDep("geo_negatives", partition_mapping=dg.AllPartitionMapping()),
+@dg.asset(pool=COMPUTE_POOL,
+          deps=[dg.AssetDep("geo_negatives", partition_mapping=dg.AllPartitionMapping()),
                 "items"],
           group_name="models", kinds={"pytorch", "mlflow"})
 def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
                  lgsid: LgsidResource) -> dg.MaterializeResult:
     """List-wise reward model over the frozen encoder, trained on every city's negatives."""
+    lgsid.limit_threads(context)
     from lgsid_pipeline.alignment.reward import save_reward_model, train_reward_model
     from lgsid_pipeline.alignment.stage import reward_dataset
 
@@ -146,11 +148,13 @@ def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
     })
 
 
-@dg.asset(deps=["reward_model", "items"], partitions_def=city_partitions,
+@dg.asset(pool=COMPUTE_POOL,
+          deps=["reward_model", "items"], partitions_def=city_partitions,
           group_name="alignment", kinds={"duckdb", "parquet"})
 def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
               lgsid: LgsidResource) -> dg.MaterializeResult:
     """D_gc: near item the reward model prefers vs far similar item it rejects."""
+    lgsid.limit_threads(context)
     from lgsid_pipeline.alignment.pairs import gc_triples
     from lgsid_pipeline.alignment.reward import load_reward_model
     from lgsid_pipeline.alignment.stage import reward_scorer
@@ -171,12 +175,14 @@ def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
     })
 
 
-@dg.asset(deps=[dg.AssetDep("geo_pairs", partition_mapping=dg.AllPartitionMapping()),
+@dg.asset(pool=COMPUTE_POOL,
+          deps=[dg.AssetDep("geo_pairs", partition_mapping=dg.AllPartitionMapping()),
                 dg.AssetDep("cooccurrence_pairs", partition_mapping=dg.AllPartitionMapping())],
           group_name="models", kinds={"pytorch", "mlflow"})
 def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderConfig,
                     lgsid: LgsidResource) -> dg.MaterializeResult:
     """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
+    lgsid.limit_threads(context)
     from lgsid_pipeline.alignment.gdpo import train_gdpo
     from lgsid_pipeline.alignment.stage import gdpo_triples
 
@@ -243,7 +249,8 @@ def embeddings_check_name(part: str) -> str:
     return f"item_embeddings_{part}_complete"
 
 
-@dg.asset(deps=["aligned_encoder", "items"], partitions_def=city_partitions,
+@dg.asset(pool=COMPUTE_POOL,
+          deps=["aligned_encoder", "items"], partitions_def=city_partitions,
           group_name="alignment", kinds={"parquet"},
           check_specs=[dg.AssetCheckSpec(embeddings_check_name(part), asset="item_embeddings",
                                          blocking=True,
@@ -253,6 +260,7 @@ def embeddings_check_name(part: str) -> str:
 def item_embeddings(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     """Reference and aligned embeddings of every item, encoded incrementally, with the
     before/after geography metrics; both parts are audited and published as one version."""
+    lgsid.limit_threads(context)
     from lgsid_pipeline.alignment.evaluate import geography_metrics
 
     city = context.partition_key

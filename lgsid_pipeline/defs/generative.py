@@ -10,6 +10,7 @@ or, when no model beats floor (b), floor (b) itself.
 import dagster as dg
 
 from lgsid_pipeline.catalog import (
+    COMPUTE_POOL,
     GENERATIVE_KINDS,
     SEMANTIC_ID_ASSETS,
     SERVED_KIND,
@@ -53,7 +54,8 @@ class TopKCacheConfig(dg.Config):
 def build_generative_asset(kind: str) -> dg.AssetsDefinition:
     """TIGER or the OneRec-style decoder for one city, one model per code variant, gated."""
 
-    @dg.asset(name=kind, deps=["recommender_datasets", *SEMANTIC_ID_ASSETS],
+    @dg.asset(pool=COMPUTE_POOL,
+              name=kind, deps=["recommender_datasets", *SEMANTIC_ID_ASSETS],
               partitions_def=city_partitions, group_name="recommenders",
               kinds={"pytorch", "mlflow"},
               description=f"{kind} generative next-item model per code variant, with the "
@@ -62,7 +64,7 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: GenerativeTrainingConfig,
                lgsid: LgsidResource) -> dg.MaterializeResult:
         city = context.partition_key
-        lgsid.limit_threads()
+        lgsid.limit_threads(context)
 
         def log_eval(variant: str, entry: dict) -> None:
             context.log.info(f"{city} {kind}/{variant} step {entry['step']:.0f}: loss "
@@ -139,7 +141,8 @@ def generative_baseline(context: dg.AssetExecutionContext, config: GenerativeTra
         if key in ("hit@10", "ndcg@10")})
 
 
-@dg.asset(deps=[SERVED_KIND, *SEMANTIC_ID_ASSETS], partitions_def=city_partitions,
+@dg.asset(pool=COMPUTE_POOL,
+          deps=[SERVED_KIND, *SEMANTIC_ID_ASSETS], partitions_def=city_partitions,
           group_name="recommenders", kinds={"parquet", "duckdb"})
 def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
                     lgsid: LgsidResource) -> dg.MaterializeResult:
@@ -147,7 +150,7 @@ def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
     the champion TIGER model with its history-aware ranking, or from floor (b) when no model
     has beaten it on validation: serving is a lookup (Semantic Convergence)."""
     city = context.partition_key
-    lgsid.limit_threads()
+    lgsid.limit_threads(context)
     gate = (read_json(lgsid.report_path("recommenders", city, f"{SERVED_KIND}.json"))
             or {}).get("gate", {})
     outcome = build_topk_cache(lgsid.warehouse, lgsid.home_path, city, SERVED_KIND, config.k,

