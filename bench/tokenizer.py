@@ -125,8 +125,8 @@ def encoder_retrain_churn(seed: int = ENCODER_RETRAIN_SEED) -> dict:
 def main() -> None:
     isolated_home("lgsid-tok-")
 
-    from lgsid_pipeline.jsonio import read_json
     from lgsid_pipeline.report import city_report
+    from lgsid_pipeline.reports import ReportStore
     from lgsid_pipeline.runner import get_instance, materialize
     from lgsid_pipeline.tokenizer import SUMMARY_KEYS
     from lgsid_pipeline.warehouse import Warehouse
@@ -154,7 +154,8 @@ def main() -> None:
     for kind in KINDS:
         churn[kind] = retrain_churn(kind)
         print(kind, churn[kind], flush=True)
-    global_reports = {kind: read_json(warehouse.home / "reports" / "tokenizers" / f"{kind}.json")
+    store = ReportStore(warehouse.home)
+    global_reports = {kind: store.read(store.tokenizer(kind))
                       for kind in KINDS}
     encoder_retrain = encoder_retrain_churn()
     print("after an encoder retrain:", {k: round(v["churn"], 4)

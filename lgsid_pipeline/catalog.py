@@ -70,7 +70,9 @@ SEMANTIC_ID_ASSETS = tuple(semantic_ids_asset(k) for k in TOKENIZER_KINDS)
 SOURCE_READ_POOL = "source_read"
 COMPUTE_POOL = "compute"
 # Registered global model -> the asset that trains it.
-GLOBAL_MODEL_ASSETS = {REWARD_MODEL: "reward_model", ALIGNED_ENCODER: "aligned_encoder",
+REWARD_MODEL_ASSET = "reward_model"
+ALIGNED_ENCODER_ASSET = "aligned_encoder"
+GLOBAL_MODEL_ASSETS = {REWARD_MODEL: REWARD_MODEL_ASSET, ALIGNED_ENCODER: ALIGNED_ENCODER_ASSET,
                        **{tokenizer_model(k): tokenizer_asset(k) for k in TOKENIZER_KINDS}}
 
 # Per-city models: ctr-<backbone>-<city>, gen-<generative kind>-<city>.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import re
@@ -16,7 +17,15 @@ from typing import Any, NoReturn
 
 from lgsid_pipeline.catalog import BACKBONES, GENERATIVE_KINDS, TOKENIZER_KINDS
 from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
-from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
+from lgsid_pipeline.config import (
+    PARALLEL_CITIES,
+    InvalidCityError,
+    lgsid_home,
+    validate_city_slug,
+)
+from lgsid_pipeline.geo.admin import named_boundary_sets
+from lgsid_pipeline.lookup import cached_recommendations, lookup_code
+from lgsid_pipeline.quality import MAX_QUARANTINE_RATE
 from lgsid_pipeline.warehouse import VERSIONED_STAGES, TableNotFoundError, Warehouse
 
 # The demo trains every model on three cities with the real encoder; smaller samples keep
@@ -54,9 +63,7 @@ MAX_TEXT = 256  # item and user ids, display names, asset selections
 MAX_CODE = 64
 MAX_CONFIG_BYTES = 1 << 20
 RUN_CONFIG_KEYS = ("ops", "resources", "execution", "loggers")
-# Kept here rather than imported from lgsid_pipeline.lookup (which loads torch); the
-# validation tests check that both agree.
-BOUNDARY_REGIONS = ("nyc", "tokyo")
+BOUNDARY_REGIONS = tuple(named_boundary_sets(Path(".")))
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
@@ -443,7 +450,7 @@ def _print_item(row: dict) -> None:
 
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
-    from lgsid_pipeline.lookup import lookup_code, lookup_item
+    from lgsid_pipeline.lookup import lookup_item
     from lgsid_pipeline.tokenizer.codes import parse_code
 
     if args.code is not None:
@@ -474,7 +481,7 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    from lgsid_pipeline.lookup import UnknownUserError, cached_recommendations
+    from lgsid_pipeline.lookup import UnknownUserError
 
     CityRegistry().get(args.city)
     try:
@@ -502,10 +509,16 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _library_default(function: Callable[..., Any], parameter: str) -> Any:
+    """A library function's default for ``parameter``: the option uses and shows it."""
+    return inspect.signature(function).parameters[parameter].default
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lgsid`` argument parser; every option is checked here, before any work."""
     parallel = _int_in(*PARALLEL_RANGE)
-    parallel_help = f"cities run at once, {PARALLEL_RANGE[0]}..{PARALLEL_RANGE[1]} (default 2)"
+    parallel_help = (f"cities run at once, {PARALLEL_RANGE[0]}..{PARALLEL_RANGE[1]} "
+                     "(default %(default)s)")
     slug_help = "city slug: 1..64 characters of a-z, 0-9, '_' and '-', starting with a-z or 0-9"
     text = _text(MAX_TEXT)
     json_help = "print JSON"
@@ -516,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="generate the synthetic demo cities and materialize them")
-    p.add_argument("--parallel", type=parallel, default=2, metavar="N", help=parallel_help)
+    p.add_argument("--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N",
+                   help=parallel_help)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("add-city", help="register a city partition and its data source")
@@ -553,10 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
                         f"'raw_items,items', 1..{MAX_TEXT} characters (default: every "
                         "per-city asset)")
-    p.add_argument("--parallel", type=parallel, default=2, metavar="N", help=parallel_help)
+    p.add_argument("--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N",
+                   help=parallel_help)
     p.add_argument("--max-quarantine-rate", type=_float_in(0.0, 1.0), default=None, metavar="RATE",
                    help="quarantine share above which the blocking checks fail, 0..1 "
-                        "(default 0.25)")
+                        f"(default {MAX_QUARANTINE_RATE})")
     p.add_argument("--config", type=_run_config_file, default=None, metavar="FILE",
                    help="existing YAML/JSON file of at most 1 MiB holding Dagster run config: "
                         f"a mapping with keys among {', '.join(RUN_CONFIG_KEYS)} (ops: "
@@ -590,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", **city)
     p.add_argument("--stage", default="ingest", choices=tuple(VERSIONED_STAGES),
                    help=f"versioned stage, one of: {', '.join(VERSIONED_STAGES)} "
-                        "(default ingest)")
+                        "(default %(default)s)")
     p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("lookup", help="an item's semantic ID, or the items under a code")
@@ -601,12 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--code",
                       help="full code (12-7-3-0) or prefix (12-7): non-negative integers "
                            f"joined by '-', 1..{MAX_CODE} characters")
-    p.add_argument("--tokenizer", default="lgsid", choices=TOKENIZER_KINDS,
+    p.add_argument("--tokenizer", default=_library_default(lookup_code, "tokenizer"),
+                   choices=TOKENIZER_KINDS,
                    help="tokenizer whose codes are looked up, one of: "
-                        f"{', '.join(TOKENIZER_KINDS)}")
-    p.add_argument("--limit", type=_int_in(*LIMIT_RANGE), default=50, metavar="N",
+                        f"{', '.join(TOKENIZER_KINDS)} (default %(default)s)")
+    p.add_argument("--limit", type=_int_in(*LIMIT_RANGE),
+                   default=_library_default(lookup_code, "limit"), metavar="N",
                    help=f"items listed under a prefix, {LIMIT_RANGE[0]}..{LIMIT_RANGE[1]} "
-                        "(default 50)")
+                        "(default %(default)s)")
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_lookup)
 
@@ -614,9 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", **city)
     p.add_argument("--user", required=True, type=text,
                    help=f"user id as in the check-ins, 1..{MAX_TEXT} characters")
-    p.add_argument("--k", type=_int_in(*K_RANGE), default=10, metavar="K",
-                   help=f"items shown, {K_RANGE[0]}..{K_RANGE[1]} (default 10; the cache "
-                        "holds 10 per user unless configured otherwise)")
+    p.add_argument("--k", type=_int_in(*K_RANGE),
+                   default=_library_default(cached_recommendations, "k"), metavar="K",
+                   help=f"items shown, {K_RANGE[0]}..{K_RANGE[1]} (default %(default)s; the "
+                        "cache holds as many per user as user_topk_cache was built with)")
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_recommend)
 
@@ -624,12 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=_out_folder, metavar="FOLDER",
                    help="output folder: existing, or created (not a file, nor under one)")
     p.add_argument("--name", type=_text(100), default="Synthville",
-                   help="city name, 1..100 characters (default Synthville)")
+                   help="city name, 1..100 characters (default %(default)s)")
     p.add_argument("--seed", type=_int_in(*SEED_RANGE), default=1, metavar="N",
-                   help=f"random seed, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default 1)")
+                   help=f"random seed, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default %(default)s)")
     p.add_argument("--items", type=_int_in(*SYNTH_ITEMS_RANGE), default=2000, metavar="N",
                    help=f"number of items, {SYNTH_ITEMS_RANGE[0]}..{SYNTH_ITEMS_RANGE[1]} "
-                        "(default 2000)")
+                        "(default %(default)s)")
     p.set_defaults(func=_cmd_synth)
     return parser
 

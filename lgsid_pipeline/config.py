@@ -13,6 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = REPO_ROOT / "sql" if (REPO_ROOT / "sql").is_dir() else \
     Path(sys.prefix) / "share" / "lgsid_pipeline" / "sql"
 
+# Cities materialized at once (one run each) by `lgsid materialize` and `lgsid demo`.
+PARALLEL_CITIES = 2
+
 CITY_SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+# Share of a source's rows quarantined above which the ingest's blocking checks fail.
+MAX_QUARANTINE_RATE = 0.25
+
 
 @dataclass
 class CheckOutcome:

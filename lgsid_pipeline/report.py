@@ -6,8 +6,9 @@ from typing import Any
 
 import duckdb
 
+from lgsid_pipeline.catalog import REWARD_MODEL_ASSET
 from lgsid_pipeline.config import sql_text, validate_city_slug
-from lgsid_pipeline.jsonio import read_json
+from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.warehouse import TABLES, Warehouse
 
 
@@ -70,7 +71,8 @@ def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None =
     tokenizers = tokenizers_report(warehouse, city)
     if tokenizers:
         report["tokenizers"] = tokenizers
-    results = read_json(warehouse.home / "reports" / f"{city}.json") or {}
+    reports = ReportStore(warehouse.home)
+    results = reports.read(reports.city_summary(city)) or {}
     for section in ("discriminative", "generative"):
         if section in results:
             report[section] = results[section]
@@ -79,20 +81,14 @@ def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None =
 
 def tokenizers_report(warehouse: Warehouse, city: str) -> dict[str, dict]:
     """Per tokenizer kind, the health and geography of the city's latest semantic IDs."""
-    folder = warehouse.home / "reports" / "tokenizers" / city
-    out = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        figures = read_json(path)
-        if figures:
-            out[path.stem] = figures
-    return out
+    return ReportStore(warehouse.home).tokenizer_codes_reports(city)
 
 
 def alignment_report(warehouse: Warehouse, city: str) -> dict[str, Any] | None:
     """Before/after geography of the city's embeddings and the reward model's accuracy."""
-    reports = warehouse.home / "reports"
-    figures = read_json(reports / "alignment" / f"{city}.json")
-    reward = read_json(reports / "global" / "reward_model.json")
+    reports = ReportStore(warehouse.home)
+    figures = reports.read(reports.alignment(city))
+    reward = reports.read(reports.global_model(REWARD_MODEL_ASSET))
     if figures is None and reward is None:
         return None
     out: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from lgsid_pipeline.cities import CityRegistry
-from lgsid_pipeline.config import dagster_home, validate_city_slug
+from lgsid_pipeline.config import PARALLEL_CITIES, dagster_home, validate_city_slug
 from lgsid_pipeline.retrain import RetrainStep, next_step
 
 GLOBAL = "(global)"
@@ -124,7 +124,7 @@ def materialize(
     cities: Sequence[str],
     select: str | None = None,
     instance: dg.DagsterInstance | None = None,
-    parallel: int = 2,
+    parallel: int = PARALLEL_CITIES,
     registry: CityRegistry | None = None,
     run_config: dict | None = None,
 ) -> list[RunResult]:

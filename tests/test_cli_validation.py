@@ -269,14 +269,34 @@ def test_the_ranges_in_the_help_are_the_ones_enforced(option: str, lo: int, hi: 
             parser.parse_args([*argv, option, str(value)])
 
 
-def test_the_cli_lists_agree_with_the_project() -> None:
-    from lgsid_pipeline.catalog import TOKENIZER_KINDS
-    from lgsid_pipeline.geo.admin import named_boundary_sets
+def test_the_cli_options_use_and_show_the_library_defaults() -> None:
+    import inspect
 
-    lookup = next(a for a in cli.build_parser()._actions
-                  if isinstance(a, argparse._SubParsersAction)).choices["lookup"]
-    assert next(a for a in lookup._actions if a.dest == "tokenizer").choices == TOKENIZER_KINDS
-    assert set(cli.BOUNDARY_REGIONS) == set(named_boundary_sets(Path(".")))
+    from lgsid_pipeline.catalog import TOKENIZER_KINDS
+    from lgsid_pipeline.lookup import cached_recommendations, lookup_code
+    from lgsid_pipeline.quality import MAX_QUARANTINE_RATE
+    from lgsid_pipeline.runner import materialize
+
+    commands = next(a for a in cli.build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices
+
+    def option(command: str, dest: str) -> argparse.Action:
+        return next(a for a in commands[command]._actions if a.dest == dest)
+
+    def default_of(function, name: str):
+        return inspect.signature(function).parameters[name].default
+
+    assert option("lookup", "tokenizer").choices == TOKENIZER_KINDS
+    expected = {("lookup", "tokenizer"): default_of(lookup_code, "tokenizer"),
+                ("lookup", "limit"): default_of(lookup_code, "limit"),
+                ("recommend", "k"): default_of(cached_recommendations, "k"),
+                ("materialize", "parallel"): default_of(materialize, "parallel"),
+                ("demo", "parallel"): default_of(materialize, "parallel")}
+    for (command, dest), value in expected.items():
+        assert option(command, dest).default == value, (command, dest)
+        assert f"(default {value}" in " ".join(commands[command].format_help().split())
+    rate = commands["materialize"].format_help()
+    assert f"(default {MAX_QUARANTINE_RATE})" in " ".join(rate.split())
 
 
 def test_good_values_still_reach_the_run(paths: dict[str, str], tmp_path: Path,

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import lgsid_pipeline.defs.recommenders as recommenders
-import lgsid_pipeline.stages.discriminative as discriminative
 from lgsid_pipeline.defs.recommenders import (
     CTR_ASSETS,
     CtrTrainingConfig,
@@ -79,10 +78,11 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     monkeypatch.setattr(recommenders, "load_ctr_data", lambda warehouse, city: FakeData())
     monkeypatch.setattr(recommenders, "variant_codes",
                         lambda warehouse, city, variant, data: (data.code_matrix(None, []), []))
-    monkeypatch.setattr(discriminative, "train_ctr", train_ctr)
-    monkeypatch.setattr(discriminative, "predict_ctr",
+    monkeypatch.setattr("lgsid_pipeline.recommenders.training.train_ctr", train_ctr)
+    monkeypatch.setattr("lgsid_pipeline.recommenders.training.predict_ctr",
                         lambda model, data: seed_probs(model.seed))
-    monkeypatch.setattr(recommenders, "save_ctr_model", save_ctr_model)
+    # the asset imports the training module (torch) when it runs
+    monkeypatch.setattr("lgsid_pipeline.recommenders.training.save_ctr_model", save_ctr_model)
     monkeypatch.setattr(recommenders, "register_folder", register_folder)
     monkeypatch.setattr(recommenders, "_variant_curves_png", lambda history, title: b"png")
     return seen
@@ -123,7 +123,7 @@ def test_several_seeds_report_their_mean_and_a_joint_interval(
     lo, hi = table["auc_ci95"]["din"]["none"]
     assert lo < np.mean(per_seed) < hi
     assert set(table["auc_ci95"]["din"]) == set(table["auc"]["din"]) == {"none", "lgsid"}
-    figures = recommenders.read_json(lgsid.report_path("recommenders", "tiny", "din.json"))
+    figures = lgsid.reports.read(lgsid.reports.recommender("tiny", "din"))
     variant = figures["variants"]["none"]
     assert variant["auc_seeds"] == pytest.approx(per_seed) and variant["best_epoch"] == 4
     assert variant["valid_auc"] == pytest.approx(0.65)  # mean of 0.64, 0.65, 0.66

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.recommenders.config import GenerativeConfig
 from lgsid_pipeline.recommenders.generative import (
     GenerativeResult,
@@ -277,10 +278,10 @@ def test_save_load_reproduces_top_k(trained: dict, walk_splits: dict, tmp_path: 
     items, scores = recommend_top_k(result, WALK_CODES, histories, 10)
     items2, scores2 = recommend_top_k(loaded, WALK_CODES, histories, 10)
     assert np.array_equal(items, items2) and np.allclose(scores, scores2, atol=1e-5)
-    with pytest.raises(FileNotFoundError, match="generative_config.json"):
+    with pytest.raises(ModelFileError, match="generative_config.json"):
         load_generative(tmp_path / "nowhere")
     (folder / "generative_model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(FileNotFoundError, match="generative_model.pt"):
+    with pytest.raises(ModelFileError, match="generative_model.pt"):
         load_generative(folder)
     with pytest.raises(ValueError, match="codes differ"):
         recommend_top_k(result, WALK_CODES[::-1], histories, 10)

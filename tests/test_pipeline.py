@@ -14,6 +14,7 @@ from helpers import tiny_spec
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.report import city_report
+from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.runner import materialize, quarantine_config
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -47,7 +48,7 @@ def test_two_cities_materialize_in_parallel(lgsid_env: Path,
         assert report["items"]["admin_level1_share"] == 1.0
         assert report["items"]["admin_level2_share"] == 1.0
         assert report["interactions"]["rows"] > 0
-    assert (lgsid_env / "reports" / "plots" / "alpha" / "items_map.png").stat().st_size > 1000
+    assert ReportStore(lgsid_env).plot("alpha", "items_map").stat().st_size > 1000
 
 
 def write_bad_gowalla(folder: Path) -> None:

@@ -16,7 +16,6 @@ from test_write_audit_publish import step_events
 from lgsid_pipeline.catalog import ALIGNED_ENCODER, GLOBAL_MODEL_ASSETS
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.definitions import defs
-from lgsid_pipeline.defs import alignment as alignment_defs
 from lgsid_pipeline.defs import tokenizer as tokenizer_defs
 from lgsid_pipeline.defs.automation import RETRAIN_SENSOR_NAME, retrain_statuses
 from lgsid_pipeline.demo import generate_city
@@ -32,6 +31,7 @@ from lgsid_pipeline.registry import (
 )
 from lgsid_pipeline.retrain import RETRAIN_STAGES, RETRAIN_TAG, STAGE_TAG, next_step
 from lgsid_pipeline.runner import execute_run_request, materialize, retrain, tick_sensor
+from lgsid_pipeline.stages import alignment as alignment_stage
 from lgsid_pipeline.tokenizer import Tokenizer
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -212,7 +212,7 @@ def test_embedding_and_code_audits_block_publish(lgsid_env: Path, tmp_path: Path
 
         # An embedding lost on the way: the audit of the staged version stops the step, and
         # the semantic IDs downstream of it do not run.
-        real = alignment_defs.incremental_embeddings
+        real = alignment_stage.incremental_embeddings
 
         def lossy(*args, **kwargs) -> IncrementalResult:
             result = real(*args, **kwargs)
@@ -220,7 +220,7 @@ def test_embedding_and_code_audits_block_publish(lgsid_env: Path, tmp_path: Path
                                      result.encoded, result.reused)
 
         with monkeypatch.context() as patched:
-            patched.setattr(alignment_defs, "incremental_embeddings", lossy)
+            patched.setattr(alignment_stage, "incremental_embeddings", lossy)
             [bad] = materialize([CITY], select="item_embeddings,semantic_ids",
                                 instance=instance, run_config=config)
         assert not bad.success

@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.recommenders import sasrec
 from lgsid_pipeline.recommenders.config import SasrecConfig
 from lgsid_pipeline.recommenders.next_item import Examples
 from lgsid_pipeline.recommenders.sasrec import (
-    WEIGHTS_FILE,
+    SASREC_FILES,
     SasrecModel,
     SasrecResult,
     evaluate_sasrec,
@@ -222,10 +223,10 @@ def test_save_and_load(trained: tuple[SasrecResult, list], tmp_path: Path) -> No
     hist = splits()["test"][0][:20]
     np.testing.assert_array_equal(recommend_sasrec(loaded, hist, 5)[1],
                                   recommend_sasrec(result, hist, 5)[1])
-    (folder / WEIGHTS_FILE).write_bytes(b"not a torch file")
-    with pytest.raises(FileNotFoundError, match=WEIGHTS_FILE):
+    (folder / SASREC_FILES.weights_file).write_bytes(b"not a torch file")
+    with pytest.raises(ModelFileError, match=SASREC_FILES.weights_file):
         load_sasrec(folder)
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(ModelFileError, match="missing"):
         load_sasrec(tmp_path / "nowhere")
 
 

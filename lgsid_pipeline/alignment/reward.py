@@ -8,8 +8,6 @@ L = - sum_ij [ p_ij log s(r_ij) + (1 - p_ij) log(1 - s(r_ij)) ].
 
 from __future__ import annotations
 
-import json
-import pickle
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,8 +17,11 @@ import torch
 from torch import nn
 
 from lgsid_pipeline.alignment.config import RewardConfig
-from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.metrics.ranking import mean_kendall_tau, top1_accuracy
+from lgsid_pipeline.model_files import ModelFiles
+
+REWARD_FILES = ModelFiles("reward model", meta_file="reward_config.json",
+                          weights_file="reward_head.pt")
 
 
 class RewardHead(nn.Module):
@@ -127,27 +128,16 @@ def train_reward_model(
 
 def save_reward_model(model: RewardHead, folder: Path, config: RewardConfig,
                       extra: dict | None = None) -> Path:
-    """Write weights and config to ``folder`` atomically (temp folder, then rename)."""
-    folder = Path(folder)
-    with atomic_folder(folder) as tmp:
-        torch.save(model.state_dict(), tmp / "reward_head.pt")
-        meta = {"dim": model.dim, "config": asdict(config), **(extra or {})}
-        (tmp / "reward_config.json").write_text(json.dumps(meta, indent=2))
-    return folder
+    """Write weights and config to ``folder`` as one folder."""
+    return REWARD_FILES.save(folder, model, {"dim": model.dim, "config": asdict(config),
+                                             **(extra or {})})
 
 
 def load_reward_model(folder: Path) -> RewardHead:
-    """Load a saved reward head; clear error naming the folder if it is missing or corrupt."""
-    folder = Path(folder)
-    path = folder / "reward_config.json"
-    try:
-        meta = json.loads(path.read_text())
+    """Load a saved reward head in eval mode; a missing or corrupt file raises
+    :class:`~lgsid_pipeline.model_files.ModelFileError` naming it."""
+    meta = REWARD_FILES.read_meta(folder)
+    with REWARD_FILES.reading(Path(folder) / REWARD_FILES.meta_file):
         config = RewardConfig(**meta["config"])
         model = RewardHead(int(meta["dim"]), config.hidden, config.dropout)
-        path = folder / "reward_head.pt"
-        model.load_state_dict(torch.load(path, weights_only=True))
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError, EOFError,
-            pickle.UnpicklingError) as exc:
-        raise FileNotFoundError(f"reward model file {path} is missing or corrupt: {exc}") from exc
-    model.eval()
-    return model
+    return REWARD_FILES.load_weights(folder, model)

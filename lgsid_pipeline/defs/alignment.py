@@ -1,14 +1,15 @@
 """Alignment stage: geo negatives, pairs, reward model, aligned encoder, item embeddings."""
 
-import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
 
 from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
-from lgsid_pipeline.catalog import ALIGNED_ENCODER, COMPUTE_POOL, REWARD_MODEL
+from lgsid_pipeline.catalog import (
+    ALIGNED_ENCODER,
+    COMPUTE_POOL,
+    REWARD_MODEL,
+)
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     check_result,
@@ -18,15 +19,19 @@ from lgsid_pipeline.defs.resources import (
     publish_audited,
     settings_from,
 )
-from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
-from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
-from lgsid_pipeline.jsonio import write_json
-from lgsid_pipeline.plots import curves_png, distance_histogram_png
-from lgsid_pipeline.quality import Audit, check_covers
-from lgsid_pipeline.registry import log_run_metrics, register_folder
+from lgsid_pipeline.embeddings import embedding_matrix
+from lgsid_pipeline.geo.negatives import GeoNegativeConfig
+from lgsid_pipeline.reports import GLOBAL
+from lgsid_pipeline.stages import alignment as stage
+from lgsid_pipeline.stages.alignment import (
+    EMBEDDING_PARTS,
+    TrainedModel,
+    cities_with,
+    embeddings_check_name,
+)
 
 if TYPE_CHECKING:
-    from lgsid_pipeline.encoder.model import TextEncoder
+    pass
 
 GeoNegativesConfig = config_class(
     "GeoNegativesConfig", GeoNegativeConfig,
@@ -56,7 +61,16 @@ class GeoPairsConfig(dg.Config):
 
 
 def _cities_with(lgsid: LgsidResource, table: str) -> list[str]:
-    return [c.slug for c in lgsid.cities.all() if lgsid.warehouse.has_table(table, c.slug)]
+    return cities_with(lgsid.warehouse, [c.slug for c in lgsid.cities.all()], table)
+
+
+def _model_metadata(model: TrainedModel) -> dict:
+    return {
+        **model.metrics,
+        "mlflow_version": model.version,
+        "mlflow_run": dg.MetadataValue.url(model.run_url),
+        "config": dg.MetadataValue.json(model.config),
+    }
 
 
 @dg.asset(deps=["items"], partitions_def=city_partitions, group_name="alignment",
@@ -65,20 +79,12 @@ def geo_negatives(context: dg.AssetExecutionContext, config: GeoNegativesConfig,
                   lgsid: LgsidResource) -> dg.MaterializeResult:
     """K = 15 mismatched locations per anchor with soft labels (density-aware)."""
     city = context.partition_key
-    items = lgsid.warehouse.read_table("items", city)
-    sampled = sample_geo_negatives(items, settings_from(config, GeoNegativeConfig))
-    lgsid.warehouse.write_table("geo_negatives", city, sampled.assign(city=city))
-    kinds = sampled[sampled["slot"] > 0].groupby("kind")["distance_km"].median()
-    context.log.info(f"{city}: {sampled['anchor_item_id'].nunique()} anchors x "
-                     f"{config.k} negatives; median km by kind {kinds.round(2).to_dict()}")
-    png = distance_histogram_png(sampled["distance_km"], sampled["kind"],
-                                 f"{city}: negative distances")
+    result = stage.geo_negatives(lgsid.warehouse, city, settings_from(config, GeoNegativeConfig),
+                                 log=context.log.info)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(sampled),
-        "anchors": int(sampled["anchor_item_id"].nunique()),
-        "median_km_by_kind": dg.MetadataValue.json({k: round(float(v), 3)
-                                                    for k, v in kinds.items()}),
-        **png_metadata(png, lgsid.report_path("plots", city, "geo_negatives.png"),
+        "dagster/row_count": result.rows, "anchors": result.metrics["anchors"],
+        "median_km_by_kind": dg.MetadataValue.json(result.metrics["median_km_by_kind"]),
+        **png_metadata(lgsid.reports, result.png, city, "geo_negatives",
                        key="distance_histogram"),
     })
 
@@ -88,14 +94,9 @@ def geo_negatives(context: dg.AssetExecutionContext, config: GeoNegativesConfig,
 def cooccurrence_pairs(context: dg.AssetExecutionContext, config: CooccurrenceConfig,
                        lgsid: LgsidResource) -> dg.MaterializeResult:
     """D_dc: item pairs co-visited by a user on one day (sql/cooccurrence_pairs.sql)."""
-    city = context.partition_key
-    pairs = lgsid.warehouse.query("cooccurrence_pairs.sql", {
-        "city": city, "quantile": config.quantile, "min_count": config.min_count})
-    lgsid.warehouse.write_table("cooccurrence_pairs", city, pairs)
-    threshold = int(pairs["threshold"].iloc[0]) if len(pairs) else None
-    context.log.info(f"{city}: {len(pairs)} co-visit pairs (threshold {threshold})")
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(pairs),
-                                          "threshold": threshold if threshold else 0})
+    result = stage.cooccurrence_pairs(lgsid.warehouse, context.partition_key, config.quantile,
+                                      config.min_count, log=context.log.info)
+    return dg.MaterializeResult(metadata={"dagster/row_count": result.rows, **result.metrics})
 
 
 @dg.asset(pool=COMPUTE_POOL,
@@ -106,73 +107,28 @@ def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
                  lgsid: LgsidResource) -> dg.MaterializeResult:
     """List-wise reward model over the frozen encoder, trained on every city's negatives."""
     lgsid.limit_threads(context)
-    from lgsid_pipeline.alignment.reward import save_reward_model, train_reward_model
-    from lgsid_pipeline.alignment.stage import reward_dataset
-
-    cities = _cities_with(lgsid, "geo_negatives")
-    if not cities:
-        raise RuntimeError("no city has geo_negatives; materialize them first")
-    encoder = lgsid.base_encoder()
-    parts = []
-    for city in cities:
-        started = time.perf_counter()
-        parts.append(reward_dataset(encoder, lgsid.warehouse.read_table("items", city),
-                                    lgsid.warehouse.read_table("geo_negatives", city),
-                                    dtype=lgsid.encode_dtype, progress=True))
-        context.log.info(f"{city}: encoded {parts[-1][0].shape[0]} lists in "
-                         f"{time.perf_counter() - started:.1f}s")
-    embeddings, labels, distances = (np.concatenate(p) for p in zip(*parts, strict=True))
-    reward_config = settings_from(config, RewardConfig)
-    result = train_reward_model(
-        embeddings, labels, distances, reward_config,
-        on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"))
-    context.log.info(f"reward model held-out: {result.metrics}")
-    folder = save_reward_model(result.model, lgsid.model_dir(REWARD_MODEL), reward_config,
-                               {"encoder_version": encoder.version, "cities": cities})
-    curve = curves_png(result.history, ["train_loss", "holdout_top1"], "epoch", "reward model")
-    registered = register_folder(
-        REWARD_MODEL, folder, params={**asdict(reward_config), "cities": ",".join(cities),
-                                      "encoder_version": encoder.version},
-        metrics=result.metrics, dagster_run_id=context.run.run_id,
-        images={"reward_training.png": curve}, home=lgsid.home_path)
-    write_json(lgsid.report_path("global", "reward_model.json"),
-               {**result.metrics, "version": registered.version, "run_id": registered.run_id})
+    model = stage.train_reward_model(
+        lgsid.warehouse, lgsid.reports, lgsid.home_path, lgsid.base_encoder(),
+        _cities_with(lgsid, "geo_negatives"), settings_from(config, RewardConfig),
+        lgsid.model_dir(REWARD_MODEL), context.run.run_id, dtype=lgsid.encode_dtype,
+        log=context.log.info, on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"))
     return dg.MaterializeResult(metadata={
-        **{k: float(v) for k, v in result.metrics.items()},
-        "cities": ", ".join(cities),
-        "mlflow_version": registered.version,
-        "mlflow_run": dg.MetadataValue.url(registered.run_url),
-        "config": dg.MetadataValue.json(asdict(reward_config)),
-        **png_metadata(curve, lgsid.report_path("plots", "global", "reward_training.png"),
+        **_model_metadata(model), "cities": ", ".join(model.details["cities"]),
+        **png_metadata(lgsid.reports, model.png, GLOBAL, "reward_training",
                        key="training_curve"),
     })
 
 
-@dg.asset(pool=COMPUTE_POOL,
-          deps=["reward_model", "items"], partitions_def=city_partitions,
+@dg.asset(pool=COMPUTE_POOL, deps=["reward_model", "items"], partitions_def=city_partitions,
           group_name="alignment", kinds={"duckdb", "parquet"})
 def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
               lgsid: LgsidResource) -> dg.MaterializeResult:
     """D_gc: near item the reward model prefers vs far similar item it rejects."""
     lgsid.limit_threads(context)
-    from lgsid_pipeline.alignment.pairs import gc_triples
-    from lgsid_pipeline.alignment.reward import load_reward_model
-    from lgsid_pipeline.alignment.stage import reward_scorer
-
-    city = context.partition_key
-    items = lgsid.warehouse.read_table("items", city)
-    candidates = lgsid.warehouse.query("geo_pair_candidates.sql", {
-        "city": city, **config.model_dump()})
-    head = load_reward_model(lgsid.champion_folder(REWARD_MODEL))
-    scorer = reward_scorer(lgsid.base_encoder(), head, items, dtype=lgsid.encode_dtype)
-    triples = gc_triples(candidates, items, scorer, seed=config.seed)
-    lgsid.warehouse.write_table("geo_pairs", city, triples.assign(city=city))
-    context.log.info(f"{city}: {len(triples)} D_gc triples from {len(candidates)} candidates")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(triples),
-        "candidates": len(candidates),
-        "mean_reward_margin": float(triples["margin"].mean()) if len(triples) else 0.0,
-    })
+    result = stage.geo_pairs(lgsid.warehouse, context.partition_key, lgsid.base_encoder(),
+                             lgsid.champion_folder(REWARD_MODEL), config.model_dump(),
+                             config.seed, dtype=lgsid.encode_dtype, log=context.log.info)
+    return dg.MaterializeResult(metadata={"dagster/row_count": result.rows, **result.metrics})
 
 
 @dg.asset(pool=COMPUTE_POOL,
@@ -183,70 +139,17 @@ def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderCon
                     lgsid: LgsidResource) -> dg.MaterializeResult:
     """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
     lgsid.limit_threads(context)
-    from lgsid_pipeline.alignment.gdpo import train_gdpo
-    from lgsid_pipeline.alignment.stage import gdpo_triples
-
-    cities = _cities_with(lgsid, "geo_pairs")
-    if not cities:
-        raise RuntimeError("no city has geo_pairs; materialize them first")
-    triples = gdpo_triples(lgsid.warehouse, cities, config.max_gc_triples,
-                           config.max_dc_triples, seed=config.seed)
-    counts = triples.counts
-    context.log.info(f"G-DPO on {len(triples.anchors)} triples: {counts}")
-    encoder = lgsid.base_encoder()
-    gdpo_config = settings_from(config, GdpoConfig)
-    started = time.perf_counter()
-
-    def log_step(step: int, parts: dict[str, float]) -> None:
-        if step % max(1, gdpo_config.steps // 10) == 0 or step == gdpo_config.steps:
-            eta = (time.perf_counter() - started) / step * (gdpo_config.steps - step)
-            context.log.info(f"step {step}/{gdpo_config.steps} loss {parts['loss']:.4f} "
-                             f"dpo {parts['dpo']:.4f} sim {parts['sim']:.4f} "
-                             f"pref-acc {parts['preference_accuracy']:.2f} ETA {eta:.0f}s")
-
-    history = train_gdpo(encoder, triples.anchors, triples.chosen, triples.rejected,
-                         gdpo_config, margins=np.asarray(triples.margins), on_step=log_step)
-    folder = lgsid.model_dir(ALIGNED_ENCODER)
-    encoder.save_adapter(folder)
-    last = history[-max(1, len(history) // 10):]
-    metrics = {k: float(np.mean([h[k] for h in last]))
-               for k in ("loss", "dpo", "sim", "preference_accuracy")}
-    metrics["train_seconds"] = time.perf_counter() - started
-    curve = curves_png(history, ["loss", "dpo", "sim", "preference_accuracy"], "step", "G-DPO")
-    registered = register_folder(
-        ALIGNED_ENCODER, folder,
-        params={**asdict(gdpo_config), "cities": ",".join(cities),
-                "base_encoder": encoder.name_or_path, "triples": len(triples.anchors),
-                "max_dc_triples": config.max_dc_triples, "max_gc_triples": config.max_gc_triples},
-        metrics=metrics, dagster_run_id=context.run.run_id,
-        tags={"encoder_version": encoder.version},
-        images={"gdpo_training.png": curve}, home=lgsid.home_path)
-    write_json(lgsid.report_path("global", "aligned_encoder.json"),
-               {**metrics, "version": registered.version, "run_id": registered.run_id,
-                "encoder_version": encoder.version, "triples": counts})
+    model = stage.train_aligned_encoder(
+        lgsid.warehouse, lgsid.reports, lgsid.home_path, lgsid.base_encoder(),
+        _cities_with(lgsid, "geo_pairs"), settings_from(config, GdpoConfig),
+        config.max_gc_triples, config.max_dc_triples, lgsid.model_dir(ALIGNED_ENCODER),
+        context.run.run_id, log=context.log.info)
     return dg.MaterializeResult(metadata={
-        **metrics,
-        "triples": dg.MetadataValue.json(counts),
-        "encoder_version": encoder.version,
-        "mlflow_version": registered.version,
-        "mlflow_run": dg.MetadataValue.url(registered.run_url),
-        "config": dg.MetadataValue.json(asdict(gdpo_config)),
-        **png_metadata(curve, lgsid.report_path("plots", "global", "gdpo_training.png"),
-                       key="training_curve"),
+        **_model_metadata(model),
+        "triples": dg.MetadataValue.json(model.details["triples"]),
+        "encoder_version": model.details["encoder_version"],
+        **png_metadata(lgsid.reports, model.png, GLOBAL, "gdpo_training", key="training_curve"),
     })
-
-
-def _encode_items(encoder: "TextEncoder", dtype: str):
-    from lgsid_pipeline.encoder.prompt import item_prompts
-
-    return lambda frame: encoder.encode(item_prompts(frame), dtype=dtype, progress=True)
-
-
-EMBEDDING_PARTS = ("reference", "aligned")
-
-
-def embeddings_check_name(part: str) -> str:
-    return f"item_embeddings_{part}_complete"
 
 
 @dg.asset(pool=COMPUTE_POOL,
@@ -261,68 +164,27 @@ def item_embeddings(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     """Reference and aligned embeddings of every item, encoded incrementally, with the
     before/after geography metrics; both parts are audited and published as one version."""
     lgsid.limit_threads(context)
-    from lgsid_pipeline.alignment.evaluate import geography_metrics
-
-    city = context.partition_key
-    warehouse = lgsid.warehouse
+    city, warehouse = context.partition_key, lgsid.warehouse
     items = warehouse.read_table("items", city)
-    base = lgsid.base_encoder()
     aligned = lgsid.base_encoder()
-    adapter = lgsid.champion_folder(ALIGNED_ENCODER)
-    aligned.load_adapter(adapter)
-    results, encode_seconds = {}, 0.0
+    aligned.load_adapter(lgsid.champion_folder(ALIGNED_ENCODER))
     with warehouse.staging(city, "embeddings") as staged:
-        for part, encoder in zip(EMBEDDING_PARTS, (base, aligned), strict=True):
-            previous = warehouse.read_arrow("item_embeddings", city, part) \
-                if warehouse.has_table("item_embeddings", city, part) else None
-            started = time.perf_counter()
-            result = incremental_embeddings(city, items, previous, encoder.version,
-                                            _encode_items(encoder, lgsid.encode_dtype))
-            encode_seconds += time.perf_counter() - started
-            staged.write_table("item_embeddings", result.table, part=part)
-            results[part] = result
-            context.log.info(f"{city} {part}: encoded {result.encoded}, reused "
-                             f"{result.reused}")
-        audits = [Audit(embeddings_check_name(part), "item_embeddings", check_covers(
-            items, staged.read_arrow("item_embeddings", part)
-            .select(["item_id", "content_hash"]).to_pandas())) for part in EMBEDDING_PARTS]
+        encoded = stage.stage_item_embeddings(
+            warehouse, staged, city, items, {"reference": lgsid.base_encoder(),
+                                             "aligned": aligned},
+            dtype=lgsid.encode_dtype, log=context.log.info)
         pointer = yield from publish_audited(
-            warehouse, staged, f"{city} item_embeddings", audits,
+            warehouse, staged, f"{city} item_embeddings", encoded.audits,
             {"run_id": context.run.run_id, "encoder_version": aligned.version})
-    reference = embedding_matrix(results["reference"].table)
-    after = embedding_matrix(results["aligned"].table)
-    changed = results["reference"].encoded + results["aligned"].encoded
-    metrics_path = lgsid.report_path("alignment", f"{city}.json")
-    figures = None
-    if changed or not metrics_path.is_file():
-        figures = {"before": geography_metrics(reference, items, reference),
-                   "after": geography_metrics(after, items, reference),
-                   "encoder_version": aligned.version, "items": len(items)}
-        write_json(metrics_path, figures)
-        log_run_metrics(ALIGNED_ENCODER, {f"{city}.{stage}.{k}": v
-                                          for stage in ("before", "after")
-                                          for k, v in figures[stage].items()},
-                        home=lgsid.home_path)
+    figures = stage.geography_before_after(
+        lgsid.reports, lgsid.home_path, city, items,
+        embedding_matrix(encoded.results["reference"].table),
+        embedding_matrix(encoded.results["aligned"].table), aligned.version,
+        encoded.encoded > 0)
     warehouse.refresh_catalog()
-    metadata = {
-        "dagster/row_count": len(items),
-        "version": pointer["version"],
-        "encoded": results["aligned"].encoded,
-        "reused": results["aligned"].reused,
-        "reference_encoded": results["reference"].encoded,
-        "encoder_version": aligned.version,
-        "encode_seconds": round(encode_seconds, 3),
-    }
-    if changed:
-        metadata["encoded_items_per_s"] = round(changed / encode_seconds, 1)
+    metadata = {"dagster/row_count": len(items), "version": pointer["version"],
+                "encoder_version": aligned.version, **encoded.metadata()}
     if figures:
-        metadata["geography"] = dg.MetadataValue.md(_before_after_markdown(figures))
+        metadata["geography"] = dg.MetadataValue.md(stage.before_after_markdown(figures))
     yield dg.MaterializeResult(metadata=metadata, check_results=[
-        check_result(a.name, a.asset, a.outcome) for a in audits])
-
-
-def _before_after_markdown(figures: dict) -> str:
-    rows = ["| metric | before | after |", "|---|---:|---:|"]
-    rows += [f"| {k} | {figures['before'][k]:.3f} | {figures['after'][k]:.3f} |"
-             for k in figures["before"]]
-    return "\n".join(rows)
+        check_result(a.name, a.asset, a.outcome) for a in encoded.audits])

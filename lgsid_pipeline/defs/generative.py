@@ -23,7 +23,6 @@ from lgsid_pipeline.defs.resources import (
     png_metadata,
     settings_from,
 )
-from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import summarize_ranks
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.datasets import split_times_of
@@ -82,7 +81,7 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
         context.log.info(f"{city} {kind}: {decision.reason} ({outcome.champion_note}); "
                          f"{'promoted' if decision.promote else 'not promoted'} "
                          f"version {outcome.version}")
-        write_json(lgsid.report_path("recommenders", city, f"{kind}.json"), {
+        lgsid.reports.write(lgsid.reports.recommender(city, kind), {
             "kind": kind, **outcome.report(),
             "split": {"t1": t1.isoformat(), "t2": t2.isoformat()}})
         results = outcome.variants
@@ -95,8 +94,7 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
             "served_variant": outcome.served_variant,
             "mlflow_version": outcome.version,
             "mlflow_run": dg.MetadataValue.url(outcome.run_url),
-            **png_metadata(outcome.curves_png,
-                           lgsid.report_path("plots", city, f"{kind}_training.png"),
+            **png_metadata(lgsid.reports, outcome.curves_png, city, f"{kind}_training.png",
                            key="training_curve"),
         })
 
@@ -133,7 +131,7 @@ def generative_baseline(context: dg.AssetExecutionContext, config: GenerativeTra
     floors = floor_ranks(catalogue, next_item_splits(catalogue, t1, t2, settings))
     metrics = {name: {split: summarize_ranks(r) for split, r in ranks.items()}
                for name, ranks in floors.items()}
-    write_json(lgsid.report_path("recommenders", city, "baseline.json"),
+    lgsid.reports.write(lgsid.reports.recommender(city, "baseline"),
                {"kind": "floors", "floors": metrics})
     return dg.MaterializeResult(metadata={
         f"{name}.{split}.{key}": float(value) for name, by_split in metrics.items()
@@ -151,7 +149,7 @@ def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
     has beaten it on validation: serving is a lookup (Semantic Convergence)."""
     city = context.partition_key
     lgsid.limit_threads(context)
-    gate = (read_json(lgsid.report_path("recommenders", city, f"{SERVED_KIND}.json"))
+    gate = (lgsid.reports.read(lgsid.reports.recommender(city, SERVED_KIND))
             or {}).get("gate", {})
     outcome = build_topk_cache(lgsid.warehouse, lgsid.home_path, city, SERVED_KIND, config.k,
                                config.history_window, gate.get("serve") == "floor",
@@ -172,13 +170,13 @@ def generative_table(lgsid: LgsidResource, city: str) -> dict | None:
     history-aware ranking) and of the floors, on the test sample."""
     out: dict = {}
     for kind in GENERATIVE_KINDS:
-        report = read_json(lgsid.report_path("recommenders", city, f"{kind}.json"))
+        report = lgsid.reports.read(lgsid.reports.recommender(city, kind))
         if report:
             for ranking, suffix in (("blended", ""), ("plain", "_model_only")):
                 out[f"{kind}{suffix}"] = {v: {k: r[ranking][k] for k in METRIC_KEYS}
                                           for v, r in report["variants"].items()}
             out.setdefault("gate", {})[kind] = report.get("gate")
-    baseline = read_json(lgsid.report_path("recommenders", city, "baseline.json"))
+    baseline = lgsid.reports.read(lgsid.reports.recommender(city, "baseline"))
     if baseline:
         out["floors"] = {name: {k: m["test"][k] for k in METRIC_KEYS}
                          for name, m in baseline["floors"].items()}

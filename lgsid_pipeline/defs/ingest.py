@@ -131,8 +131,7 @@ def ingest_tables(context: dg.AssetExecutionContext, lgsid: LgsidResource):
             "admin_level2_share": share("admin_l2_code"),
             "outside_share": float(clean["outside"].mean()) if len(clean) else 0.0,
             "brands": int(clean["brand"].nunique()),
-            **png_metadata(map_png, lgsid.home_path / "reports" / "plots" / city /
-                           "items_map.png"),
+            **png_metadata(lgsid.reports, map_png, city, "items_map"),
         },
         check_results=[checks[name] for name in ITEM_CHECKS])
     clean_events = events.clean

@@ -25,7 +25,6 @@ from lgsid_pipeline.defs.resources import (
     png_metadata,
     settings_from,
 )
-from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.plots import curves_png
 from lgsid_pipeline.recommenders.config import CtrConfig, DatasetConfig, TrainConfig
 from lgsid_pipeline.recommenders.datasets import (
@@ -130,7 +129,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
             metrics=_mlflow_metrics(results),
             dagster_run_id=context.run.run_id, tags={"city": city},
             images={"training.png": png}, home=lgsid.home_path)
-        write_json(lgsid.report_path("recommenders", city, f"{backbone}.json"),
+        lgsid.reports.write(lgsid.reports.recommender(city, backbone),
                    {"backbone": backbone, "variants": results, "seeds": config.seeds,
                     "mlflow_version": registered.version,
                     "split": {"t1": data.t1.isoformat(), "t2": data.t2.isoformat()}})
@@ -142,7 +141,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
             "results": dg.MetadataValue.md(_variants_markdown(results)),
             "mlflow_version": registered.version,
             "mlflow_run": dg.MetadataValue.url(registered.run_url),
-            **png_metadata(png, lgsid.report_path("plots", city, f"{backbone}_training.png"),
+            **png_metadata(lgsid.reports, png, city, f"{backbone}_training.png",
                            key="training_curve"),
         })
 
@@ -188,7 +187,7 @@ def discriminative_table(lgsid: LgsidResource, city: str) -> dict | None:
     (seed means), ``auc_ci95`` (``[lo, hi]``, None in reports from before intervals),
     ``logloss``, per backbone ``seeds``, ``interval`` and ``train_seconds`` (the variants'
     train seconds per model, summed)."""
-    reports = {b: read_json(lgsid.report_path("recommenders", city, f"{b}.json"))
+    reports = {b: lgsid.reports.read(lgsid.reports.recommender(city, b))
                for b in BACKBONES}
     reports = {b: r for b, r in reports.items() if r}
     if not reports:
@@ -242,10 +241,10 @@ def evaluation_report(context: dg.AssetExecutionContext,
                 "generative": generative_table(lgsid, city)}
     if not any(sections.values()):
         raise RuntimeError(f"no trained recommenders for {city!r}; materialize them first")
-    path = lgsid.report_path(f"{city}.json")
-    report = read_json(path) or {}
+    path = lgsid.reports.city_summary(city)
+    report = lgsid.reports.read(path) or {}
     report.update({k: v for k, v in sections.items() if v})
-    write_json(path, report)
+    lgsid.reports.write(path, report)
     metadata: dict = {"report_path": dg.MetadataValue.path(str(path))}
     if sections["discriminative"]:
         table = sections["discriminative"]

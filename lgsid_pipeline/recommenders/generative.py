@@ -18,12 +18,8 @@ The examples they train on, and the floors they are compared with, are in
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-import pickle
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +31,9 @@ from torch.nn import functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from lgsid_pipeline.atomic import atomic_folder
+from lgsid_pipeline.model_files import ModelFiles
 from lgsid_pipeline.recommenders.config import GenerativeConfig
+from lgsid_pipeline.recommenders.fitting import fit, shuffled_batches
 from lgsid_pipeline.recommenders.next_item import (
     Examples,
     fit_history,
@@ -44,9 +41,9 @@ from lgsid_pipeline.recommenders.next_item import (
 )
 from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeTokenizer, PrefixTrie
 
-CONFIG_FILE = "generative_config.json"
-WEIGHTS_FILE = "generative_model.pt"
-CODES_FILE = "codes.npy"
+GENERATIVE_FILES = ModelFiles("generative model", meta_file="generative_config.json",
+                              weights_file="generative_model.pt")
+CODES_ARRAY = "codes"  # the item codes the model generates (codes.npy)
 VALID_K = 10  # early stopping watches validation Hit@10
 
 # --------------------------------------------------------------------------- models
@@ -392,101 +389,38 @@ def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[s
     pick = np.sort(rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)),
                               replace=False))
     valid = (np.asarray(valid_h)[pick], np.asarray(valid_t)[pick])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    best_state, best, stale = copy.deepcopy(model.state_dict()), (-1.0, -1.0), 0
-    began, losses, step = time.perf_counter(), [], 0
-    for rows in _batches(len(targets), config.batch_size, config.steps, rng):
-        model.train()
-        loss = model.loss(history[rows].to(device), targets[rows].to(device))
-        optimizer.zero_grad()
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-        step += 1
-        if step % config.eval_every and step < config.steps:
-            continue
-        metrics = evaluate_generative(result, codes, valid, ks=(VALID_K,))
-        elapsed = time.perf_counter() - began
-        entry = {"step": float(step), "epoch": step * config.batch_size / len(targets),
-                 "train_loss": float(np.mean(losses)),
-                 **{f"valid_{name}": value for name, value in metrics.items()},
-                 "seconds": elapsed, "eta_seconds": elapsed / step * (config.steps - step)}
-        losses = []
-        result.history.append(entry)
-        if on_eval:
-            on_eval(entry)
-        score = (metrics[f"hit@{VALID_K}"], metrics[f"ndcg@{VALID_K}"])
-        if score > best:
-            best, stale, result.best_step = score, 0, step
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    result.best_valid_hit10 = float(best[0])
+    fitted = fit(
+        model, shuffled_batches(len(targets), config.batch_size, config.steps, rng),
+        lambda rows: model.loss(history[rows].to(device), targets[rows].to(device)),
+        lambda: evaluate_generative(result, codes, valid, ks=(VALID_K,)),
+        lambda m: (m[f"hit@{VALID_K}"], m[f"ndcg@{VALID_K}"]),
+        steps=config.steps, eval_every=config.eval_every, patience=config.patience,
+        lr=config.lr, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+        extra=lambda step: {"epoch": step * config.batch_size / len(targets)}, on_eval=on_eval)
+    result.history, result.best_step = fitted.history, fitted.best_step
+    result.best_valid_hit10 = float(fitted.best_score[0])
     return result
-
-
-def _batches(n: int, batch_size: int, steps: int, rng: np.random.Generator
-             ) -> Iterator[torch.Tensor]:
-    """``steps`` batches of row indices: shuffled epochs over ``n`` rows, one after another."""
-    done = 0
-    while done < steps:
-        order = torch.from_numpy(rng.permutation(n))
-        for start in range(0, n, batch_size):
-            if done >= steps:
-                return
-            yield order[start:start + batch_size]
-            done += 1
 
 
 def save_generative(result: GenerativeResult, folder: Path, extra: dict | None = None) -> Path:
     """Write ``generative_config.json`` (config, history), ``generative_model.pt`` (state
-    dict) and ``codes.npy`` to ``folder`` atomically (temp folder, then rename)."""
-    folder = Path(folder)
-    with atomic_folder(folder) as tmp:
-        torch.save(result.model.state_dict(), tmp / WEIGHTS_FILE)
-        np.save(tmp / CODES_FILE, result.tokenizer.codes)
-        meta = {"config": asdict(result.config), "history": result.history,
-                "best_step": result.best_step, "best_valid_hit10": result.best_valid_hit10,
-                **(extra or {})}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    return folder
+    dict) and ``codes.npy`` to ``folder`` as one folder."""
+    return GENERATIVE_FILES.save(folder, result.model, {
+        "config": asdict(result.config), "history": result.history,
+        "best_step": result.best_step, "best_valid_hit10": result.best_valid_hit10,
+        **(extra or {})}, arrays={CODES_ARRAY: result.tokenizer.codes})
 
 
 def load_generative(folder: Path) -> GenerativeResult:
-    """Load what :func:`save_generative` wrote, in eval mode.
-
-    Raises FileNotFoundError naming the file when it is missing or unreadable.
-    """
-    folder = Path(folder)
-    paths = config_path, weights_path, codes_path = (folder / CONFIG_FILE, folder / WEIGHTS_FILE,
-                                                     folder / CODES_FILE)
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"generative model file {path} is missing")
-    try:
-        meta = json.loads(config_path.read_text())
+    """Load what :func:`save_generative` wrote, in eval mode; a missing or corrupt file
+    raises :class:`~lgsid_pipeline.model_files.ModelFileError` naming it."""
+    meta = GENERATIVE_FILES.read_meta(folder)
+    with GENERATIVE_FILES.reading(Path(folder) / GENERATIVE_FILES.meta_file):
         config = GenerativeConfig(**meta["config"])
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise FileNotFoundError(f"generative model config {config_path} is corrupt: {exc}") \
-            from exc
-    try:
-        tokenizer = CodeTokenizer(np.load(codes_path, allow_pickle=False))
-    except (OSError, ValueError, EOFError) as exc:
-        raise FileNotFoundError(f"item codes {codes_path} are corrupt: {exc}") from exc
-    model = build_generative_model(config, tokenizer)
-    try:
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise FileNotFoundError(f"generative model weights {weights_path} are corrupt or do "
-                                f"not match {config_path} and {codes_path}: {exc}") from exc
-    model.eval()
+    codes_path = Path(folder) / f"{CODES_ARRAY}.npy"
+    with GENERATIVE_FILES.reading(codes_path):
+        tokenizer = CodeTokenizer(GENERATIVE_FILES.read_array(folder, CODES_ARRAY))
+    model = GENERATIVE_FILES.load_weights(folder, build_generative_model(config, tokenizer))
     return GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer),
                             meta.get("history", []), int(meta.get("best_step", 0)),
                             float(meta.get("best_valid_hit10", float("nan"))))

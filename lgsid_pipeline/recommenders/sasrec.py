@@ -35,11 +35,7 @@ Hit@10 on up to ``max_valid_eval`` sampled validation examples, early stopping a
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-import pickle
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,12 +46,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lgsid_pipeline.atomic import atomic_folder
+from lgsid_pipeline.model_files import ModelFiles
 from lgsid_pipeline.recommenders.config import SasrecConfig
+from lgsid_pipeline.recommenders.fitting import fit, shuffled_batches
 from lgsid_pipeline.recommenders.next_item import Examples, fit_history, ranking_metrics
 
-CONFIG_FILE = "sasrec_config.json"
-WEIGHTS_FILE = "sasrec_model.pt"
+SASREC_FILES = ModelFiles("SASRec model", meta_file="sasrec_config.json",
+                          weights_file="sasrec_model.pt")
 VALID_K = 10  # early stopping watches validation Hit@10
 # the training loss holds at most this many logits (positions x items) at a time
 LOSS_CHUNK_LOGITS = 1 << 26
@@ -312,47 +309,16 @@ def train_sasrec(config: SasrecConfig, n_items: int, splits: dict[str, Examples]
                               replace=False))
     valid = (valid_h[pick], valid_t[pick])
     history, targets = torch.from_numpy(train_h), torch.from_numpy(train_t)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    best_state, best, stale = copy.deepcopy(model.state_dict()), (-1.0, -1.0), 0
-    order, cursor, losses = np.zeros(0, dtype=np.int64), 0, []
-    started = time.perf_counter()
-    model.train()
-    for step in range(1, config.steps + 1):
-        if cursor + config.batch_size > len(order):  # next shuffle, the remainder first
-            order, cursor = np.r_[order[cursor:], rng.permutation(len(targets))], 0
-        rows = torch.from_numpy(order[cursor:cursor + config.batch_size])
-        cursor += config.batch_size
-        loss = model.loss(history[rows].to(device), targets[rows].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-        if step % config.eval_every and step != config.steps:
-            continue
-        metrics = evaluate_sasrec(result, valid, ks=(VALID_K,))
-        model.train()
-        seconds = time.perf_counter() - started
-        entry = {"step": float(step), "train_loss": float(np.mean(losses)),
-                 **{f"valid_{name}": value for name, value in metrics.items()},
-                 "seconds": seconds, "eta_seconds": seconds / step * (config.steps - step)}
-        losses = []
-        result.history.append(entry)
-        if on_eval:
-            on_eval(entry)
-        score = (metrics[f"hit@{VALID_K}"], metrics[f"ndcg@{VALID_K}"])
-        if score > best:
-            best, stale, result.best_step = score, 0, step
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    result.best_valid_hit10 = float(best[0])
+    fitted = fit(
+        model, shuffled_batches(len(targets), config.batch_size, config.steps, rng),
+        lambda rows: model.loss(history[rows].to(device), targets[rows].to(device)),
+        lambda: evaluate_sasrec(result, valid, ks=(VALID_K,)),
+        lambda m: (m[f"hit@{VALID_K}"], m[f"ndcg@{VALID_K}"]),
+        steps=config.steps, eval_every=config.eval_every, patience=config.patience,
+        lr=config.lr, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+        on_eval=on_eval)
+    result.history, result.best_step = fitted.history, fitted.best_step
+    result.best_valid_hit10 = float(fitted.best_score[0])
     return result
 
 
@@ -361,38 +327,20 @@ def train_sasrec(config: SasrecConfig, n_items: int, splits: dict[str, Examples]
 
 def save_sasrec(result: SasrecResult, folder: Path | str, extra: dict | None = None) -> Path:
     """Write ``sasrec_config.json`` (config, n_items, history) and ``sasrec_model.pt``
-    (state dict) to ``folder`` atomically (temp folder, then rename)."""
-    folder = Path(folder)
-    with atomic_folder(folder) as tmp:
-        torch.save(result.model.state_dict(), tmp / WEIGHTS_FILE)
-        meta = {"config": asdict(result.config), "n_items": result.n_items,
-                "history": result.history, "best_step": result.best_step,
-                "best_valid_hit10": result.best_valid_hit10, **(extra or {})}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    return folder
+    (state dict) to ``folder`` as one folder."""
+    return SASREC_FILES.save(folder, result.model, {
+        "config": asdict(result.config), "n_items": result.n_items, "history": result.history,
+        "best_step": result.best_step, "best_valid_hit10": result.best_valid_hit10,
+        **(extra or {})})
 
 
 def load_sasrec(folder: Path | str) -> SasrecResult:
-    """Load what :func:`save_sasrec` wrote, on the CPU in eval mode.
-
-    Raises FileNotFoundError naming the file when it is missing, unreadable or corrupt.
-    """
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"SASRec model file {path} is missing")
-    try:
-        meta = json.loads(config_path.read_text())
+    """Load what :func:`save_sasrec` wrote, on the CPU in eval mode; a missing or corrupt
+    file raises :class:`~lgsid_pipeline.model_files.ModelFileError` naming it."""
+    meta = SASREC_FILES.read_meta(folder)
+    with SASREC_FILES.reading(Path(folder) / SASREC_FILES.meta_file):
         config = SasrecConfig(**meta["config"])
         model = SasrecModel(config, meta["n_items"])
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise FileNotFoundError(f"SASRec model config {config_path} is corrupt: {exc}") from exc
-    try:
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise FileNotFoundError(f"SASRec model weights {weights_path} are corrupt or do not "
-                                f"match {config_path}: {exc}") from exc
-    model.eval()
+    SASREC_FILES.load_weights(folder, model)
     return SasrecResult(model, config, meta.get("history", []), int(meta.get("best_step", 0)),
                         float(meta.get("best_valid_hit10", float("nan"))))

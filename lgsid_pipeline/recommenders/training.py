@@ -7,10 +7,7 @@ epochs without improvement and restores the best-validation-AUC weights.
 
 from __future__ import annotations
 
-import copy
-import json
-import pickle
-import time
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,14 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.metrics.ranking import auc, logloss
+from lgsid_pipeline.model_files import ModelFiles
 from lgsid_pipeline.recommenders.blocks import CtrBatch
 from lgsid_pipeline.recommenders.config import CtrConfig, TrainConfig
 from lgsid_pipeline.recommenders.discriminative import CtrModel
+from lgsid_pipeline.recommenders.fitting import fit, shuffled_batches
 
-CONFIG_FILE = "ctr_config.json"
-WEIGHTS_FILE = "ctr_model.pt"
+CTR_FILES = ModelFiles("CTR model", meta_file="ctr_config.json", weights_file="ctr_model.pt")
 
 
 @dataclass
@@ -102,79 +99,41 @@ def train_ctr(
     _check_labels(valid, "valid")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
     bce = nn.functional.binary_cross_entropy_with_logits
     result = TrainResult(model=model, model_config=model_config, train_config=config)
-    best_state = copy.deepcopy(model.state_dict())
-    best_auc, stale = -np.inf, 0
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        losses = []
-        order = torch.from_numpy(rng.permutation(len(train)))
-        for start in range(0, len(order), config.batch_size):
-            batch = train.index(order[start:start + config.batch_size]).to(device)
-            logits, aux = model.forward_with_aux(batch, check=True)
-            loss = bce(logits, batch.label) + model_config.aux_loss_weight * aux
-            optimizer.zero_grad()
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
-        metrics = evaluate_ctr(model, valid, config.eval_batch_size)
-        entry = {"epoch": float(epoch), "train_loss": float(np.mean(losses)),
-                 "valid_auc": metrics["auc"], "valid_logloss": metrics["logloss"],
-                 "seconds": time.perf_counter() - started}
-        result.history.append(entry)
-        if on_epoch:
-            on_epoch(entry)
-        if metrics["auc"] > best_auc:
-            best_auc, stale, result.best_epoch = metrics["auc"], 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    result.best_valid_auc = float(best_auc)
+    per_epoch = math.ceil(len(train) / config.batch_size)
+
+    def step_loss(rows: torch.Tensor) -> torch.Tensor:
+        batch = train.index(rows).to(device)
+        logits, aux = model.forward_with_aux(batch, check=True)
+        return bce(logits, batch.label) + model_config.aux_loss_weight * aux
+
+    fitted = fit(
+        model, shuffled_batches(len(train), config.batch_size, config.epochs * per_epoch, rng),
+        step_loss, lambda: evaluate_ctr(model, valid, config.eval_batch_size),
+        lambda m: (m["auc"],), steps=config.epochs * per_epoch, eval_every=per_epoch,
+        patience=config.patience, lr=config.lr, weight_decay=config.weight_decay,
+        grad_clip=config.grad_clip, extra=lambda step: {"epoch": float(step // per_epoch)},
+        on_eval=on_epoch)
+    result.history = fitted.history
+    result.best_epoch = fitted.best_step // per_epoch
+    result.best_valid_auc = float(fitted.best_score[0])
     return result
 
 
 def save_ctr_model(result: TrainResult, folder: Path, extra: dict | None = None) -> Path:
     """Write ``ctr_config.json`` (configs, history) and ``ctr_model.pt`` (state dict) to
-    ``folder`` atomically (temp folder, then rename)."""
-    folder = Path(folder)
-    with atomic_folder(folder) as tmp:
-        torch.save(result.model.state_dict(), tmp / WEIGHTS_FILE)
-        meta = {"model_config": asdict(result.model_config),
-                "train_config": asdict(result.train_config), "history": result.history,
-                "best_epoch": result.best_epoch, "best_valid_auc": result.best_valid_auc,
-                **(extra or {})}
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    return folder
+    ``folder`` as one folder."""
+    return CTR_FILES.save(folder, result.model, {
+        "model_config": asdict(result.model_config), "train_config": asdict(result.train_config),
+        "history": result.history, "best_epoch": result.best_epoch,
+        "best_valid_auc": result.best_valid_auc, **(extra or {})})
 
 
 def load_ctr_model(folder: Path) -> CtrModel:
-    """Load a model saved by :func:`save_ctr_model`, in eval mode.
-
-    Raises FileNotFoundError naming the file when it is missing or unreadable.
-    """
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"CTR model file {path} is missing")
-    try:
-        model = CtrModel(CtrConfig(**json.loads(config_path.read_text())["model_config"]))
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise FileNotFoundError(f"CTR model config {config_path} is corrupt: {exc}") from exc
-    try:
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise FileNotFoundError(f"CTR model weights {weights_path} are corrupt or do not "
-                                f"match {config_path}: {exc}") from exc
-    model.eval()
-    return model
+    """Load a model saved by :func:`save_ctr_model`, in eval mode; a missing or corrupt file
+    raises :class:`~lgsid_pipeline.model_files.ModelFileError` naming it."""
+    meta = CTR_FILES.read_meta(folder)
+    with CTR_FILES.reading(Path(folder) / CTR_FILES.meta_file):
+        model = CtrModel(CtrConfig(**meta["model_config"]))
+    return CTR_FILES.load_weights(folder, model)

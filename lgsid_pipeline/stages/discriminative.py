@@ -61,7 +61,7 @@ def train_variant_seeds(data: CityCtrData, codes: np.ndarray, sizes: list[int], 
     """Train ``backbone`` with ``codes`` once per seed on the same data; returns
     :func:`variant_results` on the test period and (model, train seconds) per seed.
     ``on_epoch(seed, entry)`` sees each epoch."""
-    from lgsid_pipeline.recommenders import predict_ctr, train_ctr
+    from lgsid_pipeline.recommenders.training import predict_ctr, train_ctr
 
     splits = data.with_codes(codes)
     runs: list[tuple[TrainResult, float]] = []

@@ -9,7 +9,6 @@ were chosen on. One seeded sample of the test split (``test``) is scored once.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -204,9 +203,9 @@ def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
 
 def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
     """Item ids and code strings of the items a saved generative model can produce."""
-    from lgsid_pipeline.recommenders.generative import CONFIG_FILE
+    from lgsid_pipeline.recommenders.generative import GENERATIVE_FILES
 
-    meta = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    meta = GENERATIVE_FILES.read_meta(folder)
     return list(meta["item_ids"]), list(meta["code_strings"])
 
 

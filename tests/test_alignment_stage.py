@@ -1,0 +1,93 @@
+"""The alignment stage functions run without Dagster on a synthetic city (tiny encoder):
+each writes what it owns and returns what the assets report."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_tiny_encoder, tiny_spec
+
+from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
+from lgsid_pipeline.catalog import REWARD_MODEL_ASSET
+from lgsid_pipeline.cities import CityConfig
+from lgsid_pipeline.demo import generate_city
+from lgsid_pipeline.embeddings import embedding_matrix
+from lgsid_pipeline.encoder import TextEncoder
+from lgsid_pipeline.geo.negatives import GeoNegativeConfig
+from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
+from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages import alignment as stage
+from lgsid_pipeline.warehouse import Warehouse
+
+CITY = "tiny"
+PNG = b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = tmp_path_factory.mktemp("source")
+    generate_city(tiny_spec(n_items=300), source)
+    config = CityConfig(CITY, "synthetic", str(source))
+    data = read_city_source(config)
+    items = clean_items(data.items, config, "Tinyville").clean
+    home = tmp_path_factory.mktemp("home")
+    warehouse = Warehouse(home)
+    warehouse.write_table("items", CITY, items)
+    warehouse.write_table("interactions", CITY,
+                          clean_interactions(data.interactions, items, CITY).clean)
+    return home
+
+
+def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
+    warehouse, reports = Warehouse(home), ReportStore(home)
+    encoder_path = make_tiny_encoder(tmp_path / "encoder")
+    negatives = stage.geo_negatives(warehouse, CITY, GeoNegativeConfig(max_anchors=150))
+    assert negatives.rows == len(warehouse.read_table("geo_negatives", CITY)) == 150 * 16
+    assert negatives.metrics["anchors"] == 150 and negatives.png.startswith(PNG)
+    pairs = stage.cooccurrence_pairs(warehouse, CITY, 0.9, 2)
+    assert pairs.rows == len(warehouse.read_table("cooccurrence_pairs", CITY))
+
+    reward = stage.train_reward_model(
+        warehouse, reports, home, TextEncoder.load(encoder_path),
+        stage.cities_with(warehouse, [CITY, "elsewhere"], "geo_negatives"),
+        RewardConfig(epochs=2), home / "models" / "reward", dagster_run_id=None)
+    assert reward.details["cities"] == [CITY] and reward.png.startswith(PNG)
+    assert reports.read(reports.global_model(REWARD_MODEL_ASSET))["version"] == reward.version
+    with pytest.raises(RuntimeError, match="no city has geo_negatives"):
+        stage.train_reward_model(warehouse, reports, home, TextEncoder.load(encoder_path), [],
+                                 RewardConfig(), home / "models" / "r", None)
+
+    gc = stage.geo_pairs(warehouse, CITY, TextEncoder.load(encoder_path),
+                         home / "models" / "reward", {"n_anchors": 150, "near_km": 1.5,
+                                                      "per_side": 8, "cell_deg": 0.02, "seed": 0},
+                         seed=0)
+    assert gc.rows == len(warehouse.read_table("geo_pairs", CITY)) > 0
+
+    policy = TextEncoder.load(encoder_path)
+    aligned = stage.train_aligned_encoder(
+        warehouse, reports, home, policy, [CITY], GdpoConfig(steps=4, batch_size=8),
+        max_gc_triples=40, max_dc_triples=40, folder=home / "models" / "aligned",
+        dagster_run_id=None)
+    assert aligned.details["encoder_version"] == policy.version != \
+        TextEncoder.load(encoder_path).version
+    assert set(aligned.metrics) >= {"loss", "dpo", "sim", "preference_accuracy"}
+
+    items = warehouse.read_table("items", CITY)
+    encoders = {"reference": TextEncoder.load(encoder_path), "aligned": policy}
+    with warehouse.staging(CITY, "embeddings") as staged:
+        first = stage.stage_item_embeddings(warehouse, staged, CITY, items, encoders)
+        assert all(a.outcome.passed for a in first.audits)
+        warehouse.publish(staged, {})
+    assert first.encoded == 2 * len(items) and first.metadata()["reused"] == 0
+    figures = stage.geography_before_after(
+        reports, home, CITY, items, embedding_matrix(first.results["reference"].table),
+        embedding_matrix(first.results["aligned"].table), policy.version, changed=True)
+    assert reports.read(reports.alignment(CITY)) == figures
+    assert set(figures["before"]) == set(figures["after"])
+    with warehouse.staging(CITY, "embeddings") as staged:  # nothing new: all reused
+        again = stage.stage_item_embeddings(warehouse, staged, CITY, items, encoders)
+    assert again.encoded == 0 and again.metadata()["reused"] == len(items)
+    np.testing.assert_array_equal(embedding_matrix(again.results["aligned"].table),
+                                  embedding_matrix(first.results["aligned"].table))
+    assert stage.geography_before_after(reports, home, CITY, items, np.zeros(1), np.zeros(1),
+                                        policy.version, changed=False) is None
