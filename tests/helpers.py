@@ -47,3 +47,22 @@ def make_tiny_encoder(folder: str | Path, hidden_size: int = 32, layers: int = 2
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
     return folder
+
+
+def ingested_home(home: Path, source: Path, city: str = "tiny", n_items: int = 300) -> Path:
+    """An LGSID home holding a synthetic city's clean items and check-ins, written without
+    Dagster (for the tests of the stage functions)."""
+    from lgsid_pipeline.cities import CityConfig
+    from lgsid_pipeline.demo import generate_city
+    from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
+    from lgsid_pipeline.warehouse import Warehouse
+
+    generate_city(tiny_spec(n_items=n_items), source)
+    config = CityConfig(city, "synthetic", str(source))
+    data = read_city_source(config)
+    items = clean_items(data.items, config, "Tinyville").clean
+    warehouse = Warehouse(home)
+    warehouse.write_table("items", city, items)
+    warehouse.write_table("interactions", city,
+                          clean_interactions(data.interactions, items, city).clean)
+    return home

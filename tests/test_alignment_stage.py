@@ -5,16 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_tiny_encoder, tiny_spec
+from helpers import ingested_home, make_tiny_encoder
 
 from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
 from lgsid_pipeline.catalog import REWARD_MODEL_ASSET
-from lgsid_pipeline.cities import CityConfig
-from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.embeddings import embedding_matrix
 from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig
-from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
 from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.stages import alignment as stage
 from lgsid_pipeline.warehouse import Warehouse
@@ -25,17 +22,8 @@ PNG = b"\x89PNG"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = tmp_path_factory.mktemp("source")
-    generate_city(tiny_spec(n_items=300), source)
-    config = CityConfig(CITY, "synthetic", str(source))
-    data = read_city_source(config)
-    items = clean_items(data.items, config, "Tinyville").clean
-    home = tmp_path_factory.mktemp("home")
-    warehouse = Warehouse(home)
-    warehouse.write_table("items", CITY, items)
-    warehouse.write_table("interactions", CITY,
-                          clean_interactions(data.interactions, items, CITY).clean)
-    return home
+    return ingested_home(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("source"),
+                         CITY)
 
 
 def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from test_write_audit_publish import step_events
 from lgsid_pipeline.catalog import ALIGNED_ENCODER, GLOBAL_MODEL_ASSETS
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.definitions import defs
-from lgsid_pipeline.defs import tokenizer as tokenizer_defs
 from lgsid_pipeline.defs.automation import RETRAIN_SENSOR_NAME, retrain_statuses
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.embeddings import IncrementalResult
@@ -32,6 +31,7 @@ from lgsid_pipeline.registry import (
 from lgsid_pipeline.retrain import RETRAIN_STAGES, RETRAIN_TAG, STAGE_TAG, next_step
 from lgsid_pipeline.runner import execute_run_request, materialize, retrain, tick_sensor
 from lgsid_pipeline.stages import alignment as alignment_stage
+from lgsid_pipeline.stages import tokenization as tokenization_stage
 from lgsid_pipeline.tokenizer import Tokenizer
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -232,7 +232,7 @@ def test_embedding_and_code_audits_block_publish(lgsid_env: Path, tmp_path: Path
             embeddings
 
         # Two items given the same code: nothing published.
-        real_ids = tokenizer_defs.incremental_semantic_ids
+        real_ids = tokenization_stage.incremental_semantic_ids
 
         def colliding(*args, **kwargs):
             result = real_ids(*args, **kwargs)
@@ -240,7 +240,7 @@ def test_embedding_and_code_audits_block_publish(lgsid_env: Path, tmp_path: Path
             return result
 
         with monkeypatch.context() as patched:
-            patched.setattr(tokenizer_defs, "incremental_semantic_ids", colliding)
+            patched.setattr(tokenization_stage, "incremental_semantic_ids", colliding)
             [bad] = materialize([CITY], select="semantic_ids", instance=instance,
                                 run_config=config)
         assert not bad.success and bad.failed_checks == ["semantic_ids_unique"], bad
