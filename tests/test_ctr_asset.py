@@ -14,16 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-import lgsid_pipeline.defs.recommenders as recommenders
-from lgsid_pipeline.defs.recommenders import (
-    CTR_ASSETS,
-    CtrTrainingConfig,
-    auc_markdown,
-    discriminative_table,
-)
+import lgsid_pipeline.stages.discriminative as discriminative
+from lgsid_pipeline.defs.recommenders import CTR_ASSETS, CtrTrainingConfig
 from lgsid_pipeline.defs.resources import LgsidResource
 from lgsid_pipeline.metrics.ranking import auc
 from lgsid_pipeline.recommenders.training import TrainResult
+from lgsid_pipeline.stages.discriminative import auc_markdown, discriminative_table
 
 N_TEST = 2000
 LABELS = (np.random.default_rng(0).random(N_TEST) < 0.25).astype(np.float32)
@@ -75,16 +71,16 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         seen["registered"].append({"name": name, **kw})
         return SimpleNamespace(version="1", run_url="http://mlflow/run")
 
-    monkeypatch.setattr(recommenders, "load_ctr_data", lambda warehouse, city: FakeData())
-    monkeypatch.setattr(recommenders, "variant_codes",
+    monkeypatch.setattr(discriminative, "load_ctr_data", lambda warehouse, city: FakeData())
+    monkeypatch.setattr(discriminative, "variant_codes",
                         lambda warehouse, city, variant, data: (data.code_matrix(None, []), []))
     monkeypatch.setattr("lgsid_pipeline.recommenders.training.train_ctr", train_ctr)
     monkeypatch.setattr("lgsid_pipeline.recommenders.training.predict_ctr",
                         lambda model, data: seed_probs(model.seed))
     # the asset imports the training module (torch) when it runs
     monkeypatch.setattr("lgsid_pipeline.recommenders.training.save_ctr_model", save_ctr_model)
-    monkeypatch.setattr(recommenders, "register_folder", register_folder)
-    monkeypatch.setattr(recommenders, "_variant_curves_png", lambda history, title: b"png")
+    monkeypatch.setattr(discriminative, "register_folder", register_folder)
+    monkeypatch.setattr(discriminative, "_variant_curves_png", lambda history, title: b"png")
     return seen
 
 
@@ -115,7 +111,7 @@ def test_several_seeds_report_their_mean_and_a_joint_interval(
 
     lgsid = LgsidResource(home=str(tmp_path))
     per_seed = [auc(LABELS, seed_probs(s)) for s in (4, 5, 6)]
-    table = discriminative_table(lgsid, "tiny")
+    table = discriminative_table(lgsid.reports, "tiny")
     assert table is not None
     assert table["auc"]["din"]["none"] == pytest.approx(np.mean(per_seed))
     assert table["seeds"] == {"din": 3}
@@ -133,7 +129,7 @@ def test_several_seeds_report_their_mean_and_a_joint_interval(
     # one seed: an interval over test examples only, narrower than the one over seeds that
     # disagree (their AUCs differ by far more than the test-set noise)
     assert run_din(tmp_path, {"seeds": 1, "seed": 4, "variants": ["none"]}).success
-    single = discriminative_table(lgsid, "tiny")
+    single = discriminative_table(lgsid.reports, "tiny")
     assert single is not None and single["seeds"] == {"din": 1}
     assert single["interval"] == {"din": "bootstrap over test examples"}
     assert single["auc"]["din"]["none"] == pytest.approx(per_seed[0])

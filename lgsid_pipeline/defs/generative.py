@@ -34,8 +34,6 @@ from lgsid_pipeline.stages.generative import (
     train_and_gate,
 )
 
-METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
-
 GenerativeTrainingConfig = config_class(
     "GenerativeTrainingConfig", GenerativeStageConfig,
     "Model size, training budget in optimizer steps, evaluation samples (early stopping and "
@@ -163,38 +161,3 @@ def user_topk_cache(context: dg.AssetExecutionContext, config: TopKCacheConfig,
         "dagster/row_count": len(outcome.table), "users": outcome.users, "k": config.k,
         "served": outcome.served, "why": why,
         "left_out_checkins": outcome.left_out_checkins})
-
-
-def generative_table(lgsid: LgsidResource, city: str) -> dict | None:
-    """Hit/NDCG@5/10 of every generative model and variant (model alone and with the
-    history-aware ranking) and of the floors, on the test sample."""
-    out: dict = {}
-    for kind in GENERATIVE_KINDS:
-        report = lgsid.reports.read(lgsid.reports.recommender(city, kind))
-        if report:
-            for ranking, suffix in (("blended", ""), ("plain", "_model_only")):
-                out[f"{kind}{suffix}"] = {v: {k: r[ranking][k] for k in METRIC_KEYS}
-                                          for v, r in report["variants"].items()}
-            out.setdefault("gate", {})[kind] = report.get("gate")
-    baseline = lgsid.reports.read(lgsid.reports.recommender(city, "baseline"))
-    if baseline:
-        out["floors"] = {name: {k: m["test"][k] for k in METRIC_KEYS}
-                         for name, m in baseline["floors"].items()}
-    return out or None
-
-
-def generative_markdown(table: dict) -> str:
-    """model/variant x Hit/NDCG table."""
-    rows = ["| model | variant | " + " | ".join(METRIC_KEYS) + " |",
-            "|---|---|" + "---:|" * len(METRIC_KEYS)]
-    for model, variants in table.items():
-        if model in ("gate", "floors"):
-            continue
-        for variant, metrics in variants.items():
-            rows.append(f"| {model} | {variant} | "
-                        + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |")
-    for floor, metrics in table.get("floors", {}).items():
-        rows.append(f"| floor | {floor} | "
-                    + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |")
-    return "\n".join(rows)
-

@@ -1,7 +1,6 @@
 """Discriminative recommenders per city: datasets, the five backbones x four code variants,
 and the evaluation report (METHOD section 5)."""
 
-from dataclasses import asdict
 
 import dagster as dg
 import pandas as pd
@@ -13,10 +12,6 @@ from lgsid_pipeline.catalog import (
     GENERATIVE_KINDS,
     SEMANTIC_ID_ASSETS,
     ctr_model,
-)
-from lgsid_pipeline.defs.generative import (
-    generative_markdown,
-    generative_table,
 )
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
@@ -30,11 +25,10 @@ from lgsid_pipeline.recommenders.config import CtrConfig, DatasetConfig, TrainCo
 from lgsid_pipeline.recommenders.datasets import (
     build_city_ctr_data,
     file_split_times,
-    load_ctr_data,
     save_ctr_data,
 )
-from lgsid_pipeline.registry import register_folder
-from lgsid_pipeline.stages.discriminative import train_variant_seeds, variant_codes
+from lgsid_pipeline.stages import discriminative as stage
+from lgsid_pipeline.stages.generative import generative_markdown, generative_table
 
 RecommenderDatasetsConfig = config_class(
     "RecommenderDatasetsConfig", DatasetConfig,
@@ -89,59 +83,23 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
                           "tokenizer's semantic IDs as extra features; test AUC/logloss.")
     def _asset(context: dg.AssetExecutionContext, config: CtrTrainingConfig,
                lgsid: LgsidResource) -> dg.MaterializeResult:
-        from lgsid_pipeline.recommenders.training import save_ctr_model
-
-        city = context.partition_key
-        unknown = sorted(set(config.variants) - set(CTR_VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown variants {unknown}; choose from {CTR_VARIANTS}")
-        if config.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {config.seeds}")
         lgsid.limit_threads(context)
-        data = load_ctr_data(lgsid.warehouse, city)
-        train_config = settings_from(config, TrainConfig)
-        name = ctr_model(backbone, city)
-        folder = lgsid.model_dir(name)
-        results: dict[str, dict] = {}
-        curves = []
-        for variant in config.variants:
-            codes, sizes = variant_codes(lgsid.warehouse, city, variant, data)
-
-            def log_epoch(seed: int, entry: dict, variant: str = variant) -> None:
-                tag = f"{backbone}/{variant}" + (f" seed {seed}" if config.seeds > 1 else "")
-                context.log.info(f"{city} {tag} epoch {entry['epoch']:.0f}: loss "
-                                 f"{entry['train_loss']:.4f} valid AUC "
-                                 f"{entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
-
-            results[variant], runs = train_variant_seeds(
-                data, codes, sizes, backbone, train_config,
-                range(config.seed, config.seed + config.seeds), config.dim, config.top_k,
-                on_epoch=log_epoch)
-            # the first seed's model is the one registered
-            save_ctr_model(runs[0][0], folder / variant, extra={"city": city, "variant": variant})
-            curves += [{**h, "variant": variant} for h in runs[0][0].history]
-        png = _variant_curves_png(curves, f"{city}: {backbone}")
-        registered = register_folder(
-            name, folder, params={"backbone": backbone, "city": city,
-                                  "variants": ",".join(config.variants),
-                                  **asdict(train_config), "dim": config.dim,
-                                  "top_k": config.top_k, "seeds": config.seeds},
-            metrics=_mlflow_metrics(results),
-            dagster_run_id=context.run.run_id, tags={"city": city},
-            images={"training.png": png}, home=lgsid.home_path)
-        lgsid.reports.write(lgsid.reports.recommender(city, backbone),
-                   {"backbone": backbone, "variants": results, "seeds": config.seeds,
-                    "mlflow_version": registered.version,
-                    "split": {"t1": data.t1.isoformat(), "t2": data.t2.isoformat()}})
+        city = context.partition_key
+        trained = stage.train_backbone(
+            lgsid.warehouse, lgsid.reports, lgsid.home_path, city, backbone, config.variants,
+            settings_from(config, TrainConfig), config.seeds, config.dim, config.top_k,
+            lgsid.model_dir(ctr_model(backbone, city)), context.run.run_id,
+            log=context.log.info)
+        results = trained.results
         return dg.MaterializeResult(metadata={
             **{f"auc_{v}": figures["auc"] for v, figures in results.items()},
             **{f"auc_ci95_{v}": dg.MetadataValue.json(figures["auc_ci95"])
                for v, figures in results.items()},
             "seeds": config.seeds,
-            "results": dg.MetadataValue.md(_variants_markdown(results)),
-            "mlflow_version": registered.version,
-            "mlflow_run": dg.MetadataValue.url(registered.run_url),
-            **png_metadata(lgsid.reports, png, city, f"{backbone}_training.png",
+            "results": dg.MetadataValue.md(stage.variants_markdown(results)),
+            "mlflow_version": trained.mlflow_version,
+            "mlflow_run": dg.MetadataValue.url(trained.run_url),
+            **png_metadata(lgsid.reports, trained.png, city, f"{backbone}_training.png",
                            key="training_curve"),
         })
 
@@ -237,8 +195,8 @@ def evaluation_report(context: dg.AssetExecutionContext,
     """The city's results (``reports/<city>.json``): the backbone x variant AUC table and
     the generative Hit/NDCG table, whichever models have been trained."""
     city = context.partition_key
-    sections = {"discriminative": discriminative_table(lgsid, city),
-                "generative": generative_table(lgsid, city)}
+    sections = {"discriminative": stage.discriminative_table(lgsid.reports, city),
+                "generative": generative_table(lgsid.reports, city)}
     if not any(sections.values()):
         raise RuntimeError(f"no trained recommenders for {city!r}; materialize them first")
     path = lgsid.reports.city_summary(city)
@@ -248,8 +206,8 @@ def evaluation_report(context: dg.AssetExecutionContext,
     metadata: dict = {"report_path": dg.MetadataValue.path(str(path))}
     if sections["discriminative"]:
         table = sections["discriminative"]
-        context.log.info(f"{city}: AUC table\n{auc_markdown(table)}")
-        metadata["auc_table"] = dg.MetadataValue.md(auc_markdown(table))
+        context.log.info(f"{city}: AUC table\n{stage.auc_markdown(table)}")
+        metadata["auc_table"] = dg.MetadataValue.md(stage.auc_markdown(table))
         metadata["split"] = dg.MetadataValue.json(table["split"])
     if sections["generative"]:
         metadata["generative_table"] = dg.MetadataValue.md(

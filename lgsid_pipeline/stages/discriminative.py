@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
+from lgsid_pipeline.catalog import BACKBONES, CTR_VARIANTS, ctr_model
 from lgsid_pipeline.metrics.intervals import summarize_auc
 from lgsid_pipeline.metrics.ranking import logloss
+from lgsid_pipeline.plots import curves_png
 from lgsid_pipeline.recommenders.config import CtrConfig, TrainConfig
-from lgsid_pipeline.recommenders.datasets import CityCtrData
+from lgsid_pipeline.recommenders.datasets import CityCtrData, load_ctr_data
+from lgsid_pipeline.registry import register_folder
+from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.tokenizer import level_columns
 
 if TYPE_CHECKING:  # torch is imported by the steps that train
@@ -78,3 +84,139 @@ def train_variant_seeds(data: CityCtrData, codes: np.ndarray, sizes: list[int], 
         probs.append(predict_ctr(result.model, splits["test"]))
     labels = splits["test"].label.cpu().numpy()
     return variant_results(labels, np.stack(probs), runs), runs
+
+
+@dataclass
+class BackboneResult:
+    """One backbone's models of a city (a model per code variant, several seeds each)."""
+
+    results: dict[str, dict]  # variant -> test AUC (seed mean), interval, logloss, ...
+    mlflow_version: str
+    run_url: str
+    png: bytes
+
+
+def train_backbone(warehouse: Warehouse, reports: ReportStore, home: Path, city: str,
+                   backbone: str, variants: Sequence[str], train_config: TrainConfig,
+                   seeds: int, dim: int, top_k: int, folder: Path,
+                   dagster_run_id: str | None,
+                   log: Callable[[str], None] = lambda message: None) -> BackboneResult:
+    """Train ``backbone`` on the city's CTR samples for every code variant and ``seeds``
+    seeds (``train_config.seed``, +1, ...); save and register the first seed's models and
+    write the backbone's report."""
+    from lgsid_pipeline.recommenders.training import save_ctr_model
+
+    unknown = sorted(set(variants) - set(CTR_VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {CTR_VARIANTS}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    data = load_ctr_data(warehouse, city)
+    results: dict[str, dict] = {}
+    curves = []
+    for variant in variants:
+        codes, sizes = variant_codes(warehouse, city, variant, data)
+
+        def log_epoch(seed: int, entry: dict, variant: str = variant) -> None:
+            tag = f"{backbone}/{variant}" + (f" seed {seed}" if seeds > 1 else "")
+            log(f"{city} {tag} epoch {entry['epoch']:.0f}: loss {entry['train_loss']:.4f} "
+                f"valid AUC {entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
+
+        results[variant], runs = train_variant_seeds(
+            data, codes, sizes, backbone, train_config,
+            range(train_config.seed, train_config.seed + seeds), dim, top_k,
+            on_epoch=log_epoch)
+        # the first seed's model is the one registered
+        save_ctr_model(runs[0][0], folder / variant, extra={"city": city, "variant": variant})
+        curves += [{**h, "variant": variant} for h in runs[0][0].history]
+    png = _variant_curves_png(curves, f"{city}: {backbone}")
+    registered = register_folder(
+        ctr_model(backbone, city), folder,
+        params={"backbone": backbone, "city": city, "variants": ",".join(variants),
+                **asdict(train_config), "dim": dim, "top_k": top_k, "seeds": seeds},
+        metrics=_mlflow_metrics(results), dagster_run_id=dagster_run_id, tags={"city": city},
+        images={"training.png": png}, home=home)
+    reports.write(reports.recommender(city, backbone),
+                  {"backbone": backbone, "variants": results, "seeds": seeds,
+                   "mlflow_version": registered.version,
+                   "split": {"t1": data.t1.isoformat(), "t2": data.t2.isoformat()}})
+    return BackboneResult(results, registered.version, registered.run_url, png)
+
+
+def _mlflow_metrics(results: dict[str, dict]) -> dict[str, float]:
+    """The numeric figures of each variant, the interval as ``auc_ci95_lo`` / ``_hi``."""
+    metrics = {}
+    for v, figures in results.items():
+        for k, x in figures.items():
+            if isinstance(x, int | float) and not isinstance(x, bool):
+                metrics[f"{v}.{k}"] = float(x)
+        metrics[f"{v}.auc_ci95_lo"], metrics[f"{v}.auc_ci95_hi"] = map(
+            float, figures["auc_ci95"])
+    return metrics
+
+
+def variants_markdown(results: dict[str, dict]) -> str:
+    rows = ["| variant | test AUC | 95% CI | seeds | test logloss | valid AUC | best epoch "
+            "| train s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows += [f"| {v} | {r['auc']:.4f} | [{r['auc_ci95'][0]:.4f}, {r['auc_ci95'][1]:.4f}] | "
+             f"{r['seeds']} | {r['logloss']:.4f} | {r['valid_auc']:.4f} | {r['best_epoch']} | "
+             f"{r['train_seconds']:.0f} |" for v, r in results.items()]
+    return "\n".join(rows)
+
+
+def _variant_curves_png(history: list[dict], title: str) -> bytes:
+    frame = pd.DataFrame(history)
+    rows = []
+    for epoch, group in frame.groupby("epoch"):
+        rows.append({"epoch": epoch, **{f"valid_auc_{v}": a for v, a in
+                                        zip(group["variant"], group["valid_auc"], strict=True)}})
+    keys = [f"valid_auc_{v}" for v in frame["variant"].unique()]
+    return curves_png(rows, keys, "epoch", title)
+
+
+def discriminative_table(reports: ReportStore, city: str) -> dict | None:
+    """The backbone x variant AUC table of a city from the per-backbone reports: ``auc``
+    (seed means), ``auc_ci95`` (``[lo, hi]``, None in reports from before intervals),
+    ``logloss``, per backbone ``seeds``, ``interval`` and ``train_seconds`` (the variants'
+    train seconds per model, summed)."""
+    found = {b: reports.read(reports.recommender(city, b)) for b in BACKBONES}
+    reports_of = {b: r for b, r in found.items() if r}
+    if not reports_of:
+        return None
+    split = next(iter(reports_of.values()))["split"]
+    return {
+        "split": split,
+        "auc": {b: {v: r["variants"][v]["auc"] for v in r["variants"]}
+                for b, r in reports_of.items()},
+        "auc_ci95": {b: {v: r["variants"][v].get("auc_ci95") for v in r["variants"]}
+                     for b, r in reports_of.items()},
+        "logloss": {b: {v: r["variants"][v]["logloss"] for v in r["variants"]}
+                    for b, r in reports_of.items()},
+        "seeds": {b: int(r.get("seeds", 1)) for b, r in reports_of.items()},
+        "interval": {b: next(iter(r["variants"].values())).get("interval")
+                     for b, r in reports_of.items()},
+        "train_seconds": {b: float(sum(v["train_seconds"] for v in r["variants"].values()))
+                          for b, r in reports_of.items()},
+    }
+
+
+def auc_markdown(table: dict) -> str:
+    """backbone x variant test AUC with its 95% interval, best variant of each row in bold,
+    and the number of seeds averaged per backbone."""
+    variants = [v for v in CTR_VARIANTS if any(v in row for row in table["auc"].values())]
+    intervals = table.get("auc_ci95", {})
+    seeds = table.get("seeds", {})
+    rows = ["| backbone | " + " | ".join(f"{v} AUC [95% CI]" for v in variants) + " | seeds |",
+            "|---|" + "---:|" * (len(variants) + 1)]
+    for backbone, row in table["auc"].items():
+        best = max(row.values())
+        cells = []
+        for v in variants:
+            if v not in row:
+                cells.append("-")
+                continue
+            cell = f"**{row[v]:.4f}**" if row[v] == best else f"{row[v]:.4f}"
+            ci = intervals.get(backbone, {}).get(v)
+            cells.append(cell + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+        rows.append(f"| {backbone} | " + " | ".join(cells) + f" | {seeds.get(backbone, 1)} |")
+    return "\n".join(rows)
