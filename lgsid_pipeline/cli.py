@@ -5,25 +5,44 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import math
-import re
 import sys
 import time
-import unicodedata
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from lgsid_pipeline.catalog import BACKBONES, GENERATIVE_KINDS, TOKENIZER_KINDS
 from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
+from lgsid_pipeline.cli_args import (
+    BOUNDARY_REGIONS,
+    K_RANGE,
+    LIMIT_RANGE,
+    MAX_CODE,
+    MAX_TEXT,
+    PARALLEL_RANGE,
+    RUN_CONFIG_KEYS,
+    SEED_RANGE,
+    SPLIT_YEARS,
+    SYNTH_ITEMS_RANGE,
+    CliError,
+    Parser,
+    boundaries,
+    check_run,
+    city_slug,
+    float_in,
+    int_in,
+    out_folder,
+    run_config_file,
+    split_time,
+    text_of,
+    utc,
+)
 from lgsid_pipeline.config import (
     PARALLEL_CITIES,
     InvalidCityError,
     lgsid_home,
     validate_city_slug,
 )
-from lgsid_pipeline.geo.admin import named_boundary_sets
 from lgsid_pipeline.lookup import cached_recommendations, lookup_code
 from lgsid_pipeline.quality import MAX_QUARANTINE_RATE
 from lgsid_pipeline.warehouse import VERSIONED_STAGES, TableNotFoundError, Warehouse
@@ -46,235 +65,6 @@ DEMO_RUN_CONFIG = {
            for name in (*GENERATIVE_KINDS, "generative_baseline")},
     },
 }
-
-
-class CliError(Exception):
-    """An error worth one clear line and exit code 2."""
-
-
-# Valid ranges of the options (named in their --help texts).
-PARALLEL_RANGE = (1, 32)
-LIMIT_RANGE = (1, 1000)
-K_RANGE = (1, 100)
-SEED_RANGE = (0, 2**31 - 1)
-SYNTH_ITEMS_RANGE = (50, 100_000)
-SPLIT_YEARS = (1970, 2100)
-MAX_TEXT = 256  # item and user ids, display names, asset selections
-MAX_CODE = 64
-MAX_CONFIG_BYTES = 1 << 20
-RUN_CONFIG_KEYS = ("ops", "resources", "execution", "loggers")
-BOUNDARY_REGIONS = tuple(named_boundary_sets(Path(".")))
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line on stderr and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print ``<prog>: error: <message>`` as one line and exit with code 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _int_in(lo: int, hi: int) -> Callable[[str], int]:
-    """An argparse type: a decimal integer in ``lo..hi``."""
-
-    def parse(text: str) -> int:
-        value = text.strip()
-        if not _INTEGER.fullmatch(value):
-            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}")
-        if len(value.lstrip("+-")) > 20 or not lo <= int(value) <= hi:
-            shown = value if len(value) <= 24 else value[:20] + "..."
-            raise argparse.ArgumentTypeError(f"{shown} is outside {lo}..{hi}")
-        return int(value)
-
-    parse.__name__ = f"integer {lo}..{hi}"
-    return parse
-
-
-def _float_in(lo: float, hi: float) -> Callable[[str], float]:
-    """An argparse type: a finite number in ``lo..hi``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number in {lo:g}..{hi:g}, got {text!r}") from None
-        if not (math.isfinite(value) and lo <= value <= hi):
-            raise argparse.ArgumentTypeError(f"{text.strip()} is outside {lo:g}..{hi:g}")
-        return value
-
-    parse.__name__ = f"number {lo:g}..{hi:g}"
-    return parse
-
-
-def _text(max_len: int) -> Callable[[str], str]:
-    """An argparse type: 1..``max_len`` characters, not blank, no control characters."""
-
-    def parse(text: str) -> str:
-        if not text.strip():
-            raise argparse.ArgumentTypeError("must not be empty")
-        if len(text) > max_len:
-            raise argparse.ArgumentTypeError(f"{len(text)} characters; at most {max_len}")
-        if any(unicodedata.category(c) == "Cc" for c in text):
-            raise argparse.ArgumentTypeError(f"control characters are not allowed: {text!r}")
-        return text
-
-    parse.__name__ = f"text of 1..{max_len} characters"
-    return parse
-
-
-def _city_slug(text: str) -> str:
-    """An argparse type: a city key accepted by ``validate_city_slug``."""
-    try:
-        return validate_city_slug(text)
-    except InvalidCityError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _split_time(text: str) -> str:
-    """An argparse type: an ISO 8601 date or time (years 1970..2100); returned as given."""
-    value = text.strip()
-    lo, hi = SPLIT_YEARS
-    try:
-        parsed = _utc(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an ISO 8601 date or time such as 2025-02-01 or 2025-02-01T12:00:00Z, "
-            f"got {text!r}") from None
-    if not lo <= parsed.year <= hi:
-        raise argparse.ArgumentTypeError(f"year {parsed.year} is outside {lo}..{hi}")
-    return value
-
-
-def _utc(value: str) -> datetime:
-    """An ISO 8601 time both datetime and pandas read the same way, in UTC (naive: UTC)."""
-    import pandas as pd
-
-    parsed = datetime.fromisoformat(value)
-    if pd.Timestamp(value).to_pydatetime() != parsed:
-        raise ValueError(f"ambiguous time {value!r}")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-
-
-def _boundaries(text: str) -> str:
-    """An argparse type: a named boundary region, or an existing folder (made absolute)."""
-    if text in BOUNDARY_REGIONS:
-        return text
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither {' nor '.join(BOUNDARY_REGIONS)} nor an existing folder")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file; expected a folder of "
-                                         "admin_level*.geojson files")
-    return str(path.resolve())
-
-
-def _out_folder(text: str) -> Path:
-    """An argparse type: a folder, existing or to be created (not a file, not under one)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    path = Path(text).expanduser().absolute()
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise argparse.ArgumentTypeError(f"{folder} is a file; expected a folder")
-            break
-    return path
-
-
-def _run_config_file(text: str) -> dict[str, Any]:
-    """An argparse type: a readable YAML/JSON file holding a Dagster run config mapping."""
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"run config file not found: {path}")
-    if not path.is_file():
-        kind = "a folder" if path.is_dir() else "not a regular file"
-        raise argparse.ArgumentTypeError(f"run config {path} is {kind}; expected a YAML or "
-                                         "JSON file")
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise argparse.ArgumentTypeError(f"run config {path} is larger than 1 MiB")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(
-            f"cannot read run config {path}: {exc.strerror or exc}") from None
-    try:
-        source = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise argparse.ArgumentTypeError(f"run config {path} is not UTF-8 text") from None
-    try:
-        config = _parse_config_text(source, json_only=path.suffix.lower() == ".json")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"run config {path}: {exc}") from None
-    return config
-
-
-def _parse_config_text(source: str, json_only: bool) -> dict[str, Any]:
-    """Parse run config text (JSON, or YAML) and check its shape; ``ValueError`` if wrong."""
-    import yaml
-
-    if json_only:
-        try:
-            config = json.loads(source)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column "
-                             f"{exc.colno})") from None
-    else:
-        try:
-            config = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise ValueError(f"invalid YAML: {problem}{where}") from None
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise ValueError(f"must be a mapping with 'ops' and/or 'resources', got "
-                         f"{type(config).__name__}")
-    unknown = [repr(k) for k in config if k not in RUN_CONFIG_KEYS]
-    if unknown:
-        raise ValueError(f"unknown top-level key(s) {', '.join(unknown)}; expected "
-                         f"{', '.join(RUN_CONFIG_KEYS)}")
-    for section in ("ops", "resources"):
-        entries = config.get(section, {})
-        if not isinstance(entries, dict):
-            raise ValueError(f"'{section}' must be a mapping of names to settings")
-        for name, entry in entries.items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
-                raise ValueError(f"{section}.{name} must be a mapping whose 'config' is a "
-                                 "mapping")
-    return config
-
-
-def _check_run(select: str | None, run_config: dict | None) -> None:
-    """Check the asset selection, and the run config against every run it will reach,
-    before any run starts (``ValueError`` or ``CliError``: one line, exit code 2)."""
-    if not select and not run_config:
-        return
-    import dagster as dg
-
-    from lgsid_pipeline import definitions
-    from lgsid_pipeline.runner import _config_for, plan_stages, resolve_selection
-
-    stages = plan_stages(resolve_selection(select))
-    if not run_config:
-        return
-    assets = {k.to_user_string() for k in resolve_selection(None)}
-    unknown = sorted(str(name) for name in run_config.get("ops", {}) if name not in assets)
-    if unknown:
-        raise CliError(f"run config names unknown assets under 'ops': {', '.join(unknown)} "
-                       f"(assets: {', '.join(sorted(assets))})")
-    for is_global, keys in stages:
-        job = definitions.global_job_def() if is_global else definitions.city_job_def()
-        try:
-            dg.validate_run_config(job.get_subset(asset_selection=set(keys)),
-                                   _config_for(run_config, keys))
-        except dg.DagsterInvalidConfigError as exc:
-            problems = "; ".join(" ".join(e.message.split()) for e in exc.errors)
-            raise CliError(f"invalid run config: {problems}") from None
 
 
 def _cmd_add_city(args: argparse.Namespace) -> int:
@@ -319,7 +109,7 @@ def _run(cities: list[str], select: str | None, parallel: int,
          run_config: dict | None = None) -> int:
     from lgsid_pipeline.runner import materialize
 
-    _check_run(select, run_config)
+    check_run(select, run_config)
     started = time.perf_counter()
     results = materialize(cities, select=select, parallel=parallel, run_config=run_config)
     seconds = time.perf_counter() - started
@@ -333,7 +123,7 @@ def _run(cities: list[str], select: str | None, parallel: int,
 
 
 def _load_run_config(parsed: dict | None, max_quarantine_rate: float | None) -> dict | None:
-    """The run config parsed from ``--config`` (see ``_run_config_file``), plus the
+    """The run config parsed from ``--config`` (see ``run_config_file``), plus the
     quarantine limit if given."""
     from lgsid_pipeline.runner import quarantine_config
 
@@ -346,7 +136,7 @@ def _load_run_config(parsed: dict | None, max_quarantine_rate: float | None) -> 
 
 
 def _cmd_materialize(args: argparse.Namespace) -> int:
-    if args.split_t1 and args.split_t2 and not _utc(args.split_t1) < _utc(args.split_t2):
+    if args.split_t1 and args.split_t2 and not utc(args.split_t1) < utc(args.split_t2):
         raise CliError(f"--split-t1 {args.split_t1} must be before --split-t2 {args.split_t2}")
     registry = CityRegistry()
     cities = list(dict.fromkeys(args.city)) if args.city else [c.slug for c in registry.all()]
@@ -423,7 +213,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     if not CityRegistry().all():
         raise CliError("no cities registered; add one with `lgsid add-city` or run `lgsid demo`")
     config = _load_run_config(args.config, None)
-    _check_run(",".join(name for stage in RETRAIN_STAGES for name in stage.assets), config)
+    check_run(",".join(name for stage in RETRAIN_STAGES for name in stage.assets), config)
     started = time.perf_counter()
     print("stages: " + " -> ".join(stage.name for stage in RETRAIN_STAGES))
     results, step = retrain(run_config=config)
@@ -516,16 +306,16 @@ def _library_default(function: Callable[..., Any], parameter: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``lgsid`` argument parser; every option is checked here, before any work."""
-    parallel = _int_in(*PARALLEL_RANGE)
+    parallel = int_in(*PARALLEL_RANGE)
     parallel_help = (f"cities run at once, {PARALLEL_RANGE[0]}..{PARALLEL_RANGE[1]} "
                      "(default %(default)s)")
     slug_help = "city slug: 1..64 characters of a-z, 0-9, '_' and '-', starting with a-z or 0-9"
-    text = _text(MAX_TEXT)
+    text = text_of(MAX_TEXT)
     json_help = "print JSON"
-    city: dict[str, Any] = {"required": True, "type": _city_slug, "metavar": "SLUG",
+    city: dict[str, Any] = {"required": True, "type": city_slug, "metavar": "SLUG",
                             "help": slug_help + "; registered"}
 
-    parser = _Parser(prog="lgsid", description=__doc__)
+    parser = Parser(prog="lgsid", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="generate the synthetic demo cities and materialize them")
@@ -542,17 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="existing source file (foursquare-tsmc: the TSMC2014 .txt) or folder "
                         "(gowalla, synthetic, landing: Parquet files; foursquare-sthgcn: "
                         "NYC_{train,val,test}.csv)")
-    p.add_argument("--boundaries", type=_boundaries, default=None, metavar="REGION_OR_FOLDER",
+    p.add_argument("--boundaries", type=boundaries, default=None, metavar="REGION_OR_FOLDER",
                    help=f"admin boundaries: {', '.join(BOUNDARY_REGIONS)}, or an existing "
                         "folder of admin_level*.geojson (default: detect)")
     p.add_argument("--encoding", default="auto", choices=ENCODINGS,
                    help=f"text encoding of the source, one of: {', '.join(ENCODINGS)}")
-    p.add_argument("--name", type=_text(100), default=None,
+    p.add_argument("--name", type=text_of(100), default=None,
                    help="display name used in prompts, 1..100 characters")
     p.set_defaults(func=_cmd_add_city)
 
     p = sub.add_parser("remove-city", help="unregister a city")
-    p.add_argument("slug", type=_city_slug, help=slug_help + "; must be registered")
+    p.add_argument("slug", type=city_slug, help=slug_help + "; must be registered")
     p.add_argument("--delete-data", action="store_true", help="also delete its tables")
     p.set_defaults(func=_cmd_remove_city)
 
@@ -561,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_cities)
 
     p = sub.add_parser("materialize", help="materialize per-city assets")
-    p.add_argument("--city", action="append", type=_city_slug, metavar="SLUG",
+    p.add_argument("--city", action="append", type=city_slug, metavar="SLUG",
                    help=f"{slug_help}; registered (repeatable; default: all)")
     p.add_argument("--select", type=text, default=None,
                    help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
@@ -569,20 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-city asset)")
     p.add_argument("--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N",
                    help=parallel_help)
-    p.add_argument("--max-quarantine-rate", type=_float_in(0.0, 1.0), default=None, metavar="RATE",
+    p.add_argument("--max-quarantine-rate", type=float_in(0.0, 1.0), default=None, metavar="RATE",
                    help="quarantine share above which the blocking checks fail, 0..1 "
                         f"(default {MAX_QUARANTINE_RATE})")
-    p.add_argument("--config", type=_run_config_file, default=None, metavar="FILE",
+    p.add_argument("--config", type=run_config_file, default=None, metavar="FILE",
                    help="existing YAML/JSON file of at most 1 MiB holding Dagster run config: "
                         f"a mapping with keys among {', '.join(RUN_CONFIG_KEYS)} (ops: "
                         "per-asset training settings; resources: lgsid settings such as "
                         "encoder_path)")
     years = f"years {SPLIT_YEARS[0]}..{SPLIT_YEARS[1]}"
-    p.add_argument("--split-t1", type=_split_time, default=None, metavar="TIME",
+    p.add_argument("--split-t1", type=split_time, default=None, metavar="TIME",
                    help="recommender split: validation starts at this ISO 8601 date or time "
                         f"(e.g. 2025-02-01 or 2025-02-01T12:00:00Z; no zone: UTC; {years}); "
                         "before --split-t2")
-    p.add_argument("--split-t2", type=_split_time, default=None, metavar="TIME",
+    p.add_argument("--split-t2", type=split_time, default=None, metavar="TIME",
                    help="recommender split: test starts at this ISO 8601 date or time "
                         f"(no zone: UTC; {years}); after --split-t1")
     p.set_defaults(func=_cmd_materialize)
@@ -595,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", help="retrain the global models stage by stage, rebuilding "
                                        "each city's inputs between them (as the weekly "
                                        "schedule does)")
-    p.add_argument("--config", type=_run_config_file, default=None, metavar="FILE",
+    p.add_argument("--config", type=run_config_file, default=None, metavar="FILE",
                    help="existing YAML/JSON file of at most 1 MiB holding Dagster run config "
                         f"applied to every stage: a mapping with keys among "
                         f"{', '.join(RUN_CONFIG_KEYS)}")
@@ -620,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=TOKENIZER_KINDS,
                    help="tokenizer whose codes are looked up, one of: "
                         f"{', '.join(TOKENIZER_KINDS)} (default %(default)s)")
-    p.add_argument("--limit", type=_int_in(*LIMIT_RANGE),
+    p.add_argument("--limit", type=int_in(*LIMIT_RANGE),
                    default=_library_default(lookup_code, "limit"), metavar="N",
                    help=f"items listed under a prefix, {LIMIT_RANGE[0]}..{LIMIT_RANGE[1]} "
                         "(default %(default)s)")
@@ -631,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--city", **city)
     p.add_argument("--user", required=True, type=text,
                    help=f"user id as in the check-ins, 1..{MAX_TEXT} characters")
-    p.add_argument("--k", type=_int_in(*K_RANGE),
+    p.add_argument("--k", type=int_in(*K_RANGE),
                    default=_library_default(cached_recommendations, "k"), metavar="K",
                    help=f"items shown, {K_RANGE[0]}..{K_RANGE[1]} (default %(default)s; the "
                         "cache holds as many per user as user_topk_cache was built with)")
@@ -639,13 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("synth", help="write a synthetic city's source files to a folder")
-    p.add_argument("--out", required=True, type=_out_folder, metavar="FOLDER",
+    p.add_argument("--out", required=True, type=out_folder, metavar="FOLDER",
                    help="output folder: existing, or created (not a file, nor under one)")
-    p.add_argument("--name", type=_text(100), default="Synthville",
+    p.add_argument("--name", type=text_of(100), default="Synthville",
                    help="city name, 1..100 characters (default %(default)s)")
-    p.add_argument("--seed", type=_int_in(*SEED_RANGE), default=1, metavar="N",
+    p.add_argument("--seed", type=int_in(*SEED_RANGE), default=1, metavar="N",
                    help=f"random seed, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default %(default)s)")
-    p.add_argument("--items", type=_int_in(*SYNTH_ITEMS_RANGE), default=2000, metavar="N",
+    p.add_argument("--items", type=int_in(*SYNTH_ITEMS_RANGE), default=2000, metavar="N",
                    help=f"number of items, {SYNTH_ITEMS_RANGE[0]}..{SYNTH_ITEMS_RANGE[1]} "
                         "(default %(default)s)")
     p.set_defaults(func=_cmd_synth)

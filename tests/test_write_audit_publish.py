@@ -19,10 +19,10 @@ from lgsid_pipeline import warehouse as warehouse_module
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cleaning import Validated
 from lgsid_pipeline.cli import main
-from lgsid_pipeline.defs import ingest as ingest_defs
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize, quarantine_config
+from lgsid_pipeline.stages import ingest as ingest_stage
 from lgsid_pipeline.warehouse import TABLES, StagedVersion, VersionError, Warehouse
 
 CITY = "wap"
@@ -113,8 +113,8 @@ def test_each_blocking_check_fails_and_publishes_nothing(
         version = warehouse.published(CITY, "ingest")["version"]
 
         if target in ("items", "interactions"):
-            real = getattr(ingest_defs, f"clean_{target}")
-            monkeypatch.setattr(ingest_defs, f"clean_{target}",
+            real = getattr(ingest_stage, f"clean_{target}")
+            monkeypatch.setattr(ingest_stage, f"clean_{target}",
                                 lambda *a, **k: corrupt(real(*a, **k)))
         else:  # the frames are right; the file persisted on disk loses its last row
             table = target.removesuffix("_file")

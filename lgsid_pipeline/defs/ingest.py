@@ -17,7 +17,6 @@ import time
 import dagster as dg
 
 from lgsid_pipeline.catalog import SOURCE_READ_POOL
-from lgsid_pipeline.cleaning import QUARANTINE_COLUMNS
 from lgsid_pipeline.defs.resources import (
     LgsidResource,
     check_result,
@@ -25,19 +24,11 @@ from lgsid_pipeline.defs.resources import (
     png_metadata,
     publish_audited,
 )
-from lgsid_pipeline.ingest import (
-    INTERACTION_COLUMNS,
-    ITEM_COLUMNS,
-    audit_ingest,
-    clean_interactions,
-    clean_items,
-    raw_tables,
-)
-from lgsid_pipeline.plots import items_map_png
+from lgsid_pipeline.ingest import INTERACTION_COLUMNS, ITEM_COLUMNS
+from lgsid_pipeline.stages.ingest import STAGE, stage_ingest
 
 __all__ = ["INTERACTION_COLUMNS", "ITEM_COLUMNS", "ingest_tables"]
 
-STAGE = "ingest"
 ITEM_CHECKS = ("items_schema", "items_coordinates_in_range", "items_unique_ids",
                "items_quarantine_rate", "items_counts_reconcile")
 INTERACTION_CHECKS = ("interactions_schema", "interactions_quarantine_rate",
@@ -70,82 +61,36 @@ def _checks(asset: str, names: tuple[str, ...]) -> list[dg.AssetCheckSpec]:
 )
 def ingest_tables(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     """Read the city's source, clean it, audit the staged tables, publish them as one version."""
-    city = context.partition_key
+    city, warehouse = context.partition_key, lgsid.warehouse
     config = lgsid.cities.get(city)
-    warehouse = lgsid.warehouse
     started = time.perf_counter()
     with warehouse.staging(city, STAGE, carry_forward=False) as staged:
-        raw_items, raw_events = raw_tables(config, lgsid.home_path / "landing")
-        staged.write_table("raw_items", raw_items)
-        staged.write_table("raw_interactions", raw_events)
-        raw_items = staged.read_table("raw_items")
-        display_name = str(raw_items["city_name"].iloc[0]) if len(raw_items) else city
-        items = clean_items(raw_items.drop(columns=["city", "city_name"]), config, display_name)
-        staged.write_table("items", items.clean)
-        staged.write_table("quarantine", items.quarantine[list(QUARANTINE_COLUMNS)],
-                           part="items")
-        events = clean_interactions(staged.read_table("raw_interactions").drop(columns=["city"]),
-                                    staged.read_table("items"), city)
-        staged.write_table("interactions", events.clean)
-        staged.write_table("quarantine", events.quarantine[list(QUARANTINE_COLUMNS)],
-                           part="interactions")
-        audits = audit_ingest(staged, lgsid.max_quarantine_rate)
-        pointer = yield from publish_audited(warehouse, staged, f"{city} ingest", audits, {
+        ingest = stage_ingest(config, staged, lgsid.home_path / "landing",
+                              lgsid.max_quarantine_rate)
+        pointer = yield from publish_audited(warehouse, staged, f"{city} ingest", ingest.audits, {
             "run_id": context.run.run_id,
             "checks": {a.name: {"passed": a.outcome.passed, "description": a.outcome.description}
-                       for a in audits}})
+                       for a in ingest.audits}})
     warehouse.refresh_catalog()
     seconds = time.perf_counter() - started
-    clean, quarantine = items.clean, items.quarantine
-    item_reasons = quarantine["reason"].value_counts().to_dict()
-    event_reasons = events.quarantine["reason"].value_counts().to_dict()
-    context.log.info(
-        f"{city}: published ingest version {pointer['version']}: {len(raw_items)} raw items "
-        f"({len(clean)} clean, {len(quarantine)} quarantined {item_reasons}), "
-        f"{len(raw_events)} raw interactions ({len(events.clean)} clean, "
-        f"{len(events.quarantine)} quarantined {event_reasons}) in {seconds:.1f}s")
+    context.log.info(f"{city}: published ingest version {pointer['version']}: "
+                     f"{ingest.summary()} in {seconds:.1f}s")
     common = {"version": pointer["version"], "seconds": round(seconds, 2)}
-    checks = {a.name: check_result(a.name, a.asset, a.outcome) for a in audits}
-    yield dg.MaterializeResult(
-        asset_key="raw_items",
-        metadata={**common, "source": config.source,
-                  "source_path": dg.MetadataValue.path(config.path),
-                  "dagster/row_count": len(raw_items)})
-    yield dg.MaterializeResult(
-        asset_key="raw_interactions",
-        metadata={**common, "source": config.source, "dagster/row_count": len(raw_events)})
-    map_png = items_map_png(clean, display_name)
-
-    def share(column: str) -> float:
-        return float(clean[column].notna().mean()) if len(clean) else 0.0
-
-    yield dg.MaterializeResult(
-        asset_key="items",
-        metadata={
-            **common,
-            "dagster/row_count": len(clean),
-            "raw_rows": len(raw_items),
-            "quarantined": len(quarantine),
-            "quarantine_by_reason": dg.MetadataValue.json(item_reasons),
-            "admin_level1_share": share("admin_l1_code"),
-            "admin_level2_share": share("admin_l2_code"),
-            "outside_share": float(clean["outside"].mean()) if len(clean) else 0.0,
-            "brands": int(clean["brand"].nunique()),
-            **png_metadata(lgsid.reports, map_png, city, "items_map"),
-        },
-        check_results=[checks[name] for name in ITEM_CHECKS])
-    clean_events = events.clean
-    yield dg.MaterializeResult(
-        asset_key="interactions",
-        metadata={
-            **common,
-            "dagster/row_count": len(clean_events),
-            "raw_rows": len(raw_events),
-            "quarantined": len(events.quarantine),
-            "quarantine_by_reason": dg.MetadataValue.json(event_reasons),
-            "users": int(clean_events["user_id"].nunique()),
-            "items_visited": int(clean_events["item_id"].nunique()),
-            "first_ts": str(clean_events["ts"].min()) if len(clean_events) else "",
-            "last_ts": str(clean_events["ts"].max()) if len(clean_events) else "",
-        },
-        check_results=[checks[name] for name in INTERACTION_CHECKS])
+    checks = {a.name: check_result(a.name, a.asset, a.outcome) for a in ingest.audits}
+    for asset, rows in (("raw_items", len(ingest.raw_items)),
+                        ("raw_interactions", len(ingest.raw_events))):
+        yield dg.MaterializeResult(asset_key=asset, metadata={
+            **common, "source": config.source, "dagster/row_count": rows,
+            **({"source_path": dg.MetadataValue.path(config.path)}
+               if asset == "raw_items" else {})})
+    for asset, figures, names, extra in (
+            ("items", ingest.item_figures(), ITEM_CHECKS,
+             png_metadata(lgsid.reports, ingest.items_map(), city, "items_map")),
+            ("interactions", ingest.interaction_figures(), INTERACTION_CHECKS, {})):
+        rows = figures.pop("rows")
+        reasons = dg.MetadataValue.json(figures.pop("quarantine_by_reason"))
+        yield dg.MaterializeResult(
+            asset_key=asset,
+            metadata={**common, "dagster/row_count": rows, "quarantine_by_reason": reasons,
+                      **figures, **extra},
+            check_results=[checks[name] for name in names])
