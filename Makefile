@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint ui mlflow-ui bench install clean
+.PHONY: demo test test-fast lint ui mlflow-ui bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,9 +29,19 @@ lint: $(STAMP)
 system-deps:
 	bash tests/system_deps.sh
 
+# Tests run on TEST_WORKERS processes (pytest-xdist; a file's tests stay on one worker).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# The fast subset: no end-to-end runs (marked slow), no system packages needed.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 ui: $(STAMP)
 	$(BIN)/dagster dev -m lgsid_pipeline.definitions --host 127.0.0.1 --port 3000

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-ABLATION_CODES = {"lgsid_plain_encoder": ("lgsid", "reference"),
-                  "lgsid_no_geo_level": ("rqkmeans", "aligned"),
-                  "lgsid_no_similarity": ("lgsid", "aligned_no_similarity")}
+ABLATION_CODES = {
+    "lgsid_plain_encoder": ("lgsid", "reference"),
+    "lgsid_no_geo_level": ("rqkmeans", "aligned"),
+    "lgsid_no_similarity": ("lgsid", "aligned_no_similarity"),
+}
 NO_SIMILARITY_PART = "aligned_no_similarity"
 NO_SIMILARITY_ADAPTER = "ablation-aligned-no-similarity"  # its LoRA adapter, in the home
 
@@ -41,8 +43,7 @@ def ensure_no_similarity_embeddings(fit_cities: list[str], cities: list[str]) ->
     from lgsid_pipeline.warehouse import Warehouse
 
     warehouse = Warehouse()
-    todo = [c for c in cities if not warehouse.has_table("item_embeddings", c,
-                                                         NO_SIMILARITY_PART)]
+    todo = [c for c in cities if not warehouse.has_table("item_embeddings", c, NO_SIMILARITY_PART)]
     if not todo:
         return []
     encoder = TextEncoder.load()
@@ -59,23 +60,38 @@ def ensure_no_similarity_embeddings(fit_cities: list[str], cities: list[str]) ->
         def progress(step: int, parts: dict[str, float]) -> None:
             if step % max(1, config.steps // 10) == 0:
                 eta = (time.perf_counter() - started) / step * (config.steps - step)
-                print(f"G-DPO lambda 0: step {step}/{config.steps} loss {parts['loss']:.4f} "
-                      f"ETA {eta:.0f}s", flush=True)
+                print(
+                    f"G-DPO lambda 0: step {step}/{config.steps} loss {parts['loss']:.4f} "
+                    f"ETA {eta:.0f}s",
+                    flush=True,
+                )
 
-        train_gdpo(encoder, triples.anchors, triples.chosen, triples.rejected, config,
-                   margins=np.asarray(triples.margins), on_step=progress)
+        train_gdpo(
+            encoder,
+            triples.anchors,
+            triples.chosen,
+            triples.rejected,
+            config,
+            margins=np.asarray(triples.margins),
+            on_step=progress,
+        )
         encoder.save_adapter(adapter)
     for city in todo:
         items = warehouse.read_table("items", city)
         result = incremental_embeddings(
-            city, items, None, encoder.version,
-            lambda frame: encoder.encode(item_prompts(frame), progress=True))
+            city,
+            items,
+            None,
+            encoder.version,
+            lambda frame: encoder.encode(item_prompts(frame), progress=True),
+        )
         warehouse.write_table("item_embeddings", city, result.table, part=NO_SIMILARITY_PART)
     return todo
 
 
-def ensure_ablation_codes(fit_cities: list[str], cities: list[str],
-                          align: bool = True) -> list[str]:
+def ensure_ablation_codes(
+    fit_cities: list[str], cities: list[str], align: bool = True
+) -> list[str]:
     """Fit and write every missing ablation part for ``cities``; returns the parts written.
     Without ``align`` no encoder is trained: parts whose embeddings are missing are left
     out (``bench/ablations.py`` makes them)."""
@@ -95,9 +111,10 @@ def ensure_ablation_codes(fit_cities: list[str], cities: list[str],
             continue
         if not all(warehouse.has_table("item_embeddings", c, part) for c in everyone):
             continue  # align=False and the embeddings are not there yet
-        inputs = {c: (warehouse.read_table("items", c),
-                      warehouse.read_arrow("item_embeddings", c, part))
-                  for c in dict.fromkeys([*fit_cities, *cities])}
+        inputs = {
+            c: (warehouse.read_table("items", c), warehouse.read_arrow("item_embeddings", c, part))
+            for c in dict.fromkeys([*fit_cities, *cities])
+        }
         items = pd.concat([inputs[c][0] for c in fit_cities], ignore_index=True)
         vectors = np.concatenate([aligned_embeddings(*inputs[c])[0] for c in fit_cities])
         tokenizer = TOKENIZERS[kind](TokenizerConfig()).fit(items, vectors)
@@ -117,6 +134,7 @@ if __name__ == "__main__":
 
     ensure_semantic_ids(list(REAL_CITIES))
     warehouse = Warehouse()  # every city with codes, the STHGCN one too once it has them
-    coded = [c.slug for c in CityRegistry().all()
-             if warehouse.has_table("semantic_ids", c.slug, "lgsid")]
+    coded = [
+        c.slug for c in CityRegistry().all() if warehouse.has_table("semantic_ids", c.slug, "lgsid")
+    ]
     print("wrote", ensure_ablation_codes(list(REAL_CITIES), coded) or "nothing")

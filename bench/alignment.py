@@ -59,8 +59,9 @@ def main() -> None:
         ingest = materialize(list(REAL_CITIES), select="group:ingest", instance=instance)
         ingest_seconds = time.perf_counter() - started
         stage_started = time.perf_counter()
-        results = materialize(list(REAL_CITIES), select="*item_embeddings", instance=instance,
-                              run_config=RUN_CONFIG)
+        results = materialize(
+            list(REAL_CITIES), select="*item_embeddings", instance=instance, run_config=RUN_CONFIG
+        )
         stage_seconds = time.perf_counter() - stage_started
         runs = [r.__dict__ for r in [*ingest, *results]]
     if not all(r["success"] for r in runs):
@@ -71,10 +72,10 @@ def main() -> None:
     reward = {}
     for slug in REAL_CITIES:
         alignment = city_report(warehouse, slug)["alignment"]
-        cities[slug] = {stage: {k: alignment[stage][k] for k in METRIC_KEYS}
-                        for stage in ("before", "after")}
-        cities[slug]["all_metrics"] = {"before": alignment["before"],
-                                       "after": alignment["after"]}
+        cities[slug] = {
+            stage: {k: alignment[stage][k] for k in METRIC_KEYS} for stage in ("before", "after")
+        }
+        cities[slug]["all_metrics"] = {"before": alignment["before"], "after": alignment["after"]}
         reward = alignment["reward"]
     speed = encode_speed()
     out = {
@@ -88,8 +89,11 @@ def main() -> None:
         "runs": runs,
         "machine": {"cpus": os.cpu_count()},
     }
-    write_results("alignment", out, {"cities": REAL_CITIES, "run_config": RUN_CONFIG,
-                                     "encode_speed_items": 2000})
+    write_results(
+        "alignment",
+        out,
+        {"cities": REAL_CITIES, "run_config": RUN_CONFIG, "encode_speed_items": 2000},
+    )
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2, default=str))
 
 

@@ -27,15 +27,25 @@ ALIGNMENT_RUN_CONFIG = {
     "ops": {
         "geo_negatives": {"config": {"max_anchors": 2000}},
         "geo_pairs": {"config": {"n_anchors": 1500}},
-        "aligned_encoder": {"config": {"steps": 150, "batch_size": 32,
-                                       "max_dc_triples": 1500, "max_gc_triples": 1500}},
+        "aligned_encoder": {
+            "config": {
+                "steps": 150,
+                "batch_size": 32,
+                "max_dc_triples": 1500,
+                "max_gc_triples": 1500,
+            }
+        },
     },
 }
 
 # The recommender stages in the benchmarks: the discriminative backbones' datasets and
 # training, and the generative models (sized for two CPU cores; see the bench scripts).
-DATASET = {"max_train_positives": 10000, "max_eval_positives": 3000, "short_len": 20,
-           "long_len": 100}
+DATASET = {
+    "max_train_positives": 10000,
+    "max_eval_positives": 3000,
+    "short_len": 20,
+    "long_len": 100,
+}
 TRAINING = {"epochs": 4, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
 # The generative stage on two cores: budget in optimizer steps (300 steps of 128 take about
 # 4 minutes per model with three cities sharing the cores; validation was still rising at
@@ -43,15 +53,30 @@ TRAINING = {"epochs": 4, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32
 # fit the re-ranker (800 examples) and gate the models; 2,500 test examples give Hit@10
 # intervals near +-0.02 (the paired difference to floor (b) is much narrower). Re-ranking
 # these 4,100 examples costs about as much as training.
-GENERATIVE = {"d_model": 64, "n_layers": 2, "dropout": 0.0, "steps": 300, "eval_every": 150,
-              "patience": 2, "batch_size": 128, "lr": 2e-3, "beam_size": 20, "max_history": 20,
-              "history_window": 200, "max_train_examples": 40_000, "max_valid_eval": 1600,
-              "early_stop_examples": 500, "max_test_examples": 2500}
+GENERATIVE = {
+    "d_model": 64,
+    "n_layers": 2,
+    "dropout": 0.0,
+    "steps": 300,
+    "eval_every": 150,
+    "patience": 2,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "beam_size": 20,
+    "max_history": 20,
+    "history_window": 200,
+    "max_train_examples": 40_000,
+    "max_valid_eval": 1600,
+    "early_stop_examples": 500,
+    "max_test_examples": 2500,
+}
 ONE_TORCH_THREAD = {"resources": {"lgsid": {"config": {"torch_threads": 1}}}}
 DISCRIMINATIVE_RUN_CONFIG = {
     **ONE_TORCH_THREAD,
-    "ops": {"recommender_datasets": {"config": DATASET},
-            **{b: {"config": TRAINING} for b in BACKBONES}},
+    "ops": {
+        "recommender_datasets": {"config": DATASET},
+        **{b: {"config": TRAINING} for b in BACKBONES},
+    },
 }
 GENERATIVE_RUN_CONFIG = {
     **ONE_TORCH_THREAD,
@@ -82,8 +107,10 @@ def register_real_cities() -> list:
     from lgsid_pipeline.config import shared_data_dir
 
     registry = CityRegistry()
-    configs = [CityConfig(slug=slug, source=source, path=str(shared_data_dir() / rel))
-               for slug, (source, rel) in REAL_CITIES.items()]
+    configs = [
+        CityConfig(slug=slug, source=source, path=str(shared_data_dir() / rel))
+        for slug, (source, rel) in REAL_CITIES.items()
+    ]
     for config in configs:
         registry.add(config)
     return configs
@@ -99,8 +126,12 @@ def ensure_item_embeddings() -> list[str]:
     if all(warehouse.has_table("item_embeddings", c, "aligned") for c in REAL_CITIES):
         return []
     register_real_cities()
-    results = materialize(list(REAL_CITIES), select="*item_embeddings",
-                          instance=get_instance(), run_config=ALIGNMENT_RUN_CONFIG)
+    results = materialize(
+        list(REAL_CITIES),
+        select="*item_embeddings",
+        instance=get_instance(),
+        run_config=ALIGNMENT_RUN_CONFIG,
+    )
     failed = [r for r in results if not r.success]
     if failed:
         raise RuntimeError(f"alignment stage failed: {failed}")
@@ -109,8 +140,9 @@ def ensure_item_embeddings() -> list[str]:
 
 TOKENIZER_SELECTION = ",".join(TOKENIZER_ASSETS)
 SEMANTIC_IDS_SELECTION = ",".join(SEMANTIC_ID_ASSETS)
-CITY_CODE_ASSETS = ("raw_items,raw_interactions,items,interactions,item_embeddings,"
-                    + SEMANTIC_IDS_SELECTION)
+CITY_CODE_ASSETS = (
+    "raw_items,raw_interactions,items,interactions,item_embeddings," + SEMANTIC_IDS_SELECTION
+)
 
 
 def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
@@ -124,18 +156,26 @@ def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
     warehouse = Warehouse()
 
     def missing(names: list[str]) -> list[str]:
-        return [c for c in names if not all(warehouse.has_table("semantic_ids", c, variant)
-                                            for variant in TOKENIZER_KINDS)]
+        return [
+            c
+            for c in names
+            if not all(
+                warehouse.has_table("semantic_ids", c, variant) for variant in TOKENIZER_KINDS
+            )
+        ]
 
     runs = ensure_item_embeddings()
     # the tokenizers fit on today's embeddings
-    plans = [(missing(list(REAL_CITIES)), f"{TOKENIZER_SELECTION},{SEMANTIC_IDS_SELECTION}"),
-             (missing([c for c in cities or [] if c not in REAL_CITIES]), CITY_CODE_ASSETS)]
+    plans = [
+        (missing(list(REAL_CITIES)), f"{TOKENIZER_SELECTION},{SEMANTIC_IDS_SELECTION}"),
+        (missing([c for c in cities or [] if c not in REAL_CITIES]), CITY_CODE_ASSETS),
+    ]
     for todo, select in plans:
         if not todo:
             continue
-        results = materialize(todo, select=select, instance=get_instance(),
-                              run_config=ALIGNMENT_RUN_CONFIG)
+        results = materialize(
+            todo, select=select, instance=get_instance(), run_config=ALIGNMENT_RUN_CONFIG
+        )
         failed = [r for r in results if not r.success]
         if failed:
             raise RuntimeError(f"tokenization stage failed: {failed}")
@@ -153,16 +193,20 @@ def provenance(config: dict) -> dict:
     from lgsid_pipeline.provenance import git_sha
 
     sha = git_sha()
-    packages = ("torch", "transformers", "dagster", "mlflow", "numpy", "scikit-learn",
-                "duckdb")
-    return {"git_sha": sha, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]), "config": config,
-            "versions": {"python": sys.version.split()[0],
-                         **{name: version(name) for name in packages}},
-            # timings from a loaded machine are not comparable: the 1/5/15-minute load
-            # averages when the results were written say how busy it was
-            "machine": {"cpus": os.cpu_count(),
-                        "load_average": [round(x, 2) for x in os.getloadavg()]}}
+    packages = ("torch", "transformers", "dagster", "mlflow", "numpy", "scikit-learn", "duckdb")
+    return {
+        "git_sha": sha,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "config": config,
+        "versions": {
+            "python": sys.version.split()[0],
+            **{name: version(name) for name in packages},
+        },
+        # timings from a loaded machine are not comparable: the 1/5/15-minute load
+        # averages when the results were written say how busy it was
+        "machine": {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
+    }
 
 
 def write_results(name: str, results: dict, config: dict) -> Path:

@@ -43,9 +43,13 @@ from lgsid_pipeline.catalog import CTR_VARIANTS, TOKENIZER_KINDS
 VARIANTS = CTR_VARIANTS
 SEEDS = {backbone: 3 if backbone == "din" else 1 for backbone in BACKBONES}
 # The common run config, each backbone's training with its number of seeds on top.
-RUN_CONFIG = {**DISCRIMINATIVE_RUN_CONFIG,
-              "ops": {**DISCRIMINATIVE_RUN_CONFIG["ops"],
-                      **{b: {"config": {**TRAINING, "seeds": n}} for b, n in SEEDS.items()}}}
+RUN_CONFIG = {
+    **DISCRIMINATIVE_RUN_CONFIG,
+    "ops": {
+        **DISCRIMINATIVE_RUN_CONFIG["ops"],
+        **{b: {"config": {**TRAINING, "seeds": n}} for b, n in SEEDS.items()},
+    },
+}
 
 
 ABLATION_BACKBONE = "din"
@@ -75,24 +79,51 @@ def run_ablations(path, seeds: int) -> None:
         entry = out["cities"][city].setdefault("ablations", {}).setdefault(ABLATION_BACKBONE, {})
         for name in ABLATION_CODES:
             codes, sizes = variant_codes(warehouse, city, name, data)
-            results, _ = train_variant_seeds(data, codes, sizes, ABLATION_BACKBONE, train,
-                                             range(seeds), TRAINING["dim"], top_k)
-            entry[name] = {k: results[k] for k in ("auc", "auc_ci95", "auc_seeds", "seeds",
-                                                  "interval", "logloss", "train_seconds")}
-            print(f"[{time.perf_counter() - began:6.0f}s] {city} {ABLATION_BACKBONE}/{name}: "
-                  f"AUC {results['auc']:.4f} {results['auc_ci95']}", flush=True)
+            results, _ = train_variant_seeds(
+                data, codes, sizes, ABLATION_BACKBONE, train, range(seeds), TRAINING["dim"], top_k
+            )
+            entry[name] = {
+                k: results[k]
+                for k in (
+                    "auc",
+                    "auc_ci95",
+                    "auc_seeds",
+                    "seeds",
+                    "interval",
+                    "logloss",
+                    "train_seconds",
+                )
+            }
+            print(
+                f"[{time.perf_counter() - began:6.0f}s] {city} {ABLATION_BACKBONE}/{name}: "
+                f"AUC {results['auc']:.4f} {results['auc_ci95']}",
+                flush=True,
+            )
             out["ablations_provenance"] = provenance(
-                {"cities": list(REAL_CITIES), "backbone": ABLATION_BACKBONE, "seeds": seeds,
-                 "training": TRAINING, "codes": list(ABLATION_CODES)})
+                {
+                    "cities": list(REAL_CITIES),
+                    "backbone": ABLATION_BACKBONE,
+                    "seeds": seeds,
+                    "training": TRAINING,
+                    "codes": list(ABLATION_CODES),
+                }
+            )
             path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ablations", action="store_true",
-                        help="only add the DIN ablations to the existing results")
-    parser.add_argument("--ablation-seeds", type=int, default=SEEDS[ABLATION_BACKBONE],
-                        help="seeds per DIN ablation (default: as the main table)")
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="only add the DIN ablations to the existing results",
+    )
+    parser.add_argument(
+        "--ablation-seeds",
+        type=int,
+        default=SEEDS[ABLATION_BACKBONE],
+        help="seeds per DIN ablation (default: as the main table)",
+    )
     args = parser.parse_args()
     isolated_home("lgsid-disc-")
     if args.ablations:
@@ -106,17 +137,26 @@ def main() -> None:
     ensure_item_embeddings()
     warehouse = Warehouse()
     instance = get_instance()
-    if not all(warehouse.has_table("semantic_ids", c, kind) for c in REAL_CITIES
-               for kind in TOKENIZER_KINDS):
-        done = materialize(list(REAL_CITIES), instance=instance,
-                           select=f"{TOKENIZER_SELECTION},{SEMANTIC_IDS_SELECTION}")
+    if not all(
+        warehouse.has_table("semantic_ids", c, kind)
+        for c in REAL_CITIES
+        for kind in TOKENIZER_KINDS
+    ):
+        done = materialize(
+            list(REAL_CITIES),
+            instance=instance,
+            select=f"{TOKENIZER_SELECTION},{SEMANTIC_IDS_SELECTION}",
+        )
         if not all(r.success for r in done):
             sys.exit(f"tokenization failed: {done}")
     started = time.perf_counter()
-    results = materialize(list(REAL_CITIES), instance=instance,
-                          run_config=RUN_CONFIG,
-                          select="recommender_datasets," + ",".join(BACKBONES)
-                          + ",evaluation_report", parallel=2)
+    results = materialize(
+        list(REAL_CITIES),
+        instance=instance,
+        run_config=RUN_CONFIG,
+        select="recommender_datasets," + ",".join(BACKBONES) + ",evaluation_report",
+        parallel=2,
+    )
     seconds = time.perf_counter() - started
     if not all(r.success for r in results):
         print(json.dumps([r.__dict__ for r in results], indent=2))
@@ -125,26 +165,44 @@ def main() -> None:
     for city in REAL_CITIES:
         table = city_report(warehouse, city)["discriminative"]
         if table.get("seeds") != SEEDS:
-            sys.exit(f"{city}: reports were trained with seeds {table.get('seeds')}, "
-                     f"expected {SEEDS}")
-        cities[city] = {"split": table["split"], "auc": table["auc"],
-                        "auc_ci95": table["auc_ci95"], "seeds": table["seeds"],
-                        "interval": table["interval"], "logloss": table["logloss"],
-                        "train_seconds": table["train_seconds"]}
-    out = {"cities": cities, "stage_seconds": seconds, "dataset": DATASET,
-           "training": TRAINING, "seeds": SEEDS, "runs": [r.__dict__ for r in results],
-           "machine": {"cpus": os.cpu_count()},
-           "provenance": provenance({"cities": list(REAL_CITIES), "run_config": RUN_CONFIG,
-                                     "seeds": SEEDS})}
+            sys.exit(
+                f"{city}: reports were trained with seeds {table.get('seeds')}, expected {SEEDS}"
+            )
+        cities[city] = {
+            "split": table["split"],
+            "auc": table["auc"],
+            "auc_ci95": table["auc_ci95"],
+            "seeds": table["seeds"],
+            "interval": table["interval"],
+            "logloss": table["logloss"],
+            "train_seconds": table["train_seconds"],
+        }
+    out = {
+        "cities": cities,
+        "stage_seconds": seconds,
+        "dataset": DATASET,
+        "training": TRAINING,
+        "seeds": SEEDS,
+        "runs": [r.__dict__ for r in results],
+        "machine": {"cpus": os.cpu_count()},
+        "provenance": provenance(
+            {"cities": list(REAL_CITIES), "run_config": RUN_CONFIG, "seeds": SEEDS}
+        ),
+    }
     (RESULTS / "discriminative.json").write_text(json.dumps(out, indent=2) + "\n")
     for city, entry in cities.items():
-        print(f"\n{city} (split {entry['split']['t1']} / {entry['split']['t2']}; "
-              "test AUC [95% CI])")
+        print(
+            f"\n{city} (split {entry['split']['t1']} / {entry['split']['t2']}; test AUC [95% CI])"
+        )
         print(f"{'backbone':8s} {'seeds':>5s} " + " ".join(f"{v:>24s}" for v in VARIANTS))
         for backbone, row in entry["auc"].items():
             ci = entry["auc_ci95"][backbone]
-            print(f"{backbone:8s} {entry['seeds'][backbone]:5d} " + " ".join(
-                f"{row[v]:.4f} [{ci[v][0]:.4f}, {ci[v][1]:.4f}]".rjust(24) for v in VARIANTS))
+            print(
+                f"{backbone:8s} {entry['seeds'][backbone]:5d} "
+                + " ".join(
+                    f"{row[v]:.4f} [{ci[v][0]:.4f}, {ci[v][1]:.4f}]".rjust(24) for v in VARIANTS
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,31 @@ from lgsid_pipeline.catalog import CODE_VARIANTS
 STHGCN = "sthgcn-nyc"  # the city slug
 STHGCN_KEY = "sthgcn_nyc"  # its entry in generative.json, beside "cities"
 STHGCN_DATA = "foursquare_nyc_sthgcn"
-PUBLISHED = {"sthgcn": {"acc@1": 0.2734, "acc@5": 0.5361, "acc@10": 0.6244, "mrr": 0.3915,
-                        "note": "best run, SIGIR 2023 (mean of 10 runs: 0.2625 / 0.5226 / "
-                                "0.6117 / 0.3798); 1,347 targets"}}
+PUBLISHED = {
+    "sthgcn": {
+        "acc@1": 0.2734,
+        "acc@5": 0.5361,
+        "acc@10": 0.6244,
+        "mrr": 0.3915,
+        "note": "best run, SIGIR 2023 (mean of 10 runs: 0.2625 / 0.5226 / "
+        "0.6117 / 0.3798); 1,347 targets",
+    }
+}
 VARIANT_ORDER = tuple(reversed(CODE_VARIANTS))  # trained in this order within each seed
 HIT_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 ACC_METRICS = ("acc@1", "acc@5", "acc@10", "mrr")
 # SASRec gets the same step budget and batch as the generative models (set in run_city).
-SASREC = {"d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.1, "max_history": 50,
-          "eval_every": 150, "patience": 2, "max_valid_eval": 600, "loss_positions": 1}
+SASREC = {
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 2,
+    "dropout": 0.1,
+    "max_history": 50,
+    "eval_every": 150,
+    "patience": 2,
+    "max_valid_eval": 600,
+    "loss_positions": 1,
+}
 
 
 def log(message: str, began: float) -> None:
@@ -65,8 +81,11 @@ def register_sthgcn() -> None:
 
     registry = CityRegistry()
     if STHGCN not in {c.slug for c in registry.all()}:
-        registry.add(CityConfig(slug=STHGCN, source="foursquare-sthgcn",
-                                path=str(shared_data_dir() / STHGCN_DATA)))
+        registry.add(
+            CityConfig(
+                slug=STHGCN, source="foursquare-sthgcn", path=str(shared_data_dir() / STHGCN_DATA)
+            )
+        )
 
 
 def city_splits(warehouse, city: str, catalogue, settings) -> dict:
@@ -83,13 +102,18 @@ def city_splits(warehouse, city: str, catalogue, settings) -> dict:
     t1, t2 = split_times(events["ts"], DatasetConfig(), file_split_times(events))
     users = events["user_id"].astype(str).to_numpy()
     items = events["item_index"].to_numpy()
-    splits = build_next_item_examples(users, items, events["ts"], t1, t2,
-                                      settings.history_window)
+    splits = build_next_item_examples(users, items, events["ts"], t1, t2, settings.history_window)
     if city == STHGCN:
         for split in ("valid", "test"):
             splits[split] = trajectory_last_targets(
-                users, items, events["ts"], events["trajectory_id"], events["split"], split,
-                settings.history_window)
+                users,
+                items,
+                events["ts"],
+                events["trajectory_id"],
+                events["split"],
+                split,
+                settings.history_window,
+            )
     return sample_splits(splits, settings)
 
 
@@ -99,11 +123,13 @@ def summarize(ranks, metrics, interval: str, multi_seed: bool, floor_b=None) -> 
     from lgsid_pipeline.metrics.intervals import paired_difference, summarize_ranks
 
     out = summarize_ranks(ranks, metrics, (interval,))
-    out["interval"] = ("bootstrap over seeds and test examples" if multi_seed and
-                       out["seeds"] > 1 else "bootstrap over test examples")
+    out["interval"] = (
+        "bootstrap over seeds and test examples"
+        if multi_seed and out["seeds"] > 1
+        else "bootstrap over test examples"
+    )
     if floor_b is not None:
-        out["vs_floor_b"] = {"metric": interval,
-                             **paired_difference(ranks, floor_b, interval)}
+        out["vs_floor_b"] = {"metric": interval, **paired_difference(ranks, floor_b, interval)}
     return out
 
 
@@ -136,21 +162,33 @@ def city_setup(city: str, quick: bool, began: float) -> CitySetup:
     if city == STHGCN:
         stage["max_test_examples"] = 0  # the protocol's whole test set
     if quick:
-        stage |= {"steps": 60, "eval_every": 30, "max_train_examples": 2000,
-                  "max_valid_eval": 100, "max_test_examples": 200}
+        stage |= {
+            "steps": 60,
+            "eval_every": 30,
+            "max_train_examples": 2000,
+            "max_valid_eval": 100,
+            "max_test_examples": 200,
+        }
     settings = GenerativeStageConfig(**stage)
     catalogue = city_catalogue(warehouse, city)
     splits = city_splits(warehouse, city, catalogue, settings)
     sizes = {name: int(len(t)) for name, (_, t) in splits.items()}
     log(f"{city}: {len(catalogue.item_ids)} items, examples {sizes}", began)
-    return CitySetup(city, warehouse, settings, catalogue, splits,
-                     floor_ranks(catalogue, splits),
-                     ACC_METRICS if city == STHGCN else HIT_METRICS,
-                     "acc@10" if city == STHGCN else "hit@10")
+    return CitySetup(
+        city,
+        warehouse,
+        settings,
+        catalogue,
+        splits,
+        floor_ranks(catalogue, splits),
+        ACC_METRICS if city == STHGCN else HIT_METRICS,
+        "acc@10" if city == STHGCN else "hit@10",
+    )
 
 
-def code_ablations(setup: CitySetup, names: list[str], out: dict, began: float,
-                   save: Callable[[dict], None]) -> None:
+def code_ablations(
+    setup: CitySetup, names: list[str], out: dict, began: float, save: Callable[[dict], None]
+) -> None:
     """TIGER (seed 0) on each ablation code part of ``names`` (bench/ablations.py), alone
     and re-ranked, into ``out["ablations"]``: what G-DPO, its similarity regulariser and the
     geographic primary level buy."""
@@ -158,15 +196,17 @@ def code_ablations(setup: CitySetup, names: list[str], out: dict, began: float,
 
     for name in names:
         codes, _ = city_codes(setup.warehouse, setup.city, name, setup.catalogue.item_ids)
-        run = train_variant("tiger", codes, setup.catalogue, setup.splits, setup.settings,
-                            seed=0)
+        run = train_variant("tiger", codes, setup.catalogue, setup.splits, setup.settings, seed=0)
         for ranking, key in (("plain", "tiger"), ("blended", "tiger_history")):
             out.setdefault("ablations", {})[f"{key}_{name}"] = summarize(
-                run.ranks[ranking]["test"], setup.metrics, setup.interval, False,
-                setup.floor_b)
-        log(f"{setup.city}: ablation {name}: plain "
+                run.ranks[ranking]["test"], setup.metrics, setup.interval, False, setup.floor_b
+            )
+        log(
+            f"{setup.city}: ablation {name}: plain "
             f"{out['ablations'][f'tiger_{name}'][setup.interval]:.4f}, re-ranked "
-            f"{out['ablations'][f'tiger_history_{name}'][setup.interval]:.4f}", began)
+            f"{out['ablations'][f'tiger_history_{name}'][setup.interval]:.4f}",
+            began,
+        )
         save(out)
 
 
@@ -179,19 +219,30 @@ def served_entry(setup: CitySetup, candidates: dict) -> dict:
 
     best = max(candidates, key=lambda v: candidates[v].gate_hit10)
     floor_gate = setup.floors["user_history_2km"]["gate"]
-    decision = champion_gate(candidates[best].gate_hit10,
-                             float(np.mean((floor_gate >= 0) & (floor_gate < 10))), None)
+    decision = champion_gate(
+        candidates[best].gate_hit10, float(np.mean((floor_gate >= 0) & (floor_gate < 10))), None
+    )
     ranks = candidates[best].ranks["blended"]["test"] if decision.promote else setup.floor_b
     served = summarize(ranks, setup.metrics, setup.interval, False, setup.floor_b)
     interval = setup.interval
-    return {"model": f"tiger/{best} + history" if decision.promote
-            else "floor/user_history_2km", interval: served[interval],
-            f"{interval}_ci95": served[f"{interval}_ci95"], "vs_floor_b": served["vs_floor_b"],
-            "gate": decision.as_dict()}
+    return {
+        "model": f"tiger/{best} + history" if decision.promote else "floor/user_history_2km",
+        interval: served[interval],
+        f"{interval}_ci95": served[f"{interval}_ci95"],
+        "vs_floor_b": served["vs_floor_b"],
+        "gate": decision.as_dict(),
+    }
 
 
-def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
-             save: Callable[[dict], None], reuse: dict | None = None) -> dict:
+def run_city(
+    city: str,
+    seeds: int,
+    began: float,
+    quick: bool,
+    kinds: list[str],
+    save: Callable[[dict], None],
+    reuse: dict | None = None,
+) -> dict:
     """Every model and floor of one city; ``save`` gets the entry after each model, so an
     interrupted run keeps what it measured. ``reuse``: that city's entry of an earlier run
     with the same settings, whose SASRec figures are kept (``--resume``)."""
@@ -209,14 +260,18 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
     out: dict = {"examples": sizes, "floors": {}, "train_seconds": {}}
     for name, ranks in floors.items():
         out["floors"][name] = summarize(ranks["test"], metrics, interval, False)
-    log(f"{city}: floors " + ", ".join(f"{n} {m[interval]:.4f}" for n, m in
-                                       out["floors"].items()), began)
+    log(
+        f"{city}: floors " + ", ".join(f"{n} {m[interval]:.4f}" for n, m in out["floors"].items()),
+        began,
+    )
 
-    sasrec = SasrecConfig(**SASREC, steps=settings.steps, batch_size=settings.batch_size,
-                          lr=settings.lr)
+    sasrec = SasrecConfig(
+        **SASREC, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr
+    )
     if quick:
-        sasrec = SasrecConfig(**{**asdict(sasrec), "steps": 60, "eval_every": 30,
-                                 "max_valid_eval": 100})
+        sasrec = SasrecConfig(
+            **{**asdict(sasrec), "steps": 60, "eval_every": 30, "max_valid_eval": 100}
+        )
     floor_b = setup.floor_b
     kept = (reuse or {}).get("floors", {}).get("sasrec")
     if kept and reuse["examples"] == sizes and kept["seeds"] == seeds:
@@ -225,12 +280,14 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
     else:
         sasrec_ranks, started = [], time.perf_counter()
         for seed in range(seeds):
-            result = train_sasrec(SasrecConfig(**{**asdict(sasrec), "seed": seed}),
-                                  len(catalogue.item_ids), splits)
+            result = train_sasrec(
+                SasrecConfig(**{**asdict(sasrec), "seed": seed}), len(catalogue.item_ids), splits
+            )
             items, _ = recommend_sasrec(result, splits["test"][0], 20)
             sasrec_ranks.append(target_ranks(items, splits["test"][1]))
-        out["floors"]["sasrec"] = summarize(np.stack(sasrec_ranks), metrics, interval, True,
-                                            floor_b)
+        out["floors"]["sasrec"] = summarize(
+            np.stack(sasrec_ranks), metrics, interval, True, floor_b
+        )
         out["train_seconds"]["sasrec"] = (time.perf_counter() - started) / seeds
     log(f"{city}: sasrec {out['floors']['sasrec'][interval]:.4f}", began)
 
@@ -244,26 +301,44 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
         for seed in range(n_seeds):
             for variant in VARIANT_ORDER:
                 codes, _ = city_codes(warehouse, city, variant, catalogue.item_ids)
-                run = train_variant(kind, codes, catalogue, splits, settings, seed=seed,
-                                    ablations=(variant == "lgsid" and seed == 0))
+                run = train_variant(
+                    kind,
+                    codes,
+                    catalogue,
+                    splits,
+                    settings,
+                    seed=seed,
+                    ablations=(variant == "lgsid" and seed == 0),
+                )
                 runs[variant].append(run)
-                hits = {name: float(np.mean((r["test"] >= 0) & (r["test"] < 10)))
-                        for name, r in run.ranks.items()}
-                log(f"{city}: {kind}/{variant} seed {seed}: best step "
+                hits = {
+                    name: float(np.mean((r["test"] >= 0) & (r["test"] < 10)))
+                    for name, r in run.ranks.items()
+                }
+                log(
+                    f"{city}: {kind}/{variant} seed {seed}: best step "
                     f"{run.result.best_step}, test top-10 {hits} ({run.train_seconds:.0f}s "
-                    f"train, {run.inference_seconds:.0f}s re-ranking)", began)
+                    f"train, {run.inference_seconds:.0f}s re-ranking)",
+                    began,
+                )
                 done = runs[variant]
                 for ranking, key in (("plain", kind), ("blended", f"{kind}_history")):
                     out[key][variant] = summarize(
-                        np.stack([r.ranks[ranking]["test"] for r in done]), metrics, interval,
-                        True, floor_b)
-                out["train_seconds"][f"{kind}/{variant}"] = float(np.mean(
-                    [r.train_seconds for r in done]))
+                        np.stack([r.ranks[ranking]["test"] for r in done]),
+                        metrics,
+                        interval,
+                        True,
+                        floor_b,
+                    )
+                out["train_seconds"][f"{kind}/{variant}"] = float(
+                    np.mean([r.train_seconds for r in done])
+                )
                 if variant == "lgsid" and seed == 0:
                     out.setdefault("ablations", {})
                     for ranking in ("no_model", "no_history", "no_distance"):
                         out["ablations"][f"{kind}_lgsid_history_{ranking}"] = summarize(
-                            run.ranks[ranking]["test"], metrics, interval, False, floor_b)
+                            run.ranks[ranking]["test"], metrics, interval, False, floor_b
+                        )
                 if kind == "tiger" and seed == 0:
                     gate_candidates[variant] = run
                 save(out)
@@ -271,8 +346,11 @@ def run_city(city: str, seeds: int, began: float, quick: bool, kinds: list[str],
                 out["served"] = served_entry(setup, gate_candidates)
                 log(f"{city}: served {out['served']}", began)
                 save(out)
-    coded = [name for name in ABLATION_CODES  # bench/ablations.py makes the others
-             if warehouse.has_table("semantic_ids", city, name)]
+    coded = [
+        name
+        for name in ABLATION_CODES  # bench/ablations.py makes the others
+        if warehouse.has_table("semantic_ids", city, name)
+    ]
     code_ablations(setup, coded, out, began, save)
     return out
 
@@ -294,12 +372,15 @@ def merge_results(parts: list[Path], out: Path, note: str = "") -> None:
         for key in (STHGCN, STHGCN_KEY):  # runs before the key was named keep the slug
             if key in data:
                 merged[STHGCN_KEY] = sthgcn_entry(data[key])
-        cities = [*data.get("cities", {}),
-                  *([STHGCN] if STHGCN in data or STHGCN_KEY in data else [])]
+        cities = [
+            *data.get("cities", {}),
+            *([STHGCN] if STHGCN in data or STHGCN_KEY in data else []),
+        ]
         merged["provenance"]["merged_from"][",".join(cities)] = data["provenance"]
     first = next(iter(merged["provenance"]["merged_from"].values()))
-    merged["provenance"].update({k: first[k] for k in ("git_sha", "created_at", "command",
-                                                        "config")})
+    merged["provenance"].update(
+        {k: first[k] for k in ("git_sha", "created_at", "command", "config")}
+    )
     out.write_text(json.dumps(merged, indent=2) + "\n")
 
 
@@ -311,29 +392,41 @@ def add_code_ablations(args: argparse.Namespace, results: dict, began: float) ->
 
         def save(entry: dict, city: str = city) -> None:
             results.setdefault("provenance", {})["code_ablations"] = provenance(
-                {"stage": GENERATIVE, "cities": args.cities, "codes": args.code_ablations})
+                {"stage": GENERATIVE, "cities": args.cities, "codes": args.code_ablations}
+            )
             args.out.write_text(json.dumps(results, indent=2) + "\n")
 
-        code_ablations(city_setup(city, args.quick, began), args.code_ablations, entry,
-                       began, save)
+        code_ablations(city_setup(city, args.quick, began), args.code_ablations, entry, began, save)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cities", nargs="+", default=["tokyo", "new-york", STHGCN])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--kinds", nargs="+", default=["tiger", "onerec"],
-                        choices=["tiger", "onerec"])
+    parser.add_argument(
+        "--kinds", nargs="+", default=["tiger", "onerec"], choices=["tiger", "onerec"]
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "generative.json")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the SASRec figures of --out's cities when the settings match")
-    parser.add_argument("--code-ablations", nargs="+", choices=list(ABLATION_CODES),
-                        help="only train TIGER on these ablation codes, into --out's cities")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the SASRec figures of --out's cities when the settings match",
+    )
+    parser.add_argument(
+        "--code-ablations",
+        nargs="+",
+        choices=list(ABLATION_CODES),
+        help="only train TIGER on these ablation codes, into --out's cities",
+    )
     parser.add_argument("--note", default="", help="with --merge: how the runs were made")
-    parser.add_argument("--merge", nargs="+", type=Path,
-                        help="only merge these result files (runs of other cities) into --out")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="only merge these result files (runs of other cities) into --out",
+    )
     args = parser.parse_args()
     if args.merge:
         merge_results(args.merge, args.out, args.note)
@@ -353,10 +446,18 @@ def main() -> None:
         add_code_ablations(args, previous, began)
         return
     results = {"cities": {}, **{k: v for k, v in previous.items() if k == STHGCN_KEY}}
-    results["cities"] = {k: v for k, v in previous.get("cities", {}).items()
-                         if "floors" in v and k in args.cities}
-    config = {"stage": GENERATIVE, "sasrec": SASREC, "seeds": args.seeds, "threads": args.threads,
-              "quick": args.quick, "cities": args.cities, "kinds": args.kinds}
+    results["cities"] = {
+        k: v for k, v in previous.get("cities", {}).items() if "floors" in v and k in args.cities
+    }
+    config = {
+        "stage": GENERATIVE,
+        "sasrec": SASREC,
+        "seeds": args.seeds,
+        "threads": args.threads,
+        "quick": args.quick,
+        "cities": args.cities,
+        "kinds": args.kinds,
+    }
     for city in args.cities:
         started = time.perf_counter()
 
@@ -371,10 +472,13 @@ def main() -> None:
 
         same = previous.get("provenance", {}).get("config", {})
         same = same.get("stage") == GENERATIVE and same.get("sasrec") == SASREC
-        reuse = (previous[STHGCN_KEY] if city == STHGCN else previous.get("cities", {})[city]) \
-            if args.resume and same and city in [*previous.get("cities", {}),
-                                                 *([STHGCN] if STHGCN_KEY in previous else [])] \
+        reuse = (
+            (previous[STHGCN_KEY] if city == STHGCN else previous.get("cities", {})[city])
+            if args.resume
+            and same
+            and city in [*previous.get("cities", {}), *([STHGCN] if STHGCN_KEY in previous else [])]
             else None
+        )
         entry = run_city(city, args.seeds, began, args.quick, args.kinds, save, reuse)
         save(entry)
         log(f"{city} done in {entry['seconds']:.0f}s; wrote {args.out}", began)

@@ -32,15 +32,22 @@ def main() -> None:
         t0 = time.perf_counter()
         raw_items, raw_inter = raw_tables(config)
         t1 = time.perf_counter()
-        items = clean_items(raw_items.drop(columns=["city", "city_name"]), config,
-                            str(raw_items["city_name"].iloc[0]))
+        items = clean_items(
+            raw_items.drop(columns=["city", "city_name"]),
+            config,
+            str(raw_items["city_name"].iloc[0]),
+        )
         t2 = time.perf_counter()
         clean_interactions(raw_inter.drop(columns=["city"]), items.clean, slug)
         t3 = time.perf_counter()
-        results[slug] = {"library_seconds": {"read_source": round(t1 - t0, 3),
-                                             "clean_items": round(t2 - t1, 3),
-                                             "clean_interactions": round(t3 - t2, 3),
-                                             "total": round(t3 - t0, 3)}}
+        results[slug] = {
+            "library_seconds": {
+                "read_source": round(t1 - t0, 3),
+                "clean_items": round(t2 - t1, 3),
+                "clean_interactions": round(t3 - t2, 3),
+                "total": round(t3 - t0, 3),
+            }
+        }
     with dg.instance_for_test() as instance:
         for slug in REAL_CITIES:
             t0 = time.perf_counter()
@@ -54,11 +61,15 @@ def main() -> None:
     out = {
         "cities": results,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
     }
-    write_results("ingest", out, {"cities": REAL_CITIES, "selection": "group:ingest",
-                                  "parallel": 1})
+    write_results(
+        "ingest", out, {"cities": REAL_CITIES, "selection": "group:ingest", "parallel": 1}
+    )
     print(json.dumps(out, indent=2, default=str))
 
 

@@ -51,10 +51,12 @@ STAGES: list[tuple[str, str, dict | None]] = [
     ("item_embeddings", "item_embeddings", None),
     ("tokenizers", TOKENIZER_SELECTION, None),
     ("semantic_ids", SEMANTIC_IDS_SELECTION, None),
-    ("discriminative", "recommender_datasets,din,dien,sim,twin,eta",
-     DISCRIMINATIVE_RUN_CONFIG),
-    ("generative", "tiger,onerec,generative_baseline,user_topk_cache,evaluation_report",
-     GENERATIVE_RUN_CONFIG),
+    ("discriminative", "recommender_datasets,din,dien,sim,twin,eta", DISCRIMINATIVE_RUN_CONFIG),
+    (
+        "generative",
+        "tiger,onerec,generative_baseline,user_topk_cache,evaluation_report",
+        GENERATIVE_RUN_CONFIG,
+    ),
 ]
 BACKFILL_CITY = "new-york"
 BACKFILL_ITEMS = 1000
@@ -68,8 +70,9 @@ def _metadata(instance, run_id: str, asset: str) -> dict:
         if dagster_event and dagster_event.event_type_value == "ASSET_MATERIALIZATION":
             materialization = dagster_event.event_specific_data.materialization
             if materialization.asset_key.to_user_string() == asset:
-                found[materialization.partition] = {k: v.value for k, v in
-                                                    materialization.metadata.items()}
+                found[materialization.partition] = {
+                    k: v.value for k, v in materialization.metadata.items()
+                }
     return found
 
 
@@ -113,10 +116,10 @@ def run_stage(name: str) -> dict:
     if name == "backfill":
         return _backfill(instance)
     selection, config = next((s, c) for n, s, c in STAGES if n == name)
-    results = materialize(list(REAL_CITIES), select=selection, instance=instance,
-                          run_config=config, parallel=2)
-    out: dict = {"success": all(r.success for r in results),
-                 "runs": [r.__dict__ for r in results]}
+    results = materialize(
+        list(REAL_CITIES), select=selection, instance=instance, run_config=config, parallel=2
+    )
+    out: dict = {"success": all(r.success for r in results), "runs": [r.__dict__ for r in results]}
     if name == "item_embeddings":
         meta = [m for r in results for m in _metadata(instance, r.run_id, name).values()]
         encoded = sum(m["encoded"] + m["reference_encoded"] for m in meta)
@@ -141,20 +144,40 @@ def _backfill(instance) -> dict:
     results = [execute_run_request(r, NIGHTLY_JOB_NAME, instance) for r in tick.run_requests]
     seconds = time.perf_counter() - started
     warehouse = Warehouse()
-    coded = {kind: int(warehouse.read_table("semantic_ids", BACKFILL_CITY, kind)["item_id"]
-                       .isin(new_ids).sum()) for kind in TOKENIZER_KINDS}
-    embedded = int(warehouse.read_table("item_embeddings", BACKFILL_CITY, "aligned")["item_id"]
-                   .isin(new_ids).sum())
+    coded = {
+        kind: int(
+            warehouse.read_table("semantic_ids", BACKFILL_CITY, kind)["item_id"].isin(new_ids).sum()
+        )
+        for kind in TOKENIZER_KINDS
+    }
+    embedded = int(
+        warehouse.read_table("item_embeddings", BACKFILL_CITY, "aligned")["item_id"]
+        .isin(new_ids)
+        .sum()
+    )
     keys = ("assigned", "reused", "churn", "encoded", "reference_encoded", "encode_seconds")
-    counts = {asset: {k: v for m in _metadata(instance, r.run_id, asset).values()
-                      for k, v in m.items() if k in keys}
-              for r in results for asset in ("item_embeddings", "semantic_ids")}
-    return {"success": bool(results) and all(r.success for r in results),
-            "runs": [r.__dict__ for r in results],
-            "requested": [r.partition_key for r in tick.run_requests],
-            "items_landed": len(new_ids), "items_embedded": embedded, "items_coded": coded,
-            "run_metadata": counts, "sensor_seconds": round(sensor_seconds, 2),
-            "seconds": round(seconds, 2), "models_unchanged": before == _champion_versions()}
+    counts = {
+        asset: {
+            k: v
+            for m in _metadata(instance, r.run_id, asset).values()
+            for k, v in m.items()
+            if k in keys
+        }
+        for r in results
+        for asset in ("item_embeddings", "semantic_ids")
+    }
+    return {
+        "success": bool(results) and all(r.success for r in results),
+        "runs": [r.__dict__ for r in results],
+        "requested": [r.partition_key for r in tick.run_requests],
+        "items_landed": len(new_ids),
+        "items_embedded": embedded,
+        "items_coded": coded,
+        "run_metadata": counts,
+        "sensor_seconds": round(sensor_seconds, 2),
+        "seconds": round(seconds, 2),
+        "models_unchanged": before == _champion_versions(),
+    }
 
 
 def _tree_rss_mb(root: psutil.Process) -> float:
@@ -196,22 +219,34 @@ def _measure(name: str) -> dict:
     if not report["success"]:
         print(json.dumps(report, indent=2, default=str))
         sys.exit(f"stage {name} failed")
-    print(f"{name}: {seconds:.1f}s, peak process {report['peak_rss_mb']:.0f} MB, "
-          f"peak tree {peak_tree:.0f} MB", flush=True)
-    return {"seconds": round(seconds, 2), "peak_rss_mb": report.pop("peak_rss_mb"),
-            "peak_tree_rss_mb": round(peak_tree, 1), **report}
+    print(
+        f"{name}: {seconds:.1f}s, peak process {report['peak_rss_mb']:.0f} MB, "
+        f"peak tree {peak_tree:.0f} MB",
+        flush=True,
+    )
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": report.pop("peak_rss_mb"),
+        "peak_tree_rss_mb": round(peak_tree, 1),
+        **report,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stage", help=argparse.SUPPRESS)
-    parser.add_argument("--fresh", action="store_true",
-                        help="clear the bench home's home/ and dagster/ folders first")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="clear the bench home's home/ and dagster/ folders first",
+    )
     args = parser.parse_args()
     if args.stage:
         report = run_stage(args.stage)
-        peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        peak_kb = max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        )
         report["peak_rss_mb"] = round(peak_kb / 1024, 1)
         print(json.dumps(report, default=str))
         return
@@ -231,27 +266,44 @@ def main() -> None:
     embeddings = stages["item_embeddings"]
     out = {
         "cities": list(REAL_CITIES),
-        "stages": {name: {"seconds": s["seconds"], "peak_rss_mb": s["peak_rss_mb"],
-                          "peak_tree_rss_mb": s["peak_tree_rss_mb"]}
-                   for name, s in stages.items()},
+        "stages": {
+            name: {
+                "seconds": s["seconds"],
+                "peak_rss_mb": s["peak_rss_mb"],
+                "peak_tree_rss_mb": s["peak_tree_rss_mb"],
+            }
+            for name, s in stages.items()
+        },
         "total_seconds": round(total, 2),
         "encode_items_per_s": round(embeddings["encoded"] / embeddings["encode_seconds"], 1),
         "backfill_1000_items_seconds": backfill["seconds"],
         "backfill": {k: v for k, v in backfill.items() if k != "runs"},
-        "encode": {"items_encoded": embeddings["encoded"],
-                   "encode_seconds": round(embeddings["encode_seconds"], 2),
-                   "note": "reference + aligned embeddings of both cities; the two cities "
-                           "encode at once, so items/s is per process summed over time"},
+        "encode": {
+            "items_encoded": embeddings["encoded"],
+            "encode_seconds": round(embeddings["encode_seconds"], 2),
+            "note": "reference + aligned embeddings of both cities; the two cities "
+            "encode at once, so items/s is per process summed over time",
+        },
         "runs": {name: s["runs"] for name, s in {**stages, "backfill": backfill}.items()},
-        "machine": {"cpus": os.cpu_count(),
-                    "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        },
     }
-    write_results("pipeline", out, {
-        "cities": REAL_CITIES, "backfill": {"city": BACKFILL_CITY, "items": BACKFILL_ITEMS},
-        "stages": [{"stage": n, "selection": s, "run_config": c} for n, s, c in STAGES]})
-    print(f"total {total:.0f}s; encoding {out['encode_items_per_s']} items/s; backfill of "
-          f"{BACKFILL_ITEMS} items {backfill['seconds']:.1f}s "
-          f"(models unchanged: {backfill['models_unchanged']})")
+    write_results(
+        "pipeline",
+        out,
+        {
+            "cities": REAL_CITIES,
+            "backfill": {"city": BACKFILL_CITY, "items": BACKFILL_ITEMS},
+            "stages": [{"stage": n, "selection": s, "run_config": c} for n, s, c in STAGES],
+        },
+    )
+    print(
+        f"total {total:.0f}s; encoding {out['encode_items_per_s']} items/s; backfill of "
+        f"{BACKFILL_ITEMS} items {backfill['seconds']:.1f}s "
+        f"(models unchanged: {backfill['models_unchanged']})"
+    )
 
 
 if __name__ == "__main__":

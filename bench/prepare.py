@@ -15,8 +15,10 @@ def main() -> None:
     home = isolated_home("lgsid-prepare-")
     started = time.perf_counter()
     runs = ensure_semantic_ids()
-    print(f"semantic IDs ready in {home} after {time.perf_counter() - started:.0f}s "
-          f"({len(runs)} runs)")
+    print(
+        f"semantic IDs ready in {home} after {time.perf_counter() - started:.0f}s "
+        f"({len(runs)} runs)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,20 +33,28 @@ def rows_of(entry: dict) -> list[tuple[str, dict]]:
 
 def table(entry: dict, metrics: tuple[str, ...], interval: str) -> str:
     head = [f"{m} (95% CI)" if m == interval else m for m in metrics]
-    lines = ["| model | seeds | " + " | ".join(head) + f" | {interval} minus floor (b), "
-             "paired (95% CI) |", "|---|---:|" + "---:|" * (len(metrics) + 1)]
+    lines = [
+        "| model | seeds | " + " | ".join(head) + f" | {interval} minus floor (b), "
+        "paired (95% CI) |",
+        "|---|---:|" + "---:|" * (len(metrics) + 1),
+    ]
     for name, m in rows_of(entry):
         diff = m.get("vs_floor_b")
-        paired = (f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]"
-                  if diff else "")
-        lines.append(f"| {name} | {m['seeds']} | "
-                     + " | ".join(cell(m, k) if k == interval else f"{m[k]:.3f}"
-                                  for k in metrics) + f" | {paired} |")
+        paired = (
+            f"{diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]" if diff else ""
+        )
+        lines.append(
+            f"| {name} | {m['seeds']} | "
+            + " | ".join(cell(m, k) if k == interval else f"{m[k]:.3f}" for k in metrics)
+            + f" | {paired} |"
+        )
     served = entry.get("served")
     if served is None:
         return "\n".join(lines)
-    lines.append(f"\nServed (`user_topk_cache`): {served['model']}, {interval} "
-                 f"{cell(served, interval)}; gate: {served['gate']['reason']}.")
+    lines.append(
+        f"\nServed (`user_topk_cache`): {served['model']}, {interval} "
+        f"{cell(served, interval)}; gate: {served['gate']['reason']}."
+    )
     return "\n".join(lines)
 
 
@@ -61,8 +69,10 @@ def main() -> None:
         print(f"\n#### {STHGCN} ({entry['examples']['test']} test targets, STHGCN protocol)\n")
         print(table(entry, ("acc@1", "acc@5", "acc@10", "mrr"), "acc@10"))
         published = entry["published"]["sthgcn"]
-        print(f"\nPublished STHGCN: Acc@1 {published['acc@1']}, Acc@5 {published['acc@5']}, "
-              f"Acc@10 {published['acc@10']}, MRR {published['mrr']} ({published['note']}).")
+        print(
+            f"\nPublished STHGCN: Acc@1 {published['acc@1']}, Acc@5 {published['acc@5']}, "
+            f"Acc@10 {published['acc@10']}, MRR {published['mrr']} ({published['note']})."
+        )
 
 
 if __name__ == "__main__":

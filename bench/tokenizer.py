@@ -57,8 +57,9 @@ def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
     parts = []
     for city in champion.cities:  # refit on exactly what the champion was fitted on
         items = warehouse.read_table("items", city)
-        vectors, _ = aligned_embeddings(items, warehouse.read_arrow(
-            "item_embeddings", city, champion.embedding_part))
+        vectors, _ = aligned_embeddings(
+            items, warehouse.read_arrow("item_embeddings", city, champion.embedding_part)
+        )
         parts.append((items, vectors))
     items = pd.concat([p[0] for p in parts], ignore_index=True)
     vectors = np.concatenate([p[1] for p in parts])
@@ -66,8 +67,7 @@ def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
     config = TokenizerConfig(**{**champion.config.__dict__, "seed": seed})
     out = {}
     for name, warm in (("warm", True), ("cold_matched", False)):
-        retrained = TOKENIZERS[kind](config).fit(items, vectors, previous=champion,
-                                                 warm_start=warm)
+        retrained = TOKENIZERS[kind](config).fit(items, vectors, previous=champion, warm_start=warm)
         after = retrained.assign(items, vectors)
         out[f"churn_{name}"] = float(np.mean(np.any(before != after, axis=1)))
         out[f"churn_{name}_by_level"] = np.mean(before != after, axis=0).round(4).tolist()
@@ -92,8 +92,10 @@ def encoder_retrain_churn(seed: int = ENCODER_RETRAIN_SEED) -> dict:
         return table[level_columns(3)].sort_index()
 
     before = {kind: {city: tokens(kind, city) for city in REAL_CITIES} for kind in KINDS}
-    ops = {name: {"config": dict(entry["config"])}
-           for name, entry in ALIGNMENT_RUN_CONFIG["ops"].items()}
+    ops = {
+        name: {"config": dict(entry["config"])}
+        for name, entry in ALIGNMENT_RUN_CONFIG["ops"].items()
+    }
     ops["aligned_encoder"]["config"]["seed"] = seed
     config = {"ops": ops}
     started = time.perf_counter()
@@ -101,8 +103,13 @@ def encoder_retrain_churn(seed: int = ENCODER_RETRAIN_SEED) -> dict:
     seconds = time.perf_counter() - started
     if step.state != "done":
         raise RuntimeError(f"retrain {step.state}: {step.reason}; runs {results}")
-    out: dict = {"seconds": round(seconds, 1), "aligned_encoder_seed": seed,
-                 "run_config": config, "runs": [r.__dict__ for r in results], "kinds": {}}
+    out: dict = {
+        "seconds": round(seconds, 1),
+        "aligned_encoder_seed": seed,
+        "run_config": config,
+        "runs": [r.__dict__ for r in results],
+        "kinds": {},
+    }
     for kind in KINDS:
         fitted = Tokenizer.load(champion_folder(tokenizer_model(kind)))
         per_city = {}
@@ -110,15 +117,21 @@ def encoder_retrain_churn(seed: int = ENCODER_RETRAIN_SEED) -> dict:
             old, new = before[kind][city], tokens(kind, city)
             common = old.index.intersection(new.index)
             changed = old.loc[common].to_numpy() != new.loc[common].to_numpy()
-            per_city[city] = {"items": len(common),
-                              "churn": float(np.mean(changed.any(axis=1))),
-                              "churn_by_level": changed.mean(axis=0).round(4).tolist()}
+            per_city[city] = {
+                "items": len(common),
+                "churn": float(np.mean(changed.any(axis=1))),
+                "churn_by_level": changed.mean(axis=0).round(4).tolist(),
+            }
         weights = [per_city[c]["items"] for c in REAL_CITIES]
         out["kinds"][kind] = {
-            "churn": float(np.average([per_city[c]["churn"] for c in REAL_CITIES],
-                                      weights=weights)),
-            "cities": per_city, "tokenizer_version": fitted.version,
-            "encoder_version": fitted.encoder_version, "warm_started": fitted.warm_started}
+            "churn": float(
+                np.average([per_city[c]["churn"] for c in REAL_CITIES], weights=weights)
+            ),
+            "cities": per_city,
+            "tokenizer_version": fitted.version,
+            "encoder_version": fitted.encoder_version,
+            "warm_started": fitted.warm_started,
+        }
     return out
 
 
@@ -137,8 +150,9 @@ def main() -> None:
     select = ",".join(name for pair in KINDS.values() for name in pair)
     started = time.perf_counter()
     cold = {"ops": {model: {"config": {"warm_start": False}} for model, _ in KINDS.values()}}
-    results = materialize(list(REAL_CITIES), select=select, instance=get_instance(),
-                          run_config=cold)
+    results = materialize(
+        list(REAL_CITIES), select=select, instance=get_instance(), run_config=cold
+    )
     stage_seconds = time.perf_counter() - started
     if not all(r.success for r in results):
         print(json.dumps([r.__dict__ for r in results], indent=2))
@@ -147,24 +161,28 @@ def main() -> None:
     cities: dict[str, dict] = {}
     for city in REAL_CITIES:
         reports = city_report(warehouse, city)["tokenizers"]
-        cities[city] = {"tokenizers": {
-            kind: {**{k: reports[kind][k] for k in SUMMARY_KEYS}, "all_metrics": reports[kind]}
-            for kind in KINDS}}
+        cities[city] = {
+            "tokenizers": {
+                kind: {**{k: reports[kind][k] for k in SUMMARY_KEYS}, "all_metrics": reports[kind]}
+                for kind in KINDS
+            }
+        }
     churn = {}
     for kind in KINDS:
         churn[kind] = retrain_churn(kind)
         print(kind, churn[kind], flush=True)
     store = ReportStore(warehouse.home)
-    global_reports = {kind: store.read(store.tokenizer(kind))
-                      for kind in KINDS}
+    global_reports = {kind: store.read(store.tokenizer(kind)) for kind in KINDS}
     encoder_retrain = encoder_retrain_churn()
-    print("after an encoder retrain:", {k: round(v["churn"], 4)
-                                        for k, v in encoder_retrain["kinds"].items()}, flush=True)
+    print(
+        "after an encoder retrain:",
+        {k: round(v["churn"], 4) for k, v in encoder_retrain["kinds"].items()},
+        flush=True,
+    )
     out = {
         "cities": cities,
         "retrain": churn,
-        "churn_after_encoder_retrain": {k: v["churn"] for k, v in
-                                        encoder_retrain["kinds"].items()},
+        "churn_after_encoder_retrain": {k: v["churn"] for k, v in encoder_retrain["kinds"].items()},
         "encoder_retrain": encoder_retrain,
         "fit_seconds": {k: v["fit_seconds"] for k, v in global_reports.items()},
         "stage_seconds": stage_seconds,
@@ -173,15 +191,29 @@ def main() -> None:
         "runs": [r.__dict__ for r in results],
         "machine": {"cpus": os.cpu_count()},
     }
-    write_results("tokenizer", out, {"cities": REAL_CITIES, "kinds": KINDS,
-                                     "materialize_run_config": cold, "retrain_seed": 1,
-                                     "encoder_retrain_seed": ENCODER_RETRAIN_SEED})
+    write_results(
+        "tokenizer",
+        out,
+        {
+            "cities": REAL_CITIES,
+            "kinds": KINDS,
+            "materialize_run_config": cold,
+            "retrain_seed": 1,
+            "encoder_retrain_seed": ENCODER_RETRAIN_SEED,
+        },
+    )
     table = [f"{'city':10s} {'tokenizer':9s} " + " ".join(f"{k:>18s}" for k in SUMMARY_KEYS)]
     for city, entry in cities.items():
         for kind, figures in entry["tokenizers"].items():
-            table.append(f"{city:10s} {kind:9s} " + " ".join(
-                f"{figures[k]:>18.3f}" if isinstance(figures[k], float) else f"{figures[k]!s:>18s}"
-                for k in SUMMARY_KEYS))
+            table.append(
+                f"{city:10s} {kind:9s} "
+                + " ".join(
+                    f"{figures[k]:>18.3f}"
+                    if isinstance(figures[k], float)
+                    else f"{figures[k]!s:>18s}"
+                    for k in SUMMARY_KEYS
+                )
+            )
     print("\n".join(table))
 
 

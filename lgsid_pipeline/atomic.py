@@ -63,7 +63,7 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def write_file_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it,
     which is fsynced and renamed over ``path`` (mode 0644); on any error it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,17 +94,17 @@ def _version_folders(target: Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.v-*"), key=lambda p: p.stat().st_mtime)
 
 
-def sweep_folder_versions(target: Path, keep_previous: int = 1,
-                          max_age_s: float = STALE_SECONDS) -> list[Path]:
+def sweep_folder_versions(
+    target: Path, keep_previous: int = 1, max_age_s: float = STALE_SECONDS
+) -> list[Path]:
     """Remove what a model folder no longer needs: versions older than the current one and
     the ``keep_previous`` before it, folders a crashed swap left (``.old-*``, link files),
     and temporary folders older than ``max_age_s``. Returns what was removed."""
     current = target.parent / os.readlink(target) if target.is_symlink() else None
     others = [p for p in _version_folders(target) if current is None or p != current]
-    doomed = others[:max(0, len(others) - keep_previous)]
+    doomed = others[: max(0, len(others) - keep_previous)]
     now = time.time()
-    for pattern in (f".{target.name}.old-*", f".{target.name}.link-*",
-                    f".{target.name}.tmp-*"):
+    for pattern in (f".{target.name}.old-*", f".{target.name}.link-*", f".{target.name}.tmp-*"):
         for path in target.parent.glob(pattern):
             try:
                 if now - path.lstat().st_mtime > max_age_s or ".old-" in path.name:

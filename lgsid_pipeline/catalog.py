@@ -19,10 +19,9 @@ TOKENIZER_KINDS = (LGSID, *BASELINE_KINDS)
 TOKENIZER_EMBEDDING_PARTS = {LGSID: "aligned", "rqkmeans": "reference", "rqvae": "reference"}
 TOKENIZER_SUMMARIES = {
     LGSID: "LGSID: a geographic primary level (k-means on location and category features) "
-           "and learnable residual codebooks over the aligned embeddings.",
+    "and learnable residual codebooks over the aligned embeddings.",
     "rqkmeans": "RQ-KMeans: residual k-means on the plain encoder's embeddings.",
-    "rqvae": "RQ-VAE (TIGER): a residual-quantised autoencoder on the plain encoder's "
-             "embeddings.",
+    "rqvae": "RQ-VAE (TIGER): a residual-quantised autoencoder on the plain encoder's embeddings.",
 }
 ID_ONLY = "none"  # a recommender on item ids alone
 # The order recommenders train the code variants in (baselines first).
@@ -72,8 +71,11 @@ COMPUTE_POOL = "compute"
 # Registered global model -> the asset that trains it.
 REWARD_MODEL_ASSET = "reward_model"
 ALIGNED_ENCODER_ASSET = "aligned_encoder"
-GLOBAL_MODEL_ASSETS = {REWARD_MODEL: REWARD_MODEL_ASSET, ALIGNED_ENCODER: ALIGNED_ENCODER_ASSET,
-                       **{tokenizer_model(k): tokenizer_asset(k) for k in TOKENIZER_KINDS}}
+GLOBAL_MODEL_ASSETS = {
+    REWARD_MODEL: REWARD_MODEL_ASSET,
+    ALIGNED_ENCODER: ALIGNED_ENCODER_ASSET,
+    **{tokenizer_model(k): tokenizer_asset(k) for k in TOKENIZER_KINDS},
+}
 
 # Per-city models: ctr-<backbone>-<city>, gen-<generative kind>-<city>.
 _FAMILIES = {"ctr": BACKBONES, "gen": GENERATIVE_KINDS}
@@ -113,6 +115,5 @@ def parse_model_name(name: str) -> ModelName | None:
 
 def _city_model(family: str, asset: str, city: str) -> str:
     if asset not in _FAMILIES[family]:
-        raise ValueError(f"unknown {family} model {asset!r}; one of "
-                         f"{', '.join(_FAMILIES[family])}")
+        raise ValueError(f"unknown {family} model {asset!r}; one of {', '.join(_FAMILIES[family])}")
     return f"{family}-{asset}-{city}"

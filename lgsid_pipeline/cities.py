@@ -15,8 +15,13 @@ from pathlib import Path
 
 from lgsid_pipeline.config import InvalidCityError, lgsid_home, validate_city_slug
 
-SOURCES: tuple[str, ...] = ("synthetic", "gowalla", "foursquare-tsmc", "foursquare-sthgcn",
-                            "landing")
+SOURCES: tuple[str, ...] = (
+    "synthetic",
+    "gowalla",
+    "foursquare-tsmc",
+    "foursquare-sthgcn",
+    "landing",
+)
 ENCODINGS: tuple[str, ...] = ("auto", "utf-8", "latin-1")
 
 
@@ -47,8 +52,10 @@ def check_source_path(source: str, path: Path) -> Path:
     if source == "foursquare-tsmc" and not path.is_file():
         raise FileNotFoundError(f"foursquare-tsmc expects a TSMC2014 .txt file, got folder {path}")
     if source == "foursquare-sthgcn" and not path.is_dir():
-        raise FileNotFoundError("foursquare-sthgcn expects the folder of NYC_train.csv, "
-                                f"NYC_val.csv and NYC_test.csv, got file {path}")
+        raise FileNotFoundError(
+            "foursquare-sthgcn expects the folder of NYC_train.csv, "
+            f"NYC_val.csv and NYC_test.csv, got file {path}"
+        )
     if source in ("gowalla", "synthetic", "landing") and not path.is_dir():
         raise FileNotFoundError(f"{source} expects a folder of Parquet files, got file {path}")
     return path

@@ -19,21 +19,78 @@ from lgsid_pipeline.sources.base import OPTIONAL_INTERACTION_COLUMNS
 QUARANTINE_COLUMNS: tuple[str, ...] = ("city", "table_name", "source_row", "reason", "detail")
 
 # Words that name the kind of place rather than the chain ("Starbucks Coffee" = "Starbucks").
-GENERIC_BRAND_WORDS = frozenset({
-    "coffee", "cafe", "donuts", "doughnuts", "restaurant", "restaurants", "store", "stores",
-    "shop", "co", "company", "inc", "llc", "ltd", "corp", "pharmacy", "bakery", "bar", "grill",
-    "kitchen", "market", "markt", "supermarket", "express", "bank", "hotel", "hotels", "gym",
-    "fitness", "theatre", "theatres", "theater", "theaters", "cinema", "cinemas",
-    "booksellers", "bookstore", "books",
-})
-BRANCH_SUFFIX = re.compile(r"\s+(?:-|@|–|—|\||#|at)\s+.*$|\s+#\s*\d+.*$|\s*\(.*\)\s*$",
-                           re.IGNORECASE)
+GENERIC_BRAND_WORDS = frozenset(
+    {
+        "coffee",
+        "cafe",
+        "donuts",
+        "doughnuts",
+        "restaurant",
+        "restaurants",
+        "store",
+        "stores",
+        "shop",
+        "co",
+        "company",
+        "inc",
+        "llc",
+        "ltd",
+        "corp",
+        "pharmacy",
+        "bakery",
+        "bar",
+        "grill",
+        "kitchen",
+        "market",
+        "markt",
+        "supermarket",
+        "express",
+        "bank",
+        "hotel",
+        "hotels",
+        "gym",
+        "fitness",
+        "theatre",
+        "theatres",
+        "theater",
+        "theaters",
+        "cinema",
+        "cinemas",
+        "booksellers",
+        "bookstore",
+        "books",
+    }
+)
+BRANCH_SUFFIX = re.compile(
+    r"\s+(?:-|@|–|—|\||#|at)\s+.*$|\s+#\s*\d+.*$|\s*\(.*\)\s*$", re.IGNORECASE
+)
 # Names that many unrelated places share without being one chain.
-NOT_BRANDS = frozenset({
-    "home", "my home", "house", "my house", "work", "office", "the office", "my office",
-    "school", "apartment", "my apartment", "gym", "parking", "parking lot", "park", "church",
-    "library", "post office", "bus stop", "playground", "pool", "mall",
-})
+NOT_BRANDS = frozenset(
+    {
+        "home",
+        "my home",
+        "house",
+        "my house",
+        "work",
+        "office",
+        "the office",
+        "my office",
+        "school",
+        "apartment",
+        "my apartment",
+        "gym",
+        "parking",
+        "parking lot",
+        "park",
+        "church",
+        "library",
+        "post office",
+        "bus stop",
+        "playground",
+        "pool",
+        "mall",
+    }
+)
 # A name key that is shared by this many items in a city is treated as a chain brand.
 MIN_CHAIN_BRANCHES = 3
 
@@ -66,13 +123,18 @@ def brand_key(name: str | None) -> str | None:
 
 def content_hash(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """Stable 16-hex digest of each row's content columns (for incremental work)."""
+
     def digest(row: tuple) -> str:
-        payload = json.dumps([None if pd.isna(v) else v for v in row], ensure_ascii=False,
-                             default=str)
+        payload = json.dumps(
+            [None if pd.isna(v) else v for v in row], ensure_ascii=False, default=str
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
-    return pd.Series([digest(r) for r in frame[columns].itertuples(index=False, name=None)],
-                     index=frame.index, dtype="string")
+    return pd.Series(
+        [digest(r) for r in frame[columns].itertuples(index=False, name=None)],
+        index=frame.index,
+        dtype="string",
+    )
 
 
 def _reasons(rules: list[tuple[str, pd.Series]], index: pd.Index) -> pd.Series:
@@ -93,17 +155,22 @@ def _quarantine(raw: pd.DataFrame, reason: pd.Series, city: str, table: str) -> 
     bad = raw[reason.notna()]
     detail_cols = [c for c in raw.columns if c not in ("source_row",)]
     details = [
-        json.dumps({k: (None if pd.isna(v) else v) for k, v in zip(detail_cols, row, strict=True)},
-                   ensure_ascii=False, default=str)
+        json.dumps(
+            {k: (None if pd.isna(v) else v) for k, v in zip(detail_cols, row, strict=True)},
+            ensure_ascii=False,
+            default=str,
+        )
         for row in bad[detail_cols].itertuples(index=False, name=None)
     ]
-    return pd.DataFrame({
-        "city": pd.Series([city] * len(bad), dtype="string"),
-        "table_name": pd.Series([table] * len(bad), dtype="string"),
-        "source_row": bad["source_row"].astype("string").values,
-        "reason": reason[reason.notna()].astype("string").values,
-        "detail": pd.Series(details, dtype="string"),
-    })
+    return pd.DataFrame(
+        {
+            "city": pd.Series([city] * len(bad), dtype="string"),
+            "table_name": pd.Series([table] * len(bad), dtype="string"),
+            "source_row": bad["source_row"].astype("string").values,
+            "reason": reason[reason.notna()].astype("string").values,
+            "detail": pd.Series(details, dtype="string"),
+        }
+    )
 
 
 def _blank(series: pd.Series) -> pd.Series:
@@ -136,21 +203,24 @@ def validate_items(raw: pd.DataFrame, city: str) -> Validated:
         *coord_rules,
     ]
     reason = _reasons(rules, raw.index)
-    reason = reason.mask(_later_duplicates(raw["item_id"].str.strip(), reason.isna()),
-                         "duplicate_id")
+    reason = reason.mask(
+        _later_duplicates(raw["item_id"].str.strip(), reason.isna()), "duplicate_id"
+    )
     good = raw[reason.isna()]
-    clean = pd.DataFrame({
-        "city": pd.Series([city] * len(good), dtype="string"),
-        "item_id": good["item_id"].str.strip().values,
-        "name": _nullable_text(good["name"]),
-        "category": _nullable_text(good["category"]),
-        "category_id": _nullable_text(good["category_id"]),
-        "brand_raw": _nullable_text(good["brand"]),
-        "latitude": lat[good.index].astype(float).values,
-        "longitude": lon[good.index].astype(float).values,
-        "origin": good["origin"].astype("string").values,
-        "source_row": good["source_row"].astype("string").values,
-    })
+    clean = pd.DataFrame(
+        {
+            "city": pd.Series([city] * len(good), dtype="string"),
+            "item_id": good["item_id"].str.strip().values,
+            "name": _nullable_text(good["name"]),
+            "category": _nullable_text(good["category"]),
+            "category_id": _nullable_text(good["category_id"]),
+            "brand_raw": _nullable_text(good["brand"]),
+            "latitude": lat[good.index].astype(float).values,
+            "longitude": lon[good.index].astype(float).values,
+            "origin": good["origin"].astype("string").values,
+            "source_row": good["source_row"].astype("string").values,
+        }
+    )
     return Validated(clean=clean, quarantine=_quarantine(raw, reason, city, "items"))
 
 
@@ -167,9 +237,11 @@ def assign_brands(items: pd.DataFrame) -> pd.Series:
     share the normalised name. Deciding per origin keeps the brands of a city's existing items
     stable when a later landed file does name brands.
     """
+
     def keys(column: str) -> pd.Series:
-        return pd.Series([brand_key(v) for v in items[column].tolist()], index=items.index,
-                         dtype="string")
+        return pd.Series(
+            [brand_key(v) for v in items[column].tolist()], index=items.index, dtype="string"
+        )
 
     from_brand = keys("brand_raw")
     origin = items["origin"] if "origin" in items else pd.Series("", index=items.index)
@@ -186,8 +258,9 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     iso = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
     rest = iso.isna() & values.notna()
     if rest.any():
-        tsmc = pd.to_datetime(values[rest], errors="coerce", utc=True,
-                              format="%a %b %d %H:%M:%S %z %Y")
+        tsmc = pd.to_datetime(
+            values[rest], errors="coerce", utc=True, format="%a %b %d %H:%M:%S %z %Y"
+        )
         iso = iso.copy()
         iso[rest] = tsmc
     return iso
@@ -216,15 +289,24 @@ def validate_interactions(raw: pd.DataFrame, known_items: pd.Series, city: str) 
     keys = pd.DataFrame({"u": raw["user_id"].str.strip(), "i": item_id, "t": when})
     reason = reason.mask(_later_duplicates(keys, reason.isna()), "duplicate_event")
     good = reason.isna()
-    clean = pd.DataFrame({
-        "city": pd.Series([city] * int(good.sum()), dtype="string"),
-        "user_id": raw.loc[good, "user_id"].str.strip().values,
-        "item_id": item_id[good].values,
-        "ts": when[good].reset_index(drop=True),
-        "source_row": raw.loc[good, "source_row"].astype("string").values,
-        **{column: _nullable_text(raw.loc[good, column]).values
-           for column in OPTIONAL_INTERACTION_COLUMNS if column in raw.columns},
-    }).sort_values(["ts", "user_id"], kind="stable").reset_index(drop=True)
+    clean = (
+        pd.DataFrame(
+            {
+                "city": pd.Series([city] * int(good.sum()), dtype="string"),
+                "user_id": raw.loc[good, "user_id"].str.strip().values,
+                "item_id": item_id[good].values,
+                "ts": when[good].reset_index(drop=True),
+                "source_row": raw.loc[good, "source_row"].astype("string").values,
+                **{
+                    column: _nullable_text(raw.loc[good, column]).values
+                    for column in OPTIONAL_INTERACTION_COLUMNS
+                    if column in raw.columns
+                },
+            }
+        )
+        .sort_values(["ts", "user_id"], kind="stable")
+        .reset_index(drop=True)
+    )
     return Validated(clean=clean, quarantine=_quarantine(raw, reason, city, "interactions"))
 
 

@@ -53,16 +53,24 @@ DEMO_RUN_CONFIG = {
     "ops": {
         "geo_negatives": {"config": {"max_anchors": 800}},
         "geo_pairs": {"config": {"n_anchors": 600}},
-        "aligned_encoder": {"config": {"steps": 60, "max_dc_triples": 600,
-                                       "max_gc_triples": 600}},
-        "recommender_datasets": {"config": {"max_train_positives": 3000,
-                                            "max_eval_positives": 1000}},
-        **{backbone: {"config": {"epochs": 3, "dim": 16}}
-           for backbone in BACKBONES},
-        **{name: {"config": {"steps": 300, "eval_every": 100, "beam_size": 10,
-                             "max_train_examples": 3000, "max_valid_eval": 200,
-                             "max_test_examples": 300}}
-           for name in (*GENERATIVE_KINDS, "generative_baseline")},
+        "aligned_encoder": {"config": {"steps": 60, "max_dc_triples": 600, "max_gc_triples": 600}},
+        "recommender_datasets": {
+            "config": {"max_train_positives": 3000, "max_eval_positives": 1000}
+        },
+        **{backbone: {"config": {"epochs": 3, "dim": 16}} for backbone in BACKBONES},
+        **{
+            name: {
+                "config": {
+                    "steps": 300,
+                    "eval_every": 100,
+                    "beam_size": 10,
+                    "max_train_examples": 3000,
+                    "max_valid_eval": 200,
+                    "max_test_examples": 300,
+                }
+            }
+            for name in (*GENERATIVE_KINDS, "generative_baseline")
+        },
     },
 }
 
@@ -72,9 +80,14 @@ def _cmd_add_city(args: argparse.Namespace) -> int:
 
     validate_city_slug(args.slug)
     path = check_source_path(args.source, Path(args.path))
-    config = CityConfig(slug=args.slug, source=args.source, path=str(path),
-                        boundaries=args.boundaries, encoding=args.encoding,
-                        display_name=args.name)
+    config = CityConfig(
+        slug=args.slug,
+        source=args.source,
+        path=str(path),
+        boundaries=args.boundaries,
+        encoding=args.encoding,
+        display_name=args.name,
+    )
     registry = CityRegistry()
     registry.add(config)
     sync_city_partitions(get_instance(), registry)
@@ -105,8 +118,9 @@ def _cmd_remove_city(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(cities: list[str], select: str | None, parallel: int,
-         run_config: dict | None = None) -> int:
+def _run(
+    cities: list[str], select: str | None, parallel: int, run_config: dict | None = None
+) -> int:
     from lgsid_pipeline.runner import materialize
 
     check_run(select, run_config)
@@ -156,17 +170,24 @@ def _print_counts(cities: list[str]) -> None:
     from lgsid_pipeline.report import city_report
 
     warehouse = Warehouse()
-    print(f"{'city':16s} {'items':>8s} {'interactions':>13s} {'quarantined':>12s} "
-          f"{'admin L1':>9s} {'admin L2':>9s} {'C@10 before -> after':>22s}")
+    print(
+        f"{'city':16s} {'items':>8s} {'interactions':>13s} {'quarantined':>12s} "
+        f"{'admin L1':>9s} {'admin L2':>9s} {'C@10 before -> after':>22s}"
+    )
     for city in cities:
         r = city_report(warehouse, city)
         items, inter = r.get("items", {}), r.get("interactions", {})
         align = r.get("alignment", {})
-        geo = (f"{align['before']['c_at_10']:.3f} -> {align['after']['c_at_10']:.3f}"
-               if "after" in align else "-")
-        print(f"{city:16s} {items.get('rows', 0):>8d} {inter.get('rows', 0):>13d} "
-              f"{sum(r['quarantine'].values()):>12d} {items.get('admin_level1_share', 0):>9.1%} "
-              f"{items.get('admin_level2_share', 0):>9.1%} {geo:>22s}")
+        geo = (
+            f"{align['before']['c_at_10']:.3f} -> {align['after']['c_at_10']:.3f}"
+            if "after" in align
+            else "-"
+        )
+        print(
+            f"{city:16s} {items.get('rows', 0):>8d} {inter.get('rows', 0):>13d} "
+            f"{sum(r['quarantine'].values()):>12d} {items.get('admin_level1_share', 0):>9.1%} "
+            f"{items.get('admin_level2_share', 0):>9.1%} {geo:>22s}"
+        )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -179,13 +200,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if not (folder / "manifest.json").is_file():
             counts = generate_city(spec, folder)
             print(f"generated {slug}: {counts['items']} items, {counts['checkins']} check-ins")
-        registry.add(CityConfig(slug=slug, source="synthetic", path=str(folder),
-                                display_name=spec.name))
+        registry.add(
+            CityConfig(slug=slug, source="synthetic", path=str(folder), display_name=spec.name)
+        )
     sync_city_partitions(get_instance(), registry)
     code = _run(list(DEMO_CITIES), None, args.parallel, DEMO_RUN_CONFIG)
     _print_counts(list(DEMO_CITIES))
-    print("\nOpen the Dagster UI with `make ui` (http://127.0.0.1:3000); "
-          "figures per city: `lgsid report --city <slug> --json`.")
+    print(
+        "\nOpen the Dagster UI with `make ui` (http://127.0.0.1:3000); "
+        "figures per city: `lgsid report --city <slug> --json`."
+    )
     return code
 
 
@@ -193,11 +217,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from lgsid_pipeline.report import city_report
 
     config = CityRegistry().get(args.city)
-    report = city_report(Warehouse(), args.city,
-                         source={"kind": config.source, "path": config.path})
+    report = city_report(
+        Warehouse(), args.city, source={"kind": config.source, "path": config.path}
+    )
     if "items" not in report:
-        raise CliError(f"city {args.city!r} has no materialized items yet; run "
-                       f"`lgsid materialize --city {args.city}`")
+        raise CliError(
+            f"city {args.city!r} has no materialized items yet; run "
+            f"`lgsid materialize --city {args.city}`"
+        )
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -222,16 +249,20 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         if r.failed_checks:
             state += f"; failed checks: {', '.join(r.failed_checks)}"
         print(f"{r.city}: {state}  run {r.run_id}")
-    print(f"retrain {step.state}: {step.reason} ({len(results)} runs in "
-          f"{time.perf_counter() - started:.1f}s)")
+    print(
+        f"retrain {step.state}: {step.reason} ({len(results)} runs in "
+        f"{time.perf_counter() - started:.1f}s)"
+    )
     return 0 if step.state == "done" else 1
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
     CityRegistry().get(args.city)  # clear error for an unknown city
     pointer = Warehouse().rollback(args.city, args.stage)
-    print(f"{args.city}: {args.stage} rolled back from {pointer['rolled_back_from']} to "
-          f"{pointer['version']} ({len(pointer['history'])} older versions left)")
+    print(
+        f"{args.city}: {args.stage} rolled back from {pointer['rolled_back_from']} to "
+        f"{pointer['version']} ({len(pointer['history'])} older versions left)"
+    )
     return 0
 
 
@@ -260,11 +291,14 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
         return 0
     total, rows = lookup_code(warehouse, args.city, args.code, args.tokenizer, args.limit)
     if args.json:
-        print(json.dumps({"code": args.code, "matches": total, "items": rows}, indent=2,
-                         default=str))
+        print(
+            json.dumps({"code": args.code, "matches": total, "items": rows}, indent=2, default=str)
+        )
     else:
-        print(f"{total} items under {args.code} ({args.tokenizer})"
-              + (f"; first {len(rows)}" if total > len(rows) else ""))
+        print(
+            f"{total} items under {args.code} ({args.tokenizer})"
+            + (f"; first {len(rows)}" if total > len(rows) else "")
+        )
         for row in rows:
             _print_item(row)
     return 0 if total else 1
@@ -280,13 +314,16 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         print(f"lgsid: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"city": args.city, "user": args.user, "items": rows}, indent=2,
-                         default=str))
+        print(
+            json.dumps({"city": args.city, "user": args.user, "items": rows}, indent=2, default=str)
+        )
     else:
         print(f"served by {rows[0]['model']} (refreshed {rows[0]['refreshed_at']})")
         for row in rows:
-            print(f"{row['rank']:>3d}  {row['code']:>16s}  {row['score']:8.4f}  "
-                  f"{row['item_id']}  {row['name']}")
+            print(
+                f"{row['rank']:>3d}  {row['code']:>16s}  {row['score']:8.4f}  "
+                f"{row['item_id']}  {row['name']}"
+            )
     return 0
 
 
@@ -307,38 +344,64 @@ def _library_default(function: Callable[..., Any], parameter: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     """The ``lgsid`` argument parser; every option is checked here, before any work."""
     parallel = int_in(*PARALLEL_RANGE)
-    parallel_help = (f"cities run at once, {PARALLEL_RANGE[0]}..{PARALLEL_RANGE[1]} "
-                     "(default %(default)s)")
+    parallel_help = (
+        f"cities run at once, {PARALLEL_RANGE[0]}..{PARALLEL_RANGE[1]} (default %(default)s)"
+    )
     slug_help = "city slug: 1..64 characters of a-z, 0-9, '_' and '-', starting with a-z or 0-9"
     text = text_of(MAX_TEXT)
     json_help = "print JSON"
-    city: dict[str, Any] = {"required": True, "type": city_slug, "metavar": "SLUG",
-                            "help": slug_help + "; registered"}
+    city: dict[str, Any] = {
+        "required": True,
+        "type": city_slug,
+        "metavar": "SLUG",
+        "help": slug_help + "; registered",
+    }
 
     parser = Parser(prog="lgsid", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="generate the synthetic demo cities and materialize them")
-    p.add_argument("--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N",
-                   help=parallel_help)
+    p.add_argument(
+        "--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N", help=parallel_help
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("add-city", help="register a city partition and its data source")
     # Checked by the command itself (exit code 2), as are --path and its kind.
     p.add_argument("slug", help=slug_help)
-    p.add_argument("--source", required=True, choices=SOURCES,
-                   help=f"data source kind, one of: {', '.join(SOURCES)}")
-    p.add_argument("--path", required=True,
-                   help="existing source file (foursquare-tsmc: the TSMC2014 .txt) or folder "
-                        "(gowalla, synthetic, landing: Parquet files; foursquare-sthgcn: "
-                        "NYC_{train,val,test}.csv)")
-    p.add_argument("--boundaries", type=boundaries, default=None, metavar="REGION_OR_FOLDER",
-                   help=f"admin boundaries: {', '.join(BOUNDARY_REGIONS)}, or an existing "
-                        "folder of admin_level*.geojson (default: detect)")
-    p.add_argument("--encoding", default="auto", choices=ENCODINGS,
-                   help=f"text encoding of the source, one of: {', '.join(ENCODINGS)}")
-    p.add_argument("--name", type=text_of(100), default=None,
-                   help="display name used in prompts, 1..100 characters")
+    p.add_argument(
+        "--source",
+        required=True,
+        choices=SOURCES,
+        help=f"data source kind, one of: {', '.join(SOURCES)}",
+    )
+    p.add_argument(
+        "--path",
+        required=True,
+        help="existing source file (foursquare-tsmc: the TSMC2014 .txt) or folder "
+        "(gowalla, synthetic, landing: Parquet files; foursquare-sthgcn: "
+        "NYC_{train,val,test}.csv)",
+    )
+    p.add_argument(
+        "--boundaries",
+        type=boundaries,
+        default=None,
+        metavar="REGION_OR_FOLDER",
+        help=f"admin boundaries: {', '.join(BOUNDARY_REGIONS)}, or an existing "
+        "folder of admin_level*.geojson (default: detect)",
+    )
+    p.add_argument(
+        "--encoding",
+        default="auto",
+        choices=ENCODINGS,
+        help=f"text encoding of the source, one of: {', '.join(ENCODINGS)}",
+    )
+    p.add_argument(
+        "--name",
+        type=text_of(100),
+        default=None,
+        help="display name used in prompts, 1..100 characters",
+    )
     p.set_defaults(func=_cmd_add_city)
 
     p = sub.add_parser("remove-city", help="unregister a city")
@@ -351,30 +414,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_cities)
 
     p = sub.add_parser("materialize", help="materialize per-city assets")
-    p.add_argument("--city", action="append", type=city_slug, metavar="SLUG",
-                   help=f"{slug_help}; registered (repeatable; default: all)")
-    p.add_argument("--select", type=text, default=None,
-                   help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
-                        f"'raw_items,items', 1..{MAX_TEXT} characters (default: every "
-                        "per-city asset)")
-    p.add_argument("--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N",
-                   help=parallel_help)
-    p.add_argument("--max-quarantine-rate", type=float_in(0.0, 1.0), default=None, metavar="RATE",
-                   help="quarantine share above which the blocking checks fail, 0..1 "
-                        f"(default {MAX_QUARANTINE_RATE})")
-    p.add_argument("--config", type=run_config_file, default=None, metavar="FILE",
-                   help="existing YAML/JSON file of at most 1 MiB holding Dagster run config: "
-                        f"a mapping with keys among {', '.join(RUN_CONFIG_KEYS)} (ops: "
-                        "per-asset training settings; resources: lgsid settings such as "
-                        "encoder_path)")
+    p.add_argument(
+        "--city",
+        action="append",
+        type=city_slug,
+        metavar="SLUG",
+        help=f"{slug_help}; registered (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--select",
+        type=text,
+        default=None,
+        help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
+        f"'raw_items,items', 1..{MAX_TEXT} characters (default: every "
+        "per-city asset)",
+    )
+    p.add_argument(
+        "--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N", help=parallel_help
+    )
+    p.add_argument(
+        "--max-quarantine-rate",
+        type=float_in(0.0, 1.0),
+        default=None,
+        metavar="RATE",
+        help="quarantine share above which the blocking checks fail, 0..1 "
+        f"(default {MAX_QUARANTINE_RATE})",
+    )
+    p.add_argument(
+        "--config",
+        type=run_config_file,
+        default=None,
+        metavar="FILE",
+        help="existing YAML/JSON file of at most 1 MiB holding Dagster run config: "
+        f"a mapping with keys among {', '.join(RUN_CONFIG_KEYS)} (ops: "
+        "per-asset training settings; resources: lgsid settings such as "
+        "encoder_path)",
+    )
     years = f"years {SPLIT_YEARS[0]}..{SPLIT_YEARS[1]}"
-    p.add_argument("--split-t1", type=split_time, default=None, metavar="TIME",
-                   help="recommender split: validation starts at this ISO 8601 date or time "
-                        f"(e.g. 2025-02-01 or 2025-02-01T12:00:00Z; no zone: UTC; {years}); "
-                        "before --split-t2")
-    p.add_argument("--split-t2", type=split_time, default=None, metavar="TIME",
-                   help="recommender split: test starts at this ISO 8601 date or time "
-                        f"(no zone: UTC; {years}); after --split-t1")
+    p.add_argument(
+        "--split-t1",
+        type=split_time,
+        default=None,
+        metavar="TIME",
+        help="recommender split: validation starts at this ISO 8601 date or time "
+        f"(e.g. 2025-02-01 or 2025-02-01T12:00:00Z; no zone: UTC; {years}); "
+        "before --split-t2",
+    )
+    p.add_argument(
+        "--split-t2",
+        type=split_time,
+        default=None,
+        metavar="TIME",
+        help="recommender split: test starts at this ISO 8601 date or time "
+        f"(no zone: UTC; {years}); after --split-t1",
+    )
     p.set_defaults(func=_cmd_materialize)
 
     p = sub.add_parser("report", help="latest figures of one city")
@@ -382,20 +475,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("retrain", help="retrain the global models stage by stage, rebuilding "
-                                       "each city's inputs between them (as the weekly "
-                                       "schedule does)")
-    p.add_argument("--config", type=run_config_file, default=None, metavar="FILE",
-                   help="existing YAML/JSON file of at most 1 MiB holding Dagster run config "
-                        f"applied to every stage: a mapping with keys among "
-                        f"{', '.join(RUN_CONFIG_KEYS)}")
+    p = sub.add_parser(
+        "retrain",
+        help="retrain the global models stage by stage, rebuilding "
+        "each city's inputs between them (as the weekly "
+        "schedule does)",
+    )
+    p.add_argument(
+        "--config",
+        type=run_config_file,
+        default=None,
+        metavar="FILE",
+        help="existing YAML/JSON file of at most 1 MiB holding Dagster run config "
+        f"applied to every stage: a mapping with keys among "
+        f"{', '.join(RUN_CONFIG_KEYS)}",
+    )
     p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser("rollback", help="point a city's stage back at its previous version")
     p.add_argument("--city", **city)
-    p.add_argument("--stage", default="ingest", choices=tuple(VERSIONED_STAGES),
-                   help=f"versioned stage, one of: {', '.join(VERSIONED_STAGES)} "
-                        "(default %(default)s)")
+    p.add_argument(
+        "--stage",
+        default="ingest",
+        choices=tuple(VERSIONED_STAGES),
+        help=f"versioned stage, one of: {', '.join(VERSIONED_STAGES)} (default %(default)s)",
+    )
     p.set_defaults(func=_cmd_rollback)
 
     p = sub.add_parser("lookup", help="an item's semantic ID, or the items under a code")
@@ -403,41 +507,77 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--item", type=text, help=f"item id, 1..{MAX_TEXT} characters")
     # Checked by the command itself (exit code 2).
-    what.add_argument("--code",
-                      help="full code (12-7-3-0) or prefix (12-7): non-negative integers "
-                           f"joined by '-', 1..{MAX_CODE} characters")
-    p.add_argument("--tokenizer", default=_library_default(lookup_code, "tokenizer"),
-                   choices=TOKENIZER_KINDS,
-                   help="tokenizer whose codes are looked up, one of: "
-                        f"{', '.join(TOKENIZER_KINDS)} (default %(default)s)")
-    p.add_argument("--limit", type=int_in(*LIMIT_RANGE),
-                   default=_library_default(lookup_code, "limit"), metavar="N",
-                   help=f"items listed under a prefix, {LIMIT_RANGE[0]}..{LIMIT_RANGE[1]} "
-                        "(default %(default)s)")
+    what.add_argument(
+        "--code",
+        help="full code (12-7-3-0) or prefix (12-7): non-negative integers "
+        f"joined by '-', 1..{MAX_CODE} characters",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=_library_default(lookup_code, "tokenizer"),
+        choices=TOKENIZER_KINDS,
+        help="tokenizer whose codes are looked up, one of: "
+        f"{', '.join(TOKENIZER_KINDS)} (default %(default)s)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int_in(*LIMIT_RANGE),
+        default=_library_default(lookup_code, "limit"),
+        metavar="N",
+        help=f"items listed under a prefix, {LIMIT_RANGE[0]}..{LIMIT_RANGE[1]} "
+        "(default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_lookup)
 
     p = sub.add_parser("recommend", help="a user's cached top-K items (user_topk_cache)")
     p.add_argument("--city", **city)
-    p.add_argument("--user", required=True, type=text,
-                   help=f"user id as in the check-ins, 1..{MAX_TEXT} characters")
-    p.add_argument("--k", type=int_in(*K_RANGE),
-                   default=_library_default(cached_recommendations, "k"), metavar="K",
-                   help=f"items shown, {K_RANGE[0]}..{K_RANGE[1]} (default %(default)s; the "
-                        "cache holds as many per user as user_topk_cache was built with)")
+    p.add_argument(
+        "--user",
+        required=True,
+        type=text,
+        help=f"user id as in the check-ins, 1..{MAX_TEXT} characters",
+    )
+    p.add_argument(
+        "--k",
+        type=int_in(*K_RANGE),
+        default=_library_default(cached_recommendations, "k"),
+        metavar="K",
+        help=f"items shown, {K_RANGE[0]}..{K_RANGE[1]} (default %(default)s; the "
+        "cache holds as many per user as user_topk_cache was built with)",
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("synth", help="write a synthetic city's source files to a folder")
-    p.add_argument("--out", required=True, type=out_folder, metavar="FOLDER",
-                   help="output folder: existing, or created (not a file, nor under one)")
-    p.add_argument("--name", type=text_of(100), default="Synthville",
-                   help="city name, 1..100 characters (default %(default)s)")
-    p.add_argument("--seed", type=int_in(*SEED_RANGE), default=1, metavar="N",
-                   help=f"random seed, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default %(default)s)")
-    p.add_argument("--items", type=int_in(*SYNTH_ITEMS_RANGE), default=2000, metavar="N",
-                   help=f"number of items, {SYNTH_ITEMS_RANGE[0]}..{SYNTH_ITEMS_RANGE[1]} "
-                        "(default %(default)s)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=out_folder,
+        metavar="FOLDER",
+        help="output folder: existing, or created (not a file, nor under one)",
+    )
+    p.add_argument(
+        "--name",
+        type=text_of(100),
+        default="Synthville",
+        help="city name, 1..100 characters (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int_in(*SEED_RANGE),
+        default=1,
+        metavar="N",
+        help=f"random seed, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default %(default)s)",
+    )
+    p.add_argument(
+        "--items",
+        type=int_in(*SYNTH_ITEMS_RANGE),
+        default=2000,
+        metavar="N",
+        help=f"number of items, {SYNTH_ITEMS_RANGE[0]}..{SYNTH_ITEMS_RANGE[1]} "
+        "(default %(default)s)",
+    )
     p.set_defaults(func=_cmd_synth)
     return parser
 

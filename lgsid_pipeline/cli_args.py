@@ -69,7 +69,8 @@ def float_in(lo: float, hi: float) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a number in {lo:g}..{hi:g}, got {text!r}") from None
+                f"expected a number in {lo:g}..{hi:g}, got {text!r}"
+            ) from None
         if not (math.isfinite(value) and lo <= value <= hi):
             raise argparse.ArgumentTypeError(f"{text.strip()} is outside {lo:g}..{hi:g}")
         return value
@@ -111,7 +112,8 @@ def split_time(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an ISO 8601 date or time such as 2025-02-01 or 2025-02-01T12:00:00Z, "
-            f"got {text!r}") from None
+            f"got {text!r}"
+        ) from None
     if not lo <= parsed.year <= hi:
         raise argparse.ArgumentTypeError(f"year {parsed.year} is outside {lo}..{hi}")
     return value
@@ -134,10 +136,12 @@ def boundaries(text: str) -> str:
     path = Path(text).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither {' nor '.join(BOUNDARY_REGIONS)} nor an existing folder")
+            f"{text!r} is neither {' nor '.join(BOUNDARY_REGIONS)} nor an existing folder"
+        )
     if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file; expected a folder of "
-                                         "admin_level*.geojson files")
+        raise argparse.ArgumentTypeError(
+            f"{path} is a file; expected a folder of admin_level*.geojson files"
+        )
     return str(path.resolve())
 
 
@@ -161,15 +165,17 @@ def run_config_file(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"run config file not found: {path}")
     if not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file"
-        raise argparse.ArgumentTypeError(f"run config {path} is {kind}; expected a YAML or "
-                                         "JSON file")
+        raise argparse.ArgumentTypeError(
+            f"run config {path} is {kind}; expected a YAML or JSON file"
+        )
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise argparse.ArgumentTypeError(f"run config {path} is larger than 1 MiB")
         data = path.read_bytes()
     except OSError as exc:
         raise argparse.ArgumentTypeError(
-            f"cannot read run config {path}: {exc.strerror or exc}") from None
+            f"cannot read run config {path}: {exc.strerror or exc}"
+        ) from None
     try:
         source = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -189,8 +195,9 @@ def parse_config_text(source: str, json_only: bool) -> dict[str, Any]:
         try:
             config = json.loads(source)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column "
-                             f"{exc.colno})") from None
+            raise ValueError(
+                f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from None
     else:
         try:
             config = yaml.safe_load(source)
@@ -202,20 +209,21 @@ def parse_config_text(source: str, json_only: bool) -> dict[str, Any]:
     if config is None:
         return {}
     if not isinstance(config, dict):
-        raise ValueError(f"must be a mapping with 'ops' and/or 'resources', got "
-                         f"{type(config).__name__}")
+        raise ValueError(
+            f"must be a mapping with 'ops' and/or 'resources', got {type(config).__name__}"
+        )
     unknown = [repr(k) for k in config if k not in RUN_CONFIG_KEYS]
     if unknown:
-        raise ValueError(f"unknown top-level key(s) {', '.join(unknown)}; expected "
-                         f"{', '.join(RUN_CONFIG_KEYS)}")
+        raise ValueError(
+            f"unknown top-level key(s) {', '.join(unknown)}; expected {', '.join(RUN_CONFIG_KEYS)}"
+        )
     for section in ("ops", "resources"):
         entries = config.get(section, {})
         if not isinstance(entries, dict):
             raise ValueError(f"'{section}' must be a mapping of names to settings")
         for name, entry in entries.items():
             if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
-                raise ValueError(f"{section}.{name} must be a mapping whose 'config' is a "
-                                 "mapping")
+                raise ValueError(f"{section}.{name} must be a mapping whose 'config' is a mapping")
     return config
 
 
@@ -235,13 +243,16 @@ def check_run(select: str | None, run_config: dict | None) -> None:
     assets = {k.to_user_string() for k in resolve_selection(None)}
     unknown = sorted(str(name) for name in run_config.get("ops", {}) if name not in assets)
     if unknown:
-        raise CliError(f"run config names unknown assets under 'ops': {', '.join(unknown)} "
-                       f"(assets: {', '.join(sorted(assets))})")
+        raise CliError(
+            f"run config names unknown assets under 'ops': {', '.join(unknown)} "
+            f"(assets: {', '.join(sorted(assets))})"
+        )
     for is_global, keys in stages:
         job = definitions.global_job_def() if is_global else definitions.city_job_def()
         try:
-            dg.validate_run_config(job.get_subset(asset_selection=set(keys)),
-                                   _config_for(run_config, keys))
+            dg.validate_run_config(
+                job.get_subset(asset_selection=set(keys)), _config_for(run_config, keys)
+            )
         except dg.DagsterInvalidConfigError as exc:
             problems = "; ".join(" ".join(e.message.split()) for e in exc.errors)
             raise CliError(f"invalid run config: {problems}") from None

@@ -10,8 +10,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The repository's sql/ (a checkout or an editable install), else the copy an installed
 # package carries under <prefix>/share/lgsid_pipeline/sql.
-SQL_DIR = REPO_ROOT / "sql" if (REPO_ROOT / "sql").is_dir() else \
-    Path(sys.prefix) / "share" / "lgsid_pipeline" / "sql"
+SQL_DIR = (
+    REPO_ROOT / "sql"
+    if (REPO_ROOT / "sql").is_dir()
+    else Path(sys.prefix) / "share" / "lgsid_pipeline" / "sql"
+)
 
 # Cities materialized at once (one run each) by `lgsid materialize` and `lgsid demo`.
 PARALLEL_CITIES = 2

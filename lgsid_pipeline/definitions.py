@@ -32,10 +32,20 @@ from lgsid_pipeline.defs.recommenders import CTR_ASSETS, evaluation_report, reco
 from lgsid_pipeline.defs.resources import LgsidResource
 from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSET_DEFS, TOKENIZER_ASSET_DEFS
 
-CITY_ASSETS = [ingest_tables, geo_negatives, cooccurrence_pairs,
-               geo_pairs, item_embeddings, *SEMANTIC_ID_ASSET_DEFS, recommender_datasets,
-               *CTR_ASSETS, *GENERATIVE_ASSETS, generative_baseline, user_topk_cache,
-               evaluation_report]
+CITY_ASSETS = [
+    ingest_tables,
+    geo_negatives,
+    cooccurrence_pairs,
+    geo_pairs,
+    item_embeddings,
+    *SEMANTIC_ID_ASSET_DEFS,
+    recommender_datasets,
+    *CTR_ASSETS,
+    *GENERATIVE_ASSETS,
+    generative_baseline,
+    user_topk_cache,
+    evaluation_report,
+]
 GLOBAL_ASSETS = [reward_model, aligned_encoder, *TOKENIZER_ASSET_DEFS]
 
 city_job = dg.define_asset_job(
@@ -77,5 +87,8 @@ def nightly_job_def() -> dg.JobDefinition:
 
 
 # Dagster job name -> the module-level function ``runner`` reconstructs it from.
-JOB_FUNCTIONS = {CITY_JOB_NAME: "city_job", GLOBAL_JOB_NAME: "global_job",
-                 NIGHTLY_JOB_NAME: "nightly_job"}
+JOB_FUNCTIONS = {
+    CITY_JOB_NAME: "city_job",
+    GLOBAL_JOB_NAME: "global_job",
+    NIGHTLY_JOB_NAME: "nightly_job",
+}

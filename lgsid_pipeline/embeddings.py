@@ -23,8 +23,11 @@ class IncrementalResult:
 
 def embedding_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:
     """The (n, dim) float32 matrix of an embedding table, in row order."""
-    column = table["embedding"] if isinstance(table, pa.Table) else \
-        pa.array(table["embedding"].tolist(), type=pa.list_(pa.float32()))
+    column = (
+        table["embedding"]
+        if isinstance(table, pa.Table)
+        else pa.array(table["embedding"].tolist(), type=pa.list_(pa.float32()))
+    )
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if len(column) == 0:
@@ -33,23 +36,33 @@ def embedding_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:
     return flat.reshape(len(column), -1)
 
 
-def embedding_table(city: str, item_ids: Sequence[str], content_hashes: Sequence[str],
-                    encoder_version: str | Sequence[str], vectors: np.ndarray) -> pa.Table:
+def embedding_table(
+    city: str,
+    item_ids: Sequence[str],
+    content_hashes: Sequence[str],
+    encoder_version: str | Sequence[str],
+    vectors: np.ndarray,
+) -> pa.Table:
     """Arrow table with a fixed-size list column of float32 vectors."""
     if vectors.ndim != 2 or len(vectors) != len(item_ids):
         raise ValueError(f"expected {len(item_ids)} vectors, got shape {vectors.shape}")
     if not np.isfinite(vectors).all():
         raise ValueError("embeddings contain NaN or inf")
-    versions = [encoder_version] * len(item_ids) if isinstance(encoder_version, str) \
+    versions = (
+        [encoder_version] * len(item_ids)
+        if isinstance(encoder_version, str)
         else list(encoder_version)
+    )
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
-    return pa.table({
-        "city": pa.array([city] * len(item_ids), type=pa.string()),
-        "item_id": pa.array(list(item_ids), type=pa.string()),
-        "content_hash": pa.array(list(content_hashes), type=pa.string()),
-        "encoder_version": pa.array(versions, type=pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-    })
+    return pa.table(
+        {
+            "city": pa.array([city] * len(item_ids), type=pa.string()),
+            "item_id": pa.array(list(item_ids), type=pa.string()),
+            "content_hash": pa.array(list(content_hashes), type=pa.string()),
+            "encoder_version": pa.array(versions, type=pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        }
+    )
 
 
 def incremental_embeddings(

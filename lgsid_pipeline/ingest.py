@@ -39,8 +39,16 @@ from lgsid_pipeline.sources.tsmc import read_tsmc
 from lgsid_pipeline.warehouse import StagedVersion
 
 # Columns whose change means an item must be re-encoded later.
-CONTENT_COLUMNS = ["name", "category", "brand", "latitude", "longitude", "admin_l1_name",
-                   "admin_l2_name", "admin_l3_code"]
+CONTENT_COLUMNS = [
+    "name",
+    "category",
+    "brand",
+    "latitude",
+    "longitude",
+    "admin_l1_name",
+    "admin_l2_name",
+    "admin_l3_code",
+]
 
 
 def read_city_source(config: CityConfig) -> SourceData:
@@ -81,8 +89,9 @@ def boundaries_for(config: CityConfig, lat: np.ndarray, lon: np.ndarray) -> Boun
             if present:
                 return detect_boundary_set(present, lat, lon)
             return folder_boundary_set(folder, folder.name)
-        raise FileNotFoundError(f"boundaries {choice!r} is neither a known region "
-                                f"({', '.join(real)}) nor a folder")
+        raise FileNotFoundError(
+            f"boundaries {choice!r} is neither a known region ({', '.join(real)}) nor a folder"
+        )
     return detect_boundary_set(real, lat, lon)
 
 
@@ -96,28 +105,52 @@ def clean_items(raw_items: pd.DataFrame, config: CityConfig, display_name: str) 
         admin = assign_admin(lat, lon, boundaries_for(config, lat, lon))
         items = pd.concat([items.reset_index(drop=True), admin], axis=1)
     else:
-        for column in ("admin_l1_code", "admin_l1_name", "admin_l2_code", "admin_l2_name",
-                       "admin_l3_code", "h3_cell"):
+        for column in (
+            "admin_l1_code",
+            "admin_l1_name",
+            "admin_l2_code",
+            "admin_l2_name",
+            "admin_l3_code",
+            "h3_cell",
+        ):
             items[column] = pd.Series(dtype="string")
         items["outside"] = pd.Series(dtype=bool)
     items["brand"] = assign_brands(items)
     items["city_name"] = pd.Series([display_name] * len(items), dtype="string")
     items["content_hash"] = content_hash(items, CONTENT_COLUMNS)
-    ordered = ["city", "item_id", "name", "category", "category_id", "brand", "brand_raw",
-               "latitude", "longitude", "admin_l1_code", "admin_l1_name", "admin_l2_code",
-               "admin_l2_name", "admin_l3_code", "h3_cell", "outside", "city_name", "origin",
-               "content_hash", "source_row"]
+    ordered = [
+        "city",
+        "item_id",
+        "name",
+        "category",
+        "category_id",
+        "brand",
+        "brand_raw",
+        "latitude",
+        "longitude",
+        "admin_l1_code",
+        "admin_l1_name",
+        "admin_l2_code",
+        "admin_l2_name",
+        "admin_l3_code",
+        "h3_cell",
+        "outside",
+        "city_name",
+        "origin",
+        "content_hash",
+        "source_row",
+    ]
     return Validated(clean=items[ordered], quarantine=validated.quarantine)
 
 
-def clean_interactions(raw_interactions: pd.DataFrame, items: pd.DataFrame,
-                       city: str) -> Validated:
+def clean_interactions(raw_interactions: pd.DataFrame, items: pd.DataFrame, city: str) -> Validated:
     """Validate raw interactions against the clean items of the same city."""
     return validate_interactions(raw_interactions, items["item_id"], city)
 
 
-def raw_tables(config: CityConfig,
-               landing_root: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def raw_tables(
+    config: CityConfig, landing_root: Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw items and raw interactions of a city, each row tagged with the city.
 
     With ``landing_root``, files landed in ``<landing_root>/<city>/`` for a city whose source is
@@ -131,9 +164,21 @@ def raw_tables(config: CityConfig,
     return items, interactions
 
 
-ITEM_COLUMNS = ("city", "item_id", "name", "category", "brand", "latitude", "longitude",
-                "admin_l1_code", "admin_l2_code", "admin_l3_code", "h3_cell", "outside",
-                "content_hash")
+ITEM_COLUMNS = (
+    "city",
+    "item_id",
+    "name",
+    "category",
+    "brand",
+    "latitude",
+    "longitude",
+    "admin_l1_code",
+    "admin_l2_code",
+    "admin_l3_code",
+    "h3_cell",
+    "outside",
+    "content_hash",
+)
 INTERACTION_COLUMNS = ("city", "user_id", "item_id", "ts")
 
 
@@ -157,13 +202,25 @@ def audit_ingest(staged: StagedVersion, max_quarantine_rate: float) -> list[Audi
         Audit("items_schema", "items", check_schema(items, ITEM_COLUMNS)),
         Audit("items_coordinates_in_range", "items", check_coordinates(items)),
         Audit("items_unique_ids", "items", check_unique(items, ["item_id"])),
-        Audit("items_quarantine_rate", "items",
-              check_quarantine_rate(len(items), len(q_items), max_quarantine_rate)),
-        Audit("items_counts_reconcile", "items",
-              check_accounted(rows(raw_items), rows(items), rows(q_items))),
+        Audit(
+            "items_quarantine_rate",
+            "items",
+            check_quarantine_rate(len(items), len(q_items), max_quarantine_rate),
+        ),
+        Audit(
+            "items_counts_reconcile",
+            "items",
+            check_accounted(rows(raw_items), rows(items), rows(q_items)),
+        ),
         Audit("interactions_schema", "interactions", check_schema(events, INTERACTION_COLUMNS)),
-        Audit("interactions_quarantine_rate", "interactions",
-              check_quarantine_rate(len(events), len(q_events), max_quarantine_rate)),
-        Audit("interactions_counts_reconcile", "interactions",
-              check_accounted(rows(raw_events), rows(events), rows(q_events))),
+        Audit(
+            "interactions_quarantine_rate",
+            "interactions",
+            check_quarantine_rate(len(events), len(q_events), max_quarantine_rate),
+        ),
+        Audit(
+            "interactions_counts_reconcile",
+            "interactions",
+            check_accounted(rows(raw_events), rows(events), rows(q_events)),
+        ),
     ]

@@ -24,8 +24,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 # what reading a damaged file raises, whatever the reader (json, numpy, torch)
-READ_ERRORS = (OSError, KeyError, TypeError, ValueError, RuntimeError, EOFError,
-               pickle.UnpicklingError)
+READ_ERRORS = (
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+    RuntimeError,
+    EOFError,
+    pickle.UnpicklingError,
+)
 
 
 class ModelFileError(Exception):
@@ -40,8 +47,13 @@ class ModelFiles:
     meta_file: str
     weights_file: str
 
-    def save(self, folder: Path | str, model: nn.Module, meta: Mapping[str, Any],
-             arrays: Mapping[str, np.ndarray] | None = None) -> Path:
+    def save(
+        self,
+        folder: Path | str,
+        model: nn.Module,
+        meta: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray] | None = None,
+    ) -> Path:
         """Write ``meta`` (JSON), ``model``'s state dict and ``arrays`` as one folder."""
         import torch
 

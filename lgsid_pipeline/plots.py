@@ -39,14 +39,18 @@ def items_map_png(items: pd.DataFrame, title: str, max_points: int = 40_000) -> 
     fig, axes = plt.subplots(1, 2, figsize=(12, 6), dpi=80)
     for ax, level in zip(axes, (1, 2), strict=True):
         labels = sample[f"admin_l{level}_code"]
-        ax.scatter(sample["longitude"], sample["latitude"], s=2, c=_codes_to_colors(labels),
-                   linewidths=0)
-        ax.set_title(f"{title}: admin level {level} ({labels.nunique()} areas, "
-                     f"{labels.isna().mean():.1%} outside)")
+        ax.scatter(
+            sample["longitude"], sample["latitude"], s=2, c=_codes_to_colors(labels), linewidths=0
+        )
+        ax.set_title(
+            f"{title}: admin level {level} ({labels.nunique()} areas, "
+            f"{labels.isna().mean():.1%} outside)"
+        )
         ax.set_xlabel("longitude")
         ax.set_ylabel("latitude")
-        ax.set_aspect(1 / max(np.cos(np.radians(sample["latitude"].median())), 0.1)
-                      if len(sample) else "auto")
+        ax.set_aspect(
+            1 / max(np.cos(np.radians(sample["latitude"].median())), 0.1) if len(sample) else "auto"
+        )
     return _png(fig)
 
 
@@ -89,8 +93,9 @@ def distance_histogram_png(distances_km: pd.Series, kinds: pd.Series, title: str
     return _png(fig)
 
 
-def tokens_map_png(items: pd.DataFrame, level1_tokens: np.ndarray, title: str,
-                   max_points: int = 40_000) -> bytes:
+def tokens_map_png(
+    items: pd.DataFrame, level1_tokens: np.ndarray, title: str, max_points: int = 40_000
+) -> bytes:
     """Items on the map (longitude/latitude) coloured by their level-1 token."""
     plt = _pyplot()
     tokens = pd.Series(np.asarray(level1_tokens), index=items.index)

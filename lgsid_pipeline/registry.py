@@ -60,8 +60,9 @@ def _folder_model_class() -> type:
         def load_context(self, context: Any) -> None:
             self.folder = Path(context.artifacts["folder"])
 
-        def predict(self, context: Any, model_input: list[str],
-                    params: dict | None = None) -> list[str]:
+        def predict(
+            self, context: Any, model_input: list[str], params: dict | None = None
+        ) -> list[str]:
             return sorted(p.name for p in self.folder.iterdir())
 
     # pickled by reference, as lgsid_pipeline.registry.FolderModel (see __getattr__)
@@ -86,15 +87,20 @@ def tracking_uri(home: Path | None = None) -> str:
     """Configure and return the MLflow tracking URI: ``LGSID_MLFLOW_TRACKING_URI``, else
     MLflow's own ``MLFLOW_TRACKING_URI``, else a SQLite store under the LGSID home."""
     import mlflow
+
     store = (home or lgsid_home()) / "mlflow"
-    uri = (os.environ.get("LGSID_MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
-           or _local_uri(store))
+    uri = (
+        os.environ.get("LGSID_MLFLOW_TRACKING_URI")
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or _local_uri(store)
+    )
     if uri == _local_uri(store):
         store.mkdir(parents=True, exist_ok=True)
     # MLflow's setters also export MLFLOW_*_URI; left there, the first home's store would
     # pass for the user's own setting and win over every later home in this process.
-    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI",
-                                                         "MLFLOW_REGISTRY_URI")}
+    exported = {
+        name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    }
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     for name, value in exported.items():
@@ -107,6 +113,7 @@ def tracking_uri(home: Path | None = None) -> str:
 
 def _experiment_id(uri: str, home: Path | None) -> str:
     import mlflow
+
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(EXPERIMENT)
     if found is not None:
@@ -127,16 +134,22 @@ def materialize_hint(name: str) -> str:
     if parsed is None:
         return "materialize the asset that trains it"
     if parsed.city is None:
-        return (f"materialize the `{parsed.asset}` asset "
-                f"(`lgsid materialize --select {parsed.asset}`)")
-    return (f"materialize the `{parsed.asset}` asset of city {parsed.city!r} "
-            f"(`lgsid materialize --city {parsed.city} --select {parsed.asset}`)")
+        return (
+            f"materialize the `{parsed.asset}` asset (`lgsid materialize --select {parsed.asset}`)"
+        )
+    return (
+        f"materialize the `{parsed.asset}` asset of city {parsed.city!r} "
+        f"(`lgsid materialize --city {parsed.city} --select {parsed.asset}`)"
+    )
 
 
 def folder_checksums(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folder``, by path relative to it."""
-    return {p.relative_to(folder).as_posix(): file_sha256(p)
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): file_sha256(p)
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 def register_folder(
@@ -157,10 +170,10 @@ def register_folder(
     trained the model (``dagster_run_id``; None outside Dagster)."""
     import mlflow
     import mlflow.pyfunc
+
     uri = tracking_uri(home)
     experiment_id = _experiment_id(uri, home)
-    run_tags = {**(tags or {}), GIT_SHA_TAG: git_sha(),
-                DAGSTER_RUN_TAG: dagster_run_id or "none"}
+    run_tags = {**(tags or {}), GIT_SHA_TAG: git_sha(), DAGSTER_RUN_TAG: dagster_run_id or "none"}
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=run_tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         finite = {metric_name(k): float(v) for k, v in metrics.items() if v == v}  # drop NaN
@@ -174,9 +187,11 @@ def register_folder(
             checksums = Path(scratch) / CHECKSUMS
             checksums.write_text(json.dumps(folder_checksums(folder), indent=1))
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=_folder_model_class()(),
+                name="model",
+                python_model=_folder_model_class()(),
                 artifacts={"folder": str(folder), "checksums": str(checksums)},
-                pip_requirements=["lgsid_pipeline"], registered_model_name=name,
+                pip_requirements=["lgsid_pipeline"],
+                registered_model_name=name,
                 await_registration_for=0,
             )
         run_id = run.info.run_id
@@ -187,14 +202,19 @@ def register_folder(
     version = str(max(int(v.version) for v in versions))
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return RegisteredModel(name=name, version=version, run_id=run_id,
-                           model_uri=info.model_uri,
-                           run_url=f"{UI_URL}/#/experiments/{experiment_id}/runs/{run_id}")
+    return RegisteredModel(
+        name=name,
+        version=version,
+        run_id=run_id,
+        model_uri=info.model_uri,
+        run_url=f"{UI_URL}/#/experiments/{experiment_id}/runs/{run_id}",
+    )
 
 
 def set_champion(name: str, version: str, home: Path | None = None) -> None:
     """Point the ``champion`` alias of ``name`` at ``version``."""
     import mlflow
+
     tracking_uri(home)
     mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
 
@@ -202,6 +222,7 @@ def set_champion(name: str, version: str, home: Path | None = None) -> None:
 def champion_version(name: str, home: Path | None = None) -> str | None:
     """The version the ``champion`` alias of ``name`` points at, or None."""
     import mlflow
+
     tracking_uri(home)
     try:
         return str(mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
@@ -212,16 +233,19 @@ def champion_version(name: str, home: Path | None = None) -> str | None:
 def champion_folder(name: str, home: Path | None = None, alias: str = CHAMPION) -> Path:
     """Local folder of the artifacts of ``models:/<name>@<alias>`` (downloaded if remote)."""
     import mlflow
+
     tracking_uri(home)
     client = mlflow.MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
-        raise ModelArtifactError(f"no registered model {name!r} with alias {alias!r}; "
-                                 f"{materialize_hint(name)}") from exc
+        raise ModelArtifactError(
+            f"no registered model {name!r} with alias {alias!r}; {materialize_hint(name)}"
+        ) from exc
     try:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version.version}")
+            artifact_uri=f"models:/{name}/{version.version}"
+        )
     except Exception as exc:  # noqa: BLE001 - MLflow raises several types for a bad store
         raise ModelArtifactError(
             f"artifacts of model {name!r} version {version.version} are unreadable: {exc}"
@@ -231,10 +255,16 @@ def champion_folder(name: str, home: Path | None = None, alias: str = CHAMPION) 
     if not folder.is_dir() and candidates:
         folder = candidates[0]
     if not folder.is_dir():
-        raise ModelArtifactError(f"model {name!r} version {version.version} has no artifact "
-                                 f"folder under {local}; {materialize_hint(name)}")
-    _verify_checksums(f"model {name!r} version {version.version} (@{alias})", name, folder,
-                      Path(local) / "artifacts" / CHECKSUMS)
+        raise ModelArtifactError(
+            f"model {name!r} version {version.version} has no artifact "
+            f"folder under {local}; {materialize_hint(name)}"
+        )
+    _verify_checksums(
+        f"model {name!r} version {version.version} (@{alias})",
+        name,
+        folder,
+        Path(local) / "artifacts" / CHECKSUMS,
+    )
     return folder
 
 
@@ -246,23 +276,30 @@ def _verify_checksums(label: str, name: str, folder: Path, manifest: Path) -> No
         expected = json.loads(manifest.read_text())
         items = sorted(expected.items())
     except (OSError, ValueError, AttributeError) as exc:
-        raise ModelArtifactError(f"{label}: checksum file {manifest} is corrupt ({exc}); "
-                                 f"{materialize_hint(name)}") from exc
+        raise ModelArtifactError(
+            f"{label}: checksum file {manifest} is corrupt ({exc}); {materialize_hint(name)}"
+        ) from exc
     for relative, digest in items:
         path = folder / relative
         if not path.is_file():
-            raise ModelArtifactError(f"{label}: artifact file {relative!r} is missing "
-                                     f"(expected {path}); {materialize_hint(name)}")
+            raise ModelArtifactError(
+                f"{label}: artifact file {relative!r} is missing "
+                f"(expected {path}); {materialize_hint(name)}"
+            )
         if file_sha256(path) != digest:
-            raise ModelArtifactError(f"{label}: artifact file {relative!r} is corrupt (its "
-                                     f"SHA-256 differs from the one recorded at registration; "
-                                     f"{path}); {materialize_hint(name)}")
+            raise ModelArtifactError(
+                f"{label}: artifact file {relative!r} is corrupt (its "
+                f"SHA-256 differs from the one recorded at registration; "
+                f"{path}); {materialize_hint(name)}"
+            )
 
 
-def log_run_metrics(name: str, metrics: dict[str, float], home: Path | None = None,
-                    alias: str = CHAMPION) -> str:
+def log_run_metrics(
+    name: str, metrics: dict[str, float], home: Path | None = None, alias: str = CHAMPION
+) -> str:
     """Add metrics to the MLflow run that produced ``models:/<name>@<alias>``; return its id."""
     import mlflow
+
     tracking_uri(home)
     client = mlflow.MlflowClient()
     try:

@@ -12,23 +12,28 @@ from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.warehouse import TABLES, Warehouse
 
 
-def _count(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, table: str,
-           city: str) -> int | None:
+def _count(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, table: str, city: str
+) -> int | None:
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
-    if not any(warehouse.has_table(table, city, part) for part in ("data", "items",
-                                                                     "interactions")):
+    if not any(
+        warehouse.has_table(table, city, part) for part in ("data", "items", "interactions")
+    ):
         return None
-    return int(con.execute(sql_text("count_rows.sql").format(table=table),
-                           {"city": city}).fetchone()[0])
+    return int(
+        con.execute(sql_text("count_rows.sql").format(table=table), {"city": city}).fetchone()[0]
+    )
 
 
 def _row(con: duckdb.DuckDBPyConnection, sql_file: str, city: str) -> dict[str, Any]:
     cursor = con.execute(sql_text(sql_file), {"city": city})
     names = [d[0] for d in cursor.description]
     values = cursor.fetchone()
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-            for k, v in zip(names, values, strict=True)}
+    return {
+        k: (v.isoformat() if hasattr(v, "isoformat") else v)
+        for k, v in zip(names, values, strict=True)
+    }
 
 
 def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None = None) -> dict:
@@ -49,8 +54,10 @@ def city_report(warehouse: Warehouse, city: str, source: dict[str, Any] | None =
             for row in rows.itertuples():
                 quarantine_by_table.setdefault(row.table_name, {})[row.reason] = int(row.rows)
                 quarantine[row.reason] = quarantine.get(row.reason, 0) + int(row.rows)
-        for table, sql_file in (("items", "report_items.sql"),
-                                ("interactions", "report_interactions.sql")):
+        for table, sql_file in (
+            ("items", "report_items.sql"),
+            ("interactions", "report_interactions.sql"),
+        ):
             if not warehouse.has_table(table, city):
                 continue
             figures = _row(con, sql_file, city)
@@ -97,6 +104,8 @@ def alignment_report(warehouse: Warehouse, city: str) -> dict[str, Any] | None:
         out["after"] = figures["after"]
         out["encoder_version"] = figures.get("encoder_version")
     if reward:
-        out["reward"] = {"top1_accuracy": reward["top1_accuracy"],
-                         "kendall_tau": reward["kendall_tau"]}
+        out["reward"] = {
+            "top1_accuracy": reward["top1_accuracy"],
+            "kendall_tau": reward["kendall_tau"],
+        }
     return out

@@ -73,6 +73,7 @@ class ReportStore:
     def tokenizer_codes_reports(self, city: str) -> dict[str, Any]:
         """Every tokenizer kind's codes report of ``city``, by kind."""
         folder = self.root / "tokenizers" / validate_city_slug(city)
-        found = {p.stem: self.read(p) for p in sorted(folder.glob("*.json"))} \
-            if folder.is_dir() else {}
+        found = (
+            {p.stem: self.read(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+        )
         return {kind: figures for kind, figures in found.items() if figures}

@@ -40,8 +40,9 @@ class RetrainStage:
 
 RETRAIN_STAGES: tuple[RetrainStage, ...] = (
     RetrainStage("reward_model", ("reward_model",), per_city=False),
-    RetrainStage("geo_pairs", ("geo_pairs",), per_city=True,
-                 needs=("geo_negatives", "cooccurrence_pairs")),
+    RetrainStage(
+        "geo_pairs", ("geo_pairs",), per_city=True, needs=("geo_negatives", "cooccurrence_pairs")
+    ),
     RetrainStage("aligned_encoder", ("aligned_encoder",), per_city=False),
     RetrainStage("item_embeddings", ("item_embeddings",), per_city=True, needs=("items",)),
     RetrainStage("tokenizers", TOKENIZER_ASSETS, per_city=False),
@@ -65,8 +66,11 @@ def retrain_id(when: datetime) -> str:
     return f"retrain-{when:%Y%m%d}"
 
 
-def next_step(statuses: Mapping[tuple[str, str | None], str], cities: Sequence[str],
-              has_table: Callable[[str, str], bool] = lambda table, city: True) -> RetrainStep:
+def next_step(
+    statuses: Mapping[tuple[str, str | None], str],
+    cities: Sequence[str],
+    has_table: Callable[[str, str], bool] = lambda table, city: True,
+) -> RetrainStep:
     """The next step of one retrain, from the status of its latest run per (stage, city).
 
     Stages run strictly in order: a stage is launched only when every run of the stage
@@ -74,18 +78,25 @@ def next_step(statuses: Mapping[tuple[str, str | None], str], cities: Sequence[s
     city)`` says which cities take part in a per-city stage (``RetrainStage.needs``).
     """
     for stage in RETRAIN_STAGES:
-        wanted: list[str | None] = [
-            c for c in cities if all(has_table(t, c) for t in stage.needs)] \
-            if stage.per_city else [None]
+        wanted: list[str | None] = (
+            [c for c in cities if all(has_table(t, c) for t in stage.needs)]
+            if stage.per_city
+            else [None]
+        )
         if not wanted:
-            return RetrainStep("halted", stage, [], f"no city has {', '.join(stage.needs)}"
-                               if cities else "no city is registered")
+            return RetrainStep(
+                "halted",
+                stage,
+                [],
+                f"no city has {', '.join(stage.needs)}" if cities else "no city is registered",
+            )
         seen = {p: statuses.get((stage.name, p)) for p in wanted}
         failed = [p for p, status in seen.items() if status in FAILED_STATUSES]
         if failed:
             where = ", ".join(p or "global" for p in failed)
-            return RetrainStep("halted", stage, failed,
-                               f"{stage.name} failed ({where}); later stages do not run")
+            return RetrainStep(
+                "halted", stage, failed, f"{stage.name} failed ({where}); later stages do not run"
+            )
         missing = [p for p, status in seen.items() if status is None]
         if missing:
             return RetrainStep("launch", stage, missing, f"{stage.name} is next")

@@ -101,20 +101,32 @@ def plan_stages(keys: Sequence[dg.AssetKey]) -> list[tuple[bool, list[dg.AssetKe
     return stages
 
 
-def _execute(job_name: str, instance_ref: dg.InstanceRef | None, keys: list[str],
-             tags: dict[str, str], run_config: dict | None, label: str) -> RunResult:
+def _execute(
+    job_name: str,
+    instance_ref: dg.InstanceRef | None,
+    keys: list[str],
+    tags: dict[str, str],
+    run_config: dict | None,
+    label: str,
+) -> RunResult:
     """Execute one run of a job of the code location (in this process or a worker)."""
     from lgsid_pipeline import definitions
 
     instance = dg.DagsterInstance.from_ref(instance_ref) if instance_ref else get_instance()
     job_fn = getattr(definitions, f"{job_name}_def")
-    result = dg.execute_job(dg.reconstructable(job_fn), instance=instance, tags=tags,
-                            asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
-                            run_config=run_config)
-    failed = [e.step_key for e in result.all_events
-              if e.event_type_value == "STEP_FAILURE" and e.step_key]
+    result = dg.execute_job(
+        dg.reconstructable(job_fn),
+        instance=instance,
+        tags=tags,
+        asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
+        run_config=run_config,
+    )
+    failed = [
+        e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key
+    ]
     failed_checks = [
-        e.event_specific_data.check_name for e in result.all_events
+        e.event_specific_data.check_name
+        for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
     ]
     return RunResult(label, result.run_id, result.success, failed, failed_checks)
@@ -148,15 +160,21 @@ def materialize(
         if is_global:
             results.append(_execute("global_job", ref, names, {}, config, GLOBAL))
         elif parallel <= 1 or len(cities) == 1:
-            results += [_execute("city_job", ref, names, {"dagster/partition": c}, config, c)
-                        for c in cities]
+            results += [
+                _execute("city_job", ref, names, {"dagster/partition": c}, config, c)
+                for c in cities
+            ]
         else:
             # One worker process per city run: Dagster's run set-up reconfigures logging,
             # which is not safe from several threads of one process.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
-                futures = [pool.submit(_execute, "city_job", ref, names,
-                                       {"dagster/partition": c}, config, c) for c in cities]
+                futures = [
+                    pool.submit(
+                        _execute, "city_job", ref, names, {"dagster/partition": c}, config, c
+                    )
+                    for c in cities
+                ]
                 results += [f.result() for f in futures]
         if not all(r.success for r in results):
             break
@@ -182,44 +200,62 @@ def quarantine_config(max_quarantine_rate: float | None) -> dict | None:
     return {"resources": {"lgsid": {"config": {"max_quarantine_rate": max_quarantine_rate}}}}
 
 
-def tick_sensor(name: str, instance: dg.DagsterInstance,
-                cursor: str | None = None) -> dg.SensorResult:
+def tick_sensor(
+    name: str, instance: dg.DagsterInstance, cursor: str | None = None
+) -> dg.SensorResult:
     """Evaluate one sensor of the code location once, as the daemon does on each interval."""
     from lgsid_pipeline.definitions import defs
     from lgsid_pipeline.defs.resources import LgsidResource
 
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      repository_def=defs.get_repository_def(),
-                                      resources={"lgsid": LgsidResource()})
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+        resources={"lgsid": LgsidResource()},
+    )
     result = defs.get_sensor_def(name)(context)
     for request in result.dynamic_partitions_requests or []:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
-            instance.add_dynamic_partitions(request.partitions_def_name,
-                                            list(request.partition_keys))
+            instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
     return result
 
 
-def execute_run_request(request: dg.RunRequest, job_name: str, instance: dg.DagsterInstance,
-                        run_config: dict | None = None) -> RunResult:
+def execute_run_request(
+    request: dg.RunRequest,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    run_config: dict | None = None,
+) -> RunResult:
     """Run what a sensor or schedule requested (one partition of one job, the request's asset
     selection or else the whole job) in this process, with the request's tags."""
     from lgsid_pipeline.definitions import JOB_FUNCTIONS, defs
 
     if job_name not in JOB_FUNCTIONS:
         raise ValueError(f"unknown job {job_name!r}; jobs: {', '.join(sorted(JOB_FUNCTIONS))}")
-    keys = sorted(request.asset_selection or
-                  defs.resolve_job_def(job_name).asset_layer.executable_asset_keys)
+    keys = sorted(
+        request.asset_selection or defs.resolve_job_def(job_name).asset_layer.executable_asset_keys
+    )
     tags = {**request.tags}
     if request.partition_key:
         tags["dagster/partition"] = request.partition_key
-    return _execute(JOB_FUNCTIONS[job_name], instance.get_ref(),
-                    [k.to_user_string() for k in keys], tags, _config_for(run_config, keys),
-                    request.partition_key or GLOBAL)
+    return _execute(
+        JOB_FUNCTIONS[job_name],
+        instance.get_ref(),
+        [k.to_user_string() for k in keys],
+        tags,
+        _config_for(run_config, keys),
+        request.partition_key or GLOBAL,
+    )
 
 
-def retrain(instance: dg.DagsterInstance | None = None, run_config: dict | None = None,
-            name: str | None = None,
-            registry: CityRegistry | None = None) -> tuple[list[RunResult], RetrainStep]:
+def retrain(
+    instance: dg.DagsterInstance | None = None,
+    run_config: dict | None = None,
+    name: str | None = None,
+    registry: CityRegistry | None = None,
+) -> tuple[list[RunResult], RetrainStep]:
     """Run a whole staged retrain of the global models in this process, stage by stage in
     lineage order (``retrain.RETRAIN_STAGES``), exactly as the weekly schedule and the
     ``retrain_stages`` sensor do through the daemon. Returns the runs and the final step
@@ -238,5 +274,4 @@ def retrain(instance: dg.DagsterInstance | None = None, run_config: dict | None 
             return results, step
         for city in step.partitions:
             request = retrain_request(name, step.stage, city)
-            results.append(execute_run_request(request, request.job_name, instance,
-                                               run_config))
+            results.append(execute_run_request(request, request.job_name, instance, run_config))

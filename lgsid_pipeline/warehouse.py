@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,7 +51,8 @@ from lgsid_pipeline.atomic import (
     writer_pid,
     writer_tag,
 )
-from lgsid_pipeline.config import lgsid_home, sql_text, validate_city_slug
+from lgsid_pipeline.config import lgsid_home, validate_city_slug
+from lgsid_pipeline.duckdb_views import DuckDbViews
 
 TABLES = ("raw_items", "raw_interactions", "items", "interactions", "quarantine")
 DATA_PART = "data"
@@ -64,8 +64,12 @@ VERSIONED_STAGES: dict[str, tuple[str, ...]] = {
     "alignment_samples": ("geo_negatives", "cooccurrence_pairs", "geo_pairs"),
     "embeddings": ("item_embeddings",),
     "semantic_ids": ("semantic_ids",),
-    "recommender_datasets": ("recommender_samples", "recommender_timeline",
-                             "recommender_items", "recommender_meta"),
+    "recommender_datasets": (
+        "recommender_samples",
+        "recommender_timeline",
+        "recommender_items",
+        "recommender_meta",
+    ),
     "cache": ("user_topk_cache",),
 }
 STAGE_OF_TABLE = {t: stage for stage, tables in VERSIONED_STAGES.items() for t in tables}
@@ -112,14 +116,16 @@ def _write_parquet(arrow: pa.Table, path: Path) -> None:
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
     """Write a JSON file atomically (sorted keys)."""
-    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2,
-                                                                   sort_keys=True),
-                                                        encoding="utf-8"))
+    write_file_atomic(
+        path,
+        lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8"),
+    )
 
 
 def _as_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
-    return frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame,
-                                                                          preserve_index=False)
+    return (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
 
 
 def _check_name(name: str, what: str) -> None:
@@ -134,8 +140,15 @@ class StagedVersion:
     audit what was persisted, then hand it to ``Warehouse.publish``.
     """
 
-    def __init__(self, warehouse: Warehouse, city: str, stage: str, version: str,
-                 folder: Path, carry_forward: bool) -> None:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        city: str,
+        stage: str,
+        version: str,
+        folder: Path,
+        carry_forward: bool,
+    ) -> None:
         self.warehouse, self.city, self.stage = warehouse, city, stage
         self.version, self.folder = version, folder
         self.carry_forward = carry_forward
@@ -148,8 +161,9 @@ class StagedVersion:
         _check_name(part, "part")
         return self.folder / table / f"{part}.parquet"
 
-    def write_table(self, table: str, frame: pd.DataFrame | pa.Table,
-                    part: str = DATA_PART) -> Path:
+    def write_table(
+        self, table: str, frame: pd.DataFrame | pa.Table, part: str = DATA_PART
+    ) -> Path:
         """Write one table part into the staged version (atomically, fsynced)."""
         path = self.table_path(table, part)
         _write_parquet(_as_arrow(frame), path)
@@ -175,11 +189,12 @@ class StagedVersion:
         return out
 
 
-class Warehouse:
+class Warehouse(DuckDbViews):
     """Parquet tables per city under one home folder, with a DuckDB catalog."""
 
-    def __init__(self, home: Path | str | None = None,
-                 keep_versions: int = KEEP_VERSIONS) -> None:
+    stage_of_table = STAGE_OF_TABLE
+
+    def __init__(self, home: Path | str | None = None, keep_versions: int = KEEP_VERSIONS) -> None:
         self.home = Path(home).resolve() if home is not None else lgsid_home()
         self.root = self.home / "warehouse"
         self.catalog_path = self.home / "catalog.duckdb"
@@ -226,8 +241,10 @@ class Warehouse:
         with self.staging(city, stage) as staged:
             staged.write_table(table, frame, part)
             pointer = self.publish(staged)
-        return self.version_folder(city, stage, pointer["version"]) / \
-            pointer["tables"][table][part]["file"]
+        return (
+            self.version_folder(city, stage, pointer["version"])
+            / pointer["tables"][table][part]["file"]
+        )
 
     def read_arrow(self, table: str, city: str, part: str = DATA_PART) -> pa.Table:
         """Read one table part as an Arrow table, or raise ``TableNotFoundError``."""
@@ -241,8 +258,9 @@ class Warehouse:
         try:
             return pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise TableNotFoundError(f"table file {path} is unreadable ({exc}); "
-                                     f"re-materialize {table!r} for {city!r}") from exc
+            raise TableNotFoundError(
+                f"table file {path} is unreadable ({exc}); re-materialize {table!r} for {city!r}"
+            ) from exc
 
     def read_table(self, table: str, city: str, part: str = DATA_PART) -> pd.DataFrame:
         """Read one table part as a DataFrame, or raise ``TableNotFoundError``."""
@@ -257,44 +275,14 @@ class Warehouse:
                 file.unlink()
                 removed += 1
             folder.rmdir()
-        for folder in [self.root / "_published" / city,
-                       *self.root.glob(f"_versions/*/city={city}")]:
+        for folder in [
+            self.root / "_published" / city,
+            *self.root.glob(f"_versions/*/city={city}"),
+        ]:
             if folder.is_dir():
                 removed += sum(1 for f in folder.rglob("*") if f.is_file())
                 shutil.rmtree(folder)
         return removed
-
-    def existing_tables(self) -> list[str]:
-        """Tables with at least one Parquet file that readers see."""
-        return sorted(table for table, source in self._table_sources().items() if source)
-
-    def _table_sources(self) -> dict[str, str | list[str]]:
-        """Per table, what its view reads: a glob (plain tables) or a list of files (tables of
-        versioned stages: each city's published files, or its plain files if unpublished)."""
-        sources: dict[str, str | list[str]] = {}
-        if not self.root.is_dir():
-            return sources
-        published: dict[str, dict[str, dict]] = {}  # stage -> city -> manifest
-        for pointer in self.root.glob("_published/*/*.json"):
-            manifest = self.published(pointer.parent.name, pointer.stem)
-            if manifest is not None:
-                published.setdefault(pointer.stem, {})[pointer.parent.name] = manifest
-        for folder in sorted(self.root.iterdir()):
-            if folder.name.startswith(("_", ".")) or folder.name in STAGE_OF_TABLE:
-                continue
-            if any(folder.glob("city=*/*.parquet")):
-                sources[folder.name] = str(folder / "city=*" / "*.parquet")
-        for table, stage in STAGE_OF_TABLE.items():
-            manifests = published.get(stage, {})
-            files = [str(self.version_folder(city, stage, m["version"]) / info["file"])
-                     for city, m in sorted(manifests.items())
-                     for _, info in sorted(m["tables"].get(table, {}).items())]
-            for plain in sorted(self.root.glob(f"{table}/city=*/*.parquet")):
-                if plain.parent.name.removeprefix("city=") not in manifests:
-                    files.append(str(plain))
-            if files:
-                sources[table] = files
-        return sources
 
     # ------------------------------------------------------------ versioned stages
 
@@ -302,8 +290,9 @@ class Warehouse:
         """Folder of every version of one stage for one city."""
         validate_city_slug(city)
         if stage not in VERSIONED_STAGES:
-            raise VersionError(f"unknown versioned stage {stage!r} "
-                               f"(known: {', '.join(VERSIONED_STAGES)})")
+            raise VersionError(
+                f"unknown versioned stage {stage!r} (known: {', '.join(VERSIONED_STAGES)})"
+            )
         return self.root / "_versions" / stage / f"city={city}"
 
     def version_folder(self, city: str, stage: str, version: str) -> Path:
@@ -324,8 +313,7 @@ class Warehouse:
         return json.loads(text)
 
     @contextmanager
-    def staging(self, city: str, stage: str,
-                carry_forward: bool = True) -> Iterator[StagedVersion]:
+    def staging(self, city: str, stage: str, carry_forward: bool = True) -> Iterator[StagedVersion]:
         """A new version of ``stage`` for ``city`` to write, audit and publish; when the block
         ends, an unpublished staging folder is removed (a failed audit publishes nothing).
 
@@ -356,8 +344,7 @@ class Warehouse:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def publish(self, staged: StagedVersion,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def publish(self, staged: StagedVersion, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Publish a staged version: its manifest, then the folder renamed to its version
         name, then the pointer switched with one ``os.replace``; then old versions are swept.
 
@@ -375,21 +362,26 @@ class Warehouse:
                 else:
                     self._adopt_plain_files(staged, tables)
             manifest = {
-                "format": MANIFEST_FORMAT, "city": city, "stage": stage,
-                "version": staged.version, "published_at": datetime.now(UTC).isoformat(),
-                "tables": tables, **(extra or {}),
+                "format": MANIFEST_FORMAT,
+                "city": city,
+                "stage": stage,
+                "version": staged.version,
+                "published_at": datetime.now(UTC).isoformat(),
+                "tables": tables,
+                **(extra or {}),
             }
             _write_json(manifest, staged.folder / "manifest.json")
             self._promote(staged.folder, final)
             history = [] if current is None else [current["version"], *current["history"]]
-            pointer = {**manifest, "history": history[:self.keep_versions]}
+            pointer = {**manifest, "history": history[: self.keep_versions]}
             self._switch_pointer(city, stage, pointer)
             staged.published = True
             self.sweep_versions(city, stage)
         return pointer
 
-    def _carry_forward(self, current: dict[str, Any], folder: Path,
-                       tables: dict[str, dict[str, dict[str, Any]]]) -> None:
+    def _carry_forward(
+        self, current: dict[str, Any], folder: Path, tables: dict[str, dict[str, dict[str, Any]]]
+    ) -> None:
         """Link the published parts that ``tables`` lacks into a staging folder (under the
         stage lock, so parallel steps writing different parts never lose each other's)."""
         source = self.version_folder(current["city"], current["stage"], current["version"])
@@ -405,8 +397,9 @@ class Warehouse:
                     shutil.copy2(source / info["file"], target)
                 tables.setdefault(table, {})[part] = info
 
-    def _adopt_plain_files(self, staged: StagedVersion,
-                           tables: dict[str, dict[str, dict[str, Any]]]) -> None:
+    def _adopt_plain_files(
+        self, staged: StagedVersion, tables: dict[str, dict[str, dict[str, Any]]]
+    ) -> None:
         """The first version of a stage in a home written before versioning: the stage's
         parts that exist only as plain files (and that this version does not write) are
         linked into it, so publishing one part never hides the others."""
@@ -424,7 +417,9 @@ class Warehouse:
                 tables.setdefault(table, {})[plain.stem] = {
                     "file": f"{table}/{target.name}",
                     "rows": pq.ParquetFile(target).metadata.num_rows,
-                    "bytes": target.stat().st_size, "sha256": file_sha256(target)}
+                    "bytes": target.stat().st_size,
+                    "sha256": file_sha256(target),
+                }
 
     def _promote(self, staging_folder: Path, final: Path) -> None:
         """Rename a complete staging folder to its version name (one rename)."""
@@ -445,17 +440,24 @@ class Warehouse:
             if current is None:
                 raise VersionError(f"city {city!r} has no published {stage} version")
             if not current["history"]:
-                raise VersionError(f"city {city!r} has no {stage} version before "
-                                   f"{current['version']} to roll back to")
+                raise VersionError(
+                    f"city {city!r} has no {stage} version before "
+                    f"{current['version']} to roll back to"
+                )
             previous, *older = current["history"]
             manifest_path = self.version_folder(city, stage, previous) / "manifest.json"
             try:
                 manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             except FileNotFoundError as exc:
-                raise VersionError(f"version {previous} of {stage} for {city!r} is gone "
-                                   f"({manifest_path} missing)") from exc
-            pointer = {**manifest, "history": older, "rolled_back_from": current["version"],
-                       "rolled_back_at": datetime.now(UTC).isoformat()}
+                raise VersionError(
+                    f"version {previous} of {stage} for {city!r} is gone ({manifest_path} missing)"
+                ) from exc
+            pointer = {
+                **manifest,
+                "history": older,
+                "rolled_back_from": current["version"],
+                "rolled_back_at": datetime.now(UTC).isoformat(),
+            }
             self._switch_pointer(city, stage, pointer)
             self.sweep_versions(city, stage)
         return pointer
@@ -467,8 +469,9 @@ class Warehouse:
             return []
         return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def sweep_versions(self, city: str, stage: str,
-                       max_age_s: float = STALE_TEMP_SECONDS) -> list[Path]:
+    def sweep_versions(
+        self, city: str, stage: str, max_age_s: float = STALE_TEMP_SECONDS
+    ) -> list[Path]:
         """Remove versions the pointer no longer keeps and staging folders of dead writers."""
         current = self.published(city, stage)
         keep = set() if current is None else {current["version"], *current["history"]}
@@ -479,8 +482,9 @@ class Warehouse:
             if folder.name.startswith(".staging-"):
                 pid = writer_pid(folder.name)
                 try:
-                    stale = ((pid is not None and not pid_alive(pid))
-                             or now - folder.stat().st_mtime > max_age_s)
+                    stale = (
+                        pid is not None and not pid_alive(pid)
+                    ) or now - folder.stat().st_mtime > max_age_s
                 except FileNotFoundError:
                     continue
                 if not stale:
@@ -490,51 +494,3 @@ class Warehouse:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
         return removed
-
-    @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived in-memory DuckDB connection with a view per existing table."""
-        con = duckdb.connect(":memory:")
-        try:
-            self._create_views(con)
-            yield con
-        finally:
-            con.close()
-
-    def query(self, sql_file: str, params: dict[str, object] | None = None) -> pd.DataFrame:
-        """Run one query from ``sql/`` with named parameters against the warehouse views."""
-        with self.connect() as con:
-            return con.execute(sql_text(sql_file), params or {}).df()
-
-    def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        template = sql_text("views.sql")
-        for table, source in sorted(self._table_sources().items()):
-            paths = [source] if isinstance(source, str) else source
-            files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-            con.execute(template.format(table=table, files=f"[{files}]"))
-
-    def refresh_catalog(self, retries: int = 20, wait_s: float = 0.25) -> bool:
-        """Recreate the catalog's views; True on success, False if the file stayed locked.
-
-        The catalog is a convenience for people (``duckdb .lgsid/catalog.duckdb``); the Parquet
-        files are the truth, so a catalog held open elsewhere must not fail a pipeline step.
-        """
-        self.home.mkdir(parents=True, exist_ok=True)
-        lock_path = self.home / ".catalog.lock"
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                for attempt in range(retries):
-                    try:
-                        con = duckdb.connect(str(self.catalog_path))
-                    except duckdb.IOException:
-                        time.sleep(wait_s * (attempt + 1))
-                        continue
-                    try:
-                        self._create_views(con)
-                    finally:
-                        con.close()
-                    return True
-                return False
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)

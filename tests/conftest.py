@@ -12,6 +12,16 @@ import pytest
 # tests of the multiprocess executor set LGSID_EXECUTOR=multiprocess for their own runs.
 os.environ.setdefault("LGSID_EXECUTOR", "in_process")
 
+# Under pytest-xdist the workers share the cores: each one's torch gets cores / workers threads
+# (read by torch when it starts, so set before anything imports it).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    from lgsid_pipeline.threads import available_cores, threads_per_step
+
+    os.environ.setdefault(
+        "OMP_NUM_THREADS",
+        str(threads_per_step(available_cores(), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))),
+    )
+
 from lgsid_pipeline.config import shared_data_dir  # noqa: E402
 
 
@@ -36,8 +46,10 @@ def shared_data() -> Path:
     skipped with the path it looked in."""
     folder = shared_data_dir()
     if not (folder / "boundaries").is_dir():
-        message = (f"shared data not found at {folder} (set LGSID_SHARED_DATA to the folder "
-                   "holding boundaries/, gowalla_nyc/, foursquare_tky/)")
+        message = (
+            f"shared data not found at {folder} (set LGSID_SHARED_DATA to the folder "
+            "holding boundaries/, gowalla_nyc/, foursquare_tky/)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; CI runs with ../shared beside the clone", pytrace=False)
         pytest.skip(message)

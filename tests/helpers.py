@@ -15,13 +15,20 @@ from lgsid_pipeline.demo import SyntheticCitySpec
 
 def tiny_spec(name: str = "Tinyville", seed: int = 7, n_items: int = 300) -> SyntheticCitySpec:
     """A small city for unit tests (a few hundred items, generated in well under a second)."""
-    return SyntheticCitySpec(name, seed=seed, n_items=n_items, days=60,
-                             center_lat=45.0 + seed % 10, center_lon=7.0 + seed % 13,
-                             radius_km=float(np.clip(3.0 * np.sqrt(n_items / 300), 2.5, 10.0)))
+    return SyntheticCitySpec(
+        name,
+        seed=seed,
+        n_items=n_items,
+        days=60,
+        center_lat=45.0 + seed % 10,
+        center_lon=7.0 + seed % 13,
+        radius_km=float(np.clip(3.0 * np.sqrt(n_items / 300), 2.5, 10.0)),
+    )
 
 
-def make_tiny_encoder(folder: str | Path, hidden_size: int = 32, layers: int = 2,
-                      heads: int = 2, seed: int = 0) -> Path:
+def make_tiny_encoder(
+    folder: str | Path, hidden_size: int = 32, layers: int = 2, heads: int = 2, seed: int = 0
+) -> Path:
     """Write a tiny randomly initialised BERT with the MiniLM tokenizer into ``folder``."""
     if hidden_size % heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by heads {heads}")
@@ -32,10 +39,15 @@ def make_tiny_encoder(folder: str | Path, hidden_size: int = 32, layers: int = 2
 
     source = default_encoder_path()
     base = json.loads((source / "config.json").read_text())
-    config = BertConfig(vocab_size=base["vocab_size"], hidden_size=hidden_size,
-                        num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * hidden_size, max_position_embeddings=128,
-                        pad_token_id=base.get("pad_token_id", 0))
+    config = BertConfig(
+        vocab_size=base["vocab_size"],
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden_size,
+        max_position_embeddings=128,
+        pad_token_id=base.get("pad_token_id", 0),
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertModel(config)
@@ -63,6 +75,7 @@ def ingested_home(home: Path, source: Path, city: str = "tiny", n_items: int = 3
     items = clean_items(data.items, config, "Tinyville").clean
     warehouse = Warehouse(home)
     warehouse.write_table("items", city, items)
-    warehouse.write_table("interactions", city,
-                          clean_interactions(data.interactions, items, city).clean)
+    warehouse.write_table(
+        "interactions", city, clean_interactions(data.interactions, items, city).clean
+    )
     return home

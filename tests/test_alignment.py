@@ -89,14 +89,14 @@ def test_gdpo_loss_starts_at_log2_and_prefers_chosen() -> None:
     assert with_sim["sim"] < 0  # own reference is closer than the others'
 
 
-def test_reward_model_beats_chance(tiny_city: tuple[CityConfig, pd.DataFrame],
-                                   tiny_encoder_path: Path) -> None:
+def test_reward_model_beats_chance(
+    tiny_city: tuple[CityConfig, pd.DataFrame], tiny_encoder_path: Path
+) -> None:
     _, items = tiny_city
     encoder = TextEncoder.load(tiny_encoder_path)
     negatives = sample_geo_negatives(items, GeoNegativeConfig(max_anchors=400))
     embeddings, labels, distances = reward_dataset(encoder, items, negatives)
-    result = train_reward_model(embeddings, labels, distances,
-                                RewardConfig(epochs=80, lr=3e-3))
+    result = train_reward_model(embeddings, labels, distances, RewardConfig(epochs=80, lr=3e-3))
     metrics = result.metrics
     assert metrics["chance_top1"] == pytest.approx(1 / 16)
     # Held-out anchors: the true location is ranked first far more often than 1 in 16.
@@ -120,6 +120,7 @@ def _materialization(instance: dg.DagsterInstance, run_id: str, asset: str) -> d
     raise AssertionError(f"no materialization of {asset} in run {run_id}")
 
 
+@pytest.mark.slow
 def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_encoder_path: Path) -> None:
     folder = lgsid_env / "synthetic" / "tiny"
     generate_city(tiny_spec(n_items=800), folder)
@@ -135,14 +136,16 @@ def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_encoder_path: Path) ->
         },
     }
     with dg.instance_for_test() as instance:
-        results = materialize(["tiny"], select="*item_embeddings", instance=instance,
-                              run_config=run_config)
+        results = materialize(
+            ["tiny"], select="*item_embeddings", instance=instance, run_config=run_config
+        )
         assert [r.success for r in results] == [True] * 5, results
         assert [r.city for r in results] == ["tiny", "(global)", "tiny", "(global)", "tiny"]
         first = _materialization(instance, results[-1].run_id, "item_embeddings")
         assert first["encoded"] == 800
-        again = materialize(["tiny"], select="item_embeddings", instance=instance,
-                            run_config=run_config)
+        again = materialize(
+            ["tiny"], select="item_embeddings", instance=instance, run_config=run_config
+        )
         assert again[0].success
         second = _materialization(instance, again[0].run_id, "item_embeddings")
         assert (second["encoded"], second["reused"]) == (0, 800)
@@ -164,20 +167,24 @@ def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_encoder_path: Path) ->
     np.testing.assert_allclose(fresh, embedding_matrix(stored)[:50], atol=2e-2)
 
 
+@pytest.mark.slow
 def test_pipeline_with_the_real_encoder_on_a_small_city(lgsid_env: Path) -> None:
     """The whole stage with the bundled all-MiniLM-L6-v2 weights (the default encoder)."""
     folder = lgsid_env / "synthetic" / "small"
     generate_city(tiny_spec(n_items=300, seed=5), folder)
     CityRegistry(lgsid_env).add(CityConfig("small", "synthetic", str(folder)))
-    run_config = {"ops": {
-        "geo_negatives": {"config": {"max_anchors": 120}},
-        "reward_model": {"config": {"epochs": 20}},
-        "geo_pairs": {"config": {"n_anchors": 120}},
-        "aligned_encoder": {"config": {"steps": 20, "batch_size": 16, "lr": 1e-3}},
-    }}
+    run_config = {
+        "ops": {
+            "geo_negatives": {"config": {"max_anchors": 120}},
+            "reward_model": {"config": {"epochs": 20}},
+            "geo_pairs": {"config": {"n_anchors": 120}},
+            "aligned_encoder": {"config": {"steps": 20, "batch_size": 16, "lr": 1e-3}},
+        }
+    }
     with dg.instance_for_test() as instance:
-        results = materialize(["small"], select="*item_embeddings", instance=instance,
-                              run_config=run_config)
+        results = materialize(
+            ["small"], select="*item_embeddings", instance=instance, run_config=run_config
+        )
     assert all(r.success for r in results), results
     warehouse = Warehouse(lgsid_env)
     aligned = embedding_matrix(warehouse.read_arrow("item_embeddings", "small", "aligned"))

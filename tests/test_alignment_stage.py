@@ -22,8 +22,7 @@ PNG = b"\x89PNG"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ingested_home(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("source"),
-                         CITY)
+    return ingested_home(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("source"), CITY)
 
 
 def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
@@ -36,28 +35,57 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     assert pairs.rows == len(warehouse.read_table("cooccurrence_pairs", CITY))
 
     reward = stage.train_reward_model(
-        warehouse, reports, home, TextEncoder.load(encoder_path),
+        warehouse,
+        reports,
+        home,
+        TextEncoder.load(encoder_path),
         stage.cities_with(warehouse, [CITY, "elsewhere"], "geo_negatives"),
-        RewardConfig(epochs=2), home / "models" / "reward", dagster_run_id=None)
+        RewardConfig(epochs=2),
+        home / "models" / "reward",
+        dagster_run_id=None,
+    )
     assert reward.details["cities"] == [CITY] and reward.png.startswith(PNG)
     assert reports.read(reports.global_model(REWARD_MODEL_ASSET))["version"] == reward.version
     with pytest.raises(RuntimeError, match="no city has geo_negatives"):
-        stage.train_reward_model(warehouse, reports, home, TextEncoder.load(encoder_path), [],
-                                 RewardConfig(), home / "models" / "r", None)
+        stage.train_reward_model(
+            warehouse,
+            reports,
+            home,
+            TextEncoder.load(encoder_path),
+            [],
+            RewardConfig(),
+            home / "models" / "r",
+            None,
+        )
 
-    gc = stage.geo_pairs(warehouse, CITY, TextEncoder.load(encoder_path),
-                         home / "models" / "reward", {"n_anchors": 150, "near_km": 1.5,
-                                                      "per_side": 8, "cell_deg": 0.02, "seed": 0},
-                         seed=0)
+    gc = stage.geo_pairs(
+        warehouse,
+        CITY,
+        TextEncoder.load(encoder_path),
+        home / "models" / "reward",
+        {"n_anchors": 150, "near_km": 1.5, "per_side": 8, "cell_deg": 0.02, "seed": 0},
+        seed=0,
+    )
     assert gc.rows == len(warehouse.read_table("geo_pairs", CITY)) > 0
 
     policy = TextEncoder.load(encoder_path)
     aligned = stage.train_aligned_encoder(
-        warehouse, reports, home, policy, [CITY], GdpoConfig(steps=4, batch_size=8),
-        max_gc_triples=40, max_dc_triples=40, folder=home / "models" / "aligned",
-        dagster_run_id=None)
-    assert aligned.details["encoder_version"] == policy.version != \
-        TextEncoder.load(encoder_path).version
+        warehouse,
+        reports,
+        home,
+        policy,
+        [CITY],
+        GdpoConfig(steps=4, batch_size=8),
+        max_gc_triples=40,
+        max_dc_triples=40,
+        folder=home / "models" / "aligned",
+        dagster_run_id=None,
+    )
+    assert (
+        aligned.details["encoder_version"]
+        == policy.version
+        != TextEncoder.load(encoder_path).version
+    )
     assert set(aligned.metrics) >= {"loss", "dpo", "sim", "preference_accuracy"}
 
     items = warehouse.read_table("items", CITY)
@@ -68,14 +96,27 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
         warehouse.publish(staged, {})
     assert first.encoded == 2 * len(items) and first.metadata()["reused"] == 0
     figures = stage.geography_before_after(
-        reports, home, CITY, items, embedding_matrix(first.results["reference"].table),
-        embedding_matrix(first.results["aligned"].table), policy.version, changed=True)
+        reports,
+        home,
+        CITY,
+        items,
+        embedding_matrix(first.results["reference"].table),
+        embedding_matrix(first.results["aligned"].table),
+        policy.version,
+        changed=True,
+    )
     assert reports.read(reports.alignment(CITY)) == figures
     assert set(figures["before"]) == set(figures["after"])
     with warehouse.staging(CITY, "embeddings") as staged:  # nothing new: all reused
         again = stage.stage_item_embeddings(warehouse, staged, CITY, items, encoders)
     assert again.encoded == 0 and again.metadata()["reused"] == len(items)
-    np.testing.assert_array_equal(embedding_matrix(again.results["aligned"].table),
-                                  embedding_matrix(first.results["aligned"].table))
-    assert stage.geography_before_after(reports, home, CITY, items, np.zeros(1), np.zeros(1),
-                                        policy.version, changed=False) is None
+    np.testing.assert_array_equal(
+        embedding_matrix(again.results["aligned"].table),
+        embedding_matrix(first.results["aligned"].table),
+    )
+    assert (
+        stage.geography_before_after(
+            reports, home, CITY, items, np.zeros(1), np.zeros(1), policy.version, changed=False
+        )
+        is None
+    )

@@ -20,8 +20,9 @@ def save(folder: Path, value: str) -> None:
 def leftovers(folder: Path) -> list[str]:
     """What lies beside the model folder besides it and the version it points at."""
     current = folder.resolve()
-    return sorted(p.name.split("-")[0] for p in folder.parent.iterdir()
-                  if p not in (folder, current))
+    return sorted(
+        p.name.split("-")[0] for p in folder.parent.iterdir() if p not in (folder, current)
+    )
 
 
 def test_swaps_keep_the_previous_version_and_sweep_older(tmp_path: Path) -> None:
@@ -33,8 +34,9 @@ def test_swaps_keep_the_previous_version_and_sweep_older(tmp_path: Path) -> None
     assert leftovers(model) == [".model.v"]  # the version before the current one
 
 
-def test_readers_never_see_no_folder_or_half_a_folder(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readers_never_see_no_folder_or_half_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = tmp_path / "model"
     save(model, "0")
     seen: list[tuple[str, str]] = []
@@ -53,8 +55,9 @@ def test_readers_never_see_no_folder_or_half_a_folder(tmp_path: Path,
     assert seen[-1] == ("3", "3")
 
 
-def test_a_failed_write_or_swap_keeps_the_old_folder(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_or_swap_keeps_the_old_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = tmp_path / "model"
     save(model, "good")
     with pytest.raises(RuntimeError), atomic_folder(model) as tmp:

@@ -14,8 +14,13 @@ def test_every_listed_kind_and_asset_exists() -> None:
     assert set(TOKENIZERS) == set(catalog.TOKENIZER_KINDS)
     graph = defs.resolve_asset_graph()
     names = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    listed = {*catalog.TOKENIZER_ASSETS, *catalog.SEMANTIC_ID_ASSETS, *catalog.BACKBONES,
-              *catalog.GENERATIVE_KINDS, *catalog.GLOBAL_MODEL_ASSETS.values()}
+    listed = {
+        *catalog.TOKENIZER_ASSETS,
+        *catalog.SEMANTIC_ID_ASSETS,
+        *catalog.BACKBONES,
+        *catalog.GENERATIVE_KINDS,
+        *catalog.GLOBAL_MODEL_ASSETS.values(),
+    }
     assert listed <= names, listed - names
     for kind in catalog.TOKENIZER_KINDS:  # global models, per-city codes
         assert graph.get(dg.AssetKey(catalog.tokenizer_asset(kind))).partitions_def is None

@@ -54,22 +54,33 @@ def test_different_chains_keep_different_keys() -> None:
 
 
 def test_brands_from_names_need_several_branches() -> None:
-    items = pd.DataFrame({
-        "name": ["Starbucks", "Starbucks Coffee", "STARBUCKS #12", "Joe's Diner", "Home", "Home",
-                 "Home"],
-        "brand_raw": pd.Series([None] * 7, dtype="string"),
-    })
+    items = pd.DataFrame(
+        {
+            "name": [
+                "Starbucks",
+                "Starbucks Coffee",
+                "STARBUCKS #12",
+                "Joe's Diner",
+                "Home",
+                "Home",
+                "Home",
+            ],
+            "brand_raw": pd.Series([None] * 7, dtype="string"),
+        }
+    )
     brands = assign_brands(items)
     assert brands.iloc[:3].tolist() == ["starbucks"] * 3
     assert brands.iloc[3:].isna().all()  # a single place and a generic word are not chains
 
 
 def test_a_landed_file_with_brands_leaves_name_derived_brands_alone() -> None:
-    items = pd.DataFrame({
-        "name": ["Starbucks", "Starbucks", "Starbucks", "Cafe Nero", "Starbucks"],
-        "brand_raw": pd.Series([None, None, None, "Nero", None], dtype="string"),
-        "origin": ["source", "source", "source", "items-landed", "items-landed"],
-    })
+    items = pd.DataFrame(
+        {
+            "name": ["Starbucks", "Starbucks", "Starbucks", "Cafe Nero", "Starbucks"],
+            "brand_raw": pd.Series([None, None, None, "Nero", None], dtype="string"),
+            "origin": ["source", "source", "source", "items-landed", "items-landed"],
+        }
+    )
     brands = assign_brands(items)
     assert brands.iloc[:3].tolist() == ["starbucks"] * 3  # the source names no brands
     assert brands.iloc[3] == "nero" and pd.isna(brands.iloc[4])  # the landed file does
@@ -99,10 +110,16 @@ def test_items_quarantine_reasons_and_reconcile() -> None:
     assert result.clean["item_id"].tolist() == ["a", "i"]
     reasons = dict(zip(result.quarantine["source_row"], result.quarantine["reason"], strict=True))
     assert reasons == {
-        "row:1": "latitude_out_of_range", "row:2": "longitude_out_of_range",
-        "row:3": "missing_id", "row:4": "missing_id", "row:5": "invalid_utf8",
-        "row:6": "unparseable_coordinates", "row:7": "missing_coordinates",
-        "row:8": "duplicate_id", "row:9": "null_island", "row:10": "malformed_row",
+        "row:1": "latitude_out_of_range",
+        "row:2": "longitude_out_of_range",
+        "row:3": "missing_id",
+        "row:4": "missing_id",
+        "row:5": "invalid_utf8",
+        "row:6": "unparseable_coordinates",
+        "row:7": "missing_coordinates",
+        "row:8": "duplicate_id",
+        "row:9": "null_island",
+        "row:10": "malformed_row",
     }
     assert (result.quarantine["city"] == "test-city").all()
     assert result.quarantine["detail"].str.contains('"latitude"').all()
@@ -116,9 +133,12 @@ def test_duplicate_of_a_quarantined_row_is_kept() -> None:
 
 
 def test_parse_timestamps_iso_and_tsmc() -> None:
-    parsed = parse_timestamps(pd.Series(["2010-08-01T17:35:00+00:00",
-                                         "Mon Dec 10 13:21:15 +0000 2012", "yesterday", None],
-                                        dtype="string"))
+    parsed = parse_timestamps(
+        pd.Series(
+            ["2010-08-01T17:35:00+00:00", "Mon Dec 10 13:21:15 +0000 2012", "yesterday", None],
+            dtype="string",
+        )
+    )
     assert parsed.iloc[0] == pd.Timestamp("2010-08-01 17:35", tz="UTC")
     assert parsed.iloc[1] == pd.Timestamp("2012-12-10 13:21:15", tz="UTC")
     assert parsed.iloc[2:].isna().all()
@@ -142,7 +162,12 @@ def test_interactions_quarantine_reasons_and_reconcile() -> None:
     assert len(raw) == len(result.clean) + len(result.quarantine)
     assert len(result.clean) == 2
     assert result.quarantine["reason"].tolist() == [
-        "missing_user_id", "missing_item_id", "unparseable_timestamp", "unknown_item",
-        "latitude_out_of_range", "duplicate_event", "invalid_utf8",
+        "missing_user_id",
+        "missing_item_id",
+        "unparseable_timestamp",
+        "unknown_item",
+        "latitude_out_of_range",
+        "duplicate_event",
+        "invalid_utf8",
     ]
     assert str(result.clean["ts"].dt.tz) == "UTC"

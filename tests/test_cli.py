@@ -11,10 +11,12 @@ from lgsid_pipeline.cli import main
 
 
 @pytest.mark.parametrize("slug", ["../etc", "a'b", "Tokyo", "a/b", "x" * 65])
-def test_add_city_rejects_unsafe_keys(lgsid_env: Path, shared_data: Path, slug: str,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["add-city", slug, "--source", "gowalla", "--path",
-                 str(shared_data / "gowalla_nyc")])
+def test_add_city_rejects_unsafe_keys(
+    lgsid_env: Path, shared_data: Path, slug: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["add-city", slug, "--source", "gowalla", "--path", str(shared_data / "gowalla_nyc")]
+    )
     assert code == 2
     assert "invalid city key" in capsys.readouterr().err
     assert not (lgsid_env / "cities.json").exists()
@@ -26,8 +28,9 @@ def test_add_city_unknown_source_exits_2(lgsid_env: Path) -> None:
     assert exc.value.code == 2
 
 
-def test_add_city_missing_or_wrong_path(lgsid_env: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_city_missing_or_wrong_path(
+    lgsid_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["add-city", "x", "--source", "gowalla", "--path", str(tmp_path / "no")]) == 2
     assert "source path not found" in capsys.readouterr().err
     assert main(["add-city", "x", "--source", "foursquare-tsmc", "--path", str(tmp_path)]) == 2
@@ -35,14 +38,16 @@ def test_add_city_missing_or_wrong_path(lgsid_env: Path, tmp_path: Path,
 
 
 def test_registration_persists_and_unknown_cities_are_named(
-        lgsid_env: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lgsid_env: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tky = shared_data / "foursquare_tky" / "dataset_TSMC2014_TKY_valtest.txt"
     assert main(["add-city", "tokyo", "--source", "foursquare-tsmc", "--path", str(tky)]) == 0
     capsys.readouterr()
     assert main(["cities", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(c["slug"], c["source"], c["path"]) for c in listed] == [
-        ("tokyo", "foursquare-tsmc", str(tky.resolve()))]
+        ("tokyo", "foursquare-tsmc", str(tky.resolve()))
+    ]
     assert main(["report", "--city", "osaka", "--json"]) == 2
     assert "unknown city 'osaka' (registered: tokyo)" in capsys.readouterr().err
     assert main(["materialize", "--city", "osaka"]) == 2
@@ -53,17 +58,34 @@ def test_registration_persists_and_unknown_cities_are_named(
 
 
 def test_materialize_split_options_reach_the_dataset_config(
-        lgsid_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lgsid_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import lgsid_pipeline.cli as cli
     from lgsid_pipeline.cities import CityConfig, CityRegistry
 
     CityRegistry(lgsid_env).add(CityConfig("tiny", "synthetic", str(tmp_path)))
     seen: dict = {}
-    monkeypatch.setattr(cli, "_run", lambda cities, select, parallel, config:
-                        seen.update(config=config) or 0)
+    monkeypatch.setattr(
+        cli, "_run", lambda cities, select, parallel, config: seen.update(config=config) or 0
+    )
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text("ops:\n  recommender_datasets:\n    config:\n      q1: 0.7\n")
-    assert main(["materialize", "--config", str(run_yaml), "--split-t1", "2025-02-01",
-                 "--split-t2", "2025-02-15T12:00:00"]) == 0
+    assert (
+        main(
+            [
+                "materialize",
+                "--config",
+                str(run_yaml),
+                "--split-t1",
+                "2025-02-01",
+                "--split-t2",
+                "2025-02-15T12:00:00",
+            ]
+        )
+        == 0
+    )
     assert seen["config"]["ops"]["recommender_datasets"]["config"] == {
-        "q1": 0.7, "t1": "2025-02-01", "t2": "2025-02-15T12:00:00"}
+        "q1": 0.7,
+        "t1": "2025-02-01",
+        "t2": "2025-02-15T12:00:00",
+    }

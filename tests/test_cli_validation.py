@@ -43,18 +43,30 @@ CASES: list[tuple[str, list[str]]] = [
     ("add-city-unknown-source", ["add-city", "x", "--source", "yelp", "--path", "{folder}"]),
     ("add-city-missing-path", ["add-city", "x", "--source", "gowalla", "--path", "{missing}"]),
     ("add-city-file-for-folder", ["add-city", "x", "--source", "gowalla", "--path", "{file}"]),
-    ("add-city-folder-for-file",
-     ["add-city", "x", "--source", "foursquare-tsmc", "--path", "{folder}"]),
-    ("add-city-boundaries-file",
-     ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--boundaries", "{file}"]),
-    ("add-city-boundaries-unknown",
-     ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--boundaries", "mars"]),
-    ("add-city-bad-encoding",
-     ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--encoding", "ebcdic"]),
-    ("add-city-empty-name",
-     ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--name", " "]),
-    ("add-city-long-name",
-     ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--name", "n" * 101]),
+    (
+        "add-city-folder-for-file",
+        ["add-city", "x", "--source", "foursquare-tsmc", "--path", "{folder}"],
+    ),
+    (
+        "add-city-boundaries-file",
+        ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--boundaries", "{file}"],
+    ),
+    (
+        "add-city-boundaries-unknown",
+        ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--boundaries", "mars"],
+    ),
+    (
+        "add-city-bad-encoding",
+        ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--encoding", "ebcdic"],
+    ),
+    (
+        "add-city-empty-name",
+        ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--name", " "],
+    ),
+    (
+        "add-city-long-name",
+        ["add-city", "x", "--source", "synthetic", "--path", "{folder}", "--name", "n" * 101],
+    ),
     # remove-city
     ("remove-city-bad-slug", ["remove-city", "Tokyo"]),
     ("remove-city-unknown", ["remove-city", "osaka"]),
@@ -75,21 +87,30 @@ CASES: list[tuple[str, list[str]]] = [
     ("materialize-split-bad-month", ["materialize", "--split-t2", "2025-13-01"]),
     ("materialize-split-now", ["materialize", "--split-t1", "now"]),
     ("materialize-split-year", ["materialize", "--split-t1", "0001-01-01"]),
-    ("materialize-split-order",
-     ["materialize", "--split-t1", "2025-03-01", "--split-t2", "2025-02-01"]),
+    (
+        "materialize-split-order",
+        ["materialize", "--split-t1", "2025-03-01", "--split-t2", "2025-02-01"],
+    ),
     ("materialize-config-missing", ["materialize", "--config", "{missing}"]),
     ("materialize-config-folder", ["materialize", "--config", "{folder}"]),
     ("materialize-config-unreadable", ["materialize", "--config", "{unreadable}"]),
     ("materialize-config-binary", ["materialize", "--config", "{binary}"]),
     ("materialize-config-huge", ["materialize", "--config", "{huge}"]),
-    *[(f"materialize-config-{name}",
-       ["materialize", "--city", "tiny", "--config", "{" + name + "}"])
-      for name in CONFIG_TEXTS],
+    *[
+        (
+            f"materialize-config-{name}",
+            ["materialize", "--city", "tiny", "--config", "{" + name + "}"],
+        )
+        for name in CONFIG_TEXTS
+    ],
     # retrain
     ("retrain-config-missing", ["retrain", "--config", "{missing}"]),
     ("retrain-config-folder", ["retrain", "--config", "{folder}"]),
-    *[(f"retrain-config-{name}", ["retrain", "--config", "{" + name + "}"])
-      for name in CONFIG_TEXTS if name != "bad_op_value"],  # din is not retrained
+    *[
+        (f"retrain-config-{name}", ["retrain", "--config", "{" + name + "}"])
+        for name in CONFIG_TEXTS
+        if name != "bad_op_value"
+    ],  # din is not retrained
     ("retrain-config-bad-value", ["retrain", "--config", "{bad_reward_value}"]),
     # report
     ("report-bad-slug", ["report", "--city", "../x"]),
@@ -100,8 +121,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("lookup-limit-zero", ["lookup", "--city", "tiny", "--code", "1", "--limit", "0"]),
     ("lookup-limit-huge", ["lookup", "--city", "tiny", "--code", "1", "--limit", "1001"]),
     ("lookup-limit-giant", ["lookup", "--city", "tiny", "--code", "1", "--limit", "1" * 5000]),
-    ("lookup-unknown-tokenizer", ["lookup", "--city", "tiny", "--code", "1", "--tokenizer",
-                                  "bpe"]),
+    ("lookup-unknown-tokenizer", ["lookup", "--city", "tiny", "--code", "1", "--tokenizer", "bpe"]),
     ("lookup-bad-slug", ["lookup", "--city", "C", "--code", "1"]),
     ("lookup-unknown-city", ["lookup", "--city", "osaka", "--item", "x"]),
     ("lookup-no-tables", ["lookup", "--city", "tiny", "--item", "x"]),
@@ -141,9 +161,12 @@ def paths(lgsid_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> d
     folder.mkdir()
     file = work / "plain.txt"
     file.write_text("not a folder\n")
-    out: dict[str, str] = {"folder": str(folder), "file": str(file),
-                           "missing": str(work / "nope.yaml"),
-                           "under_file": str(file / "sub")}
+    out: dict[str, str] = {
+        "folder": str(folder),
+        "file": str(file),
+        "missing": str(work / "nope.yaml"),
+        "under_file": str(file / "sub"),
+    }
     for name, text in CONFIG_TEXTS.items():
         config = work / (f"{name}.json" if name.endswith("_json") else f"{name}.yaml")
         config.write_text(text)
@@ -191,8 +214,9 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | 
 
 
 @pytest.mark.parametrize("argv", [argv for _, argv in CASES], ids=[name for name, _ in CASES])
-def test_bad_input_is_one_line_and_exit_code_2(argv: list[str], paths: dict[str, str],
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_code_2(
+    argv: list[str], paths: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, err = run_cli([arg.format(**paths) for arg in argv], capsys)
     assert code == 2, err
     assert "Traceback" not in err
@@ -200,18 +224,24 @@ def test_bad_input_is_one_line_and_exit_code_2(argv: list[str], paths: dict[str,
     assert len(lines) == 1 and "error:" in lines[0], err
 
 
-def test_unreadable_config_names_the_problem(paths: dict[str, str],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_config_names_the_problem(
+    paths: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, err = run_cli(["materialize", "--config", paths["unreadable"]], capsys)
     assert code == 2 and "cannot read run config" in err and "Permission denied" in err
 
 
-def test_runtime_errors_name_the_cause(paths: dict[str, str],
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    assert "has no lgsid semantic IDs" in run_cli(
-        ["lookup", "--city", "tiny", "--item", "x"], capsys)[1]
-    assert "has no user_topk_cache" in run_cli(
-        ["recommend", "--city", "tiny", "--user", "u"], capsys)[1]
+def test_runtime_errors_name_the_cause(
+    paths: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        "has no lgsid semantic IDs"
+        in run_cli(["lookup", "--city", "tiny", "--item", "x"], capsys)[1]
+    )
+    assert (
+        "has no user_topk_cache"
+        in run_cli(["recommend", "--city", "tiny", "--user", "u"], capsys)[1]
+    )
     err = run_cli(["materialize", "--city", "tiny", "--config", paths["unknown_op"]], capsys)[1]
     assert "unknown assets under 'ops': no_such_asset" in err
     err = run_cli(["materialize", "--city", "tiny", "--config", paths["bad_resource"]], capsys)[1]
@@ -222,8 +252,13 @@ def test_runtime_errors_name_the_cause(paths: dict[str, str],
 
 HELP_RANGES: dict[str, list[str]] = {
     "demo": ["1..32"],
-    "add-city": ["1..64", "1..100", "synthetic, gowalla, foursquare-tsmc", "nyc, tokyo",
-                 "auto, utf-8, latin-1"],
+    "add-city": [
+        "1..64",
+        "1..100",
+        "synthetic, gowalla, foursquare-tsmc",
+        "nyc, tokyo",
+        "auto, utf-8, latin-1",
+    ],
     "remove-city": ["1..64"],
     "cities": ["print JSON"],  # no option with a range
     "materialize": ["1..64", "1..256", "1..32", "0..1", "1 MiB", "1970..2100"],
@@ -238,8 +273,7 @@ HELP_RANGES: dict[str, list[str]] = {
 
 def test_help_of_every_subcommand_names_the_ranges(capsys: pytest.CaptureFixture[str]) -> None:
     parser = cli.build_parser()
-    commands = next(a for a in parser._actions
-                    if isinstance(a, argparse._SubParsersAction)).choices
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert set(commands) == set(HELP_RANGES)
     for command, ranges in HELP_RANGES.items():
         with pytest.raises(SystemExit) as exc:
@@ -250,20 +284,23 @@ def test_help_of_every_subcommand_names_the_ranges(capsys: pytest.CaptureFixture
             assert expected in text, (command, expected)
 
 
-@pytest.mark.parametrize(("option", "lo", "hi", "argv"), [
-    ("--limit", 1, 1000, ["lookup", "--city", "c", "--code", "1"]),
-    ("--k", 1, 100, ["recommend", "--city", "c", "--user", "u"]),
-    ("--parallel", 1, 32, ["materialize"]),
-    ("--parallel", 1, 32, ["demo"]),
-    ("--seed", 0, 2**31 - 1, ["synth", "--out", "."]),
-    ("--items", 50, 100_000, ["synth", "--out", "."]),
-])
-def test_the_ranges_in_the_help_are_the_ones_enforced(option: str, lo: int, hi: int,
-                                                      argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("option", "lo", "hi", "argv"),
+    [
+        ("--limit", 1, 1000, ["lookup", "--city", "c", "--code", "1"]),
+        ("--k", 1, 100, ["recommend", "--city", "c", "--user", "u"]),
+        ("--parallel", 1, 32, ["materialize"]),
+        ("--parallel", 1, 32, ["demo"]),
+        ("--seed", 0, 2**31 - 1, ["synth", "--out", "."]),
+        ("--items", 50, 100_000, ["synth", "--out", "."]),
+    ],
+)
+def test_the_ranges_in_the_help_are_the_ones_enforced(
+    option: str, lo: int, hi: int, argv: list[str]
+) -> None:
     parser = cli.build_parser()
     for value in (lo, hi):
-        assert getattr(parser.parse_args([*argv, option, str(value)]),
-                       option.lstrip("-")) == value
+        assert getattr(parser.parse_args([*argv, option, str(value)]), option.lstrip("-")) == value
     for value in (lo - 1, hi + 1):
         with pytest.raises(SystemExit):
             parser.parse_args([*argv, option, str(value)])
@@ -277,8 +314,9 @@ def test_the_cli_options_use_and_show_the_library_defaults() -> None:
     from lgsid_pipeline.quality import MAX_QUARANTINE_RATE
     from lgsid_pipeline.runner import materialize
 
-    commands = next(a for a in cli.build_parser()._actions
-                    if isinstance(a, argparse._SubParsersAction)).choices
+    commands = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
 
     def option(command: str, dest: str) -> argparse.Action:
         return next(a for a in commands[command]._actions if a.dest == dest)
@@ -287,11 +325,13 @@ def test_the_cli_options_use_and_show_the_library_defaults() -> None:
         return inspect.signature(function).parameters[name].default
 
     assert option("lookup", "tokenizer").choices == TOKENIZER_KINDS
-    expected = {("lookup", "tokenizer"): default_of(lookup_code, "tokenizer"),
-                ("lookup", "limit"): default_of(lookup_code, "limit"),
-                ("recommend", "k"): default_of(cached_recommendations, "k"),
-                ("materialize", "parallel"): default_of(materialize, "parallel"),
-                ("demo", "parallel"): default_of(materialize, "parallel")}
+    expected = {
+        ("lookup", "tokenizer"): default_of(lookup_code, "tokenizer"),
+        ("lookup", "limit"): default_of(lookup_code, "limit"),
+        ("recommend", "k"): default_of(cached_recommendations, "k"),
+        ("materialize", "parallel"): default_of(materialize, "parallel"),
+        ("demo", "parallel"): default_of(materialize, "parallel"),
+    }
     for (command, dest), value in expected.items():
         assert option(command, dest).default == value, (command, dest)
         assert f"(default {value}" in " ".join(commands[command].format_help().split())
@@ -299,35 +339,76 @@ def test_the_cli_options_use_and_show_the_library_defaults() -> None:
     assert f"(default {MAX_QUARANTINE_RATE})" in " ".join(rate.split())
 
 
-def test_good_values_still_reach_the_run(paths: dict[str, str], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_good_values_still_reach_the_run(
+    paths: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: dict = {}
-    monkeypatch.setattr(cli, "_run", lambda cities, select, parallel, config:
-                        seen.update(cities=cities, parallel=parallel, config=config) or 0)
+    monkeypatch.setattr(
+        cli,
+        "_run",
+        lambda cities, select, parallel, config: (
+            seen.update(cities=cities, parallel=parallel, config=config) or 0
+        ),
+    )
     run_json = tmp_path / "run.json"
     run_json.write_text('{"ops": {"recommender_datasets": {"config": {"q1": 0.7}}}}')
-    assert main(["materialize", "--city", "tiny", "--city", "tiny", "--parallel", "32",
-                 "--config", str(run_json), "--max-quarantine-rate", "0",
-                 "--split-t1", "2025-02-01T00:00:00Z", "--split-t2", "2025-02-15"]) == 0
+    assert (
+        main(
+            [
+                "materialize",
+                "--city",
+                "tiny",
+                "--city",
+                "tiny",
+                "--parallel",
+                "32",
+                "--config",
+                str(run_json),
+                "--max-quarantine-rate",
+                "0",
+                "--split-t1",
+                "2025-02-01T00:00:00Z",
+                "--split-t2",
+                "2025-02-15",
+            ]
+        )
+        == 0
+    )
     assert seen["cities"] == ["tiny"] and seen["parallel"] == 32
     assert seen["config"]["ops"]["recommender_datasets"]["config"] == {
-        "q1": 0.7, "t1": "2025-02-01T00:00:00Z", "t2": "2025-02-15"}
+        "q1": 0.7,
+        "t1": "2025-02-01T00:00:00Z",
+        "t2": "2025-02-15",
+    }
     assert seen["config"]["resources"]["lgsid"]["config"] == {"max_quarantine_rate": 0.0}
 
 
-@pytest.mark.parametrize("argv", [
-    ["lookup", "--city", "c", "--code", "1", "--limit", "-5"],
-    ["materialize", "--config", "{bad_yaml}"],
-    ["materialize", "--parallel", "0"],
-    ["materialize", "--split-t1", "notadate"],
-], ids=["limit", "config", "parallel", "split"])
-def test_the_console_command_prints_no_traceback(argv: list[str], paths: dict[str, str],
-                                                 tmp_path: Path) -> None:
-    env = {**os.environ, "LGSID_HOME": str(tmp_path / "lgsid_home"),
-           "DAGSTER_HOME": str(tmp_path / "dagster_home")}
-    done = subprocess.run([sys.executable, "-m", "lgsid_pipeline.cli",
-                           *[arg.format(**paths) for arg in argv]],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lookup", "--city", "c", "--code", "1", "--limit", "-5"],
+        ["materialize", "--config", "{bad_yaml}"],
+        ["materialize", "--parallel", "0"],
+        ["materialize", "--split-t1", "notadate"],
+    ],
+    ids=["limit", "config", "parallel", "split"],
+)
+def test_the_console_command_prints_no_traceback(
+    argv: list[str], paths: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "LGSID_HOME": str(tmp_path / "lgsid_home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "lgsid_pipeline.cli", *[arg.format(**paths) for arg in argv]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "error:" in done.stderr

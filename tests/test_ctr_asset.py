@@ -54,13 +54,23 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     def train_ctr(model_config, train, valid, config, on_epoch=None) -> TrainResult:
         assert model_config.seed == config.seed
         seen["train"].append(config.seed)
-        entry = {"epoch": 1.0, "train_loss": 0.5, "valid_auc": 0.6, "valid_logloss": 0.5,
-                 "seconds": 0.0}
+        entry = {
+            "epoch": 1.0,
+            "train_loss": 0.5,
+            "valid_auc": 0.6,
+            "valid_logloss": 0.5,
+            "seconds": 0.0,
+        }
         if on_epoch:
             on_epoch(entry)
-        return TrainResult(model=SimpleNamespace(seed=config.seed), model_config=model_config,
-                           train_config=config, history=[entry], best_epoch=config.seed,
-                           best_valid_auc=0.6 + 0.01 * config.seed)
+        return TrainResult(
+            model=SimpleNamespace(seed=config.seed),
+            model_config=model_config,
+            train_config=config,
+            history=[entry],
+            best_epoch=config.seed,
+            best_valid_auc=0.6 + 0.01 * config.seed,
+        )
 
     def save_ctr_model(result: TrainResult, folder: Path, extra: dict | None = None) -> Path:
         seen["saved"].append((Path(folder).name, result.model.seed))
@@ -72,11 +82,16 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         return SimpleNamespace(version="1", run_url="http://mlflow/run")
 
     monkeypatch.setattr(discriminative, "load_ctr_data", lambda warehouse, city: FakeData())
-    monkeypatch.setattr(discriminative, "variant_codes",
-                        lambda warehouse, city, variant, data: (data.code_matrix(None, []), []))
+    monkeypatch.setattr(
+        discriminative,
+        "variant_codes",
+        lambda warehouse, city, variant, data: (data.code_matrix(None, []), []),
+    )
     monkeypatch.setattr("lgsid_pipeline.recommenders.training.train_ctr", train_ctr)
-    monkeypatch.setattr("lgsid_pipeline.recommenders.training.predict_ctr",
-                        lambda model, data: seed_probs(model.seed))
+    monkeypatch.setattr(
+        "lgsid_pipeline.recommenders.training.predict_ctr",
+        lambda model, data: seed_probs(model.seed),
+    )
     # the asset imports the training module (torch) when it runs
     monkeypatch.setattr("lgsid_pipeline.recommenders.training.save_ctr_model", save_ctr_model)
     monkeypatch.setattr(discriminative, "register_folder", register_folder)
@@ -88,9 +103,14 @@ def run_din(home: Path, config: dict) -> dg.ExecuteInProcessResult:
     din = next(a for a in CTR_ASSETS if a.key == dg.AssetKey("din"))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("city", ["tiny"])
-    return dg.materialize([din], partition_key="tiny", instance=instance,
-                          resources={"lgsid": LgsidResource(home=str(home))},
-                          run_config={"ops": {"din": {"config": config}}}, raise_on_error=False)
+    return dg.materialize(
+        [din],
+        partition_key="tiny",
+        instance=instance,
+        resources={"lgsid": LgsidResource(home=str(home))},
+        run_config={"ops": {"din": {"config": config}}},
+        raise_on_error=False,
+    )
 
 
 def test_seeds_is_a_config_field_with_default_one() -> None:
@@ -100,7 +120,8 @@ def test_seeds_is_a_config_field_with_default_one() -> None:
 
 
 def test_several_seeds_report_their_mean_and_a_joint_interval(
-        tmp_path: Path, calls: dict[str, list]) -> None:
+    tmp_path: Path, calls: dict[str, list]
+) -> None:
     result = run_din(tmp_path, {"seeds": 3, "seed": 4, "variants": ["none", "lgsid"]})
     assert result.success
     assert calls["train"] == [4, 5, 6, 4, 5, 6]  # each variant: seeds 4, 5, 6

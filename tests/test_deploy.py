@@ -43,8 +43,13 @@ from lgsid_pipeline.defs.executor import (
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
-PG_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD",
-          "DAGSTER_PG_DB")
+PG_ENV = (
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_USERNAME",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_DB",
+)
 INGEST = "raw_items,raw_interactions,items,interactions"
 
 
@@ -127,30 +132,57 @@ CHART_DEFAULTS: dict[str, Any] = {
     "dagsterDaemon": {
         "enabled": True,
         "runCoordinator": {
-            "enabled": True, "type": "QueuedRunCoordinator",
-            "config": {"queuedRunCoordinator": {
-                "maxConcurrentRuns": None, "tagConcurrencyLimits": [],
-                "dequeueIntervalSeconds": None, "dequeueUseThreads": True,
-                "dequeueNumWorkers": 4}}},
-        "runMonitoring": {"enabled": True, "startTimeoutSeconds": 300, "pollIntervalSeconds": 120,
-                          "maxResumeRunAttempts": 0, "freeSlotsAfterRunEndSeconds": 0},
+            "enabled": True,
+            "type": "QueuedRunCoordinator",
+            "config": {
+                "queuedRunCoordinator": {
+                    "maxConcurrentRuns": None,
+                    "tagConcurrencyLimits": [],
+                    "dequeueIntervalSeconds": None,
+                    "dequeueUseThreads": True,
+                    "dequeueNumWorkers": 4,
+                }
+            },
+        },
+        "runMonitoring": {
+            "enabled": True,
+            "startTimeoutSeconds": 300,
+            "pollIntervalSeconds": 120,
+            "maxResumeRunAttempts": 0,
+            "freeSlotsAfterRunEndSeconds": 0,
+        },
         "runRetries": {"enabled": True, "maxRetries": 0},
         "sensors": {"useThreads": True, "numWorkers": 4},
         "schedules": {"useThreads": True, "numWorkers": 4},
     },
-    "concurrency": {"enabled": False,
-                    "pools": {"defaultLimit": None, "granularity": None,
-                              "opGranularityRunBuffer": None},
-                    "runs": {"maxConcurrentRuns": None, "tagConcurrencyLimits": []}},
+    "concurrency": {
+        "enabled": False,
+        "pools": {"defaultLimit": None, "granularity": None, "opGranularityRunBuffer": None},
+        "runs": {"maxConcurrentRuns": None, "tagConcurrencyLimits": []},
+    },
     "telemetry": {"enabled": True},
 }
 # The instance sections compared whole; deploy/dagster.yaml may set no other but `storage`.
-CHART_SECTIONS = ("run_coordinator", "run_monitoring", "run_retries", "sensors", "schedules",
-                  "backfills", "concurrency", "telemetry")
+CHART_SECTIONS = (
+    "run_coordinator",
+    "run_monitoring",
+    "run_retries",
+    "sensors",
+    "schedules",
+    "backfills",
+    "concurrency",
+    "telemetry",
+)
 # The `runMonitoring` keys the chart renders (it ignores any other key silently).
-RUN_MONITORING_KEYS = {"enabled", "startTimeoutSeconds", "cancelTimeoutSeconds",
-                       "maxRuntimeSeconds", "maxResumeRunAttempts", "pollIntervalSeconds",
-                       "freeSlotsAfterRunEndSeconds"}
+RUN_MONITORING_KEYS = {
+    "enabled",
+    "startTimeoutSeconds",
+    "cancelTimeoutSeconds",
+    "maxRuntimeSeconds",
+    "maxResumeRunAttempts",
+    "pollIntervalSeconds",
+    "freeSlotsAfterRunEndSeconds",
+}
 
 
 def helm_merge(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,20 +218,32 @@ def _queued_run_coordinator(values: Mapping[str, Any]) -> dict[str, Any]:
     runs = concurrency.get("runs") or {}
     pools = concurrency.get("pools") or {}
     if concurrency.get("enabled"):
-        if (runs.get("maxConcurrentRuns") is not None
-                and queued.get("maxConcurrentRuns") is not None):
-            raise ValueError("Cannot set both concurrency.runs.maxConcurrentRuns and "
-                             "queuedRunCoordinator.maxConcurrentRuns")
+        if (
+            runs.get("maxConcurrentRuns") is not None
+            and queued.get("maxConcurrentRuns") is not None
+        ):
+            raise ValueError(
+                "Cannot set both concurrency.runs.maxConcurrentRuns and "
+                "queuedRunCoordinator.maxConcurrentRuns"
+            )
         if runs.get("tagConcurrencyLimits") and queued.get("tagConcurrencyLimits"):
-            raise ValueError("Cannot set both concurrency.runs.tagConcurrencyLimits and "
-                             "queuedRunCoordinator.tagConcurrencyLimits")
+            raise ValueError(
+                "Cannot set both concurrency.runs.tagConcurrencyLimits and "
+                "queuedRunCoordinator.tagConcurrencyLimits"
+            )
         block = queued.get("blockOpConcurrencyLimitedRuns") or {}
-        if (pools.get("opGranularityRunBuffer") is not None
-                and block.get("opConcurrencySlotBuffer") is not None):
-            raise ValueError("Cannot set both concurrency.pools.opGranularityRunBuffer and "
-                             "queuedRunCoordinator.blockOpConcurrencyLimitedRuns")
-    section: dict[str, Any] = {"module": "dagster.core.run_coordinator",
-                               "class": "QueuedRunCoordinator"}
+        if (
+            pools.get("opGranularityRunBuffer") is not None
+            and block.get("opConcurrencySlotBuffer") is not None
+        ):
+            raise ValueError(
+                "Cannot set both concurrency.pools.opGranularityRunBuffer and "
+                "queuedRunCoordinator.blockOpConcurrencyLimitedRuns"
+            )
+    section: dict[str, Any] = {
+        "module": "dagster.core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+    }
     if not any(_truthy(v) for v in queued.values()):
         return section
     config: dict[str, Any] = {}
@@ -215,7 +259,8 @@ def _queued_run_coordinator(values: Mapping[str, Any]) -> dict[str, Any]:
         block = queued["blockOpConcurrencyLimitedRuns"]
         config["block_op_concurrency_limited_runs"] = {
             "enabled": block.get("enabled"),
-            "op_concurrency_slot_buffer": block.get("opConcurrencySlotBuffer")}
+            "op_concurrency_slot_buffer": block.get("opConcurrencySlotBuffer"),
+        }
     return {**section, "config": config}
 
 
@@ -224,8 +269,11 @@ def _concurrency(concurrency: Mapping[str, Any]) -> dict[str, Any] | None:
     pools = concurrency.get("pools") or {}
     runs = concurrency.get("runs") or {}
     section: dict[str, Any] = {}
-    if (pools.get("defaultLimit") is not None or _truthy(pools.get("granularity"))
-            or pools.get("opGranularityRunBuffer") is not None):
+    if (
+        pools.get("defaultLimit") is not None
+        or _truthy(pools.get("granularity"))
+        or pools.get("opGranularityRunBuffer") is not None
+    ):
         section["pools"] = {}
         if pools.get("defaultLimit") is not None:
             section["pools"]["default_limit"] = pools["defaultLimit"]
@@ -240,9 +288,13 @@ def _concurrency(concurrency: Mapping[str, Any]) -> dict[str, Any] | None:
             section["runs"]["max_concurrent_runs"] = runs["maxConcurrentRuns"]
         if limits:
             section["runs"]["tag_concurrency_limits"] = [
-                {"key": str(limit["key"]),
-                 **({"value": limit["value"]} if _truthy(limit.get("value")) else {}),
-                 "limit": limit["limit"]} for limit in limits]
+                {
+                    "key": str(limit["key"]),
+                    **({"value": limit["value"]} if _truthy(limit.get("value")) else {}),
+                    "limit": limit["limit"],
+                }
+                for limit in limits
+            ]
     return section or None
 
 
@@ -257,18 +309,22 @@ def chart_rendered_sections(values: Mapping[str, Any]) -> dict[str, Any]:
             rendered["run_coordinator"] = _queued_run_coordinator(merged)
         elif coordinator["type"] == "CustomRunCoordinator":
             custom = coordinator["config"]["customRunCoordinator"]
-            rendered["run_coordinator"] = {"module": custom["module"], "class": custom["class"],
-                                           "config": custom.get("config")}
+            rendered["run_coordinator"] = {
+                "module": custom["module"],
+                "class": custom["class"],
+                "config": custom.get("config"),
+            }
     monitoring = daemon["runMonitoring"]
     if daemon["enabled"] and monitoring.get("enabled"):
-        section = {"enabled": monitoring["enabled"],
-                   "start_timeout_seconds": monitoring.get("startTimeoutSeconds")}
+        section = {
+            "enabled": monitoring["enabled"],
+            "start_timeout_seconds": monitoring.get("startTimeoutSeconds"),
+        }
         for key in ("cancelTimeoutSeconds", "maxRuntimeSeconds", "maxResumeRunAttempts"):
             if monitoring.get(key) is not None:
                 section[snake(key)] = monitoring[key]
         section["poll_interval_seconds"] = monitoring.get("pollIntervalSeconds")
-        section["free_slots_after_run_end_seconds"] = monitoring.get(
-            "freeSlotsAfterRunEndSeconds")
+        section["free_slots_after_run_end_seconds"] = monitoring.get("freeSlotsAfterRunEndSeconds")
         rendered["run_monitoring"] = section
     retries = daemon["runRetries"]
     if daemon["enabled"] and retries.get("enabled"):
@@ -277,7 +333,8 @@ def chart_rendered_sections(values: Mapping[str, Any]) -> dict[str, Any]:
             rendered["run_retries"]["max_retries"] = retries["maxRetries"]
         if "retryOnAssetOrOpFailure" in retries:
             rendered["run_retries"]["retry_on_asset_or_op_failure"] = retries[
-                "retryOnAssetOrOpFailure"]
+                "retryOnAssetOrOpFailure"
+            ]
     for name in ("sensors", "schedules"):
         if daemon["enabled"] and _truthy(daemon[name].get("useThreads")):
             rendered[name] = _thread_pool(daemon[name])
@@ -304,35 +361,58 @@ _MISSING = object()
 def section_diffs(helm: Any, ours: Any, path: str) -> list[str]:
     """Every key path where the chart's rendering and deploy/dagster.yaml differ."""
     if isinstance(helm, Mapping) and isinstance(ours, Mapping):
-        return [diff for key in sorted(set(helm) | set(ours), key=str)
-                for diff in section_diffs(helm.get(key, _MISSING), ours.get(key, _MISSING),
-                                          f"{path}.{key}")]
+        return [
+            diff
+            for key in sorted(set(helm) | set(ours), key=str)
+            for diff in section_diffs(
+                helm.get(key, _MISSING), ours.get(key, _MISSING), f"{path}.{key}"
+            )
+        ]
     if isinstance(helm, list) and isinstance(ours, list) and len(helm) == len(ours):
-        return [diff for i, (h, o) in enumerate(zip(helm, ours, strict=True))
-                for diff in section_diffs(h, o, f"{path}[{i}]")]
+        return [
+            diff
+            for i, (h, o) in enumerate(zip(helm, ours, strict=True))
+            for diff in section_diffs(h, o, f"{path}[{i}]")
+        ]
     if helm == ours:
         return []
-    return [f"{path}: helm={'(absent)' if helm is _MISSING else repr(helm)} "
-            f"dagster.yaml={'(absent)' if ours is _MISSING else repr(ours)}"]
+    return [
+        f"{path}: helm={'(absent)' if helm is _MISSING else repr(helm)} "
+        f"dagster.yaml={'(absent)' if ours is _MISSING else repr(ours)}"
+    ]
 
 
 def instance_disagreements(values: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
     """Sections of CHART_SECTIONS where the chart's instance and deploy/dagster.yaml differ."""
     rendered = chart_rendered_sections(values)
-    return [diff for name in CHART_SECTIONS
-            for diff in section_diffs(normalized_section(name, rendered.get(name, _MISSING)),
-                                      normalized_section(name, ours.get(name, _MISSING)), name)]
+    return [
+        diff
+        for name in CHART_SECTIONS
+        for diff in section_diffs(
+            normalized_section(name, rendered.get(name, _MISSING)),
+            normalized_section(name, ours.get(name, _MISSING)),
+            name,
+        )
+    ]
 
 
 def chart_instance_config(values: Mapping[str, Any]) -> dict[str, Any]:
     """The chart's instance dagster.yaml: its storage and every section of CHART_SECTIONS."""
     pg = values["postgresql"]
     return {
-        "storage": {"postgres": {"postgres_db": {
-            "hostname": pg["postgresqlHost"], "username": pg["postgresqlUsername"],
-            "password": {"env": "DAGSTER_PG_PASSWORD"}, "db_name": pg["postgresqlDatabase"],
-            "port": pg["service"]["port"], "params": pg["postgresqlParams"],
-            "scheme": pg["postgresqlScheme"]}}},
+        "storage": {
+            "postgres": {
+                "postgres_db": {
+                    "hostname": pg["postgresqlHost"],
+                    "username": pg["postgresqlUsername"],
+                    "password": {"env": "DAGSTER_PG_PASSWORD"},
+                    "db_name": pg["postgresqlDatabase"],
+                    "port": pg["service"]["port"],
+                    "params": pg["postgresqlParams"],
+                    "scheme": pg["postgresqlScheme"],
+                }
+            }
+        },
         **chart_rendered_sections(values),
     }
 
@@ -367,12 +447,12 @@ class Postgres:
 
     def url(self, db: str) -> str:
         # psycopg2 named explicitly: SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3.
-        return (f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}"
-                f"/{db}")
+        return f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{db}"
 
     def connect(self, db: str):
-        return psycopg2.connect(host=self.host, port=self.port, user=self.user,
-                                password=self.password, dbname=db)
+        return psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password, dbname=db
+        )
 
 
 def free_port() -> int:
@@ -383,13 +463,21 @@ def free_port() -> int:
 
 def postgres_bin() -> Path:
     """The newest /usr/lib/postgresql/<version>/bin holding initdb and pg_ctl."""
-    found = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin")
-                    if (p / "initdb").is_file() and (p / "pg_ctl").is_file()),
-                   key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0))
+    found = sorted(
+        (
+            p
+            for p in Path("/usr/lib/postgresql").glob("*/bin")
+            if (p / "initdb").is_file() and (p / "pg_ctl").is_file()
+        ),
+        key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0),
+    )
     if not found:
-        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found under "
-                    "/usr/lib/postgresql/*/bin: `make test` installs them (Debian package "
-                    "`postgresql`)", pytrace=False)
+        pytest.fail(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found under "
+            "/usr/lib/postgresql/*/bin: `make test` installs them (Debian package "
+            "`postgresql`)",
+            pytrace=False,
+        )
     return found[-1]
 
 
@@ -413,14 +501,38 @@ def postgres() -> Iterator[Postgres]:
         proc = subprocess.run([*as_owner, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"{args[0]} failed:\n{proc.stdout}{proc.stderr}"
 
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", server.user, "--pwfile",
-        str(root / "pwfile"), "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-        "--no-sync")
-    options = (f"-p {server.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off")
+    run(
+        str(bin_dir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        server.user,
+        "--pwfile",
+        str(root / "pwfile"),
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        "-E",
+        "UTF8",
+        "--no-sync",
+    )
+    options = (
+        f"-p {server.port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
+    )
     try:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-            "-o", options, "start")
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
         con = server.connect("postgres")
         con.autocommit = True  # CREATE DATABASE cannot run in a transaction
         with con.cursor() as cur:
@@ -429,8 +541,11 @@ def postgres() -> Iterator[Postgres]:
         con.close()
         yield server
     finally:
-        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -439,16 +554,21 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture
 def pg_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5433",
-           "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "secret",
-           "DAGSTER_PG_DB": "dagster"}
+    env = {
+        "DAGSTER_PG_HOST": "db.internal",
+        "DAGSTER_PG_PORT": "5433",
+        "DAGSTER_PG_USERNAME": "dagster",
+        "DAGSTER_PG_PASSWORD": "secret",
+        "DAGSTER_PG_DB": "dagster",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
 
 
 def test_dagster_yaml_validates_and_a_broken_copy_is_rejected(
-        tmp_path: Path, pg_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, pg_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config, custom_class = dagster_instance_config(str(DEPLOY))
     assert custom_class is None
     assert env_refs(config["storage"]) == set(PG_ENV)
@@ -456,20 +576,31 @@ def test_dagster_yaml_validates_and_a_broken_copy_is_rejected(
     storage = process_config(pg_config(), config["storage"]["postgres"])
     assert storage.success, storage.errors
     assert storage.value["postgres_db"] == {
-        "hostname": "db.internal", "port": 5433, "username": "dagster", "password": "secret",
-        "db_name": "dagster", "params": {}, "scheme": "postgresql+psycopg2"}
+        "hostname": "db.internal",
+        "port": 5433,
+        "username": "dagster",
+        "password": "secret",
+        "db_name": "dagster",
+        "params": {},
+        "scheme": "postgresql+psycopg2",
+    }
     coordinator = config["run_coordinator"]
     assert coordinator["class"] == "QueuedRunCoordinator"
     assert process_config(QueuedRunCoordinator.config_type(), coordinator["config"]).success
     assert config["concurrency"]["runs"]["max_concurrent_runs"] >= 1
-    assert config["concurrency"]["pools"] == load_yaml(
-        DEPLOY.parent / "dagster_home" / "dagster.yaml")["concurrency"]["pools"]
+    assert (
+        config["concurrency"]["pools"]
+        == load_yaml(DEPLOY.parent / "dagster_home" / "dagster.yaml")["concurrency"]["pools"]
+    )
     assert config["run_monitoring"]["enabled"] is True
     assert config["telemetry"] == {"enabled": False}
 
     text = (DEPLOY / "dagster.yaml").read_text()
-    for good, bad in (("run_monitoring:", "run_monitorng:"), ("db_name:", "dbname:"),
-                      ("max_concurrent_runs: 4", "max_concurrent_runs: four")):
+    for good, bad in (
+        ("run_monitoring:", "run_monitorng:"),
+        ("db_name:", "dbname:"),
+        ("max_concurrent_runs: 4", "max_concurrent_runs: four"),
+    ):
         broken = tmp_path / bad.split(":")[0]
         broken.mkdir()
         (broken / "dagster.yaml").write_text(text.replace(good, bad, 1))
@@ -484,9 +615,13 @@ def test_dagster_yaml_validates_and_a_broken_copy_is_rejected(
 # ------------------------------------------------------------------ 2. Postgres end to end
 
 
+@pytest.mark.slow
 def test_ingest_materializes_with_postgres_storage(
-        postgres: Postgres, mlflow_server: MlflowServer, lgsid_env: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    postgres: Postgres,
+    mlflow_server: MlflowServer,
+    lgsid_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # ``mlflow_server`` is only started here, so its boot overlaps this run (test 6 uses it).
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
     from helpers import tiny_spec
@@ -496,15 +631,20 @@ def test_ingest_materializes_with_postgres_storage(
     from lgsid_pipeline.runner import materialize
     from lgsid_pipeline.warehouse import Warehouse
 
-    for name, value in zip(PG_ENV, (postgres.host, str(postgres.port), postgres.user,
-                                    postgres.password, "dagster"), strict=True):
+    for name, value in zip(
+        PG_ENV,
+        (postgres.host, str(postgres.port), postgres.user, postgres.password, "dagster"),
+        strict=True,
+    ):
         monkeypatch.setenv(name, value)
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     shutil.copy(DEPLOY / "dagster.yaml", dagster_home / "dagster.yaml")
-    counts = generate_city(tiny_spec(name="Pgtown", seed=5, n_items=120),
-                           lgsid_env / "synthetic" / "pgtown")
-    CityRegistry(lgsid_env).add(CityConfig(slug="pgtown", source="synthetic",
-                                           path=str(lgsid_env / "synthetic" / "pgtown")))
+    counts = generate_city(
+        tiny_spec(name="Pgtown", seed=5, n_items=120), lgsid_env / "synthetic" / "pgtown"
+    )
+    CityRegistry(lgsid_env).add(
+        CityConfig(slug="pgtown", source="synthetic", path=str(lgsid_env / "synthetic" / "pgtown"))
+    )
 
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
@@ -518,20 +658,29 @@ def test_ingest_materializes_with_postgres_storage(
     with postgres.connect("dagster") as con, con.cursor() as cur:
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
         assert cur.fetchall() == [("SUCCESS",)]
-        cur.execute("SELECT DISTINCT asset_key FROM event_logs WHERE run_id = %s "
-                    "AND dagster_event_type = 'ASSET_MATERIALIZATION'", (result.run_id,))
+        cur.execute(
+            "SELECT DISTINCT asset_key FROM event_logs WHERE run_id = %s "
+            "AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            (result.run_id,),
+        )
         materialized = {json.loads(key)[0] for (key,) in cur.fetchall()}
         assert materialized == set(INGEST.split(","))
-        cur.execute("SELECT count(*) FROM event_logs WHERE run_id = %s "
-                    "AND dagster_event_type = 'ASSET_CHECK_EVALUATION'", (result.run_id,))
+        cur.execute(
+            "SELECT count(*) FROM event_logs WHERE run_id = %s "
+            "AND dagster_event_type = 'ASSET_CHECK_EVALUATION'",
+            (result.run_id,),
+        )
         assert cur.fetchone()[0] >= 5
         cur.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'city'")
         assert cur.fetchall() == [("pgtown",)]
     con.close()
 
     warehouse = Warehouse(lgsid_env)
-    quarantine = warehouse.read_table("quarantine", "pgtown") if warehouse.has_table(
-        "quarantine", "pgtown") else None
+    quarantine = (
+        warehouse.read_table("quarantine", "pgtown")
+        if warehouse.has_table("quarantine", "pgtown")
+        else None
+    )
     for table, source_rows in (("items", counts["items"]), ("interactions", counts["checkins"])):
         raw = len(warehouse.read_table(f"raw_{table}", "pgtown"))
         clean = len(warehouse.read_table(table, "pgtown"))
@@ -556,8 +705,11 @@ def test_workspace_yaml_validates_and_points_at_the_code_server() -> None:
     assert f"EXPOSE {server['port']}" in (DEPLOY / "Dockerfile").read_text()
     # The chart names the Service and the location after the deployment.
     assert server["host"] == server["location_name"] == deployment["name"]
-    assert flag(deployment["dagsterApiGrpcArgs"], "-m") == flag(cmd, "-m") == (
-        "lgsid_pipeline.definitions")
+    assert (
+        flag(deployment["dagsterApiGrpcArgs"], "-m")
+        == flag(cmd, "-m")
+        == ("lgsid_pipeline.definitions")
+    )
     broken = {"load_from": [{"grpc_server": {"host": "x", "port": "four thousand"}}]}
     assert not process_workspace_config(broken).success
     assert not process_workspace_config({"load_from": [{"grpc_servr": {"port": 4000}}]}).success
@@ -574,10 +726,13 @@ def test_helm_run_launcher_and_executor_configs_validate() -> None:
     assert result.success, result.errors
     assert result.value["run_k8s_config"]["job_spec_config"]["ttlSecondsAfterFinished"] > 0
     bad = {**values["runLauncher"]["config"]["k8sRunLauncher"], "loadInclusterConfig": "yes"}
-    bad_values = {**values, "runLauncher": {"type": "K8sRunLauncher",
-                                            "config": {"k8sRunLauncher": bad}}}
-    assert not process_config(K8sRunLauncher.config_type(),
-                              chart_run_launcher_config(bad_values)).success
+    bad_values = {
+        **values,
+        "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": bad}},
+    }
+    assert not process_config(
+        K8sRunLauncher.config_type(), chart_run_launcher_config(bad_values)
+    ).success
 
     env = deployment_env(values)
     assert env["LGSID_EXECUTOR"] == "k8s"
@@ -589,11 +744,16 @@ def test_helm_run_launcher_and_executor_configs_validate() -> None:
     assert set(limits) == {"requests", "limits"}
     # Per-step overrides name real steps of the code location.
     from lgsid_pipeline.definitions import defs
-    steps = {node.name for job in ("city_pipeline", "global_models")
-             for node in defs.resolve_job_def(job).graph.node_defs}
+
+    steps = {
+        node.name
+        for job in ("city_pipeline", "global_models")
+        for node in defs.resolve_job_def(job).graph.node_defs
+    }
     assert set(result.value["per_step_k8s_config"]) <= steps
-    assert not process_config(k8s_job_executor.config_schema.config_type,
-                              {**executor_config, "max_concurrent": "four"}).success
+    assert not process_config(
+        k8s_job_executor.config_schema.config_type, {**executor_config, "max_concurrent": "four"}
+    ).success
     with pytest.raises(ValueError, match="max_concurent"):
         k8s_executor_config("max_concurent: 4")
 
@@ -609,8 +769,9 @@ def test_helm_values_agree_with_the_other_deploy_files(tmp_path: Path) -> None:
     dagster_instance_config(str(tmp_path))
     ours, _ = dagster_instance_config(str(DEPLOY))
     assert values["postgresql"]["enabled"] is False
-    assert values["dagsterDaemon"]["enabled"] and values["dagsterDaemon"]["runCoordinator"][
-        "enabled"]
+    assert (
+        values["dagsterDaemon"]["enabled"] and values["dagsterDaemon"]["runCoordinator"]["enabled"]
+    )
 
     # Every variable deploy/dagster.yaml reads is set for the code location: the password by
     # the chart from its Secret, the rest in the deployment's env, equal to `postgresql`.
@@ -620,9 +781,17 @@ def test_helm_values_agree_with_the_other_deploy_files(tmp_path: Path) -> None:
     assert values["global"]["postgresqlSecretName"]
     assert read - {"DAGSTER_PG_PASSWORD"} <= set(env)
     pg = values["postgresql"]
-    assert (env["DAGSTER_PG_HOST"], int(env["DAGSTER_PG_PORT"]), env["DAGSTER_PG_USERNAME"],
-            env["DAGSTER_PG_DB"]) == (pg["postgresqlHost"], pg["service"]["port"],
-                                      pg["postgresqlUsername"], pg["postgresqlDatabase"])
+    assert (
+        env["DAGSTER_PG_HOST"],
+        int(env["DAGSTER_PG_PORT"]),
+        env["DAGSTER_PG_USERNAME"],
+        env["DAGSTER_PG_DB"],
+    ) == (
+        pg["postgresqlHost"],
+        pg["service"]["port"],
+        pg["postgresqlUsername"],
+        pg["postgresqlDatabase"],
+    )
 
     # Paths: LGSID_HOME on the mounted volume, as in the image; DAGSTER_HOME as the chart's.
     image_env = dockerfile_env()
@@ -640,7 +809,8 @@ def test_helm_values_agree_with_the_other_deploy_files(tmp_path: Path) -> None:
     (service,) = [m for m in manifests if m["kind"] == "Service"]
     (port,) = service["spec"]["ports"]
     assert env["LGSID_MLFLOW_TRACKING_URI"] == (
-        f"http://{service['metadata']['name']}:{port['port']}")
+        f"http://{service['metadata']['name']}:{port['port']}"
+    )
     server = (DEPLOY / "mlflow" / "server.sh").read_text()
     for option in ("--backend-store-uri", "--artifacts-destination", "--serve-artifacts"):
         assert option in server
@@ -664,33 +834,69 @@ def test_helm_instance_sections_equal_dagster_yaml_whole() -> None:
     assert set(daemon["runMonitoring"]) <= RUN_MONITORING_KEYS
     assert daemon["runCoordinator"]["type"] == "CustomRunCoordinator"
     assert set(daemon["runCoordinator"]["config"]["customRunCoordinator"]) == {
-        "module", "class", "config"}
+        "module",
+        "class",
+        "config",
+    }
     # The rendered coordinator is Dagster's own queue, with a config its schema accepts.
-    coordinator = ConfigurableClassData(ours["run_coordinator"]["module"],
-                                        ours["run_coordinator"]["class"],
-                                        yaml.safe_dump(ours["run_coordinator"]["config"]))
+    coordinator = ConfigurableClassData(
+        ours["run_coordinator"]["module"],
+        ours["run_coordinator"]["class"],
+        yaml.safe_dump(ours["run_coordinator"]["config"]),
+    )
     assert isinstance(coordinator.rehydrate(), QueuedRunCoordinator)
     assert values["concurrency"]["enabled"] is True
 
 
-@pytest.mark.parametrize(("side", "mutate", "expected"), [
-    ("helm", lambda v: v["dagsterDaemon"]["runMonitoring"].update(freeSlotsAfterRunEndSeconds=0),
-     "run_monitoring.free_slots_after_run_end_seconds: helm=0 dagster.yaml=300"),
-    ("helm", lambda v: v["dagsterDaemon"].update(runRetries={"enabled": True, "maxRetries": 2}),
-     "run_retries: helm={'enabled': True, 'max_retries': 2} dagster.yaml=(absent)"),
-    ("helm", lambda v: v["concurrency"]["pools"].update(granularity="op"),
-     "concurrency.pools.granularity: helm='op' dagster.yaml=(absent)"),
-    ("helm", lambda v: v["dagsterDaemon"]["sensors"].update(useThreads=True),
-     "sensors: helm={'use_threads': True, 'num_workers': 4} dagster.yaml=(absent)"),
-    ("dagster.yaml", lambda d: d["run_coordinator"]["config"].pop("user_code_failure_retry_delay"),
-     "run_coordinator.config.user_code_failure_retry_delay: helm=30 dagster.yaml=(absent)"),
-    ("dagster.yaml", lambda d: d["concurrency"]["runs"]["tag_concurrency_limits"][0].update(
-        limit=2),
-     "concurrency.runs.tag_concurrency_limits[0].limit: helm=1 dagster.yaml=2"),
-    ("dagster.yaml", lambda d: d["run_monitoring"].update(max_runtime_seconds=7200),
-     "run_monitoring.max_runtime_seconds: helm=(absent) dagster.yaml=7200"),
-], ids=["helm-free-slots", "helm-run-retries", "helm-pool-granularity", "helm-sensor-threads",
-        "yaml-retry-delay", "yaml-tag-limit", "yaml-max-runtime"])
+@pytest.mark.parametrize(
+    ("side", "mutate", "expected"),
+    [
+        (
+            "helm",
+            lambda v: v["dagsterDaemon"]["runMonitoring"].update(freeSlotsAfterRunEndSeconds=0),
+            "run_monitoring.free_slots_after_run_end_seconds: helm=0 dagster.yaml=300",
+        ),
+        (
+            "helm",
+            lambda v: v["dagsterDaemon"].update(runRetries={"enabled": True, "maxRetries": 2}),
+            "run_retries: helm={'enabled': True, 'max_retries': 2} dagster.yaml=(absent)",
+        ),
+        (
+            "helm",
+            lambda v: v["concurrency"]["pools"].update(granularity="op"),
+            "concurrency.pools.granularity: helm='op' dagster.yaml=(absent)",
+        ),
+        (
+            "helm",
+            lambda v: v["dagsterDaemon"]["sensors"].update(useThreads=True),
+            "sensors: helm={'use_threads': True, 'num_workers': 4} dagster.yaml=(absent)",
+        ),
+        (
+            "dagster.yaml",
+            lambda d: d["run_coordinator"]["config"].pop("user_code_failure_retry_delay"),
+            "run_coordinator.config.user_code_failure_retry_delay: helm=30 dagster.yaml=(absent)",
+        ),
+        (
+            "dagster.yaml",
+            lambda d: d["concurrency"]["runs"]["tag_concurrency_limits"][0].update(limit=2),
+            "concurrency.runs.tag_concurrency_limits[0].limit: helm=1 dagster.yaml=2",
+        ),
+        (
+            "dagster.yaml",
+            lambda d: d["run_monitoring"].update(max_runtime_seconds=7200),
+            "run_monitoring.max_runtime_seconds: helm=(absent) dagster.yaml=7200",
+        ),
+    ],
+    ids=[
+        "helm-free-slots",
+        "helm-run-retries",
+        "helm-pool-granularity",
+        "helm-sensor-threads",
+        "yaml-retry-delay",
+        "yaml-tag-limit",
+        "yaml-max-runtime",
+    ],
+)
 def test_instance_comparison_reports_one_changed_key(side: str, mutate, expected: str) -> None:
     values, ours = helm_values(), load_yaml(DEPLOY / "dagster.yaml")
     mutate(values if side == "helm" else ours)
@@ -701,37 +907,51 @@ def test_chart_rendering_follows_the_chart_templates() -> None:
     """The reproduction of the chart's templates on the chart's own queued coordinator."""
     values = helm_values()
     values["dagsterDaemon"]["runCoordinator"] = {
-        "enabled": True, "type": "QueuedRunCoordinator",
-        "config": {"queuedRunCoordinator": {"dequeueIntervalSeconds": 5}}}
+        "enabled": True,
+        "type": "QueuedRunCoordinator",
+        "config": {"queuedRunCoordinator": {"dequeueIntervalSeconds": 5}},
+    }
     rendered = chart_rendered_sections(values)
     # The chart's defaults come in: its thread pool, and no user-code failure retries.
     assert rendered["run_coordinator"] == {
-        "module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
-        "config": {"dequeue_interval_seconds": 5, "dequeue_use_threads": True,
-                   "dequeue_num_workers": 4}}
+        "module": "dagster.core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {
+            "dequeue_interval_seconds": 5,
+            "dequeue_use_threads": True,
+            "dequeue_num_workers": 4,
+        },
+    }
     assert instance_disagreements(values, load_yaml(DEPLOY / "dagster.yaml")) == [
         "run_coordinator.config.dequeue_num_workers: helm=4 dagster.yaml=(absent)",
         "run_coordinator.config.dequeue_use_threads: helm=True dagster.yaml=(absent)",
         "run_coordinator.config.max_user_code_failure_retries: helm=(absent) dagster.yaml=3",
-        "run_coordinator.config.user_code_failure_retry_delay: helm=(absent) dagster.yaml=30"]
+        "run_coordinator.config.user_code_failure_retry_delay: helm=(absent) dagster.yaml=30",
+    ]
     # The chart refuses run limits in both the coordinator and `concurrency`.
     values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"][
-        "maxConcurrentRuns"] = 4
+        "maxConcurrentRuns"
+    ] = 4
     with pytest.raises(ValueError, match="maxConcurrentRuns"):
         chart_rendered_sections(values)
     # Chart defaults alone: run retries on, monitoring's own timings, telemetry on, no limits.
     defaults = chart_rendered_sections({})
     assert defaults["run_retries"] == {"enabled": True}
     assert defaults["run_monitoring"] == {
-        "enabled": True, "start_timeout_seconds": 300, "max_resume_run_attempts": 0,
-        "poll_interval_seconds": 120, "free_slots_after_run_end_seconds": 0}
+        "enabled": True,
+        "start_timeout_seconds": 300,
+        "max_resume_run_attempts": 0,
+        "poll_interval_seconds": 120,
+        "free_slots_after_run_end_seconds": 0,
+    }
     assert defaults["telemetry"] == {"enabled": True}
     assert "concurrency" not in defaults
     assert defaults["run_coordinator"]["config"]["max_concurrent_runs"] == -1
     # A null in the values deletes the chart's default.
     assert "poll_interval_seconds" in chart_rendered_sections({})["run_monitoring"]
-    nulled = chart_rendered_sections({"dagsterDaemon": {"runMonitoring": {
-        "maxResumeRunAttempts": None}}})
+    nulled = chart_rendered_sections(
+        {"dagsterDaemon": {"runMonitoring": {"maxResumeRunAttempts": None}}}
+    )
     assert "max_resume_run_attempts" not in nulled["run_monitoring"]
 
 
@@ -801,10 +1021,25 @@ def mlflow_server(postgres: Postgres) -> Iterator[MlflowServer]:
     mlflow = Path(sys.executable).with_name("mlflow")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", postgres.url("mlflow"),
-             "--artifacts-destination", (root / "artifacts").as_uri(), "--serve-artifacts",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(mlflow),
+                "server",
+                "--backend-store-uri",
+                postgres.url("mlflow"),
+                "--artifacts-destination",
+                (root / "artifacts").as_uri(),
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield MlflowServer(proc, f"http://127.0.0.1:{port}", root / "artifacts", log)
     finally:
@@ -813,9 +1048,14 @@ def mlflow_server(postgres: Postgres) -> Iterator[MlflowServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_mlflow_server_with_postgres_backend_registers_and_loads(
-        postgres: Postgres, mlflow_server: MlflowServer, lgsid_env: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    postgres: Postgres,
+    mlflow_server: MlflowServer,
+    lgsid_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from lgsid_pipeline import registry
 
     mlflow_server.wait_healthy()
@@ -823,9 +1063,14 @@ def test_mlflow_server_with_postgres_backend_registers_and_loads(
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "weights.json").write_text('{"w": [1, 2, 3]}')
-    model = registry.register_folder("deploy-smoke", folder, params={"k": 3},
-                                     metrics={"auc": 0.75}, dagster_run_id=None,
-                                     home=lgsid_env)
+    model = registry.register_folder(
+        "deploy-smoke",
+        folder,
+        params={"k": 3},
+        metrics={"auc": 0.75},
+        dagster_run_id=None,
+        home=lgsid_env,
+    )
     loaded = registry.champion_folder("deploy-smoke", home=lgsid_env)
     assert (loaded / "weights.json").read_text() == '{"w": [1, 2, 3]}'
     with postgres.connect("mlflow") as con, con.cursor() as cur:
@@ -841,11 +1086,27 @@ def test_mlflow_server_with_postgres_backend_registers_and_loads(
 
 def test_the_built_package_carries_the_sql(tmp_path: Path) -> None:
     """A non-editable install (the Docker image) finds sql/ under <prefix>/share."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
     [wheel] = tmp_path.glob("lgsid_pipeline-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    expected = {f"lgsid_pipeline-0.1.0.data/data/share/lgsid_pipeline/sql/{p.name}"
-                for p in (REPO / "sql").glob("*.sql")}
+    expected = {
+        f"lgsid_pipeline-0.1.0.data/data/share/lgsid_pipeline/sql/{p.name}"
+        for p in (REPO / "sql").glob("*.sql")
+    }
     assert expected and expected <= names

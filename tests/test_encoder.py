@@ -28,8 +28,10 @@ from lgsid_pipeline.encoder import (
 )
 from lgsid_pipeline.encoder.model import attention_projection_names
 
-FULL = ("Blue Bottle. Category: Coffee Shop. Brand: blue bottle. "
-        "Located in Chelsea, Manhattan, New York.")
+FULL = (
+    "Blue Bottle. Category: Coffee Shop. Brand: blue bottle. "
+    "Located in Chelsea, Manhattan, New York."
+)
 TEXTS = [
     FULL,
     "Penn Station. Category: Train Station. Located in Midtown, Manhattan, New York.",
@@ -43,40 +45,60 @@ TEXTS = [
 
 
 def test_item_prompt_full() -> None:
-    assert item_prompt("Blue Bottle", "Coffee Shop", "blue bottle", "Chelsea", "Manhattan",
-                       "New York") == FULL
+    assert (
+        item_prompt("Blue Bottle", "Coffee Shop", "blue bottle", "Chelsea", "Manhattan", "New York")
+        == FULL
+    )
 
 
-@pytest.mark.parametrize(("parts", "expected"), [
-    (("Blue Bottle", "Coffee Shop", None, "Chelsea", "Manhattan", "New York"),
-     "Blue Bottle. Category: Coffee Shop. Located in Chelsea, Manhattan, New York."),
-    ((None, "Coffee Shop", "blue bottle", "Chelsea", "Manhattan", "New York"),
-     "Coffee Shop. Brand: blue bottle. Located in Chelsea, Manhattan, New York."),
-    ((float("nan"), "", "blue bottle", "Chelsea", None, "New York"),
-     "Unnamed place. Brand: blue bottle. Located in Chelsea, New York."),
-    ((None, None, None, None, None, None), "Unnamed place."),
-    (("Ichiran", "Ramen", pd.NA, np.nan, "  ", "Tokyo"),
-     "Ichiran. Category: Ramen. Located in Tokyo."),
-    (("Blue Bottle", "Coffee Shop", None, None, "Manhattan", None),
-     "Blue Bottle. Category: Coffee Shop. Located in Manhattan."),
-    (("  Blue \n Bottle ", " Coffee\tShop", " ", "Chelsea ", " Manhattan", "New  York"),
-     "Blue Bottle. Category: Coffee Shop. Located in Chelsea, Manhattan, New York."),
-    (("Yahoo!", "Office", None, None, None, None), "Yahoo! Category: Office."),
-])
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (
+            ("Blue Bottle", "Coffee Shop", None, "Chelsea", "Manhattan", "New York"),
+            "Blue Bottle. Category: Coffee Shop. Located in Chelsea, Manhattan, New York.",
+        ),
+        (
+            (None, "Coffee Shop", "blue bottle", "Chelsea", "Manhattan", "New York"),
+            "Coffee Shop. Brand: blue bottle. Located in Chelsea, Manhattan, New York.",
+        ),
+        (
+            (float("nan"), "", "blue bottle", "Chelsea", None, "New York"),
+            "Unnamed place. Brand: blue bottle. Located in Chelsea, New York.",
+        ),
+        ((None, None, None, None, None, None), "Unnamed place."),
+        (
+            ("Ichiran", "Ramen", pd.NA, np.nan, "  ", "Tokyo"),
+            "Ichiran. Category: Ramen. Located in Tokyo.",
+        ),
+        (
+            ("Blue Bottle", "Coffee Shop", None, None, "Manhattan", None),
+            "Blue Bottle. Category: Coffee Shop. Located in Manhattan.",
+        ),
+        (
+            ("  Blue \n Bottle ", " Coffee\tShop", " ", "Chelsea ", " Manhattan", "New  York"),
+            "Blue Bottle. Category: Coffee Shop. Located in Chelsea, Manhattan, New York.",
+        ),
+        (("Yahoo!", "Office", None, None, None, None), "Yahoo! Category: Office."),
+    ],
+)
 def test_item_prompt_missing_parts(parts: tuple, expected: str) -> None:
     assert item_prompt(*parts) == expected
 
 
 def items_frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "item_id": ["a", "b", "c"],
-        "name": ["Blue Bottle", None, "Penn Station"],
-        "category": ["Coffee Shop", "Bar", "Train Station"],
-        "brand": [None, None, None],  # entirely null
-        "admin_l2_name": ["Chelsea", "Williamsburg", None],
-        "admin_l1_name": ["Manhattan", "Brooklyn", "Manhattan"],
-        "city_name": ["New York", "New York", "New York"],
-    }, index=[10, 11, 12])
+    return pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "name": ["Blue Bottle", None, "Penn Station"],
+            "category": ["Coffee Shop", "Bar", "Train Station"],
+            "brand": [None, None, None],  # entirely null
+            "admin_l2_name": ["Chelsea", "Williamsburg", None],
+            "admin_l1_name": ["Manhattan", "Brooklyn", "Manhattan"],
+            "city_name": ["New York", "New York", "New York"],
+        },
+        index=[10, 11, 12],
+    )
 
 
 def test_item_prompts_frame() -> None:
@@ -100,9 +122,14 @@ def test_item_prompts_location_swaps_only_location() -> None:
     prompts = item_prompts(items, location=location)
     for i, j in enumerate(order):
         c, loc = items.iloc[i], items.iloc[j]
-        assert prompts[i] == item_prompt(c["name"], c["category"], c["brand"],
-                                         loc["admin_l2_name"], loc["admin_l1_name"],
-                                         loc["city_name"])
+        assert prompts[i] == item_prompt(
+            c["name"],
+            c["category"],
+            c["brand"],
+            loc["admin_l2_name"],
+            loc["admin_l1_name"],
+            loc["city_name"],
+        )
     assert prompts[0] == "Blue Bottle. Category: Coffee Shop. Located in Manhattan, New York."
     assert prompts[1] == "Bar. Located in Chelsea, Manhattan, New York."
 
@@ -132,8 +159,9 @@ def real() -> TextEncoder:
     return TextEncoder.load()
 
 
-def test_tiny_encoder_shapes_norms_and_determinism(tiny_path: Path, tiny: TextEncoder,
-                                                   tmp_path: Path) -> None:
+def test_tiny_encoder_shapes_norms_and_determinism(
+    tiny_path: Path, tiny: TextEncoder, tmp_path: Path
+) -> None:
     vectors = tiny.encode(TEXTS, dtype="fp32")
     assert vectors.shape == (len(TEXTS), 32) and vectors.dtype == np.float32
     assert tiny.dim == 32
@@ -143,16 +171,22 @@ def test_tiny_encoder_shapes_norms_and_determinism(tiny_path: Path, tiny: TextEn
     assert again.version == tiny.version and len(tiny.version) == 16
     # Same seed in another folder: same content, same version; another seed differs.
     assert TextEncoder.load(make_tiny_encoder(tmp_path / "same")).version == tiny.version
-    assert TextEncoder.load(make_tiny_encoder(tmp_path / "other", seed=1)).version \
-        != tiny.version
+    assert TextEncoder.load(make_tiny_encoder(tmp_path / "other", seed=1)).version != tiny.version
     assert TextEncoder.load(tiny_path, max_length=16).version != tiny.version
 
 
 def test_version_stable_across_processes(tiny_path: Path, tiny: TextEncoder) -> None:
-    code = ("from lgsid_pipeline.encoder import TextEncoder; import sys; "
-            "print(TextEncoder.load(sys.argv[1]).version)")
-    result = subprocess.run([sys.executable, "-c", code, str(tiny_path)], check=True,
-                            capture_output=True, text=True, env={**os.environ})
+    code = (
+        "from lgsid_pipeline.encoder import TextEncoder; import sys; "
+        "print(TextEncoder.load(sys.argv[1]).version)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert result.stdout.strip().splitlines()[-1] == tiny.version
 
 
@@ -167,8 +201,9 @@ def test_forward_is_differentiable_and_matches_encode(tiny: TextEncoder) -> None
     out = tiny(TEXTS[:3])
     assert out.requires_grad and out.shape == (3, 32)
     out.sum().backward()
-    np.testing.assert_allclose(out.detach().numpy(), tiny.encode(TEXTS[:3], dtype="fp32"),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out.detach().numpy(), tiny.encode(TEXTS[:3], dtype="fp32"), atol=1e-6
+    )
 
 
 def test_empty_and_bad_input(tiny: TextEncoder) -> None:
@@ -210,25 +245,57 @@ def test_real_minilm_matches_sentence_transformers(real: TextEncoder) -> None:
     assert real.dim == 384
     vector = real.encode([FULL], dtype="fp32")[0]
     # Reference values from sentence-transformers' all-MiniLM-L6-v2 (mean pooling + L2).
-    np.testing.assert_allclose(vector[:4], [-0.0029651, -0.0365807, 0.0155817, -0.0192840],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        vector[:4], [-0.0029651, -0.0365807, 0.0155817, -0.0192840], atol=1e-5
+    )
     np.testing.assert_allclose(vector[-3:], [-0.0082815, 0.0080104, -0.0457221], atol=1e-5)
 
 
 def realistic_prompts(n: int) -> list[str]:
     rng = np.random.default_rng(0)
-    names = ["Blue Bottle", "Joe's Pizza", "Penn Station", None, "Ichiran", "Central Park",
-             "Starbucks", "Equinox", "The Met", "Katz's Delicatessen"]
-    categories = ["Coffee Shop", "Pizza Place", "Train Station", "Bar", "Ramen Restaurant",
-                  "Park", "Gym", "Art Museum", "Deli", None]
-    areas = [("Chelsea", "Manhattan"), ("Williamsburg", "Brooklyn"), ("Astoria", "Queens"),
-             ("Shibuya", "Shibuya-ku"), (None, "Manhattan")]
+    names = [
+        "Blue Bottle",
+        "Joe's Pizza",
+        "Penn Station",
+        None,
+        "Ichiran",
+        "Central Park",
+        "Starbucks",
+        "Equinox",
+        "The Met",
+        "Katz's Delicatessen",
+    ]
+    categories = [
+        "Coffee Shop",
+        "Pizza Place",
+        "Train Station",
+        "Bar",
+        "Ramen Restaurant",
+        "Park",
+        "Gym",
+        "Art Museum",
+        "Deli",
+        None,
+    ]
+    areas = [
+        ("Chelsea", "Manhattan"),
+        ("Williamsburg", "Brooklyn"),
+        ("Astoria", "Queens"),
+        ("Shibuya", "Shibuya-ku"),
+        (None, "Manhattan"),
+    ]
     prompts = []
     for _ in range(n):
         area = areas[rng.integers(len(areas))]
-        prompts.append(item_prompt(names[rng.integers(len(names))],
-                                   categories[rng.integers(len(categories))],
-                                   None if rng.random() < 0.6 else "brand", *area, "New York"))
+        prompts.append(
+            item_prompt(
+                names[rng.integers(len(names))],
+                categories[rng.integers(len(categories))],
+                None if rng.random() < 0.6 else "brand",
+                *area,
+                "New York",
+            )
+        )
     return prompts
 
 
@@ -237,11 +304,14 @@ def test_real_bf16_agrees_with_fp32(real: TextEncoder) -> None:
 
 
 def test_real_semantics(real: TextEncoder) -> None:
-    coffee_a, coffee_b, station = real.encode([
-        "Blue Bottle. Category: Coffee Shop. Located in Chelsea, Manhattan, New York.",
-        "Stumptown. Category: Coffee Shop. Located in Astoria, Queens, New York.",
-        "Penn Station. Category: Train Station. Located in Midtown, Manhattan, New York.",
-    ], dtype="fp32")
+    coffee_a, coffee_b, station = real.encode(
+        [
+            "Blue Bottle. Category: Coffee Shop. Located in Chelsea, Manhattan, New York.",
+            "Stumptown. Category: Coffee Shop. Located in Astoria, Queens, New York.",
+            "Penn Station. Category: Train Station. Located in Midtown, Manhattan, New York.",
+        ],
+        dtype="fp32",
+    )
     assert coffee_a @ coffee_b > coffee_a @ station
 
 
@@ -263,8 +333,7 @@ def test_lora_trains_only_adapter_and_changes_version(tiny: TextEncoder) -> None
     trainable = [n for n, p in tiny.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert len(tiny.trainable_parameters()) == len(trainable)
-    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == \
-        {"query", "key", "value"}
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"query", "key", "value"}
     lora_version = tiny.version
     assert lora_version != base_version
     np.testing.assert_allclose(tiny.encode(TEXTS, dtype="fp32"), before, atol=1e-6)
@@ -288,14 +357,14 @@ def test_adapter_round_trip(tiny_path: Path, tiny: TextEncoder, tmp_path: Path) 
     fresh = TextEncoder.load(tiny_path)
     fresh.load_adapter(folder)
     np.testing.assert_allclose(fresh.encode(TEXTS), tiny.encode(TEXTS), atol=1e-6)
-    np.testing.assert_allclose(fresh.encode(TEXTS, dtype="fp32"),
-                               tiny.encode(TEXTS, dtype="fp32"), atol=1e-6)
+    np.testing.assert_allclose(
+        fresh.encode(TEXTS, dtype="fp32"), tiny.encode(TEXTS, dtype="fp32"), atol=1e-6
+    )
     assert fresh.version == tiny.version
     assert not fresh.trainable_parameters()
 
 
-def test_corrupt_or_missing_adapter(tiny_path: Path, tiny: TextEncoder,
-                                    tmp_path: Path) -> None:
+def test_corrupt_or_missing_adapter(tiny_path: Path, tiny: TextEncoder, tmp_path: Path) -> None:
     tiny.add_lora()
     contrastive_step(tiny)
     folder = tiny.save_adapter(tmp_path / "broken_adapter")

@@ -38,8 +38,9 @@ from lgsid_pipeline.recommenders.trie import N_SPECIAL, CodeTokenizer, PrefixTri
 # synthetic walk: 64 items, code (i // 16, (i // 2) % 8, i % 2) - the last level plays the
 # de-duplication token; each user steps to item i + 1 with probability 0.85, else jumps
 N_ITEMS, STEP_P, MAX_HISTORY = 64, 0.85, 4
-WALK_CODES = np.stack([np.arange(N_ITEMS) // 16, (np.arange(N_ITEMS) // 2) % 8,
-                       np.arange(N_ITEMS) % 2], axis=1)
+WALK_CODES = np.stack(
+    [np.arange(N_ITEMS) // 16, (np.arange(N_ITEMS) // 2) % 8, np.arange(N_ITEMS) % 2], axis=1
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,8 +51,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def walk_events(n_users: int = 200, steps: int = 12, seed: int = 0
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def walk_events(
+    n_users: int = 200, steps: int = 12, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     users, items, times = [], [], []
     for user in range(n_users):
@@ -72,17 +74,30 @@ def walk_splits(one_thread: None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def small_config(kind: str, **overrides: object) -> GenerativeConfig:
-    values: dict = {"kind": kind, "d_model": 64, "d_ff": 128, "dropout": 0.0,
-                    "max_history": MAX_HISTORY, "steps": 300, "eval_every": 30, "batch_size": 64,
-                    "lr": 5e-3,
-                    "beam_size": 10, "max_valid_eval": 100, "patience": 3, "seed": 0}
+    values: dict = {
+        "kind": kind,
+        "d_model": 64,
+        "d_ff": 128,
+        "dropout": 0.0,
+        "max_history": MAX_HISTORY,
+        "steps": 300,
+        "eval_every": 30,
+        "batch_size": 64,
+        "lr": 5e-3,
+        "beam_size": 10,
+        "max_valid_eval": 100,
+        "patience": 3,
+        "seed": 0,
+    }
     return GenerativeConfig(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
 def trained(walk_splits: dict) -> dict[str, GenerativeResult]:
-    return {kind: train_generative(small_config(kind), WALK_CODES, walk_splits)
-            for kind in ("tiger", "onerec")}
+    return {
+        kind: train_generative(small_config(kind), WALK_CODES, walk_splits)
+        for kind in ("tiger", "onerec")
+    }
 
 
 # ----------------------------------------------------------------- trie and beam search
@@ -117,16 +132,19 @@ def test_trie_accepts_exactly_the_catalogue() -> None:
     code_set = {tuple(c) for c in codes.tolist()}
     for depth in range(3):
         prefixes = sorted({c[:depth] for c in code_set})
-        batch = np.array([tok.offsets[:depth] + np.array(p, dtype=np.int64) for p in prefixes],
-                         dtype=np.int64).reshape(len(prefixes), depth)
+        batch = np.array(
+            [tok.offsets[:depth] + np.array(p, dtype=np.int64) for p in prefixes], dtype=np.int64
+        ).reshape(len(prefixes), depth)
         mask = trie.allowed_mask(batch)
         for row, p in enumerate(prefixes):
-            expected = sorted({int(tok.offsets[depth] + c[depth]) for c in code_set
-                               if c[:depth] == p})
+            expected = sorted(
+                {int(tok.offsets[depth] + c[depth]) for c in code_set if c[:depth] == p}
+            )
             assert trie.allowed(batch[row]).tolist() == expected
             assert mask[row].nonzero()[0].tolist() == expected
-    missing = next((a, b) for a in range(5) for b in range(6)
-                   if not any(c[:2] == (a, b) for c in code_set))
+    missing = next(
+        (a, b) for a in range(5) for b in range(6) if not any(c[:2] == (a, b) for c in code_set)
+    )
     invalid = tok.offsets[:2] + np.array(missing)
     assert trie.allowed(invalid).size == 0 and not trie.contains(invalid)
     assert not trie.allowed_mask(invalid[None]).any()
@@ -170,20 +188,26 @@ def test_untrained_beam_search_yields_only_valid_distinct_items(kind: str) -> No
 
 def test_metrics_match_hand_calculation() -> None:
     assert ranking_metrics([[5, 7, 9]], [9], ks=(1, 3)) == {
-        "hit@1": 0.0, "ndcg@1": 0.0, "hit@3": 1.0, "ndcg@3": pytest.approx(1 / math.log2(4))}
+        "hit@1": 0.0,
+        "ndcg@1": 0.0,
+        "hit@3": 1.0,
+        "ndcg@3": pytest.approx(1 / math.log2(4)),
+    }
     # items 0-2 within metres of each other, 3-5 about 110 km away
     lat = np.array([40.0, 40.001, 40.002, 41.0, 41.001, 41.002])
     lon = np.full(6, -74.0)
     train_targets = np.repeat([3, 4, 0, 1, 2], [5, 4, 3, 2, 1])  # popularity 3 > 4 > 0 > 1 > 2
     baseline = PopularityNearLastBaseline(lat, lon, radius_km=1.0).fit(
-        (np.full((len(train_targets), 2), -1), train_targets))
+        (np.full((len(train_targets), 2), -1), train_targets)
+    )
     histories = np.array([[3, 0], [3, 0], [-1, 0], [-1, -1]])  # last check-in: column -1
     targets = np.array([0, 2, 5, 3])  # ranks 1, 3, 6 (near 0 first) and 1 (no history)
     items, _ = baseline.recommend(histories, 5)
     assert items[0].tolist() == [0, 1, 2, 3, 4] and items[3].tolist() == [3, 4, 0, 1, 2]
     metrics = baseline.evaluate((histories, targets), ks=(2, 5))
-    assert metrics == pytest.approx({"hit@2": 0.5, "ndcg@2": 0.5, "hit@5": 0.75,
-                                     "ndcg@5": (1 + 1 / math.log2(4) + 0 + 1) / 4})
+    assert metrics == pytest.approx(
+        {"hit@2": 0.5, "ndcg@2": 0.5, "hit@5": 0.75, "ndcg@5": (1 + 1 / math.log2(4) + 0 + 1) / 4}
+    )
 
 
 def test_evaluate_generative_matches_its_top_k(trained: dict, walk_splits: dict) -> None:
@@ -192,8 +216,10 @@ def test_evaluate_generative_matches_its_top_k(trained: dict, walk_splits: dict)
     items, _ = recommend_top_k(result, WALK_CODES, histories, 10)
     expected = {}
     for k in (5, 10):
-        ranks = [row[:k].tolist().index(t) if t in row[:k] else None
-                 for row, t in zip(items, targets, strict=True)]
+        ranks = [
+            row[:k].tolist().index(t) if t in row[:k] else None
+            for row, t in zip(items, targets, strict=True)
+        ]
         expected[f"hit@{k}"] = np.mean([r is not None for r in ranks])
         expected[f"ndcg@{k}"] = np.mean([0 if r is None else 1 / math.log2(r + 2) for r in ranks])
     got = evaluate_generative(result, WALK_CODES, (histories, targets))
@@ -244,17 +270,21 @@ def test_split_never_leaks_future_events() -> None:
         assert ((time_of[targets] >= lo) & (time_of[targets] < hi)).all(), name
         for hist, target in zip(histories, targets, strict=True):
             past = hist[hist >= 0]
-            assert len(past) >= 1 and (hist[:5 - len(past)] == -1).all()  # left padding
+            assert len(past) >= 1 and (hist[: 5 - len(past)] == -1).all()  # left padding
             assert (user_of[past] == user_of[target]).all()
-            expected = [i for i in np.argsort(time_of) if user_of[i] == user_of[target]
-                        and time_of[i] < time_of[target]][-5:]
+            expected = [
+                i
+                for i in np.argsort(time_of)
+                if user_of[i] == user_of[target] and time_of[i] < time_of[target]
+            ][-5:]
             assert past.tolist() == expected
             if name == "train":
                 assert (time_of[past] < 60.0).all()
     # datetimes and string split times give the same examples
     stamps = pd.Timestamp("2024-01-01") + pd.to_timedelta(times, unit="h")
-    dated = build_next_item_examples(users, items, stamps, "2024-01-03T12:00",
-                                     "2024-01-04T08:00", max_history=5)
+    dated = build_next_item_examples(
+        users, items, stamps, "2024-01-03T12:00", "2024-01-04T08:00", max_history=5
+    )
     for name in splits:
         assert np.array_equal(dated[name][1], splits[name][1])
     keys, latest = latest_histories(users, items, times, max_history=5, before=60.0)
@@ -288,8 +318,7 @@ def test_save_load_reproduces_top_k(trained: dict, walk_splits: dict, tmp_path: 
 
 
 @pytest.mark.parametrize("kind", ["tiger", "onerec"])
-def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict,
-                                            kind: str) -> None:
+def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict, kind: str) -> None:
     result = trained[kind]
     histories = walk_splits["valid"][0][:50].copy()
     histories[0] = -1  # a user without history
@@ -297,7 +326,8 @@ def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict,
     items, scores = recommend_top_k(result, WALK_CODES, histories, 5)
     tokens = torch.from_numpy(result.tokenizer.history_tokens(histories))
     beam_items, beam_scores = constrained_beam_search(
-        result.model, tokens, result.trie, result.config.beam_size, 5)
+        result.model, tokens, result.trie, result.config.beam_size, 5
+    )
     assert np.array_equal(items, beam_items)
     assert np.allclose(scores, beam_scores, atol=1e-5) and np.isfinite(scores).all()
     # shorter histories are left-padded; k above the configured beam widens the beam
@@ -306,18 +336,20 @@ def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict,
 
 
 @pytest.mark.parametrize("kind", ["tiger", "onerec"])
-def test_cached_beam_search_returns_what_the_uncached_one_does(trained: dict,
-                                                               walk_splits: dict,
-                                                               kind: str) -> None:
+def test_cached_beam_search_returns_what_the_uncached_one_does(
+    trained: dict, walk_splits: dict, kind: str
+) -> None:
     result = trained[kind]
     histories = walk_splits["test"][0][:40].copy()
     histories[0] = -1
     tokens = torch.from_numpy(result.tokenizer.history_tokens(histories))
     for beam, top_k in ((10, 10), (30, 7)):
-        cached = constrained_beam_search(result.model, tokens, result.trie, beam, top_k,
-                                         use_cache=True)
-        plain = constrained_beam_search(result.model, tokens, result.trie, beam, top_k,
-                                        use_cache=False)
+        cached = constrained_beam_search(
+            result.model, tokens, result.trie, beam, top_k, use_cache=True
+        )
+        plain = constrained_beam_search(
+            result.model, tokens, result.trie, beam, top_k, use_cache=False
+        )
         assert np.array_equal(cached[0], plain[0])
         assert np.allclose(cached[1], plain[1], atol=1e-5)
     # teacher-forced scoring gives each beam item the score the beam search summed
@@ -326,8 +358,7 @@ def test_cached_beam_search_returns_what_the_uncached_one_does(trained: dict,
     # a first-level prior that forbids every first token but one keeps the beam inside it
     bias = torch.full((len(histories), int(result.tokenizer.sizes[0])), -1e9)
     bias[:, 2] = 0.0
-    items, _ = constrained_beam_search(result.model, tokens, result.trie, 10, 10,
-                                       first_bias=bias)
+    items, _ = constrained_beam_search(result.model, tokens, result.trie, 10, 10, first_bias=bias)
     assert (WALK_CODES[items][..., 0] == 2).all()
 
 
@@ -337,18 +368,22 @@ def test_user_history_floor_on_a_hand_made_example() -> None:
     lon = np.full(6, -74.0)
     train_targets = np.repeat([3, 4, 0, 1, 2], [5, 4, 3, 2, 1])  # popularity 3 > 4 > 0 > 1 > 2
     near = PopularityNearLastBaseline(lat, lon, radius_km=1.0).fit(
-        (np.full((len(train_targets), 2), -1), train_targets))
+        (np.full((len(train_targets), 2), -1), train_targets)
+    )
     floor = UserHistoryBaseline(near)
-    histories = np.array([
-        [5, 1, 5, 1, 2],    # 5 and 1 twice (1 more recently), then 2; last check-in near 0-2
-        [-1, -1, -1, 4, 4],  # only item 4; the 2 km list around item 4 is 3, 4, 5
-        [-1, -1, -1, -1, -1],  # no history: the plain popularity list
-    ])
+    histories = np.array(
+        [
+            [5, 1, 5, 1, 2],  # 5 and 1 twice (1 more recently), then 2; last check-in near 0-2
+            [-1, -1, -1, 4, 4],  # only item 4; the 2 km list around item 4 is 3, 4, 5
+            [-1, -1, -1, -1, -1],  # no history: the plain popularity list
+        ]
+    )
     items, scores = floor.recommend(histories, 5)
     assert items[0].tolist() == [1, 5, 2, 0, 3]
     assert items[1].tolist() == [4, 3, 5, 0, 1]
     assert items[2].tolist() == [3, 4, 0, 1, 2]
     assert (np.diff(scores, axis=1) < 0).all()
     metrics = floor.evaluate((histories, np.array([5, 0, 2])), ks=(1, 2))
-    assert metrics == pytest.approx({"hit@1": 0.0, "ndcg@1": 0.0, "hit@2": 1 / 3,
-                                     "ndcg@2": 1 / 3 / math.log2(3)})
+    assert metrics == pytest.approx(
+        {"hit@1": 0.0, "ndcg@1": 0.0, "hit@2": 1 / 3, "ndcg@2": 1 / 3 / math.log2(3)}
+    )

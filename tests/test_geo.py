@@ -20,9 +20,17 @@ from lgsid_pipeline.geo.admin import (
 
 
 def write_polygons(path: Path, features: list[tuple[dict, object]]) -> Path:
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": props, "geometry": mapping(geom)}
-        for props, geom in features]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "properties": props, "geometry": mapping(geom)}
+                    for props, geom in features
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -30,18 +38,25 @@ def write_polygons(path: Path, features: list[tuple[dict, object]]) -> Path:
 def two_level_region(tmp_path: Path) -> BoundarySet:
     # Level 1 west/east halves; level 2 quarters. The east level-1 polygon is a bit smaller
     # than its level-2 children, as simplified outlines often are.
-    l1 = write_polygons(tmp_path / "l1.geojson", [
-        ({"code": "W", "name": "West"}, box(0, 0, 1, 1)),
-        ({"code": "E", "name": "East"}, box(1, 0, 1.9, 1)),
-    ])
-    l2 = write_polygons(tmp_path / "l2.geojson", [
-        ({"code": "W1", "name": "West South", "parent": "W"}, box(0, 0, 1, 0.5)),
-        ({"code": "W2", "name": "West North", "parent": "W"}, box(0, 0.5, 1, 1)),
-        ({"code": "E1", "name": "East South", "parent": "E"}, box(1, 0, 2, 0.5)),
-        ({"code": "E2", "name": "East North", "parent": "E"}, box(1, 0.5, 2, 1)),
-    ])
-    return BoundarySet("toy", BoundaryLevel(l1, "code", "name"),
-                       BoundaryLevel(l2, "code", "name", "parent"))
+    l1 = write_polygons(
+        tmp_path / "l1.geojson",
+        [
+            ({"code": "W", "name": "West"}, box(0, 0, 1, 1)),
+            ({"code": "E", "name": "East"}, box(1, 0, 1.9, 1)),
+        ],
+    )
+    l2 = write_polygons(
+        tmp_path / "l2.geojson",
+        [
+            ({"code": "W1", "name": "West South", "parent": "W"}, box(0, 0, 1, 0.5)),
+            ({"code": "W2", "name": "West North", "parent": "W"}, box(0, 0.5, 1, 1)),
+            ({"code": "E1", "name": "East South", "parent": "E"}, box(1, 0, 2, 0.5)),
+            ({"code": "E2", "name": "East North", "parent": "E"}, box(1, 0.5, 2, 1)),
+        ],
+    )
+    return BoundarySet(
+        "toy", BoundaryLevel(l1, "code", "name"), BoundaryLevel(l2, "code", "name", "parent")
+    )
 
 
 def test_assign_admin_levels(two_level_region: BoundarySet) -> None:
@@ -59,8 +74,11 @@ def test_assign_admin_levels(two_level_region: BoundarySet) -> None:
 
 
 def test_missing_boundary_file_is_a_clear_error(tmp_path: Path) -> None:
-    region = BoundarySet("x", BoundaryLevel(tmp_path / "no.geojson", "code", "name"),
-                         BoundaryLevel(tmp_path / "no2.geojson", "code", "name"))
+    region = BoundarySet(
+        "x",
+        BoundaryLevel(tmp_path / "no.geojson", "code", "name"),
+        BoundaryLevel(tmp_path / "no2.geojson", "code", "name"),
+    )
     with pytest.raises(BoundaryError, match="not found"):
         assign_admin(np.array([0.1]), np.array([0.1]), region)
 

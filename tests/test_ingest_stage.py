@@ -21,8 +21,9 @@ def test_ingest_stage_without_dagster(tmp_path: Path) -> None:
     warehouse = Warehouse(tmp_path / "home")
     with warehouse.staging(CITY, STAGE, carry_forward=False) as staged:
         ingest = stage_ingest(config, staged, tmp_path / "landing", max_quarantine_rate=0.25)
-        assert all(a.outcome.passed for a in ingest.audits), \
-            [a.outcome.description for a in ingest.audits]
+        assert all(a.outcome.passed for a in ingest.audits), [
+            a.outcome.description for a in ingest.audits
+        ]
         warehouse.publish(staged, {})
     figures = ingest.item_figures()
     assert figures["raw_rows"] == figures["rows"] + figures["quarantined"] == 200

@@ -44,15 +44,18 @@ def _land(synthetic_city: Path, folder: Path) -> None:
         shutil.copy(synthetic_city / f"admin_level{level}.geojson", folder)
 
 
-def test_landing_source_reads_every_file_and_reconciles(synthetic_city: Path,
-                                                        tmp_path: Path) -> None:
+def test_landing_source_reads_every_file_and_reconciles(
+    synthetic_city: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "landing" / "newtown"
     _land(synthetic_city, folder)
     config = CityConfig("newtown", "landing", str(folder))
     data = read_city_source(config)
     assert len(data.items) >= 200
     assert set(data.items["source_row"].str.split(":").str[0]) >= {
-        "items-2026-11-01.parquet", "items-2026-11-02.csv"}
+        "items-2026-11-01.parquet",
+        "items-2026-11-02.csv",
+    }
     items = clean_items(data.items, config, "Newtown")
     assert len(items.clean) + len(items.quarantine) == len(data.items)
     assert "not a number" not in set(items.clean["latitude"].astype(str))
@@ -67,7 +70,8 @@ def test_landing_source_reads_every_file_and_reconciles(synthetic_city: Path,
 
 
 def test_sensor_registers_new_cities_and_requests_runs_on_change(
-        synthetic_city: Path, lgsid_env: Path) -> None:
+    synthetic_city: Path, lgsid_env: Path
+) -> None:
     _land(synthetic_city, lgsid_env / "landing" / "newtown")
     (lgsid_env / "landing" / "Bad Name").mkdir(parents=True)
     sensor = defs.get_sensor_def("landing_sensor")
@@ -75,14 +79,15 @@ def test_sensor_registers_new_cities_and_requests_runs_on_change(
     resources = {"lgsid": LgsidResource(home=str(lgsid_env))}
     repository = defs.get_repository_def()
     with dg.instance_for_test() as instance:
+
         def tick(cursor: str | None) -> dg.SensorResult:
-            context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                              resources=resources, repository_def=repository)
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=resources, repository_def=repository
+            )
             return sensor(context)
 
         first = tick(None)
-        assert [(r.partition_key, r.job_name) for r in first.run_requests] == [
-            ("newtown", None)]
+        assert [(r.partition_key, r.job_name) for r in first.run_requests] == [("newtown", None)]
         assert first.dynamic_partitions_requests[0].partition_keys == ["newtown"]
         assert CityRegistry(lgsid_env).get("newtown").source == "landing"
         assert tick(first.cursor).run_requests == []  # nothing changed, nothing to do
@@ -95,22 +100,29 @@ def test_sensor_registers_new_cities_and_requests_runs_on_change(
         assert json.loads(again.cursor)["newtown"] != json.loads(first.cursor)["newtown"]
 
 
-def test_files_landed_for_a_registered_city_are_additions(synthetic_city: Path,
-                                                          lgsid_env: Path) -> None:
+def test_files_landed_for_a_registered_city_are_additions(
+    synthetic_city: Path, lgsid_env: Path
+) -> None:
     from lgsid_pipeline.ingest import raw_tables
 
     config = CityConfig("oldtown", "synthetic", str(synthetic_city))
     CityRegistry(lgsid_env).add(config)
     source_items, source_checkins = raw_tables(config)
     items = pd.read_parquet(synthetic_city / "items.parquet")
-    new = items.head(10).assign(item_id=[f"new-{i}" for i in range(10)],
-                                latitude=items["latitude"].head(10) + 1e-4)
+    new = items.head(10).assign(
+        item_id=[f"new-{i}" for i in range(10)], latitude=items["latitude"].head(10) + 1e-4
+    )
     landed = pd.concat([new, items.head(1)])  # the last row re-lands a known id
     folder = lgsid_env / "landing" / "oldtown"
     folder.mkdir(parents=True)
     landed.to_csv(folder / "items-new.csv", index=False)
-    visits = pd.DataFrame({"user_id": ["u-new"] * 3, "item_id": ["new-1", "new-2", "ghost"],
-                           "timestamp": ["2026-11-20T10:00:00Z"] * 3})
+    visits = pd.DataFrame(
+        {
+            "user_id": ["u-new"] * 3,
+            "item_id": ["new-1", "new-2", "ghost"],
+            "timestamp": ["2026-11-20T10:00:00Z"] * 3,
+        }
+    )
     visits.to_parquet(folder / "checkins-new.parquet")
 
     raw_items, raw_checkins = raw_tables(config, lgsid_env / "landing")
@@ -126,8 +138,10 @@ def test_files_landed_for_a_registered_city_are_additions(synthetic_city: Path,
     sensor = defs.get_sensor_def("landing_sensor")
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
-            instance=instance, resources={"lgsid": LgsidResource(home=str(lgsid_env))},
-            repository_def=defs.get_repository_def())
+            instance=instance,
+            resources={"lgsid": LgsidResource(home=str(lgsid_env))},
+            repository_def=defs.get_repository_def(),
+        )
         result = sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["oldtown"]
     assert not result.dynamic_partitions_requests

@@ -32,9 +32,9 @@ Rows = list[list[float]]
 
 # Batch of 2 triples in 3 dimensions; policy != reference and chosen != rejected.
 POLICY: tuple[Rows, Rows, Rows] = (
-    [[1.0, 0.2, -0.3], [0.1, 1.0, 0.4]],      # anchors
-    [[0.9, 0.1, 0.0], [-0.2, 0.8, 0.6]],      # chosen
-    [[-0.5, 0.7, 0.2], [1.0, -0.3, 0.1]],     # rejected
+    [[1.0, 0.2, -0.3], [0.1, 1.0, 0.4]],  # anchors
+    [[0.9, 0.1, 0.0], [-0.2, 0.8, 0.6]],  # chosen
+    [[-0.5, 0.7, 0.2], [1.0, -0.3, 0.1]],  # rejected
 )
 REFERENCE: tuple[Rows, Rows, Rows] = (
     [[0.8, 0.4, -0.1], [0.3, 0.9, 0.2]],
@@ -61,16 +61,16 @@ def _log_p(anchor: Sequence[float], candidates: Rows, target: int, tau: float) -
     return scores[target] - math.log(sum(math.exp(s) for s in scores))
 
 
-def _hand_dpo(policy: tuple[Rows, Rows, Rows], reference: tuple[Rows, Rows, Rows],
-              beta: float, tau: float) -> float:
+def _hand_dpo(
+    policy: tuple[Rows, Rows, Rows], reference: tuple[Rows, Rows, Rows], beta: float, tau: float
+) -> float:
     """Mean over the batch of -log s(beta * (chosen log-ratio - rejected log-ratio))."""
     (pa, ppos, pneg), (ra, rpos, rneg) = policy, reference
     n = len(pa)
     losses = []
     for k in range(n):
         chosen = _log_p(pa[k], ppos + pneg, k, tau) - _log_p(ra[k], rpos + rneg, k, tau)
-        rejected = (_log_p(pa[k], ppos + pneg, n + k, tau)
-                    - _log_p(ra[k], rpos + rneg, n + k, tau))
+        rejected = _log_p(pa[k], ppos + pneg, n + k, tau) - _log_p(ra[k], rpos + rneg, n + k, tau)
         z = beta * (chosen - rejected)
         losses.append(-math.log(1.0 / (1.0 + math.exp(-z))))
     return sum(losses) / n
@@ -98,8 +98,12 @@ def test_gdpo_loss_matches_hand_computation() -> None:
     assert parts["sim"] == pytest.approx(sim, rel=1e-9)
     assert total.item() == pytest.approx(dpo + CONFIG.lam * sim, rel=1e-9)
     # The inputs are discriminating: each of these mistakes moves the value well past rel=1e-9.
-    swapped = _hand_dpo((POLICY[0], POLICY[2], POLICY[1]),
-                        (REFERENCE[0], REFERENCE[2], REFERENCE[1]), CONFIG.beta, CONFIG.tau)
+    swapped = _hand_dpo(
+        (POLICY[0], POLICY[2], POLICY[1]),
+        (REFERENCE[0], REFERENCE[2], REFERENCE[1]),
+        CONFIG.beta,
+        CONFIG.tau,
+    )
     assert abs(swapped - dpo) > 0.05
     assert abs(_hand_dpo(REFERENCE, POLICY, CONFIG.beta, CONFIG.tau) - dpo) > 0.05
     assert abs(CONFIG.lam * sim) > 0.1
@@ -108,8 +112,9 @@ def test_gdpo_loss_matches_hand_computation() -> None:
 def test_gdpo_loss_swapping_chosen_and_rejected_changes_it() -> None:
     policy, reference = _tensors(POLICY), _tensors(REFERENCE)
     _, parts = gdpo_loss(policy, reference, CONFIG)
-    _, swapped = gdpo_loss((policy[0], policy[2], policy[1]),
-                           (reference[0], reference[2], reference[1]), CONFIG)
+    _, swapped = gdpo_loss(
+        (policy[0], policy[2], policy[1]), (reference[0], reference[2], reference[1]), CONFIG
+    )
     assert swapped["dpo"] != pytest.approx(parts["dpo"], abs=0.05)
     assert swapped["preference_accuracy"] == 1.0 - parts["preference_accuracy"]
 
@@ -120,8 +125,9 @@ def test_similarity_regulariser_matches_hand_computation() -> None:
     # own: (0.05 + 0.5 + 0.61) / 3; the six off-diagonal squared distances sum to 20.32.
     expected = 1.16 / 3 - (3.25 + 2.0 + 3.7 + 5.65 + 3.28 + 2.44) / 6
     assert _hand_sim(policy, reference) == pytest.approx(expected, rel=1e-12)
-    got = similarity_regulariser(torch.tensor(policy, dtype=torch.float64),
-                                 torch.tensor(reference, dtype=torch.float64))
+    got = similarity_regulariser(
+        torch.tensor(policy, dtype=torch.float64), torch.tensor(reference, dtype=torch.float64)
+    )
     assert got.item() == pytest.approx(expected, rel=1e-9)
     assert expected < 0  # each policy row is closer to its own reference than to the others
 
@@ -149,8 +155,11 @@ def test_one_gdpo_step_raises_chosen_and_lowers_rejected() -> None:
     chosen_before, rejected_before = log_probs()
     optimizer = torch.optim.SGD(policy_layer.parameters(), lr=0.5)
     embedded = policy_layer(features)
-    loss, _ = gdpo_loss((embedded[:n], embedded[n:2 * n], embedded[2 * n:]),
-                        (reference[:n], reference[n:2 * n], reference[2 * n:]), config)
+    loss, _ = gdpo_loss(
+        (embedded[:n], embedded[n : 2 * n], embedded[2 * n :]),
+        (reference[:n], reference[n : 2 * n], reference[2 * n :]),
+        config,
+    )
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -175,8 +184,9 @@ def test_listwise_bce_matches_hand_computation() -> None:
         return sum(per_list) / len(per_list)
 
     expected = hand(logits, labels)
-    got = listwise_bce(torch.tensor(logits, dtype=torch.float64),
-                       torch.tensor(labels, dtype=torch.float64))
+    got = listwise_bce(
+        torch.tensor(logits, dtype=torch.float64), torch.tensor(labels, dtype=torch.float64)
+    )
     assert got.item() == pytest.approx(expected, rel=1e-9)
     # Soft labels matter: flipped labels give a clearly different loss.
     assert abs(hand(logits, [[1.0 - p for p in row] for row in labels]) - expected) > 0.5
@@ -188,12 +198,30 @@ def tiny_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_encoder(tmp_path_factory.mktemp("encoder"))
 
 
-ANCHORS = ["cafe in the old town", "bakery near the station", "museum of modern art",
-           "sushi bar by the river", "bookshop on main street", "gym in the north district"]
-CHOSEN = ["coffee house in the old town", "bread shop at the station", "art gallery downtown",
-          "japanese restaurant by the river", "library on main street", "fitness club north"]
-REJECTED = ["cafe in another city", "bakery far away", "museum in the suburbs",
-            "sushi bar across the country", "bookshop abroad", "gym in the far south"]
+ANCHORS = [
+    "cafe in the old town",
+    "bakery near the station",
+    "museum of modern art",
+    "sushi bar by the river",
+    "bookshop on main street",
+    "gym in the north district",
+]
+CHOSEN = [
+    "coffee house in the old town",
+    "bread shop at the station",
+    "art gallery downtown",
+    "japanese restaurant by the river",
+    "library on main street",
+    "fitness club north",
+]
+REJECTED = [
+    "cafe in another city",
+    "bakery far away",
+    "museum in the suburbs",
+    "sushi bar across the country",
+    "bookshop abroad",
+    "gym in the far south",
+]
 
 
 def _triple_log_probs(encoder: TextEncoder) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,22 +250,32 @@ def test_train_gdpo_runs_lora_dropout_in_train_mode(tiny_encoder_path: Path) -> 
     encoder = TextEncoder.load(tiny_encoder_path)
     calls: list[tuple[int, bool, bool]] = []
 
-    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...],
-               output: torch.Tensor) -> None:
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         """Note (module id, training flag, whether the output differs from the input)."""
         if isinstance(module, nn.Dropout):
             calls.append((id(module), module.training, not torch.equal(inputs[0], output)))
 
     handle = nn.modules.module.register_module_forward_hook(record)
     try:
-        train_gdpo(encoder, ANCHORS, CHOSEN, REJECTED,
-                   GdpoConfig(steps=2, batch_size=len(ANCHORS), lora_dropout=0.5))
+        train_gdpo(
+            encoder,
+            ANCHORS,
+            CHOSEN,
+            REJECTED,
+            GdpoConfig(steps=2, batch_size=len(ANCHORS), lora_dropout=0.5),
+        )
     finally:
         handle.remove()
-    lora = {id(m) for name, m in encoder.named_modules()
-            if "lora_dropout" in name and isinstance(m, nn.Dropout)}
-    base = {id(m) for name, m in encoder.named_modules()
-            if "lora_dropout" not in name and isinstance(m, nn.Dropout)}
+    lora = {
+        id(m)
+        for name, m in encoder.named_modules()
+        if "lora_dropout" in name and isinstance(m, nn.Dropout)
+    }
+    base = {
+        id(m)
+        for name, m in encoder.named_modules()
+        if "lora_dropout" not in name and isinstance(m, nn.Dropout)
+    }
     assert lora and base
     lora_calls = [c for c in calls if c[0] in lora]
     assert {c[0] for c in lora_calls} == lora  # every LoRA dropout layer ran ...

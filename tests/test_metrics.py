@@ -44,8 +44,9 @@ from lgsid_pipeline.metrics.intervals import (
 # ---------------------------------------------------------------- synthetic spaces
 
 
-def area_blobs(n_areas: int = 8, per_area: int = 60, dim: int = 32,
-               noise: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def area_blobs(
+    n_areas: int = 8, per_area: int = 60, dim: int = 32, noise: float = 0.05, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Items scattered tightly around one lat/lon centre per area, lifted to ``dim`` features.
 
     Each item's (lat, lon) is mapped to Gaussian bumps around a grid of anchor points, so
@@ -84,8 +85,11 @@ def test_missing_label_is_not_the_string_outside() -> None:
 
 
 def test_coverage_by_level_keys_and_values() -> None:
-    labels = {"level1": ["r", "r", "r", "r"], "level2": ["x", "x", "y", None],
-              "level3": ["x1", "x2", "y1", None]}
+    labels = {
+        "level1": ["r", "r", "r", "r"],
+        "level2": ["x", "x", "y", None],
+        "level3": ["x1", "x2", "y1", None],
+    }
     result = coverage_by_level(FOUR_POINTS, labels, ks=(1, 2))
     assert list(result) == ["p_at_1", "p_at_2", "c_at_1", "c_at_2", "t_at_1", "t_at_2"]
     # level1 is a single region: every neighbour matches
@@ -197,29 +201,32 @@ def test_rotation_keeps_neighbourhoods_and_shuffling_destroys_them() -> None:
     rotated = reference @ rotation
     assert neighbour_overlap_at_k(rotated, reference, k=k) == 1.0
     assert similarity_at_k(rotated, reference, k=k) == pytest.approx(
-        similarity_at_k(reference, reference, k=k), rel=1e-5)
+        similarity_at_k(reference, reference, k=k), rel=1e-5
+    )
     shuffled = reference[rng.permutation(n)]
-    assert neighbour_overlap_at_k(shuffled, reference, k=k) == pytest.approx(k / (n - 1),
-                                                                             abs=0.01)
+    assert neighbour_overlap_at_k(shuffled, reference, k=k) == pytest.approx(k / (n - 1), abs=0.01)
     # unrelated neighbours of random vectors: cosine near 0
     assert abs(similarity_at_k(shuffled, reference, k=k)) < 0.05
 
 
-@pytest.mark.parametrize("call", [
-    lambda: coverage_at_k(np.zeros((0, 3)), [], k=1),
-    lambda: coverage_at_k(FOUR_POINTS[:, 0], ["a"] * 4, k=1),            # 1-D
-    lambda: coverage_at_k(FOUR_POINTS, ["a"] * 3, k=1),                  # length mismatch
-    lambda: coverage_at_k(FOUR_POINTS, ["a"] * 4, k=4),                  # k >= items
-    lambda: coverage_at_k(FOUR_POINTS, ["a"] * 4, k=0),
-    lambda: coverage_at_k(np.where(FOUR_POINTS > 0.5, np.nan, FOUR_POINTS), ["a"] * 4, k=1),
-    lambda: coverage_by_level(FOUR_POINTS, {"level9": ["a"] * 4}),
-    lambda: coverage_by_level(FOUR_POINTS, {"level1": ["a"] * 4}, ks=()),
-    lambda: nmi_vs_labels(FOUR_POINTS, ["a", "b", "a", "b"], n_clusters=5),
-    lambda: nmi_of_assignment([0, None, 1, 1], ["a", "a", "b", "b"]),   # missing cluster
-    lambda: nmi_of_assignment([0, 1], ["a", "a", "b"]),
-    lambda: similarity_at_k(FOUR_POINTS, FOUR_POINTS[:3], k=1),
-    lambda: neighbour_overlap_at_k(FOUR_POINTS, FOUR_POINTS, k=10),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: coverage_at_k(np.zeros((0, 3)), [], k=1),
+        lambda: coverage_at_k(FOUR_POINTS[:, 0], ["a"] * 4, k=1),  # 1-D
+        lambda: coverage_at_k(FOUR_POINTS, ["a"] * 3, k=1),  # length mismatch
+        lambda: coverage_at_k(FOUR_POINTS, ["a"] * 4, k=4),  # k >= items
+        lambda: coverage_at_k(FOUR_POINTS, ["a"] * 4, k=0),
+        lambda: coverage_at_k(np.where(FOUR_POINTS > 0.5, np.nan, FOUR_POINTS), ["a"] * 4, k=1),
+        lambda: coverage_by_level(FOUR_POINTS, {"level9": ["a"] * 4}),
+        lambda: coverage_by_level(FOUR_POINTS, {"level1": ["a"] * 4}, ks=()),
+        lambda: nmi_vs_labels(FOUR_POINTS, ["a", "b", "a", "b"], n_clusters=5),
+        lambda: nmi_of_assignment([0, None, 1, 1], ["a", "a", "b", "b"]),  # missing cluster
+        lambda: nmi_of_assignment([0, 1], ["a", "a", "b"]),
+        lambda: similarity_at_k(FOUR_POINTS, FOUR_POINTS[:3], k=1),
+        lambda: neighbour_overlap_at_k(FOUR_POINTS, FOUR_POINTS, k=10),
+    ],
+)
 def test_geography_rejects_bad_input(call) -> None:
     with pytest.raises(ValueError):
         call()
@@ -229,10 +236,14 @@ def test_geography_rejects_bad_input(call) -> None:
 
 
 def test_top1_accuracy_counts_ties_as_misses() -> None:
-    scores = np.array([[3.0, 1.0, 2.0],    # true 0 is the unique max: hit
-                       [1.0, 3.0, 2.0],    # max is index 1: miss for true 0
-                       [2.0, 2.0, 1.0],    # tie at the top: miss
-                       [5.0, 5.0, 5.0]])   # all tied: miss
+    scores = np.array(
+        [
+            [3.0, 1.0, 2.0],  # true 0 is the unique max: hit
+            [1.0, 3.0, 2.0],  # max is index 1: miss for true 0
+            [2.0, 2.0, 1.0],  # tie at the top: miss
+            [5.0, 5.0, 5.0],
+        ]
+    )  # all tied: miss
     assert top1_accuracy(scores) == 0.25
     # per-list true index 0, 1, 0, 2 -> hit, hit, tie, tie -> 0.5
     assert top1_accuracy(scores, np.array([0, 1, 0, 2])) == 0.5
@@ -288,7 +299,7 @@ def test_topk_accumulator_matches_full_sort() -> None:
     acc = TopKAccumulator(k)
     start = 0
     for i, batch in enumerate(batches):
-        batch_ids = ids[start:start + batch.shape[1]]
+        batch_ids = ids[start : start + batch.shape[1]]
         if i % 2:  # alternate numpy and torch, shared and per-query ids
             acc.update(torch.from_numpy(batch), np.tile(batch_ids, (n_queries, 1)))
         else:
@@ -309,23 +320,26 @@ def test_topk_accumulator_with_fewer_candidates_than_k() -> None:
     np.testing.assert_array_equal(scores, [[0.9, 0.1]])
 
 
-@pytest.mark.parametrize("call", [
-    lambda: top1_accuracy(np.array([1.0, 2.0])),                        # 1-D
-    lambda: top1_accuracy(np.array([[1.0, np.nan]])),
-    lambda: top1_accuracy(np.ones((2, 3)), 3),                          # index out of range
-    lambda: top1_accuracy(np.ones((2, 3)), np.array([0, 1, 2])),        # one index too many
-    lambda: mean_kendall_tau(np.ones((2, 3)), np.ones((3, 3))),
-    lambda: auc(np.array([1, 1]), np.array([0.2, 0.3])),                # one class
-    lambda: auc(np.array([0, 2]), np.array([0.2, 0.3])),                # not binary
-    lambda: auc(np.array([0, 1]), np.array([0.2])),
-    lambda: logloss(np.array([0, 1]), np.array([0.2, 1.3])),
-    lambda: hit_at_k([[1]], [1, 2], k=1),
-    lambda: ndcg_at_k([[1]], [1], k=0),
-    lambda: hit_at_k([], [], k=1),
-    lambda: TopKAccumulator(0),
-    lambda: TopKAccumulator(2).result(),
-    lambda: TopKAccumulator(2).update(np.ones((2, 3)), np.arange(4)),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: top1_accuracy(np.array([1.0, 2.0])),  # 1-D
+        lambda: top1_accuracy(np.array([[1.0, np.nan]])),
+        lambda: top1_accuracy(np.ones((2, 3)), 3),  # index out of range
+        lambda: top1_accuracy(np.ones((2, 3)), np.array([0, 1, 2])),  # one index too many
+        lambda: mean_kendall_tau(np.ones((2, 3)), np.ones((3, 3))),
+        lambda: auc(np.array([1, 1]), np.array([0.2, 0.3])),  # one class
+        lambda: auc(np.array([0, 2]), np.array([0.2, 0.3])),  # not binary
+        lambda: auc(np.array([0, 1]), np.array([0.2])),
+        lambda: logloss(np.array([0, 1]), np.array([0.2, 1.3])),
+        lambda: hit_at_k([[1]], [1, 2], k=1),
+        lambda: ndcg_at_k([[1]], [1], k=0),
+        lambda: hit_at_k([], [], k=1),
+        lambda: TopKAccumulator(0),
+        lambda: TopKAccumulator(2).result(),
+        lambda: TopKAccumulator(2).update(np.ones((2, 3)), np.arange(4)),
+    ],
+)
 def test_ranking_rejects_bad_input(call) -> None:
     with pytest.raises(ValueError):
         call()
@@ -334,8 +348,9 @@ def test_ranking_rejects_bad_input(call) -> None:
 # ---------------------------------------------------------------- AUC intervals
 
 
-def binormal(n: int, separations: list[float], rng: np.random.Generator
-             ) -> tuple[np.ndarray, np.ndarray]:
+def binormal(
+    n: int, separations: list[float], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels (n,) with 30% positives and one row of scores per separation d (positives
     N(d, 1), negatives N(0, 1)): the true AUC of a row is Phi(d / sqrt(2))."""
     labels = (rng.random(n) < 0.3).astype(int)
@@ -356,8 +371,9 @@ def test_auc_replicates_match_explicit_resampling() -> None:
         for _ in range(25):
             seeds = draws.integers(0, n_seeds, n_seeds) if n_seeds > 1 else [0]
             examples = draws.integers(0, len(labels), len(labels))
-            slow.append(np.mean([auc(labels[examples], np.atleast_2d(rows)[k][examples])
-                                 for k in seeds]))
+            slow.append(
+                np.mean([auc(labels[examples], np.atleast_2d(rows)[k][examples]) for k in seeds])
+            )
         np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
 
 
@@ -397,17 +413,20 @@ def test_mean_auc_interval_is_wider_when_seeds_disagree() -> None:
     assert one["auc_ci95"] == list(single)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: auc_interval(np.array([0, 1]), np.ones((2, 2))),            # several seeds
-    lambda: mean_auc_interval(np.array([0, 1]), np.array([0.2, 0.3])),  # one seed
-    lambda: mean_auc_interval(np.array([0, 1, 1]), np.ones((2, 2))),    # length mismatch
-    lambda: auc_interval(np.array([1, 1]), np.array([0.2, 0.3])),       # one class
-    lambda: auc_interval(np.array([0, 2]), np.array([0.2, 0.3])),       # not binary
-    lambda: auc_interval(np.array([0, 1]), np.array([0.2, np.nan])),
-    lambda: auc_interval(np.array([0, 1]), np.array([0.2, 0.3]), n_boot=0),
-    lambda: auc_interval(np.array([0, 1] * 20), np.arange(40.0), level=1.0),
-    lambda: auc_interval(np.array([0, 1]), np.array([0.2, 0.3])),       # resamples lack a class
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: auc_interval(np.array([0, 1]), np.ones((2, 2))),  # several seeds
+        lambda: mean_auc_interval(np.array([0, 1]), np.array([0.2, 0.3])),  # one seed
+        lambda: mean_auc_interval(np.array([0, 1, 1]), np.ones((2, 2))),  # length mismatch
+        lambda: auc_interval(np.array([1, 1]), np.array([0.2, 0.3])),  # one class
+        lambda: auc_interval(np.array([0, 2]), np.array([0.2, 0.3])),  # not binary
+        lambda: auc_interval(np.array([0, 1]), np.array([0.2, np.nan])),
+        lambda: auc_interval(np.array([0, 1]), np.array([0.2, 0.3]), n_boot=0),
+        lambda: auc_interval(np.array([0, 1] * 20), np.arange(40.0), level=1.0),
+        lambda: auc_interval(np.array([0, 1]), np.array([0.2, 0.3])),  # resamples lack a class
+    ],
+)
 def test_auc_intervals_reject_bad_input(call) -> None:
     with pytest.raises(ValueError):
         call()
@@ -446,15 +465,18 @@ def test_collisions_buckets_and_churn_hand_example() -> None:
     assert code_churn(old, old) == 0.0
 
 
-@pytest.mark.parametrize("call", [
-    lambda: utilisation(np.array([], dtype=int), 4),
-    lambda: utilisation(np.array([0, 4]), 4),                           # out of range
-    lambda: utilisation(np.array([0.0, 1.0]), 4),                       # not integers
-    lambda: perplexity(np.array([0, 1]), 0),
-    lambda: collision_rate(np.array([0, 1, 1])),                        # 1-D
-    lambda: largest_bucket(np.array([[0.0, np.nan]])),
-    lambda: code_churn(np.zeros((3, 2), dtype=int), np.zeros((3, 3), dtype=int)),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: utilisation(np.array([], dtype=int), 4),
+        lambda: utilisation(np.array([0, 4]), 4),  # out of range
+        lambda: utilisation(np.array([0.0, 1.0]), 4),  # not integers
+        lambda: perplexity(np.array([0, 1]), 0),
+        lambda: collision_rate(np.array([0, 1, 1])),  # 1-D
+        lambda: largest_bucket(np.array([[0.0, np.nan]])),
+        lambda: code_churn(np.zeros((3, 2), dtype=int), np.zeros((3, 3), dtype=int)),
+    ],
+)
 def test_codebook_rejects_bad_input(call) -> None:
     with pytest.raises(ValueError):
         call()
@@ -469,7 +491,8 @@ def test_paired_difference_sees_a_small_consistent_gain() -> None:
     assert out["mean"] == pytest.approx(0.03)
     assert 0 < out["ci95"][0] < 0.03 < out["ci95"][1]
     # the unpaired intervals of the two means overlap at this gain
-    assert intervals_overlap(summarize_ranks(better)["hit@10_ci95"],
-                             summarize_ranks(floor)["hit@10_ci95"])
+    assert intervals_overlap(
+        summarize_ranks(better)["hit@10_ci95"], summarize_ranks(floor)["hit@10_ci95"]
+    )
     with pytest.raises(ValueError, match="same 2000 examples"):
         paired_difference(better, floor[:10])

@@ -17,8 +17,9 @@ FILES = ModelFiles("test model", meta_file="meta.json", weights_file="weights.pt
 def _saved(tmp_path: Path) -> tuple[Path, nn.Module]:
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
-    folder = FILES.save(tmp_path / "m", model, {"in": 3, "out": 2},
-                        arrays={"codes": np.arange(6).reshape(3, 2)})
+    folder = FILES.save(
+        tmp_path / "m", model, {"in": 3, "out": 2}, arrays={"codes": np.arange(6).reshape(3, 2)}
+    )
     return folder, model
 
 
@@ -32,14 +33,17 @@ def test_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(FILES.read_array(folder, "codes"), np.arange(6).reshape(3, 2))
 
 
-@pytest.mark.parametrize(("damage", "named"), [
-    (lambda f: (f / "meta.json").unlink(), "meta.json is missing"),
-    (lambda f: (f / "meta.json").write_text("{not json"), "meta.json is corrupt"),
-    (lambda f: (f / "meta.json").write_text("[1, 2]"), "meta.json is corrupt"),
-    (lambda f: (f / "weights.pt").write_bytes(b"garbage"), "weights.pt is corrupt"),
-    (lambda f: (f / "weights.pt").unlink(), "weights.pt is missing"),
-    (lambda f: (f / "codes.npy").write_bytes(b"\x93NUMPY garbage"), "codes.npy is corrupt"),
-])
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda f: (f / "meta.json").unlink(), "meta.json is missing"),
+        (lambda f: (f / "meta.json").write_text("{not json"), "meta.json is corrupt"),
+        (lambda f: (f / "meta.json").write_text("[1, 2]"), "meta.json is corrupt"),
+        (lambda f: (f / "weights.pt").write_bytes(b"garbage"), "weights.pt is corrupt"),
+        (lambda f: (f / "weights.pt").unlink(), "weights.pt is missing"),
+        (lambda f: (f / "codes.npy").write_bytes(b"\x93NUMPY garbage"), "codes.npy is corrupt"),
+    ],
+)
 def test_damaged_files_are_named(tmp_path: Path, damage, named: str) -> None:
     folder, _ = _saved(tmp_path)
     damage(folder)

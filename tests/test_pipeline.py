@@ -27,15 +27,19 @@ def register_tiny(home: Path, slug: str, seed: int, n_items: int = 250) -> None:
     CityRegistry(home).add(CityConfig(slug=slug, source="synthetic", path=str(folder)))
 
 
-def test_two_cities_materialize_in_parallel(lgsid_env: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow
+def test_two_cities_materialize_in_parallel(
+    lgsid_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LGSID_EXECUTOR", "multiprocess")  # the city workers import it afresh
     register_tiny(lgsid_env, "alpha", seed=1)
     register_tiny(lgsid_env, "beta", seed=2, n_items=400)
     with dg.instance_for_test() as instance:
         results = materialize(["alpha", "beta"], select=INGEST, instance=instance, parallel=2)
         assert [(r.city, r.success, r.failed_checks) for r in results] == [
-            ("alpha", True, []), ("beta", True, [])]
+            ("alpha", True, []),
+            ("beta", True, []),
+        ]
         assert set(instance.get_dynamic_partitions("city")) == {"alpha", "beta"}
         for r in results:  # each city ran under the multiprocess executor
             events = instance.all_logs(r.run_id)
@@ -53,33 +57,39 @@ def test_two_cities_materialize_in_parallel(lgsid_env: Path,
 
 def write_bad_gowalla(folder: Path) -> None:
     folder.mkdir(parents=True)
-    spots = pd.DataFrame({
-        "city": ["New York"] * 6,
-        "spot_id": pd.array([1, 2, 3, 3, None, 5], dtype="Int64"),
-        "spot_name": ["Starbucks", "Starbucks Coffee", "Joe's", "Joe's dup", "No id", "Far"],
-        "latitude": [40.75, 40.76, 40.70, 40.70, 40.71, 200.0],
-        "longitude": [-73.99, -73.98, -73.95, -73.95, -73.90, -73.9],
-    })
-    checkins = pd.DataFrame({
-        "city": ["New York"] * 5,
-        "user_id": pd.array([1, 1, 2, None, 2], dtype="Int64"),
-        "utc_time": pd.to_datetime(["2010-01-01", "2010-01-02", "2010-01-03", "2010-01-04",
-                                    "2010-01-05"], utc=True),
-        "latitude": [40.75, 40.76, 40.70, 40.70, 0.0],
-        "longitude": [-73.99, -73.98, -73.95, -73.95, 0.0],
-        "spot_id": [1, 2, 3, 3, 5],
-        "spot_name": ["Starbucks", "Starbucks Coffee", "Joe's", "Joe's", "Far"],
-    })
+    spots = pd.DataFrame(
+        {
+            "city": ["New York"] * 6,
+            "spot_id": pd.array([1, 2, 3, 3, None, 5], dtype="Int64"),
+            "spot_name": ["Starbucks", "Starbucks Coffee", "Joe's", "Joe's dup", "No id", "Far"],
+            "latitude": [40.75, 40.76, 40.70, 40.70, 40.71, 200.0],
+            "longitude": [-73.99, -73.98, -73.95, -73.95, -73.90, -73.9],
+        }
+    )
+    checkins = pd.DataFrame(
+        {
+            "city": ["New York"] * 5,
+            "user_id": pd.array([1, 1, 2, None, 2], dtype="Int64"),
+            "utc_time": pd.to_datetime(
+                ["2010-01-01", "2010-01-02", "2010-01-03", "2010-01-04", "2010-01-05"], utc=True
+            ),
+            "latitude": [40.75, 40.76, 40.70, 40.70, 0.0],
+            "longitude": [-73.99, -73.98, -73.95, -73.95, 0.0],
+            "spot_id": [1, 2, 3, 3, 5],
+            "spot_name": ["Starbucks", "Starbucks Coffee", "Joe's", "Joe's", "Far"],
+        }
+    )
     for name, table in (("spots", spots), ("checkins", checkins)):
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False),
-                       folder / f"{name}.parquet")
+        pq.write_table(
+            pa.Table.from_pandas(table, preserve_index=False), folder / f"{name}.parquet"
+        )
 
 
-def test_bad_input_is_quarantined_and_blocks_downstream(lgsid_env: Path,
-                                                        shared_data: Path) -> None:
+def test_bad_input_is_quarantined_and_blocks_downstream(lgsid_env: Path, shared_data: Path) -> None:
     write_bad_gowalla(lgsid_env / "bad")
-    CityRegistry(lgsid_env).add(CityConfig(slug="bad-city", source="gowalla",
-                                           path=str(lgsid_env / "bad"), boundaries="nyc"))
+    CityRegistry(lgsid_env).add(
+        CityConfig(slug="bad-city", source="gowalla", path=str(lgsid_env / "bad"), boundaries="nyc")
+    )
     warehouse = Warehouse(lgsid_env)
     with dg.instance_for_test() as instance:
         # Half the items are bad: the blocking quarantine-rate check stops the run.
@@ -88,14 +98,17 @@ def test_bad_input_is_quarantined_and_blocks_downstream(lgsid_env: Path,
         assert "items_quarantine_rate" in strict.failed_checks
         assert not warehouse.has_table("interactions", "bad-city")
         # With a looser limit the same data goes through, nothing lost.
-        loose = materialize(["bad-city"], select=INGEST, instance=instance,
-                            run_config=quarantine_config(0.9))[0]
+        loose = materialize(
+            ["bad-city"], select=INGEST, instance=instance, run_config=quarantine_config(0.9)
+        )[0]
         assert loose.success, loose
     report = city_report(warehouse, "bad-city")
     assert report["quarantine_by_table"]["items"] == {
-        "duplicate_id": 1, "missing_id": 1, "latitude_out_of_range": 1}
-    assert report["quarantine_by_table"]["interactions"] == {
-        "missing_user_id": 1, "null_island": 1}
+        "duplicate_id": 1,
+        "missing_id": 1,
+        "latitude_out_of_range": 1,
+    }
+    assert report["quarantine_by_table"]["interactions"] == {"missing_user_id": 1, "null_island": 1}
     assert report["items"]["rows"] == 3 and report["items"]["raw_rows"] == 6
     assert report["interactions"]["rows"] == 3 and report["interactions"]["reconciles"]
     assert sorted(warehouse.read_table("items", "bad-city")["item_id"]) == ["1", "2", "3"]

@@ -21,8 +21,7 @@ from lgsid_pipeline.recommenders.datasets import build_city_ctr_data, load_ctr_d
 from lgsid_pipeline.tokenizer import LgsidTokenizer, TokenizerConfig
 from lgsid_pipeline.warehouse import Warehouse
 
-CONFIG = DatasetConfig(short_len=10, long_len=40, max_train_positives=6000,
-                       max_eval_positives=1500)
+CONFIG = DatasetConfig(short_len=10, long_len=40, max_train_positives=6000, max_eval_positives=1500)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +45,7 @@ def test_split_never_leaks_later_check_ins_into_training(city, data) -> None:
     times = pd.to_datetime(interactions["ts"], utc=True)
     assert (times < data.t1).mean() == pytest.approx(0.8, abs=0.02)
     train = data.splits["train"]
-    ordered = interactions.assign(ts=times).sort_values(["user_id", "ts", "item_id"],
-                                                        kind="stable")
+    ordered = interactions.assign(ts=times).sort_values(["user_id", "ts", "item_id"], kind="stable")
     timeline_times = ordered["ts"].dt.tz_convert(None).to_numpy()
     t1 = data.t1.tz_convert(None).to_datetime64()
     positives = train.labels == 1
@@ -71,21 +69,26 @@ def test_negatives_are_unvisited_and_near_ones_are_near(data) -> None:
     assert labels[:, 0].all() and not labels[:, 1:].any()
     for k in range(0, data.stats["train_positives"], 97):
         sample = k * per
-        seen = set(train.timeline_rows[train.history_start[sample]:train.history_end[sample] + 1])
-        negatives = train.target_row[sample + 1:sample + per]
+        seen = set(train.timeline_rows[train.history_start[sample] : train.history_end[sample] + 1])
+        negatives = train.target_row[sample + 1 : sample + per]
         assert not seen & set(negatives.tolist())
     distance = train.distance_km.reshape(-1, per)
-    assert np.median(distance[:, 1:1 + CONFIG.near_negatives]) < \
-        np.median(distance[:, 1 + CONFIG.near_negatives:])
+    assert np.median(distance[:, 1 : 1 + CONFIG.near_negatives]) < np.median(
+        distance[:, 1 + CONFIG.near_negatives :]
+    )
 
 
 def test_items_unseen_in_training_keep_their_codes(city, data) -> None:
     items, _ = city
     x = np.random.default_rng(0).normal(size=(len(items), 16)).astype(np.float32)
     tokenizer = LgsidTokenizer(TokenizerConfig(codebook_sizes=[8, 8], epochs=2)).fit(items, x)
-    table = pd.DataFrame({"item_id": items["item_id"],
-                          "level_1": tokenizer.assign(items, x)[:, 0],
-                          "level_2": tokenizer.assign(items, x)[:, 1]})
+    table = pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "level_1": tokenizer.assign(items, x)[:, 0],
+            "level_2": tokenizer.assign(items, x)[:, 1],
+        }
+    )
     codes = data.code_matrix(table, ["level_1", "level_2"])
     test = data.splits["test"].with_codes(codes)
     unseen = np.flatnonzero(test.row_item_index[test.target_row] == 0)
@@ -120,8 +123,9 @@ def city_codes(city, data) -> np.ndarray:
     x = np.random.default_rng(0).normal(size=(len(items), 16)).astype(np.float32)
     tokenizer = LgsidTokenizer(TokenizerConfig(codebook_sizes=[8, 8], epochs=2)).fit(items, x)
     tokens = tokenizer.assign(items, x)
-    table = pd.DataFrame({"item_id": items["item_id"], "level_1": tokens[:, 0],
-                          "level_2": tokens[:, 1]})
+    table = pd.DataFrame(
+        {"item_id": items["item_id"], "level_1": tokens[:, 0], "level_2": tokens[:, 1]}
+    )
     return data.code_matrix(table, ["level_1", "level_2"])
 
 
@@ -132,11 +136,21 @@ def test_every_backbone_learns_from_the_city(data, city_codes, backbone: str) ->
     torch.set_num_threads(1)
     try:
         splits = data.with_codes(city_codes)
-        model_config = CtrConfig(n_users=data.n_users, n_items=data.n_items,
-                                 n_categories=data.n_categories, codebook_sizes=[8, 8],
-                                 backbone=backbone, dim=16, top_k=10)
-        result = train_ctr(model_config, splits["train"], splits["valid"],
-                           TrainConfig(epochs=2, batch_size=512, lr=3e-3))
+        model_config = CtrConfig(
+            n_users=data.n_users,
+            n_items=data.n_items,
+            n_categories=data.n_categories,
+            codebook_sizes=[8, 8],
+            backbone=backbone,
+            dim=16,
+            top_k=10,
+        )
+        result = train_ctr(
+            model_config,
+            splits["train"],
+            splits["valid"],
+            TrainConfig(epochs=2, batch_size=512, lr=3e-3),
+        )
         assert evaluate_ctr(result.model, splits["test"])["auc"] > 0.7
     finally:
         torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lgsid_pipeline.catalog import BACKBONES
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.recommenders import (
     CtrBatch,
     CtrModel,
@@ -37,16 +38,26 @@ def make_dataset(seed: int = 0) -> dict[str, np.ndarray]:
     c1 = rng.integers(0, SIZES[0], N_ITEMS + 1)
     c2 = rng.integers(0, SIZES[1], N_ITEMS + 1)
     codes = np.stack([c1, c2], axis=1)
-    category = np.where(rng.random(N_ITEMS + 1) < 0.7, c1 % N_CATEGORIES,
-                        rng.integers(0, N_CATEGORIES, N_ITEMS + 1)) + 1
+    category = (
+        np.where(
+            rng.random(N_ITEMS + 1) < 0.7,
+            c1 % N_CATEGORIES,
+            rng.integers(0, N_CATEGORIES, N_ITEMS + 1),
+        )
+        + 1
+    )
     by_code = [np.flatnonzero(c1[1:] == c) + 1 for c in range(SIZES[0])]
     long_items = np.zeros((N_USERS + 1, LONG), dtype=np.int64)
     for u in range(1, N_USERS + 1):
         liked = rng.choice(SIZES[0], 2, replace=False)
         length = rng.integers(20, LONG + 1)
-        picks = [rng.choice(by_code[rng.choice(liked)]) if rng.random() < 0.8
-                 else rng.integers(1, N_ITEMS + 1) for _ in range(length)]
-        long_items[u, LONG - length:] = picks
+        picks = [
+            rng.choice(by_code[rng.choice(liked)])
+            if rng.random() < 0.8
+            else rng.integers(1, N_ITEMS + 1)
+            for _ in range(length)
+        ]
+        long_items[u, LONG - length :] = picks
     users = np.repeat(np.arange(1, N_USERS + 1), SAMPLES_PER_USER)
     target = rng.integers(1, N_ITEMS + 1, len(users))
     hist = long_items[users]
@@ -54,26 +65,47 @@ def make_dataset(seed: int = 0) -> dict[str, np.ndarray]:
     share = ((c1[hist] == c1[target][:, None]) & mask).sum(1) / mask.sum(1)
     distance = rng.exponential(2.0, len(users))
     p = 1 / (1 + np.exp(-(6 * share - 1.5 - 0.3 * np.log1p(distance))))
-    return {"user": users, "target_item": target, "target_codes": codes[target],
-            "target_category": category[target], "distance_km": distance,
-            "long_items": hist, "long_codes": codes[hist] * mask[..., None],
-            "long_category": category[hist] * mask, "long_mask": mask,
-            "label": (rng.random(len(users)) < p).astype(np.float32)}
+    return {
+        "user": users,
+        "target_item": target,
+        "target_codes": codes[target],
+        "target_category": category[target],
+        "distance_km": distance,
+        "long_items": hist,
+        "long_codes": codes[hist] * mask[..., None],
+        "long_category": category[hist] * mask,
+        "long_mask": mask,
+        "label": (rng.random(len(users)) < p).astype(np.float32),
+    }
 
 
 def to_batch(data: dict[str, np.ndarray], with_codes: bool = True) -> CtrBatch:
-    short = {"hist_items": data["long_items"][:, -SHORT:],
-             "hist_category": data["long_category"][:, -SHORT:],
-             "hist_mask": data["long_mask"][:, -SHORT:]}
+    short = {
+        "hist_items": data["long_items"][:, -SHORT:],
+        "hist_category": data["long_category"][:, -SHORT:],
+        "hist_mask": data["long_mask"][:, -SHORT:],
+    }
     codes = {}
     if with_codes:
-        codes = {"target_codes": data["target_codes"], "hist_codes": data["long_codes"][:, -SHORT:],
-                 "long_codes": data["long_codes"]}
+        codes = {
+            "target_codes": data["target_codes"],
+            "hist_codes": data["long_codes"][:, -SHORT:],
+            "long_codes": data["long_codes"],
+        }
     return batch_from_numpy(
-        data["user"], data["target_item"], data["target_category"], data["distance_km"],
-        short["hist_items"], short["hist_category"], hist_mask=short["hist_mask"],
-        long_items=data["long_items"], long_category=data["long_category"],
-        long_mask=data["long_mask"], label=data["label"], **codes)
+        data["user"],
+        data["target_item"],
+        data["target_category"],
+        data["distance_km"],
+        short["hist_items"],
+        short["hist_category"],
+        hist_mask=short["hist_mask"],
+        long_items=data["long_items"],
+        long_category=data["long_category"],
+        long_mask=data["long_mask"],
+        label=data["label"],
+        **codes,
+    )
 
 
 def splits(batch: CtrBatch) -> tuple[CtrBatch, CtrBatch, CtrBatch]:
@@ -83,9 +115,18 @@ def splits(batch: CtrBatch) -> tuple[CtrBatch, CtrBatch, CtrBatch]:
 
 
 def model_config(backbone: str, sizes: list[int] | None = None, **kw: object) -> CtrConfig:
-    return CtrConfig(n_users=N_USERS, n_items=N_ITEMS, n_categories=N_CATEGORIES,
-                     codebook_sizes=SIZES if sizes is None else sizes, backbone=backbone,
-                     dim=16, top_k=10, mlp_hidden=[32], attention_hidden=16, **kw)
+    return CtrConfig(
+        n_users=N_USERS,
+        n_items=N_ITEMS,
+        n_categories=N_CATEGORIES,
+        codebook_sizes=SIZES if sizes is None else sizes,
+        backbone=backbone,
+        dim=16,
+        top_k=10,
+        mlp_hidden=[32],
+        attention_hidden=16,
+        **kw,
+    )
 
 
 TRAIN = TrainConfig(epochs=10, batch_size=256, lr=3e-3, patience=3, seed=0)
@@ -121,12 +162,15 @@ def trained(backbone: str, coded: tuple[CtrBatch, CtrBatch, CtrBatch]) -> TrainR
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_backbone_learns_code_signal(backbone: str, coded: tuple[CtrBatch, CtrBatch, CtrBatch]
-                                     ) -> None:
+def test_backbone_learns_code_signal(
+    backbone: str, coded: tuple[CtrBatch, CtrBatch, CtrBatch]
+) -> None:
     result = trained(backbone, coded)
     test_auc = evaluate_ctr(result.model, coded[2])["auc"]
-    print(f"{backbone}: test AUC {test_auc:.3f}, best epoch {result.best_epoch}, "
-          f"{sum(h['seconds'] for h in result.history):.1f}s")
+    print(
+        f"{backbone}: test AUC {test_auc:.3f}, best epoch {result.best_epoch}, "
+        f"{sum(h['seconds'] for h in result.history):.1f}s"
+    )
     assert test_auc > 0.64
     assert result.best_valid_auc == max(h["valid_auc"] for h in result.history)
     assert {"train_loss", "valid_auc", "valid_logloss", "seconds"} <= set(result.history[0])
@@ -135,31 +179,40 @@ def test_backbone_learns_code_signal(backbone: str, coded: tuple[CtrBatch, CtrBa
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_code_features_are_used(backbone: str, coded: tuple[CtrBatch, CtrBatch, CtrBatch]
-                                ) -> None:
+def test_code_features_are_used(backbone: str, coded: tuple[CtrBatch, CtrBatch, CtrBatch]) -> None:
     model, test = trained(backbone, coded).model, coded[2]
     rng = np.random.default_rng(2)
 
     def shuffled(codes: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(rng.integers(0, min(SIZES), tuple(codes.shape)))
 
-    scrambled = replace(test, target_codes=shuffled(test.target_codes),
-                        hist_codes=shuffled(test.hist_codes), long_codes=shuffled(test.long_codes))
-    missing = replace(test, target_codes=torch.full_like(test.target_codes, -1),
-                      hist_codes=torch.full_like(test.hist_codes, -1),
-                      long_codes=torch.full_like(test.long_codes, -1))
+    scrambled = replace(
+        test,
+        target_codes=shuffled(test.target_codes),
+        hist_codes=shuffled(test.hist_codes),
+        long_codes=shuffled(test.long_codes),
+    )
+    missing = replace(
+        test,
+        target_codes=torch.full_like(test.target_codes, -1),
+        hist_codes=torch.full_like(test.hist_codes, -1),
+        long_codes=torch.full_like(test.long_codes, -1),
+    )
     base = predict_ctr(model, test)
     shifts = [np.abs(predict_ctr(model, variant) - base).mean() for variant in (scrambled, missing)]
     aucs = [evaluate_ctr(model, variant)["auc"] for variant in (test, scrambled)]
-    print(f"{backbone}: mean |change| {shifts[0]:.3f} scrambled, {shifts[1]:.3f} missing; "
-          f"AUC {aucs[0]:.3f} -> {aucs[1]:.3f} scrambled")
+    print(
+        f"{backbone}: mean |change| {shifts[0]:.3f} scrambled, {shifts[1]:.3f} missing; "
+        f"AUC {aucs[0]:.3f} -> {aucs[1]:.3f} scrambled"
+    )
     assert min(shifts) > 0.02
     assert aucs[1] < aucs[0] - 0.03
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_item_id_only_variant(backbone: str, data: dict[str, np.ndarray],
-                              coded: tuple[CtrBatch, CtrBatch, CtrBatch]) -> None:
+def test_item_id_only_variant(
+    backbone: str, data: dict[str, np.ndarray], coded: tuple[CtrBatch, CtrBatch, CtrBatch]
+) -> None:
     train, valid, test = splits(to_batch(data, with_codes=False))
     assert train.n_levels == 0 and train.hist_codes.shape[-1] == 0
     result = train_ctr(model_config(backbone, sizes=[]), train, valid, TRAIN)
@@ -174,18 +227,18 @@ def test_item_id_only_variant(backbone: str, data: dict[str, np.ndarray],
     assert with_codes > ids_only + 0.03
 
 
-def test_save_load_round_trip(tmp_path: Path, coded: tuple[CtrBatch, CtrBatch, CtrBatch]
-                              ) -> None:
+def test_save_load_round_trip(tmp_path: Path, coded: tuple[CtrBatch, CtrBatch, CtrBatch]) -> None:
     result = trained("eta", coded)
     folder = save_ctr_model(result, tmp_path / "eta")
     loaded = load_ctr_model(folder)
     assert loaded.config == result.model_config
-    np.testing.assert_allclose(predict_ctr(loaded, coded[2]), predict_ctr(result.model, coded[2]),
-                               rtol=0, atol=1e-6)
-    with pytest.raises(FileNotFoundError, match="ctr_config.json"):
+    np.testing.assert_allclose(
+        predict_ctr(loaded, coded[2]), predict_ctr(result.model, coded[2]), rtol=0, atol=1e-6
+    )
+    with pytest.raises(ModelFileError, match="ctr_config.json"):
         load_ctr_model(tmp_path / "nowhere")
     (folder / "ctr_model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(FileNotFoundError, match="ctr_model.pt"):
+    with pytest.raises(ModelFileError, match="ctr_model.pt"):
         load_ctr_model(folder)
 
 
@@ -194,9 +247,12 @@ def test_bad_inputs_raise_clear_errors(coded: tuple[CtrBatch, CtrBatch, CtrBatch
     sample = coded[2].index(slice(0, 8))
     with pytest.raises(ValueError, match=r"hist_codes has shape \(8, 10, 1\), expected"):
         replace(sample, hist_codes=sample.hist_codes[..., :1])
-    three_levels = replace(sample, target_codes=torch.zeros(8, 3, dtype=torch.long),
-                           hist_codes=torch.zeros(8, SHORT, 3, dtype=torch.long),
-                           long_codes=torch.zeros(8, LONG, 3, dtype=torch.long))
+    three_levels = replace(
+        sample,
+        target_codes=torch.zeros(8, 3, dtype=torch.long),
+        hist_codes=torch.zeros(8, SHORT, 3, dtype=torch.long),
+        long_codes=torch.zeros(8, LONG, 3, dtype=torch.long),
+    )
     with pytest.raises(ValueError, match="3 code levels but the model was configured with 2"):
         model(three_levels)
     too_big = sample.target_codes.clone()
@@ -229,35 +285,50 @@ def test_batch_helpers_and_missing_long_sequence(data: dict[str, np.ndarray]) ->
     # without a long sequence M = 0: DIN ignores it, the long-sequence backbones add zeros
     hist = data["long_items"][:16, -SHORT:]
     short_only = batch_from_numpy(
-        data["user"][:16], data["target_item"][:16], data["target_category"][:16],
-        data["distance_km"][:16], hist, data["long_category"][:16, -SHORT:],
-        target_codes=data["target_codes"][:16], hist_codes=data["long_codes"][:16, -SHORT:])
+        data["user"][:16],
+        data["target_item"][:16],
+        data["target_category"][:16],
+        data["distance_km"][:16],
+        hist,
+        data["long_category"][:16, -SHORT:],
+        target_codes=data["target_codes"][:16],
+        hist_codes=data["long_codes"][:16, -SHORT:],
+    )
     assert short_only.long_items.shape == (16, 0) and short_only.long_codes.shape == (16, 0, 2)
     assert torch.equal(short_only.hist_mask, torch.from_numpy(hist > 0))
     for backbone in BACKBONES:
         assert torch.isfinite(CtrModel(model_config(backbone))(short_only)).all()
     with pytest.raises(ValueError, match="hist_codes is missing"):
-        batch_from_numpy(data["user"][:4], data["target_item"][:4], data["target_category"][:4],
-                         data["distance_km"][:4], hist[:4], data["long_category"][:4, -SHORT:],
-                         target_codes=data["target_codes"][:4])
+        batch_from_numpy(
+            data["user"][:4],
+            data["target_item"][:4],
+            data["target_category"][:4],
+            data["distance_km"][:4],
+            hist[:4],
+            data["long_category"][:4, -SHORT:],
+            target_codes=data["target_codes"][:4],
+        )
 
 
-def test_sim_hard_search_keeps_recent_matches(coded: tuple[CtrBatch, CtrBatch, CtrBatch]
-                                              ) -> None:
+def test_sim_hard_search_keeps_recent_matches(coded: tuple[CtrBatch, CtrBatch, CtrBatch]) -> None:
     model = CtrModel(model_config("sim"))
     batch = coded[2].index(slice(0, 64))
     positions, real = model.selected_positions(batch)
     for row in range(len(batch)):
-        match = ((batch.long_codes[row, :, 0] == batch.target_codes[row, 0])
-                 & batch.long_mask[row]).nonzero().flatten()
-        expected = match.flip(0)[:model.config.top_k]
+        match = (
+            ((batch.long_codes[row, :, 0] == batch.target_codes[row, 0]) & batch.long_mask[row])
+            .nonzero()
+            .flatten()
+        )
+        expected = match.flip(0)[: model.config.top_k]
         assert int(real[row].sum()) == len(expected)
         assert torch.equal(positions[row][real[row]], expected)
 
 
 @pytest.mark.parametrize("backbone", ["twin", "eta"])
-def test_long_selectors_pick_real_behaviours(backbone: str,
-                                             coded: tuple[CtrBatch, CtrBatch, CtrBatch]) -> None:
+def test_long_selectors_pick_real_behaviours(
+    backbone: str, coded: tuple[CtrBatch, CtrBatch, CtrBatch]
+) -> None:
     model = CtrModel(model_config(backbone))
     batch = coded[2].index(slice(0, 64))
     positions, real = model.selected_positions(batch)

@@ -27,6 +27,7 @@ from lgsid_pipeline.alignment.reward import load_reward_model
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.defs.alignment import REWARD_MODEL
 from lgsid_pipeline.demo import generate_city
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import get_instance, materialize
@@ -118,8 +119,10 @@ def failure_text(run_id: str, instance: dg.DagsterInstance | None = None) -> str
     return "\n".join(texts)
 
 
-def test_kill_9_mid_write_leaves_no_half_table(repo_instance_config: Path, lgsid_env: Path,
-                                               tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_kill_9_mid_write_leaves_no_half_table(
+    repo_instance_config: Path, lgsid_env: Path, tmp_path: Path
+) -> None:
     folder = register_city(lgsid_env, "kc", seed=3, n_items=250)
     warehouse = Warehouse(lgsid_env)
     assert all(r.success for r in materialize(["kc"], select=INGEST, run_config=IN_PROCESS))
@@ -133,9 +136,24 @@ def test_kill_9_mid_write_leaves_no_half_table(repo_instance_config: Path, lgsid
     log = tmp_path / "killed_run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", STALLING_DRIVER, "materialize", "--city", "kc", "--select",
-             INGEST, "--config", str(run_yaml)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "RELIABILITY_STALL_TABLE": "items"}, start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                STALLING_DRIVER,
+                "materialize",
+                "--city",
+                "kc",
+                "--select",
+                INGEST,
+                "--config",
+                str(run_yaml),
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RELIABILITY_STALL_TABLE": "items"},
+            start_new_session=True,
+        )
     # The run writes its new version in a staging folder; readers see the published one.
     staged_items = "_versions/ingest/city=kc/.staging-*/items/.*.tmp"
     try:
@@ -172,7 +190,8 @@ def test_kill_9_mid_write_leaves_no_half_table(repo_instance_config: Path, lgsid
     assert [(r.success, r.failed_checks) for r in results] == [(True, [])], results
     assert_reconciles(warehouse, "kc", 320)
     assert rows(warehouse, "raw_interactions", "kc") == (
-        rows(warehouse, "interactions", "kc") + rows(warehouse, "quarantine", "kc", "interactions"))
+        rows(warehouse, "interactions", "kc") + rows(warehouse, "quarantine", "kc", "interactions")
+    )
     assert temp_files(warehouse) == []
     assert_every_table_readable(warehouse)
 
@@ -203,13 +222,15 @@ def test_stale_staging_swept_but_live_writers_spared(lgsid_env: Path) -> None:
     assert not warehouse.has_table("items", "c1")
 
 
+@pytest.mark.slow
 def test_three_cities_backfilled_at_once(repo_instance_config: Path, lgsid_env: Path) -> None:
     sizes = {"north": 150, "south": 210, "east": 180}
     for seed, (slug, n_items) in enumerate(sizes.items(), start=11):
         register_city(lgsid_env, slug, seed=seed, n_items=n_items)
     results = materialize(list(sizes), select=INGEST, parallel=3, run_config=IN_PROCESS)
     assert sorted((r.city, r.success, r.failed_checks) for r in results) == [
-        (c, True, []) for c in sorted(sizes)]
+        (c, True, []) for c in sorted(sizes)
+    ]
     instance = get_instance()
     assert len({r.run_id for r in results}) == 3
     messages = [e.message or "" for r in results for e in instance.all_logs(r.run_id)]
@@ -219,49 +240,62 @@ def test_three_cities_backfilled_at_once(repo_instance_config: Path, lgsid_env: 
     for city, n_items in sizes.items():
         assert_reconciles(warehouse, city, n_items)
         own[city] = {t: rows(warehouse, t, city) for t in TABLES[:4]}
-        own[city]["quarantine"] = sum(rows(warehouse, "quarantine", city, part)
-                                      for part in ("items", "interactions"))
+        own[city]["quarantine"] = sum(
+            rows(warehouse, "quarantine", city, part) for part in ("items", "interactions")
+        )
     assert_every_table_readable(warehouse)
     assert warehouse.refresh_catalog()
     with duckdb.connect(str(warehouse.catalog_path), read_only=True) as con:
         for table in TABLES:
-            counts = dict(con.execute(f"select city, count(*) from {table} group by city")
-                          .fetchall())
+            counts = dict(
+                con.execute(f"select city, count(*) from {table} group by city").fetchall()
+            )
             assert set(counts) <= set(sizes), table  # nothing but the three cities
             assert {c: counts.get(c, 0) for c in sizes} == {c: own[c][table] for c in sizes}
         # Each city's clean interactions point at that city's own clean items.
-        orphans = con.execute("select count(*) from interactions x anti join items i "
-                              "on i.city = x.city and i.item_id = x.item_id").fetchone()[0]
+        orphans = con.execute(
+            "select count(*) from interactions x anti join items i "
+            "on i.city = x.city and i.item_id = x.item_id"
+        ).fetchone()[0]
         assert orphans == 0
 
 
-def test_missing_or_corrupt_model_artifact_is_named(repo_instance_config: Path, lgsid_env: Path,
-                                                    tmp_path: Path) -> None:
+def test_missing_or_corrupt_model_artifact_is_named(
+    repo_instance_config: Path, lgsid_env: Path, tmp_path: Path
+) -> None:
     register_city(lgsid_env, "mc", seed=5, n_items=200)
-    run_config = {**IN_PROCESS,
-                  "resources": {"lgsid": {"config": {
-                      "encoder_path": str(make_tiny_encoder(tmp_path / "encoder"))}}},
-                  "ops": {"geo_negatives": {"config": {"max_anchors": 60}},
-                          "reward_model": {"config": {"epochs": 3}},
-                          "geo_pairs": {"config": {"n_anchors": 30}}}}
+    run_config = {
+        **IN_PROCESS,
+        "resources": {
+            "lgsid": {"config": {"encoder_path": str(make_tiny_encoder(tmp_path / "encoder"))}}
+        },
+        "ops": {
+            "geo_negatives": {"config": {"max_anchors": 60}},
+            "reward_model": {"config": {"epochs": 3}},
+            "geo_pairs": {"config": {"n_anchors": 30}},
+        },
+    }
 
     def geo_pairs_error() -> str:
         [result] = materialize(["mc"], select="geo_pairs", run_config=run_config)
         assert not result.success and result.failed_steps == ["geo_pairs"]
         # A broken artifact fails the same way on every try: the job's retries are skipped.
-        events = {e.dagster_event.event_type_value for e in get_instance().all_logs(result.run_id)
-                  if e.dagster_event}
+        events = {
+            e.dagster_event.event_type_value
+            for e in get_instance().all_logs(result.run_id)
+            if e.dagster_event
+        }
         assert "STEP_UP_FOR_RETRY" not in events
         return failure_text(result.run_id)
 
-    assert all(r.success for r in materialize(["mc"], select="*geo_negatives",
-                                              run_config=run_config))
+    assert all(
+        r.success for r in materialize(["mc"], select="*geo_negatives", run_config=run_config)
+    )
     # No champion at all: the error says which asset to materialize.
     error = geo_pairs_error()
     assert "no registered model 'lgsid-reward-model'" in error
     assert "materialize the `reward_model` asset" in error
-    assert all(r.success for r in materialize(["mc"], select="reward_model",
-                                              run_config=run_config))
+    assert all(r.success for r in materialize(["mc"], select="reward_model", run_config=run_config))
     folder = champion_folder(REWARD_MODEL, home=lgsid_env)
     assert sorted(p.name for p in folder.iterdir()) == ["reward_config.json", "reward_head.pt"]
     backup = tmp_path / "backup"
@@ -274,7 +308,7 @@ def test_missing_or_corrupt_model_artifact_is_named(repo_instance_config: Path, 
     assert "'reward_head.pt' is missing" in error and "`reward_model`" in error
     with pytest.raises(ModelArtifactError, match=r"lgsid-reward-model.*reward_head\.pt"):
         champion_folder(REWARD_MODEL, home=lgsid_env)
-    with pytest.raises(FileNotFoundError, match=r"reward model file .*reward_head\.pt"):
+    with pytest.raises(ModelFileError, match=r"reward model file .*reward_head\.pt is missing"):
         load_reward_model(folder)  # the loader alone names the file too
     shutil.copy(backup / "reward_head.pt", folder / "reward_head.pt")
 
@@ -284,14 +318,14 @@ def test_missing_or_corrupt_model_artifact_is_named(repo_instance_config: Path, 
     error = geo_pairs_error()
     assert "model 'lgsid-reward-model' version 1" in error
     assert "'reward_config.json' is corrupt" in error
-    with pytest.raises(FileNotFoundError, match=r"reward_config\.json is missing or corrupt"):
+    with pytest.raises(ModelFileError, match=r"reward_config\.json is corrupt"):
         load_reward_model(folder)
     shutil.copy(backup / "reward_config.json", config)
     weights = folder / "reward_head.pt"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelArtifactError, match=r"'reward_head\.pt' is corrupt"):
         champion_folder(REWARD_MODEL, home=lgsid_env)
-    with pytest.raises(FileNotFoundError, match=r"reward_head\.pt is missing or corrupt"):
+    with pytest.raises(ModelFileError, match=r"reward_head\.pt is corrupt"):
         load_reward_model(folder)
 
     # Restored, the same asset runs: the errors above came from the damage alone.

@@ -17,16 +17,23 @@ def test_layout_under_the_home(tmp_path: Path) -> None:
     assert store.tokenizer("lgsid") == root / "tokenizers" / "lgsid.json"
     assert store.tokenizer_codes("ny", "lgsid") == root / "tokenizers" / "ny" / "lgsid.json"
     assert store.recommender("ny", "din") == root / "recommenders" / "ny" / "din.json"
-    assert store.plot("ny", "items_map") == store.plot("ny", "items_map.png") \
+    assert (
+        store.plot("ny", "items_map")
+        == store.plot("ny", "items_map.png")
         == root / "plots" / "ny" / "items_map.png"
+    )
     assert store.plot(GLOBAL, "gdpo_training").parent == root / "plots" / "global"
 
 
 @pytest.mark.parametrize("city", ["../etc", "A B", ""])
 def test_city_names_cannot_leave_the_store(tmp_path: Path, city: str) -> None:
     store = ReportStore(tmp_path)
-    for path_of in (store.city_summary, store.alignment, lambda c: store.plot(c, "x"),
-                    lambda c: store.recommender(c, "din")):
+    for path_of in (
+        store.city_summary,
+        store.alignment,
+        lambda c: store.plot(c, "x"),
+        lambda c: store.recommender(c, "din"),
+    ):
         with pytest.raises(InvalidCityError):
             path_of(city)
 

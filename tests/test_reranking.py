@@ -37,16 +37,21 @@ def walk() -> dict:
     lat, lon = rng.uniform(40, 40.05, N_ITEMS), rng.uniform(-74, -73.95, N_ITEMS)
     near = PopularityNearLastBaseline(lat, lon).fit(splits["train"])
     moves = TransitionCounts(N_ITEMS).fit(splits["train"])
-    return {"splits": splits, "result": result, "near": near, "lat": lat, "lon": lon,
-            "ranker": HistoryAwareRanker(result, lat, lon, near, moves)}
+    return {
+        "splits": splits,
+        "result": result,
+        "near": near,
+        "lat": lat,
+        "lon": lon,
+        "ranker": HistoryAwareRanker(result, lat, lon, near, moves),
+    }
 
 
 def test_transition_counts_on_a_hand_made_example() -> None:
     histories = np.array([[-1, 0], [3, 0], [-1, 0], [2, 1], [-1, -1]])
     targets = np.array([1, 2, 1, 0, 3])  # 0 -> 1 twice, 0 -> 2 once, 1 -> 0 once
     moves = TransitionCounts(4).fit((histories, targets))
-    assert moves.top(np.array([0, 1, 3, -1]), 2).tolist() == [[1, 2], [0, -1], [-1, -1],
-                                                             [-1, -1]]
+    assert moves.top(np.array([0, 1, 3, -1]), 2).tolist() == [[1, 2], [0, -1], [-1, -1], [-1, -1]]
     count, share = moves.lookup(np.array([0, -1]), np.array([[1, 2, 3, -1], [1, 2, 3, 0]]))
     assert count.tolist() == [[2, 1, 0, 0], [0, 0, 0, 0]]
     assert share[0].tolist() == pytest.approx([2 / 3, 1 / 3, 0, 0])
@@ -100,8 +105,9 @@ def test_saved_ranker_recommends_the_same(walk: dict, tmp_path: Path) -> None:
 def test_ranker_errors_are_clear(walk: dict) -> None:
     ranker = walk["ranker"]
     histories = walk["splits"]["valid"][0][:20]
-    fresh = HistoryAwareRanker(walk["result"], walk["lat"], walk["lon"], walk["near"],
-                               ranker.transitions)
+    fresh = HistoryAwareRanker(
+        walk["result"], walk["lat"], walk["lon"], walk["near"], ranker.transitions
+    )
     with pytest.raises(RuntimeError, match="fit the ranker"):
         fresh.recommend(histories, 10)
     with pytest.raises(ValueError, match="only one class"):
@@ -109,5 +115,6 @@ def test_ranker_errors_are_clear(walk: dict) -> None:
     with pytest.raises(ValueError, match="unknown feature groups"):
         fresh.fit((histories, histories[:, -1]), drop=("weather",))
     with pytest.raises(ValueError, match="item coordinates"):
-        HistoryAwareRanker(walk["result"], walk["lat"][:3], walk["lon"][:3], walk["near"],
-                           ranker.transitions)
+        HistoryAwareRanker(
+            walk["result"], walk["lat"][:3], walk["lon"][:3], walk["near"], ranker.transitions
+        )

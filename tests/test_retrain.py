@@ -36,8 +36,7 @@ from lgsid_pipeline.tokenizer import Tokenizer
 from lgsid_pipeline.warehouse import Warehouse
 
 CITY = "rt"
-TOKENIZERS = {"tokenizer": "lgsid", "rqkmeans_tokenizer": "rqkmeans",
-              "rqvae_tokenizer": "rqvae"}
+TOKENIZERS = {"tokenizer": "lgsid", "rqkmeans_tokenizer": "rqkmeans", "rqvae_tokenizer": "rqvae"}
 UP_TO_CODES = "*semantic_ids,*rqkmeans_semantic_ids,*rqvae_semantic_ids"
 
 
@@ -49,14 +48,14 @@ def run_config(encoder: Path, seed: int = 0) -> dict:
             "reward_model": {"config": {"epochs": 3}},
             "geo_pairs": {"config": {"n_anchors": 100}},
             "aligned_encoder": {"config": {"steps": 6, "seed": seed}},
-            **{name: {"config": {"codebook_sizes": [8, 8, 8], "epochs": 3}}
-               for name in TOKENIZERS},
+            **{name: {"config": {"codebook_sizes": [8, 8, 8], "epochs": 3}} for name in TOKENIZERS},
         },
     }
 
 
-def build_city(home: Path, encoder_folder: Path, instance: dg.DagsterInstance,
-               select: str = UP_TO_CODES) -> dict:
+def build_city(
+    home: Path, encoder_folder: Path, instance: dg.DagsterInstance, select: str = UP_TO_CODES
+) -> dict:
     folder = home / "synthetic" / CITY
     generate_city(tiny_spec(name="Rt", seed=3, n_items=200), folder)
     CityRegistry(home).add(CityConfig(slug=CITY, source="synthetic", path=str(folder)))
@@ -103,15 +102,20 @@ def test_next_step_runs_stages_strictly_in_order() -> None:
     step = next_step({(first.name, None): "SUCCESS"}, cities)
     assert (step.state, step.stage, step.partitions) == ("launch", pairs, ["a", "b"])
     # One city's run of a per-city stage still running: the next global stage waits.
-    step = next_step({(first.name, None): "SUCCESS", (pairs.name, "a"): "SUCCESS",
-                      (pairs.name, "b"): "QUEUED"}, cities)
+    step = next_step(
+        {(first.name, None): "SUCCESS", (pairs.name, "a"): "SUCCESS", (pairs.name, "b"): "QUEUED"},
+        cities,
+    )
     assert (step.state, step.partitions) == ("wait", ["b"])
-    step = next_step({(first.name, None): "SUCCESS", (pairs.name, "a"): "SUCCESS",
-                      (pairs.name, "b"): "FAILURE"}, cities)
+    step = next_step(
+        {(first.name, None): "SUCCESS", (pairs.name, "a"): "SUCCESS", (pairs.name, "b"): "FAILURE"},
+        cities,
+    )
     assert (step.state, step.partitions) == ("halted", ["b"])
     assert "later stages do not run" in step.reason
-    done = {(s.name, p): "SUCCESS" for s in RETRAIN_STAGES
-            for p in (cities if s.per_city else [None])}
+    done = {
+        (s.name, p): "SUCCESS" for s in RETRAIN_STAGES for p in (cities if s.per_city else [None])
+    }
     assert next_step(done, cities).state == "done"
     assert next_step({}, []).state == "launch"  # the first stage is global
     assert next_step({(first.name, None): "SUCCESS"}, []).state == "halted"
@@ -119,14 +123,18 @@ def test_next_step_runs_stages_strictly_in_order() -> None:
     samples_only_in_a = lambda table, city: city == "a" or table == "items"  # noqa: E731
     step = next_step({(first.name, None): "SUCCESS"}, cities, samples_only_in_a)
     assert (step.stage, step.partitions) == (pairs, ["a"])
-    statuses = {(first.name, None): "SUCCESS", (pairs.name, "a"): "SUCCESS",
-                (RETRAIN_STAGES[2].name, None): "SUCCESS"}
+    statuses = {
+        (first.name, None): "SUCCESS",
+        (pairs.name, "a"): "SUCCESS",
+        (RETRAIN_STAGES[2].name, None): "SUCCESS",
+    }
     step = next_step(statuses, cities, samples_only_in_a)
     assert (step.stage.name, step.partitions) == ("item_embeddings", ["a", "b"])
 
 
 def test_weekly_retrain_runs_in_lineage_order_and_blocks_mixed_encoders(
-        lgsid_env: Path, tmp_path: Path) -> None:
+    lgsid_env: Path, tmp_path: Path
+) -> None:
     warehouse = Warehouse(lgsid_env)
     with dg.instance_for_test() as instance:
         config = build_city(lgsid_env, tmp_path / "encoder", instance)
@@ -139,31 +147,38 @@ def test_weekly_retrain_runs_in_lineage_order_and_blocks_mixed_encoders(
         # The old weekly job: a new encoder and the tokenizers in one run. The tokenizer
         # refuses embeddings of the previous encoder before it fits anything.
         reseeded = run_config(tmp_path / "encoder", seed=1)
-        [mixed] = materialize([CITY], select="aligned_encoder,tokenizer", instance=instance,
-                              run_config=reseeded)
+        [mixed] = materialize(
+            [CITY], select="aligned_encoder,tokenizer", instance=instance, run_config=reseeded
+        )
         assert not mixed.success and mixed.failed_checks == ["tokenizer_inputs_current"]
         text = failure_text(mixed.run_id, instance)
         assert "tokenizer_inputs_current" in text and f"{CITY}: 200 of 200" in text, text
         new = encoder_versions(lgsid_env)
         assert new["aligned"] != old["aligned"] and new["reference"] == old["reference"]
-        assert Tokenizer.load(champion_folder("lgsid-tokenizer", home=lgsid_env)).version \
+        assert (
+            Tokenizer.load(champion_folder("lgsid-tokenizer", home=lgsid_env)).version
             == old_tokenizer.version
+        )
 
         # The nightly job re-encodes with the new champion, but the frozen tokenizer was fitted
         # on the old one: the codes are not published.
-        [nightly] = materialize([CITY], select="item_embeddings,semantic_ids",
-                                instance=instance, run_config=reseeded)
+        [nightly] = materialize(
+            [CITY], select="item_embeddings,semantic_ids", instance=instance, run_config=reseeded
+        )
         assert not nightly.success and nightly.failed_checks == ["semantic_ids_encoder_matches"]
         assert "200 embeddings are not from encoder" in failure_text(nightly.run_id, instance)
-        assert published_bytes(warehouse, "semantic_ids", "semantic_ids", "lgsid") == \
-            codes_before
+        assert published_bytes(warehouse, "semantic_ids", "semantic_ids", "lgsid") == codes_before
 
         # The staged retrain, as the daemon runs it: the schedule starts the first stage, the
         # sensor launches each next stage once the one before has succeeded everywhere.
         schedule = defs.get_schedule_def("weekly_global_models")
-        tick = schedule.evaluate_tick(dg.build_schedule_context(
-            instance=instance, repository_def=defs.get_repository_def(),
-            scheduled_execution_time=datetime(2026, 12, 6, 3, tzinfo=UTC)))
+        tick = schedule.evaluate_tick(
+            dg.build_schedule_context(
+                instance=instance,
+                repository_def=defs.get_repository_def(),
+                scheduled_execution_time=datetime(2026, 12, 6, 3, tzinfo=UTC),
+            )
+        )
         [request] = tick.run_requests
         assert request.tags[RETRAIN_TAG] == "retrain-20261206"
         assert request.tags[STAGE_TAG] == "reward_model"
@@ -174,8 +189,9 @@ def test_weekly_retrain_runs_in_lineage_order_and_blocks_mixed_encoders(
             cursor = result.cursor
             if not result.run_requests:
                 break
-            executed += [execute_run_request(r, r.job_name, instance, reseeded)
-                         for r in result.run_requests]
+            executed += [
+                execute_run_request(r, r.job_name, instance, reseeded) for r in result.run_requests
+            ]
         assert all(r.success for r in executed), executed
         retrain_name = request.tags[RETRAIN_TAG]
         assert retrain_name in cursor  # finished: later ticks launch nothing for it
@@ -193,17 +209,18 @@ def test_weekly_retrain_runs_in_lineage_order_and_blocks_mixed_encoders(
         assert set(codes["encoder_version"]) == {final["aligned"]}
         assert codes["code"].is_unique
         assert set(codes["tokenizer_version"]) == {
-            Tokenizer.load(champion_folder("lgsid-tokenizer", home=lgsid_env)).version}
+            Tokenizer.load(champion_folder("lgsid-tokenizer", home=lgsid_env)).version
+        }
 
         # `lgsid retrain` drives the same stages in one process.
         results, step = retrain(instance=instance, run_config=config)
         assert step.state == "done" and all(r.success for r in results)
-        assert [r.city for r in results] == ["(global)", CITY, "(global)", CITY, "(global)",
-                                             CITY]
+        assert [r.city for r in results] == ["(global)", CITY, "(global)", CITY, "(global)", CITY]
 
 
-def test_embedding_and_code_audits_block_publish(lgsid_env: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedding_and_code_audits_block_publish(
+    lgsid_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     warehouse = Warehouse(lgsid_env)
     with dg.instance_for_test() as instance:
         config = build_city(lgsid_env, tmp_path / "encoder", instance, select="*semantic_ids")
@@ -216,20 +233,23 @@ def test_embedding_and_code_audits_block_publish(lgsid_env: Path, tmp_path: Path
 
         def lossy(*args, **kwargs) -> IncrementalResult:
             result = real(*args, **kwargs)
-            return IncrementalResult(result.table.slice(0, result.table.num_rows - 1),
-                                     result.encoded, result.reused)
+            return IncrementalResult(
+                result.table.slice(0, result.table.num_rows - 1), result.encoded, result.reused
+            )
 
         with monkeypatch.context() as patched:
             patched.setattr(alignment_stage, "incremental_embeddings", lossy)
-            [bad] = materialize([CITY], select="item_embeddings,semantic_ids",
-                                instance=instance, run_config=config)
+            [bad] = materialize(
+                [CITY], select="item_embeddings,semantic_ids", instance=instance, run_config=config
+            )
         assert not bad.success
-        assert set(bad.failed_checks) == {"item_embeddings_reference_complete",
-                                          "item_embeddings_aligned_complete"}, bad
+        assert set(bad.failed_checks) == {
+            "item_embeddings_reference_complete",
+            "item_embeddings_aligned_complete",
+        }, bad
         assert "1 items missing" in failure_text(bad.run_id, instance)
         assert "semantic_ids" not in step_events(instance, bad.run_id, "STEP_START")
-        assert published_bytes(warehouse, "embeddings", "item_embeddings", "aligned") == \
-            embeddings
+        assert published_bytes(warehouse, "embeddings", "item_embeddings", "aligned") == embeddings
 
         # Two items given the same code: nothing published.
         real_ids = tokenization_stage.incremental_semantic_ids
@@ -241,11 +261,11 @@ def test_embedding_and_code_audits_block_publish(lgsid_env: Path, tmp_path: Path
 
         with monkeypatch.context() as patched:
             patched.setattr(tokenization_stage, "incremental_semantic_ids", colliding)
-            [bad] = materialize([CITY], select="semantic_ids", instance=instance,
-                                run_config=config)
+            [bad] = materialize([CITY], select="semantic_ids", instance=instance, run_config=config)
         assert not bad.success and bad.failed_checks == ["semantic_ids_unique"], bad
         assert "1 duplicate code values" in failure_text(bad.run_id, instance)
         assert step_events(instance, bad.run_id, "ASSET_MATERIALIZATION") == []
         assert published_bytes(warehouse, "semantic_ids", "semantic_ids", "lgsid") == codes
-        assert [p.name for p in warehouse.version_root(CITY, "semantic_ids").iterdir()] == \
-            [warehouse.published(CITY, "semantic_ids")["version"]]
+        assert [p.name for p in warehouse.version_root(CITY, "semantic_ids").iterdir()] == [
+            warehouse.published(CITY, "semantic_ids")["version"]
+        ]

@@ -29,8 +29,16 @@ from lgsid_pipeline.recommenders.sasrec import (
 
 # synthetic rule: the next item is (last + 1) % N_ITEMS; histories of random lengths
 N_ITEMS, MAX_HISTORY = 50, 8
-SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1,
-         "max_history": MAX_HISTORY, "batch_size": 64, "lr": 3e-3, "eval_batch_size": 256}
+SMALL = {
+    "d_model": 32,
+    "n_layers": 1,
+    "n_heads": 2,
+    "dropout": 0.1,
+    "max_history": MAX_HISTORY,
+    "batch_size": 64,
+    "lr": 3e-3,
+    "eval_batch_size": 256,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,13 +56,16 @@ def cycle_examples(n: int, seed: int, width: int = MAX_HISTORY) -> Examples:
     lengths = rng.integers(1, width + 1, size=n)
     hist = np.full((n, width), -1, dtype=np.int64)
     for row, (start, length) in enumerate(zip(starts, lengths, strict=True)):
-        hist[row, width - length:] = (start + np.arange(length)) % N_ITEMS
+        hist[row, width - length :] = (start + np.arange(length)) % N_ITEMS
     return hist, (starts + lengths) % N_ITEMS
 
 
 def splits(seed: int = 0) -> dict[str, Examples]:
-    return {"train": cycle_examples(2000, seed), "valid": cycle_examples(200, seed + 1),
-            "test": cycle_examples(300, seed + 2)}
+    return {
+        "train": cycle_examples(2000, seed),
+        "valid": cycle_examples(200, seed + 1),
+        "test": cycle_examples(300, seed + 2),
+    }
 
 
 def hit_at_1(result: SasrecResult, examples: Examples) -> float:
@@ -85,8 +96,14 @@ def test_progress_and_best_weights_restored(trained: tuple[SasrecResult, list]) 
     result, seen = trained
     assert seen == result.history and [e["step"] for e in seen] == [100.0, 200.0, 300.0]
     for entry in seen:
-        assert {"step", "train_loss", "valid_hit@10", "valid_ndcg@10", "seconds",
-                "eta_seconds"} <= set(entry)
+        assert {
+            "step",
+            "train_loss",
+            "valid_hit@10",
+            "valid_ndcg@10",
+            "seconds",
+            "eta_seconds",
+        } <= set(entry)
         assert np.isfinite(entry["train_loss"]) and entry["eta_seconds"] >= 0
     assert seen[-1]["eta_seconds"] == 0 and seen[0]["train_loss"] > seen[-1]["train_loss"]
     best = max(seen, key=lambda e: (e["valid_hit@10"], e["valid_ndcg@10"]))
@@ -120,8 +137,7 @@ def test_early_stopping_keeps_the_best_weights(monkeypatch: pytest.MonkeyPatch) 
     assert not result.model.training
 
 
-def test_padding_width_and_batch_do_not_change_scores(trained: tuple[SasrecResult, list]
-                                                      ) -> None:
+def test_padding_width_and_batch_do_not_change_scores(trained: tuple[SasrecResult, list]) -> None:
     result, _ = trained
     hist = np.array([[-1, -1, -1, -1, -1, 7, 8, 9], [-1, -1, -1, -1, -1, -1, -1, 30]])
     items, scores = recommend_sasrec(result, hist, N_ITEMS)
@@ -203,14 +219,14 @@ def test_all_padding_training_rows_are_finite() -> None:
 def test_same_seed_same_result() -> None:
     config = SasrecConfig(**SMALL, steps=20, eval_every=10)
     runs = [train_sasrec(config, N_ITEMS, splits()) for _ in range(2)]
-    other = train_sasrec(SasrecConfig(**SMALL, steps=20, eval_every=10, seed=1), N_ITEMS,
-                         splits())
+    other = train_sasrec(SasrecConfig(**SMALL, steps=20, eval_every=10, seed=1), N_ITEMS, splits())
     first, second = (run.model.state_dict() for run in runs)
     assert all(torch.equal(first[name], second[name]) for name in first)
-    assert [{k: v for k, v in e.items() if k not in ("seconds", "eta_seconds")}
-            for e in runs[0].history] == \
-        [{k: v for k, v in e.items() if k not in ("seconds", "eta_seconds")}
-         for e in runs[1].history]
+    assert [
+        {k: v for k, v in e.items() if k not in ("seconds", "eta_seconds")} for e in runs[0].history
+    ] == [
+        {k: v for k, v in e.items() if k not in ("seconds", "eta_seconds")} for e in runs[1].history
+    ]
     assert not torch.equal(first["item_emb.weight"], other.model.state_dict()["item_emb.weight"])
 
 
@@ -221,8 +237,9 @@ def test_save_and_load(trained: tuple[SasrecResult, list], tmp_path: Path) -> No
     assert loaded.config == result.config and loaded.best_step == result.best_step
     assert loaded.history == result.history and not loaded.model.training
     hist = splits()["test"][0][:20]
-    np.testing.assert_array_equal(recommend_sasrec(loaded, hist, 5)[1],
-                                  recommend_sasrec(result, hist, 5)[1])
+    np.testing.assert_array_equal(
+        recommend_sasrec(loaded, hist, 5)[1], recommend_sasrec(result, hist, 5)[1]
+    )
     (folder / SASREC_FILES.weights_file).write_bytes(b"not a torch file")
     with pytest.raises(ModelFileError, match=SASREC_FILES.weights_file):
         load_sasrec(folder)
@@ -230,11 +247,24 @@ def test_save_and_load(trained: tuple[SasrecResult, list], tmp_path: Path) -> No
         load_sasrec(tmp_path / "nowhere")
 
 
-@pytest.mark.parametrize("bad", [
-    {"d_model": 0}, {"n_heads": 3}, {"dropout": 1.0}, {"lr": 0.0}, {"weight_decay": -1.0},
-    {"grad_clip": -0.5}, {"steps": 0}, {"eval_every": 0}, {"patience": 0},
-    {"max_history": 1.5}, {"seed": -1}, {"lr": float("nan")}, {"batch_size": True},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"d_model": 0},
+        {"n_heads": 3},
+        {"dropout": 1.0},
+        {"lr": 0.0},
+        {"weight_decay": -1.0},
+        {"grad_clip": -0.5},
+        {"steps": 0},
+        {"eval_every": 0},
+        {"patience": 0},
+        {"max_history": 1.5},
+        {"seed": -1},
+        {"lr": float("nan")},
+        {"batch_size": True},
+    ],
+)
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         SasrecConfig(**bad)
@@ -243,9 +273,14 @@ def test_config_rejects_bad_values(bad: dict) -> None:
 def test_bad_inputs_raise(trained: tuple[SasrecResult, list]) -> None:
     result, _ = trained
     good = cycle_examples(4, 3)[0]
-    for histories in (good[0], good[..., None], good.astype(np.float32),
-                      np.where(good < 0, -1, N_ITEMS), np.where(good < 0, -2, good),
-                      np.array([[3, 4, -1, 5, 6, 7, 8, 9]])):
+    for histories in (
+        good[0],
+        good[..., None],
+        good.astype(np.float32),
+        np.where(good < 0, -1, N_ITEMS),
+        np.where(good < 0, -2, good),
+        np.array([[3, 4, -1, 5, 6, 7, 8, 9]]),
+    ):
         with pytest.raises(ValueError):
             recommend_sasrec(result, histories, 5)
     for k in (0, N_ITEMS + 1, 2.0, True):
@@ -256,10 +291,12 @@ def test_bad_inputs_raise(trained: tuple[SasrecResult, list]) -> None:
     data = splits()
     config = SasrecConfig(**SMALL, steps=1)
     hist, targets = data["train"]
-    for bad in ({"train": (hist, targets[:-1]), "valid": data["valid"]},
-                {"train": (hist, np.full_like(targets, N_ITEMS)), "valid": data["valid"]},
-                {"train": (hist[:0], targets[:0]), "valid": data["valid"]},
-                {"train": data["train"]}):
+    for bad in (
+        {"train": (hist, targets[:-1]), "valid": data["valid"]},
+        {"train": (hist, np.full_like(targets, N_ITEMS)), "valid": data["valid"]},
+        {"train": (hist[:0], targets[:0]), "valid": data["valid"]},
+        {"train": data["train"]},
+    ):
         with pytest.raises(ValueError):
             train_sasrec(config, N_ITEMS, bad)
     with pytest.raises(ValueError, match="n_items"):
@@ -268,8 +305,9 @@ def test_bad_inputs_raise(trained: tuple[SasrecResult, list]) -> None:
 
 def test_loss_positions_one_is_the_cross_entropy_of_the_newest_position() -> None:
     torch.manual_seed(0)
-    config = SasrecConfig(d_model=16, n_layers=1, n_heads=1, max_history=5, dropout=0.0,
-                          loss_positions=1)
+    config = SasrecConfig(
+        d_model=16, n_layers=1, n_heads=1, max_history=5, dropout=0.0, loss_positions=1
+    )
     model = SasrecModel(config, 20).eval()
     history = torch.tensor([[1, 2, 3, 4, 5], [-1, -1, 6, 7, 8]])
     targets = torch.tensor([9, 10])

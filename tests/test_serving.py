@@ -83,16 +83,21 @@ def walk_city(warehouse: Warehouse, city: str, seed: int = 0, revisit: bool = Fa
     With ``revisit`` each user goes back and forth between three own items from the start
     (floor (b) is perfect: no model can beat it)."""
     rng = np.random.default_rng(seed)
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(N_ITEMS)],
-                          "latitude": rng.uniform(40, 40.05, N_ITEMS),
-                          "longitude": rng.uniform(-74, -73.95, N_ITEMS)})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(N_ITEMS)],
+            "latitude": rng.uniform(40, 40.05, N_ITEMS),
+            "longitude": rng.uniform(-74, -73.95, N_ITEMS),
+        }
+    )
     rows = []
     for user in range(200):
         own = rng.choice(N_ITEMS, 3, replace=False)
         item, t = int(own[0]), rng.uniform(0, 2 if revisit else 10)
         for _ in range(12):
-            rows.append((f"u{user}", f"i{item}", T1 - pd.Timedelta(hours=11) +
-                         pd.Timedelta(hours=t)))
+            rows.append(
+                (f"u{user}", f"i{item}", T1 - pd.Timedelta(hours=11) + pd.Timedelta(hours=t))
+            )
             if revisit:
                 item = int(own[len(rows) % 3])
             elif rng.random() < 0.85:
@@ -102,47 +107,72 @@ def walk_city(warehouse: Warehouse, city: str, seed: int = 0, revisit: bool = Fa
             t += rng.uniform(0.5, 1.5)
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "ts"])
     index = np.arange(N_ITEMS)
-    codes = pd.DataFrame({"item_id": items["item_id"], "level_1": index // 16,
-                          "level_2": (index // 2) % 8, "dedup": index % 2})
-    codes["code"] = [f"{a}-{b}-{c}" for a, b, c in codes[["level_1", "level_2", "dedup"]]
-                     .itertuples(index=False)]
+    codes = pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "level_1": index // 16,
+            "level_2": (index // 2) % 8,
+            "dedup": index % 2,
+        }
+    )
+    codes["code"] = [
+        f"{a}-{b}-{c}" for a, b, c in codes[["level_1", "level_2", "dedup"]].itertuples(index=False)
+    ]
     warehouse.write_table("items", city, items)
     warehouse.write_table("interactions", city, events)
     warehouse.write_table("semantic_ids", city, codes, part="lgsid")
 
 
 def stage_config(**overrides: object) -> GenerativeStageConfig:
-    values: dict = {"variants": ["lgsid"], "d_model": 64, "steps": 150, "eval_every": 75,
-                    "batch_size": 64, "lr": 5e-3, "beam_size": 10, "max_history": 4,
-                    "history_window": 20, "max_valid_eval": 300, "max_test_examples": 300}
+    values: dict = {
+        "variants": ["lgsid"],
+        "d_model": 64,
+        "steps": 150,
+        "eval_every": 75,
+        "batch_size": 64,
+        "lr": 5e-3,
+        "beam_size": 10,
+        "max_history": 4,
+        "history_window": 20,
+        "max_valid_eval": 300,
+        "max_test_examples": 300,
+    }
     return GenerativeStageConfig(**{**values, **overrides})
 
 
-def test_gate_refuses_a_worse_model_and_the_cache_stays_on_the_champion(
-        tmp_path: Path) -> None:
+def test_gate_refuses_a_worse_model_and_the_cache_stays_on_the_champion(tmp_path: Path) -> None:
     home = tmp_path / "home"
     warehouse = Warehouse(home)
     walk_city(warehouse, "walk")
     name = model_name("tiger", "walk")
 
-    good = train_and_gate(warehouse, home, "walk", "tiger", T1, T2, stage_config(),
-                          tmp_path / "work-good")
+    good = train_and_gate(
+        warehouse, home, "walk", "tiger", T1, T2, stage_config(), tmp_path / "work-good"
+    )
     assert good.decision.promote, good.decision.reason
     assert champion_version(name, home) == good.version
     cache = build_topk_cache(warehouse, home, "walk", "tiger", 10, 20, False, T1, T2)
     assert cache.served == f"tiger/lgsid v{good.version} + history"
     before = cache.table.drop(columns="refreshed_at")
 
-    worse = train_and_gate(warehouse, home, "walk", "tiger", T1, T2,
-                           stage_config(steps=1, eval_every=1, max_train_examples=30),
-                           tmp_path / "work-worse")
+    worse = train_and_gate(
+        warehouse,
+        home,
+        "walk",
+        "tiger",
+        T1,
+        T2,
+        stage_config(steps=1, eval_every=1, max_train_examples=30),
+        tmp_path / "work-worse",
+    )
     assert not worse.decision.promote and worse.decision.serve == "champion"
     assert worse.decision.champion is not None
     assert worse.decision.candidate < worse.decision.champion
     assert worse.version != good.version
     assert champion_version(name, home) == good.version  # still the first model
-    again = build_topk_cache(warehouse, home, "walk", "tiger", 10, 20,
-                             worse.decision.serve == "floor", T1, T2)
+    again = build_topk_cache(
+        warehouse, home, "walk", "tiger", 10, 20, worse.decision.serve == "floor", T1, T2
+    )
     assert again.served == cache.served
     pd.testing.assert_frame_equal(again.table.drop(columns="refreshed_at"), before)
 
@@ -160,16 +190,26 @@ def test_without_a_qualifying_model_the_cache_serves_floor_b(tmp_path: Path) -> 
     user_rows = cache.table[cache.table["user_id"] == "u3"].sort_values("rank")
     events = catalogue.events[catalogue.events["user_id"] == "u3"].sort_values("ts")
     history = events["item_index"].to_numpy()[-20:]
-    expected, _ = floor.recommend(np.pad(history, (20 - len(history), 0),
-                                         constant_values=-1)[None], 10)
+    expected, _ = floor.recommend(
+        np.pad(history, (20 - len(history), 0), constant_values=-1)[None], 10
+    )
     assert user_rows["item_id"].tolist() == [catalogue.item_ids[i] for i in expected[0]]
     # floor (b) is perfect here: a trained model cannot beat it, so it is registered but
     # not promoted, and the cache keeps serving the floor
-    model = train_and_gate(warehouse, home, "walk", "tiger", T1, T2,
-                           stage_config(steps=20, eval_every=10), tmp_path / "work")
+    model = train_and_gate(
+        warehouse,
+        home,
+        "walk",
+        "tiger",
+        T1,
+        T2,
+        stage_config(steps=20, eval_every=10),
+        tmp_path / "work",
+    )
     assert model.decision.floor == 1.0
     assert not model.decision.promote and model.decision.serve == "floor"
-    again = build_topk_cache(warehouse, home, "walk", "tiger", 10, 20,
-                             model.decision.serve == "floor", T1, T2)
+    again = build_topk_cache(
+        warehouse, home, "walk", "tiger", 10, 20, model.decision.serve == "floor", T1, T2
+    )
     assert again.served == FLOOR_SERVED
     assert champion_version(model_name("tiger", "walk"), home) is None

@@ -42,18 +42,37 @@ from lgsid_pipeline.sources.base import SourceData, SourceError
 SLUG = "fuzz-city"
 # The fuzzed city: a 0.2 x 0.2 degree box around (40.0, -3.7), cut into 2 / 4 / 8 areas.
 LAT0, LAT1, LON0, LON1 = 39.9, 40.1, -3.8, -3.6
-ITEM_REASONS = {"malformed_row", "missing_id", "invalid_utf8", "missing_coordinates",
-                "unparseable_coordinates", "latitude_out_of_range", "longitude_out_of_range",
-                "null_island", "duplicate_id"}
-INTERACTION_REASONS = {"malformed_row", "missing_user_id", "missing_item_id", "invalid_utf8",
-                       "unparseable_coordinates", "latitude_out_of_range",
-                       "longitude_out_of_range", "null_island", "unparseable_timestamp",
-                       "unknown_item", "duplicate_event"}
+ITEM_REASONS = {
+    "malformed_row",
+    "missing_id",
+    "invalid_utf8",
+    "missing_coordinates",
+    "unparseable_coordinates",
+    "latitude_out_of_range",
+    "longitude_out_of_range",
+    "null_island",
+    "duplicate_id",
+}
+INTERACTION_REASONS = {
+    "malformed_row",
+    "missing_user_id",
+    "missing_item_id",
+    "invalid_utf8",
+    "unparseable_coordinates",
+    "latitude_out_of_range",
+    "longitude_out_of_range",
+    "null_island",
+    "unparseable_timestamp",
+    "unknown_item",
+    "duplicate_event",
+}
 # Sized for the suite's time budget; LGSID_FUZZ_EXAMPLES=2000 fuzzes harder.
-FUZZ_SETTINGS = settings(max_examples=int(os.environ.get("LGSID_FUZZ_EXAMPLES", "80")),
-                         deadline=None, database=None,
-                         suppress_health_check=[HealthCheck.too_slow,
-                                                HealthCheck.data_too_large])
+FUZZ_SETTINGS = settings(
+    max_examples=int(os.environ.get("LGSID_FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,9 +85,14 @@ def _box(lon0: float, lat0: float, lon1: float, lat1: float) -> dict:
 
 
 def _write_level(path: Path, areas: list[tuple[str, str | None, tuple]]) -> None:
-    features = [{"type": "Feature", "geometry": _box(*bounds),
-                 "properties": {"code": code, "name": f"Area {code}", "parent_code": parent}}
-                for code, parent, bounds in areas]
+    features = [
+        {
+            "type": "Feature",
+            "geometry": _box(*bounds),
+            "properties": {"code": code, "name": f"Area {code}", "parent_code": parent},
+        }
+        for code, parent, bounds in areas
+    ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
 
 
@@ -81,8 +105,10 @@ def boundaries(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _write_level(folder / "admin_level1.geojson", [(c, None, b) for c, b in halves.items()])
     quads = []
     for code, (x0, y0, x1, y1) in halves.items():
-        quads += [(f"{code}S", code, (x0, y0, x1, mid_lat)),
-                  (f"{code}N", code, (x0, mid_lat, x1, y1))]
+        quads += [
+            (f"{code}S", code, (x0, y0, x1, mid_lat)),
+            (f"{code}N", code, (x0, mid_lat, x1, y1)),
+        ]
     _write_level(folder / "admin_level2.geojson", quads)
     eighths = []
     for code, _, (x0, y0, x1, y1) in quads:
@@ -95,19 +121,45 @@ def boundaries(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Hostile values
 
-WEIRD_TEXT = ["", " ", "\t", "\u3000", "nan", "NaN", "None", "null", "N/A", "-", "\x00",
-              "\u200b", "\ufeff", "🍕", "Café", "a,b", 'say "hi"', "line\nbreak", "cr\rlf"]
+WEIRD_TEXT = [
+    "",
+    " ",
+    "\t",
+    "\u3000",
+    "nan",
+    "NaN",
+    "None",
+    "null",
+    "N/A",
+    "-",
+    "\x00",
+    "\u200b",
+    "\ufeff",
+    "🍕",
+    "Café",
+    "a,b",
+    'say "hi"',
+    "line\nbreak",
+    "cr\rlf",
+]
 # Control characters and unusual code points are welcome; surrogates cannot be stored.
-any_text = st.one_of(st.sampled_from(WEIRD_TEXT),
-                     st.text(st.characters(exclude_categories=("Cs",)), max_size=10))
+any_text = st.one_of(
+    st.sampled_from(WEIRD_TEXT), st.text(st.characters(exclude_categories=("Cs",)), max_size=10)
+)
 maybe_text = st.one_of(st.none(), any_text)
 ID_POOL = ["1", "2", "3", "a", " a ", "A", "a\t", "007", "1.0", "x" * 40, "é", "\x01"]
 item_ids = st.one_of(st.none(), st.sampled_from(ID_POOL), any_text)
 
 inside_lat = st.floats(LAT0 + 1e-6, LAT1 - 1e-6)
 inside_lon = st.floats(LON0 + 1e-6, LON1 - 1e-6)
-odd_float = st.one_of(st.just(math.nan), st.just(math.inf), st.just(-math.inf), st.just(0.0),
-                      st.floats(-1e6, 1e6), st.floats(allow_nan=True, allow_infinity=True))
+odd_float = st.one_of(
+    st.just(math.nan),
+    st.just(math.inf),
+    st.just(-math.inf),
+    st.just(0.0),
+    st.floats(-1e6, 1e6),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 
 
 def coordinate(inside: st.SearchStrategy[float], typed: bool = False) -> st.SearchStrategy:
@@ -116,16 +168,34 @@ def coordinate(inside: st.SearchStrategy[float], typed: bool = False) -> st.Sear
     if typed:
         return st.one_of(*[inside] * 6, st.none(), odd_float)
     as_text = st.one_of(
-        inside.map(repr), inside.map(lambda v: f"  {v}  "), inside.map(lambda v: f"{v:.3f}"),
-        inside.map(lambda v: f"{v}".replace(".", ",")), odd_float.map(repr),
-        st.sampled_from(["", " ", "abc", "1e400", "-1e400", "0x28", "40°N", "nan", "inf",
-                         "+40.0", "4e1", "--3.7", "1_0"]),
+        inside.map(repr),
+        inside.map(lambda v: f"  {v}  "),
+        inside.map(lambda v: f"{v:.3f}"),
+        inside.map(lambda v: f"{v}".replace(".", ",")),
+        odd_float.map(repr),
+        st.sampled_from(
+            [
+                "",
+                " ",
+                "abc",
+                "1e400",
+                "-1e400",
+                "0x28",
+                "40°N",
+                "nan",
+                "inf",
+                "+40.0",
+                "4e1",
+                "--3.7",
+                "1_0",
+            ]
+        ),
     )
     return st.one_of(*[inside] * 6, st.none(), odd_float, as_text)
 
 
 _base = datetime(2025, 1, 1, tzinfo=UTC)
-when = st.builds(lambda s: _base + timedelta(seconds=s), st.integers(-10**9, 10**9))
+when = st.builds(lambda s: _base + timedelta(seconds=s), st.integers(-(10**9), 10**9))
 timestamp_text = st.one_of(
     when.map(lambda t: t.isoformat()),
     when.map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S")),
@@ -134,9 +204,22 @@ timestamp_text = st.one_of(
     when.map(lambda t: t.strftime("%a %b %d %H:%M:%S +0000 %Y")),
     when.map(lambda t: t.strftime("%d/%m/%Y %H:%M")),
     when.map(lambda t: str(int(t.timestamp()))),
-    st.sampled_from(["", "garbage", "2025-13-45T99:00:00", "0000-00-00", "9999-12-31T23:59:59",
-                     "0001-01-01", "Mon Dec 10 13:21:15 +0000 2012", "Xyz Foo 99 1:2:3 +0 1",
-                     "2025-01-01T00:00:00Z", "2025-01-01T00:00:00+25:00", "NaT", "now"]),
+    st.sampled_from(
+        [
+            "",
+            "garbage",
+            "2025-13-45T99:00:00",
+            "0000-00-00",
+            "9999-12-31T23:59:59",
+            "0001-01-01",
+            "Mon Dec 10 13:21:15 +0000 2012",
+            "Xyz Foo 99 1:2:3 +0 1",
+            "2025-01-01T00:00:00Z",
+            "2025-01-01T00:00:00+25:00",
+            "NaT",
+            "now",
+        ]
+    ),
     any_text,
 )
 
@@ -163,13 +246,17 @@ def item_rows(draw: st.DrawFn, names: dict[str, str], max_rows: int = 12) -> Row
     kinds: dict[str, str] = {}
     for ours, theirs in names.items():
         if ours == "item_id":
-            values = draw(st.lists(st.one_of(st.none(), st.integers(-5, 20)) if ids_as_int
-                                   else item_ids, min_size=n, max_size=n))
+            values = draw(
+                st.lists(
+                    st.one_of(st.none(), st.integers(-5, 20)) if ids_as_int else item_ids,
+                    min_size=n,
+                    max_size=n,
+                )
+            )
             kinds[theirs] = "int" if ids_as_int else "text"
         elif ours in ("latitude", "longitude"):
             inside = inside_lat if ours == "latitude" else inside_lon
-            values = draw(st.lists(coordinate(inside, typed=float_coords), min_size=n,
-                                   max_size=n))
+            values = draw(st.lists(coordinate(inside, typed=float_coords), min_size=n, max_size=n))
             kinds[theirs] = "float" if float_coords else "text"
         else:
             values = draw(st.lists(maybe_text, min_size=n, max_size=n))
@@ -179,8 +266,9 @@ def item_rows(draw: st.DrawFn, names: dict[str, str], max_rows: int = 12) -> Row
 
 
 @st.composite
-def checkin_rows(draw: st.DrawFn, names: dict[str, str], known_ids: list,
-                 max_rows: int = 15) -> Rows:
+def checkin_rows(
+    draw: st.DrawFn, names: dict[str, str], known_ids: list, max_rows: int = 15
+) -> Rows:
     """Hostile check-ins: known, unknown and missing item ids, odd times, repeated events."""
     n = draw(st.integers(0, max_rows))
     known = [str(v) for v in known_ids if v is not None]
@@ -191,8 +279,9 @@ def checkin_rows(draw: st.DrawFn, names: dict[str, str], known_ids: list,
     for ours, theirs in names.items():
         if ours == "user_id":
             users = st.sampled_from(["u1", "u2", "u3", " u1"])
-            values = draw(st.lists(st.one_of(users, users, users, maybe_text),
-                                   min_size=n, max_size=n))
+            values = draw(
+                st.lists(st.one_of(users, users, users, maybe_text), min_size=n, max_size=n)
+            )
         elif ours == "item_id":
             values = draw(st.lists(ref, min_size=n, max_size=n))
         elif ours == "timestamp":
@@ -201,12 +290,20 @@ def checkin_rows(draw: st.DrawFn, names: dict[str, str], known_ids: list,
                 kinds[theirs] = "timestamp"
             else:
                 good = when.map(lambda t: t.isoformat())
-                values = draw(st.lists(st.one_of(good, good, st.none(), timestamp_text),
-                                       min_size=n, max_size=n))
+                values = draw(
+                    st.lists(
+                        st.one_of(good, good, st.none(), timestamp_text), min_size=n, max_size=n
+                    )
+                )
         else:
             inside = inside_lat if ours == "latitude" else inside_lon
-            values = draw(st.lists(coordinate(inside).map(lambda v: None if v is None else str(v)),
-                                   min_size=n, max_size=n))
+            values = draw(
+                st.lists(
+                    coordinate(inside).map(lambda v: None if v is None else str(v)),
+                    min_size=n,
+                    max_size=n,
+                )
+            )
         kinds.setdefault(theirs, "text")
         columns[theirs] = values
     if n and draw(st.booleans()):  # repeat a whole event
@@ -253,8 +350,9 @@ def write_csv(path: Path, rows: Rows) -> None:
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(list(rows.columns))
-        writer.writerows(zip(*([_as_text(v) or "" for v in vals]
-                               for vals in rows.columns.values()), strict=True))
+        writer.writerows(
+            zip(*([_as_text(v) or "" for v in vals] for vals in rows.columns.values()), strict=True)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +363,8 @@ def check_reconciles(raw: pd.DataFrame, result: Validated, table: str, reasons: 
     """raw = clean + quarantined, row for row; every quarantine row has a documented reason."""
     clean, quarantine = result.clean, result.quarantine
     assert len(raw) == len(clean) + len(quarantine), (
-        f"{table}: {len(raw)} raw rows != {len(clean)} clean + {len(quarantine)} quarantined")
+        f"{table}: {len(raw)} raw rows != {len(clean)} clean + {len(quarantine)} quarantined"
+    )
     assert raw["source_row"].notna().all() and raw["source_row"].is_unique
     back = pd.concat([clean["source_row"], quarantine["source_row"]]).astype(str)
     assert sorted(back) == sorted(raw["source_row"].astype(str)), f"{table}: rows lost or doubled"
@@ -329,10 +428,21 @@ def check_derived_items(data: SourceData, n_file_items: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # Landing folder (CSV and Parquet)
 
-LANDING_ITEMS = {"item_id": "item_id", "name": "name", "category": "category", "brand": "brand",
-                 "latitude": "latitude", "longitude": "longitude"}
-LANDING_CHECKINS = {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp",
-                    "latitude": "latitude", "longitude": "longitude"}
+LANDING_ITEMS = {
+    "item_id": "item_id",
+    "name": "name",
+    "category": "category",
+    "brand": "brand",
+    "latitude": "latitude",
+    "longitude": "longitude",
+}
+LANDING_CHECKINS = {
+    "user_id": "user_id",
+    "item_id": "item_id",
+    "timestamp": "timestamp",
+    "latitude": "latitude",
+    "longitude": "longitude",
+}
 
 
 @st.composite
@@ -398,10 +508,20 @@ def test_landing_folder_reads_and_reconciles(files: list, boundaries: Path) -> N
 # ---------------------------------------------------------------------------------------------
 # Two-table Parquet layouts (synthetic, Gowalla)
 
-GOWALLA_ITEMS = {"item_id": "spot_id", "name": "spot_name", "latitude": "latitude",
-                 "longitude": "longitude", "display_name": "city"}
-GOWALLA_CHECKINS = {"user_id": "user_id", "item_id": "spot_id", "timestamp": "utc_time",
-                    "latitude": "latitude", "longitude": "longitude"}
+GOWALLA_ITEMS = {
+    "item_id": "spot_id",
+    "name": "spot_name",
+    "latitude": "latitude",
+    "longitude": "longitude",
+    "display_name": "city",
+}
+GOWALLA_CHECKINS = {
+    "user_id": "user_id",
+    "item_id": "spot_id",
+    "timestamp": "utc_time",
+    "latitude": "latitude",
+    "longitude": "longitude",
+}
 
 
 @st.composite
@@ -414,8 +534,9 @@ def table_source(draw: st.DrawFn) -> tuple[str, Rows, Rows, str | None]:
         checkin_names.pop("longitude")
     items = draw(item_rows(item_names))
     checkins = draw(checkin_rows(checkin_names, items.columns[item_names["item_id"]]))
-    problem = draw(st.sampled_from([None] * 12 + ["empty_items", "empty_checkins", "no_item_id",
-                                                 "no_user_id"]))
+    problem = draw(
+        st.sampled_from([None] * 12 + ["empty_items", "empty_checkins", "no_item_id", "no_user_id"])
+    )
     return source, items, checkins, problem
 
 
@@ -457,8 +578,7 @@ def test_table_sources_read_and_reconcile(case: tuple, boundaries: Path) -> None
 @st.composite
 def tsmc_lines(draw: st.DrawFn) -> list[bytes]:
     """TSMC2014 lines: mostly 8 fields, some ragged, some with Latin-1 or broken UTF-8 bytes."""
-    venues = draw(st.lists(st.one_of(st.sampled_from(ID_POOL), any_text), min_size=1,
-                           max_size=5))
+    venues = draw(st.lists(st.one_of(st.sampled_from(ID_POOL), any_text), min_size=1, max_size=5))
     lines = []
     for _ in range(draw(st.integers(0, 15))):
         fields = [
@@ -469,13 +589,16 @@ def tsmc_lines(draw: st.DrawFn) -> list[bytes]:
             _as_text(draw(coordinate(inside_lat))),
             _as_text(draw(coordinate(inside_lon))),
             draw(st.sampled_from(["540", "-240", "", "x"])),
-            draw(st.one_of(when.map(lambda t: t.strftime("%a %b %d %H:%M:%S +0000 %Y")),
-                           timestamp_text)),
+            draw(
+                st.one_of(
+                    when.map(lambda t: t.strftime("%a %b %d %H:%M:%S +0000 %Y")), timestamp_text
+                )
+            ),
         ]
         fields = ["" if f is None else f.replace("\n", " ") for f in fields]
         shape = draw(st.sampled_from(["ok"] * 6 + ["short", "long"]))
         if shape == "short":
-            fields = fields[:draw(st.integers(0, 7))]
+            fields = fields[: draw(st.integers(0, 7))]
         elif shape == "long":
             fields = [*fields, "extra"]
         line = "\t".join(fields)
@@ -492,8 +615,9 @@ def tsmc_lines(draw: st.DrawFn) -> list[bytes]:
 
 @FUZZ_SETTINGS
 @given(lines=tsmc_lines(), trailing_newline=st.booleans())
-def test_tsmc_reads_and_reconciles(lines: list[bytes], trailing_newline: bool,
-                                   boundaries: Path) -> None:
+def test_tsmc_reads_and_reconciles(
+    lines: list[bytes], trailing_newline: bool, boundaries: Path
+) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-tsmc-") as tmp:
         path = Path(tmp) / "dataset_TSMC2014_FUZZ.txt"
         content = b"\n".join(lines) + (b"\n" if trailing_newline and lines else b"")
@@ -517,9 +641,11 @@ def test_tsmc_reads_and_reconciles(lines: list[bytes], trailing_newline: bool,
 # ---------------------------------------------------------------------------------------------
 # GETNext/STHGCN split files (CSV with a header)
 
-STHGCN_HEADER = ("user_id,POI_id,POI_catid,POI_catid_code,POI_catname,latitude,longitude,"
-                 "timezone,UTC_time,local_time,day_of_week,norm_in_day_time,trajectory_id,"
-                 "norm_day_shift,norm_relative_time")
+STHGCN_HEADER = (
+    "user_id,POI_id,POI_catid,POI_catid_code,POI_catname,latitude,longitude,"
+    "timezone,UTC_time,local_time,day_of_week,norm_in_day_time,trajectory_id,"
+    "norm_day_shift,norm_relative_time"
+)
 STHGCN_FILES = {"train": "NYC_train.csv", "valid": "NYC_val.csv", "test": "NYC_test.csv"}
 
 
@@ -530,26 +656,32 @@ def _csv_field(value: str, quoted: bool) -> str:
 @st.composite
 def sthgcn_lines(draw: st.DrawFn) -> list[bytes]:
     """Data lines of one split file: mostly 15 fields, some ragged, quoted or with bad bytes."""
-    venues = draw(st.lists(st.one_of(st.sampled_from(ID_POOL), any_text), min_size=1,
-                           max_size=4))
+    venues = draw(st.lists(st.one_of(st.sampled_from(ID_POOL), any_text), min_size=1, max_size=4))
     lines = []
     for _ in range(draw(st.integers(0, 6))):
         fields = [
             draw(st.one_of(st.sampled_from(["1", "2", " 3 "]), maybe_text)),
             draw(st.one_of(st.sampled_from(venues), maybe_text)),
-            draw(st.one_of(st.just("4bf58dd8d48988d1e0931735"), maybe_text)), "7",
+            draw(st.one_of(st.just("4bf58dd8d48988d1e0931735"), maybe_text)),
+            "7",
             draw(st.one_of(st.sampled_from(["Café", "Coffee Shop", "Bar, Pub"]), maybe_text)),
-            _as_text(draw(coordinate(inside_lat))), _as_text(draw(coordinate(inside_lon))),
+            _as_text(draw(coordinate(inside_lat))),
+            _as_text(draw(coordinate(inside_lon))),
             "-240",
-            draw(st.one_of(when.map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S+00:00")),
-                           timestamp_text)),
-            "2012-04-03 14:00:30-04:00", "1", "0.5",
-            draw(st.one_of(st.sampled_from(["1_1", "1_2", "2_1"]), maybe_text)), "0", "0.5",
+            draw(
+                st.one_of(when.map(lambda t: t.strftime("%Y-%m-%d %H:%M:%S+00:00")), timestamp_text)
+            ),
+            "2012-04-03 14:00:30-04:00",
+            "1",
+            "0.5",
+            draw(st.one_of(st.sampled_from(["1_1", "1_2", "2_1"]), maybe_text)),
+            "0",
+            "0.5",
         ]
         fields = ["" if f is None else f.replace("\n", " ") for f in fields]
         shape = draw(st.sampled_from(["ok"] * 6 + ["short", "long"]))
         if shape == "short":
-            fields = fields[:draw(st.integers(0, 14))]
+            fields = fields[: draw(st.integers(0, 14))]
         elif shape == "long":
             fields = [*fields, "extra"]
         quoted = draw(st.booleans())
@@ -566,8 +698,7 @@ def test_sthgcn_reads_and_reconciles(files: dict[str, list[bytes]], boundaries: 
     with tempfile.TemporaryDirectory(prefix="fuzz-sthgcn-") as tmp:
         folder = Path(tmp)
         for split, name in STHGCN_FILES.items():
-            (folder / name).write_bytes(b"\n".join([STHGCN_HEADER.encode(), *files[split]])
-                                        + b"\n")
+            (folder / name).write_bytes(b"\n".join([STHGCN_HEADER.encode(), *files[split]]) + b"\n")
         config = CityConfig(SLUG, "foursquare-sthgcn", str(folder), boundaries=str(boundaries))
         try:
             data = read_city_source(config)
@@ -576,11 +707,14 @@ def test_sthgcn_reads_and_reconciles(files: dict[str, list[bytes]], boundaries: 
             assert str(folder) in str(exc)
             return
         inter = data.interactions
-        assert [len(inter[inter["split"] == s]) for s in STHGCN_FILES] == \
-            [len(files[s]) for s in STHGCN_FILES], "a line was lost or split"
-        assert inter["source_row"].tolist() == [f"{name}:{n}" for split, name in
-                                                 STHGCN_FILES.items()
-                                                 for n in range(2, len(files[split]) + 2)]
+        assert [len(inter[inter["split"] == s]) for s in STHGCN_FILES] == [
+            len(files[s]) for s in STHGCN_FILES
+        ], "a line was lost or split"
+        assert inter["source_row"].tolist() == [
+            f"{name}:{n}"
+            for split, name in STHGCN_FILES.items()
+            for n in range(2, len(files[split]) + 2)
+        ]
         assert data.items["item_id"].is_unique
         assert set(data.items["item_id"]) <= set(inter["item_id"].dropna())
         _, clean = check_pipeline(data, config)

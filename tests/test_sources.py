@@ -27,11 +27,11 @@ def test_tsmc_bad_rows_are_flagged_not_dropped(tmp_path: Path, shared_data: Path
     good = GOOD_LINE.encode()
     lines = [
         good,
-        good.replace(b"35.69", b"200"),                       # latitude out of range
-        good.replace(b"Mon Dec 10", b"Xyz Foo 99"),           # unparseable time
-        b"\t".join(good.split(b"\t")[:5]),                   # too few fields
+        good.replace(b"35.69", b"200"),  # latitude out of range
+        good.replace(b"Mon Dec 10", b"Xyz Foo 99"),  # unparseable time
+        b"\t".join(good.split(b"\t")[:5]),  # too few fields
         good.replace(b"tky-1", b"tky-2").replace("Café".encode(), b"Caf\xff"),  # bad UTF-8
-        good.replace(b"7\t", b"\t", 1),                       # missing user id
+        good.replace(b"7\t", b"\t", 1),  # missing user id
         good.replace(b"tky-1", b"tky-3"),
     ]
     data = read_tsmc(write_lines(tmp_path / "tky.txt", lines))
@@ -48,17 +48,26 @@ def test_tsmc_bad_rows_are_flagged_not_dropped(tmp_path: Path, shared_data: Path
     assert items.clean.set_index("item_id").loc["tky-1", "category"] == "Café"
     inter = clean_interactions(data.interactions, items.clean, "tky-test")
     assert len(data.interactions) == len(inter.clean) + len(inter.quarantine)
-    assert sorted(inter.quarantine["reason"]) == sorted([
-        "latitude_out_of_range", "unparseable_timestamp", "malformed_row", "invalid_utf8",
-        "missing_user_id"])
+    assert sorted(inter.quarantine["reason"]) == sorted(
+        [
+            "latitude_out_of_range",
+            "unparseable_timestamp",
+            "malformed_row",
+            "invalid_utf8",
+            "missing_user_id",
+        ]
+    )
 
 
 def test_tsmc_original_latin1_file_with_hex_ids(tmp_path: Path) -> None:
-    line = ("470\t49bbd6c0f964a520f4531fe3\t4bf58dd8d48988d127951735\tArts & Crafts Store\t"
-            "40.719810375488535\t-74.00258103213994\t-240\tTue Apr 03 18:00:09 +0000 2012")
+    line = (
+        "470\t49bbd6c0f964a520f4531fe3\t4bf58dd8d48988d127951735\tArts & Crafts Store\t"
+        "40.719810375488535\t-74.00258103213994\t-240\tTue Apr 03 18:00:09 +0000 2012"
+    )
     cafe = line.replace("Arts & Crafts Store", "Café").replace("49bbd6c0", "4a43c0aef9")
-    path = write_lines(tmp_path / "dataset_TSMC2014_NYC.txt",
-                       [line.encode("latin-1"), cafe.encode("latin-1")])
+    path = write_lines(
+        tmp_path / "dataset_TSMC2014_NYC.txt", [line.encode("latin-1"), cafe.encode("latin-1")]
+    )
     assert detect_encoding(path.read_bytes()) == "latin-1"
     data = read_tsmc(path)
     assert not data.interactions["encoding_error"].any()
@@ -84,21 +93,35 @@ def test_empty_and_missing_files_give_clear_errors(tmp_path: Path) -> None:
 def write_gowalla(folder: Path, spots: pd.DataFrame, checkins: pd.DataFrame) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(spots, preserve_index=False), folder / "spots.parquet")
-    pq.write_table(pa.Table.from_pandas(checkins, preserve_index=False),
-                   folder / "checkins.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(checkins, preserve_index=False), folder / "checkins.parquet"
+    )
     return folder
 
 
 def test_gowalla_layout_derives_checkin_only_items(tmp_path: Path) -> None:
-    spots = pd.DataFrame({"city": ["New York"] * 2, "spot_id": [1, 2],
-                          "spot_name": ["Starbucks", "Joe's"],
-                          "latitude": [40.75, 40.70], "longitude": [-73.99, -73.95]})
-    checkins = pd.DataFrame({
-        "city": ["New York"] * 4, "user_id": [1, 1, 2, 2],
-        "utc_time": pd.to_datetime(["2010-01-01", "2010-01-02", "2010-01-03", "2010-01-04"],
-                                   utc=True),
-        "latitude": [40.75, 40.80, 40.81, 40.70], "longitude": [-73.99, -73.90, -73.91, -73.95],
-        "spot_id": [1, 3, 3, 2], "spot_name": ["Starbucks", None, None, "Joe's"]})
+    spots = pd.DataFrame(
+        {
+            "city": ["New York"] * 2,
+            "spot_id": [1, 2],
+            "spot_name": ["Starbucks", "Joe's"],
+            "latitude": [40.75, 40.70],
+            "longitude": [-73.99, -73.95],
+        }
+    )
+    checkins = pd.DataFrame(
+        {
+            "city": ["New York"] * 4,
+            "user_id": [1, 1, 2, 2],
+            "utc_time": pd.to_datetime(
+                ["2010-01-01", "2010-01-02", "2010-01-03", "2010-01-04"], utc=True
+            ),
+            "latitude": [40.75, 40.80, 40.81, 40.70],
+            "longitude": [-73.99, -73.90, -73.91, -73.95],
+            "spot_id": [1, 3, 3, 2],
+            "spot_name": ["Starbucks", None, None, "Joe's"],
+        }
+    )
     data = read_table_source(write_gowalla(tmp_path / "g", spots, checkins), GOWALLA_LAYOUT, "x")
     assert data.display_name == "New York"
     assert data.items["item_id"].tolist() == ["1", "2", "3"]
@@ -116,8 +139,11 @@ def test_gowalla_layout_missing_column_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_real_tokyo_file_ingests_with_admin_levels(shared_data: Path) -> None:
-    config = CityConfig("tokyo", "foursquare-tsmc",
-                        str(shared_data / "foursquare_tky" / "dataset_TSMC2014_TKY_valtest.txt"))
+    config = CityConfig(
+        "tokyo",
+        "foursquare-tsmc",
+        str(shared_data / "foursquare_tky" / "dataset_TSMC2014_TKY_valtest.txt"),
+    )
     data = read_city_source(config)
     items = clean_items(data.items, config, "Tokyo")
     assert len(items.clean) == 6349

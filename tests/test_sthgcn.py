@@ -18,9 +18,11 @@ from lgsid_pipeline.recommenders.protocol import trajectory_last_targets
 from lgsid_pipeline.sources.base import SourceError
 from lgsid_pipeline.sources.sthgcn import read_sthgcn
 
-HEADER = ("user_id,POI_id,POI_catid,POI_catid_code,POI_catname,latitude,longitude,timezone,"
-          "UTC_time,local_time,day_of_week,norm_in_day_time,trajectory_id,norm_day_shift,"
-          "norm_relative_time")
+HEADER = (
+    "user_id,POI_id,POI_catid,POI_catid_code,POI_catname,latitude,longitude,timezone,"
+    "UTC_time,local_time,day_of_week,norm_in_day_time,trajectory_id,norm_day_shift,"
+    "norm_relative_time"
+)
 # (user, POI, category, latitude, longitude, UTC time, trajectory) per file, in file order.
 ROWS = {
     "NYC_train.csv": [
@@ -47,11 +49,14 @@ ROWS = {
 A, B, C, Z = range(4)  # item indices: clean items come sorted by id
 
 
-def csv_line(user: str, poi: str, category: str, lat: str, lon: str, utc: str,
-             trajectory: str) -> str:
+def csv_line(
+    user: str, poi: str, category: str, lat: str, lon: str, utc: str, trajectory: str
+) -> str:
     cat_id = f"cat-{category.lower().replace(' ', '-')}"
-    return (f"{user},{poi},{cat_id},7,{category},{lat},{lon},-240,{utc}+00:00,{utc}-04:00,1,"
-            f"0.5,{trajectory},0,0.5")
+    return (
+        f"{user},{poi},{cat_id},7,{category},{lat},{lon},-240,{utc}+00:00,{utc}-04:00,1,"
+        f"0.5,{trajectory},0,0.5"
+    )
 
 
 @pytest.fixture
@@ -99,8 +104,10 @@ def test_bad_rows_are_quarantined_and_the_split_columns_survive(folder: Path) ->
     items = validate_items(data.items, "nyc-sthgcn")
     inter = validate_interactions(data.interactions, items.clean["item_id"], "nyc-sthgcn")
     assert len(data.interactions) == 15 == len(inter.clean) + len(inter.quarantine)
-    assert dict(zip(inter.quarantine["source_row"], inter.quarantine["reason"], strict=True)) \
-        == {"NYC_val.csv:4": "unparseable_coordinates", "NYC_test.csv:7": "malformed_row"}
+    assert dict(zip(inter.quarantine["source_row"], inter.quarantine["reason"], strict=True)) == {
+        "NYC_val.csv:4": "unparseable_coordinates",
+        "NYC_test.csv:7": "malformed_row",
+    }
     clean = inter.clean
     assert {"trajectory_id", "split"} <= set(clean.columns)
     assert clean["split"].value_counts().to_dict() == {"train": 5, "valid": 3, "test": 5}
@@ -143,8 +150,13 @@ def test_split_times_come_from_the_files(folder: Path) -> None:
 def test_protocol_on_the_files(folder: Path) -> None:
     items, clean = cleaned(folder)
     index = pd.Series(range(len(items)), index=items["item_id"])
-    args = (clean["user_id"], index.loc[clean["item_id"]].to_numpy(), clean["ts"],
-            clean["trajectory_id"], clean["split"])
+    args = (
+        clean["user_id"],
+        index.loc[clean["item_id"]].to_numpy(),
+        clean["ts"],
+        clean["trajectory_id"],
+        clean["split"],
+    )
     hist, targets = trajectory_last_targets(*args, split="valid", max_history=5)
     # 1_2 ends at B; 2_2 lost its bad row, a single check-in is no target.
     assert targets.tolist() == [B]
@@ -159,32 +171,34 @@ def test_protocol_on_the_files(folder: Path) -> None:
 def test_protocol_hand_checked_example() -> None:
     # (user, item, time, trajectory, split); given out of time order.
     rows = [
-        ("u1", 2, 20.0, "a2", "test"),   # a2 runs on from valid: its target is here
+        ("u1", 2, 20.0, "a2", "test"),  # a2 runs on from valid: its target is here
         ("u1", 0, 1.0, "a1", "train"),
         ("u1", 1, 2.0, "a1", "train"),
         ("u1", 2, 3.0, "a1", "train"),
         ("u1", 3, 10.0, "a2", "valid"),
         ("u1", 1, 11.0, "a2", "valid"),
         ("u1", 4, 30.0, "a3", "test"),
-        ("u1", 4, 31.0, "a3", "test"),   # item 4 never in training: dropped
-        ("u2", 5, 1.5, "b1", "train"),   # item 5 only first of a train trajectory: unseen
+        ("u1", 4, 31.0, "a3", "test"),  # item 4 never in training: dropped
+        ("u2", 5, 1.5, "b1", "train"),  # item 5 only first of a train trajectory: unseen
         ("u2", 1, 2.5, "b1", "train"),
         ("u2", 0, 12.0, "b2", "valid"),
         ("u2", 2, 13.0, "b2", "valid"),  # valid target of u2
         ("u2", 0, 21.0, "b3", "test"),
-        ("u2", 5, 22.0, "b3", "test"),   # unseen item 5: dropped
-        ("u2", 1, 40.0, "b4", "test"),   # a single check-in: no target
+        ("u2", 5, 22.0, "b3", "test"),  # unseen item 5: dropped
+        ("u2", 1, 40.0, "b4", "test"),  # a single check-in: no target
         ("u2", 1, 51.0, "b5", "test"),
         ("u2", 0, 50.0, "b5", "test"),
-        ("u2", 3, 50.5, None, None),     # a row without trajectory: history only
+        ("u2", 3, 50.5, None, None),  # a row without trajectory: history only
     ]
     users, items, times, trips, splits = (list(c) for c in zip(*rows, strict=True))
-    hist, targets = trajectory_last_targets(users, np.array(items), np.array(times), trips,
-                                            splits, split="valid", max_history=4)
+    hist, targets = trajectory_last_targets(
+        users, np.array(items), np.array(times), trips, splits, split="valid", max_history=4
+    )
     assert targets.tolist() == [2]
     assert hist.tolist() == [[-1, 5, 1, 0]]
-    hist, targets = trajectory_last_targets(users, np.array(items), np.array(times), trips,
-                                            splits, split="test", max_history=6)
+    hist, targets = trajectory_last_targets(
+        users, np.array(items), np.array(times), trips, splits, split="test", max_history=6
+    )
     assert targets.tolist() == [2, 1]  # by user, then time
     assert hist.dtype == np.int64 and hist.shape == (2, 6)
     assert hist.tolist() == [[-1, 0, 1, 2, 3, 1], [2, 0, 5, 1, 0, 3]]
@@ -192,12 +206,15 @@ def test_protocol_hand_checked_example() -> None:
         trajectory_last_targets(users, np.array(items), np.array(times), trips, splits, "train")
 
 
-def test_city_registration_and_nyc_admin_levels(folder: Path, lgsid_env: Path,
-                                                shared_data: Path) -> None:
+def test_city_registration_and_nyc_admin_levels(
+    folder: Path, lgsid_env: Path, shared_data: Path
+) -> None:
     with pytest.raises(FileNotFoundError, match="foursquare-sthgcn expects the folder"):
         check_source_path("foursquare-sthgcn", folder / "NYC_train.csv")
-    assert main(["add-city", "nyc-sthgcn", "--source", "foursquare-sthgcn",
-                 "--path", str(folder)]) == 0
+    assert (
+        main(["add-city", "nyc-sthgcn", "--source", "foursquare-sthgcn", "--path", str(folder)])
+        == 0
+    )
     config = CityRegistry().get("nyc-sthgcn")
     data = read_city_source(config)
     items = clean_items(data.items, config, "New York").clean.set_index("item_id")
@@ -215,10 +232,17 @@ def test_real_split_gives_the_published_target_counts(shared_data: Path) -> None
     items, clean = cleaned(folder)
     assert len(clean) == 104_034  # 104,049 rows, 15 repeated (user, POI, time) in train
     t1, t2 = file_split_times(clean)
-    assert (t1, t2) == (pd.Timestamp("2012-11-09 21:54:47", tz="UTC"),
-                        pd.Timestamp("2012-12-21 13:29:31", tz="UTC"))
+    assert (t1, t2) == (
+        pd.Timestamp("2012-11-09 21:54:47", tz="UTC"),
+        pd.Timestamp("2012-12-21 13:29:31", tz="UTC"),
+    )
     index = pd.Series(range(len(items)), index=items["item_id"])
-    args = (clean["user_id"], index.loc[clean["item_id"]].to_numpy(), clean["ts"],
-            clean["trajectory_id"], clean["split"])
+    args = (
+        clean["user_id"],
+        index.loc[clean["item_id"]].to_numpy(),
+        clean["ts"],
+        clean["trajectory_id"],
+        clean["split"],
+    )
     counts = {s: len(trajectory_last_targets(*args, split=s)[1]) for s in ("valid", "test")}
     assert counts == {"valid": 1399, "test": 1348}  # shared/data README, this training file

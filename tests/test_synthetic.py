@@ -30,8 +30,13 @@ from lgsid_pipeline.demo import (
 )
 
 VARIANT_TO_CHAIN = {v: c.key for c in CHAINS for v in c.variants}
-RESTAURANTS = {"Pizza Place", "Burger Joint", "Sushi Restaurant", "Italian Restaurant",
-               "Thai Restaurant"}
+RESTAURANTS = {
+    "Pizza Place",
+    "Burger Joint",
+    "Sushi Restaurant",
+    "Italian Restaurant",
+    "Thai Restaurant",
+}
 NIGHTLIFE = {"Bar", "Pub", "Nightclub"}
 
 
@@ -49,8 +54,12 @@ class City:
     def km(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         """Local kilometre coordinates (equirectangular around the city centre)."""
         kx = 111.32 * np.cos(np.radians(self.spec.center_lat))
-        return np.column_stack([(np.asarray(lon) - self.spec.center_lon) * kx,
-                                (np.asarray(lat) - self.spec.center_lat) * 111.32])
+        return np.column_stack(
+            [
+                (np.asarray(lon) - self.spec.center_lon) * kx,
+                (np.asarray(lat) - self.spec.center_lat) * 111.32,
+            ]
+        )
 
     def item_km(self) -> np.ndarray:
         return self.km(self.items["latitude"], self.items["longitude"])
@@ -80,9 +89,16 @@ def load_city(spec: SyntheticCitySpec, folder: Path) -> City:
         frame = pd.DataFrame([f["properties"] for f in features])
         frame["geometry"] = [shape(f["geometry"]) for f in features]
         levels.append(frame)
-    return City(spec, folder, counts, seconds, pd.read_parquet(folder / "items.parquet"),
-                pd.read_parquet(folder / "checkins.parquet"),
-                pd.read_parquet(folder / "users.parquet"), levels)
+    return City(
+        spec,
+        folder,
+        counts,
+        seconds,
+        pd.read_parquet(folder / "items.parquet"),
+        pd.read_parquet(folder / "checkins.parquet"),
+        pd.read_parquet(folder / "users.parquet"),
+        levels,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +132,7 @@ def test_demo_specs_are_three_cities_of_different_size_in_different_places() -> 
     centres = [(s.center_lat, s.center_lon) for s in DEMO_CITIES.values()]
     for i, a in enumerate(centres):
         assert -90 < a[0] < 90 and -180 < a[1] < 180
-        for b in centres[i + 1:]:
+        for b in centres[i + 1 :]:
             assert abs(a[0] - b[0]) + abs(a[1] - b[1]) > 5  # far apart on Earth
     spec = tiny_spec()
     assert (spec.name, spec.seed, spec.n_items, spec.users) == ("Tinyville", 7, 300, 75)
@@ -133,10 +149,17 @@ def test_demo_cities_have_the_requested_sizes(demo: dict[str, City]) -> None:
         assert manifest["counts"] == city.counts
         assert manifest["generator_version"] == GENERATOR_VERSION
         assert {k: manifest[k] for k in ("name", "seed", "n_items", "days")} == {
-            "name": spec.name, "seed": spec.seed, "n_items": spec.n_items, "days": spec.days}
+            "name": spec.name,
+            "seed": spec.seed,
+            "n_items": spec.n_items,
+            "days": spec.days,
+        }
         assert city.counts == {
-            "items": spec.n_items, "checkins": len(city.checkins), "users": spec.users,
-            **{f"admin_level{n}": len(city.levels[n - 1]) for n in (1, 2, 3)}}
+            "items": spec.n_items,
+            "checkins": len(city.checkins),
+            "users": spec.users,
+            **{f"admin_level{n}": len(city.levels[n - 1]) for n in (1, 2, 3)},
+        }
         assert len(city.items) == spec.n_items and len(city.users) == spec.users
         assert 15 <= len(city.checkins) / spec.n_items <= 40
         assert 3 <= len(city.levels[0]) <= 6
@@ -148,17 +171,28 @@ def test_demo_cities_have_the_requested_sizes(demo: dict[str, City]) -> None:
 
 
 def test_tiny_city_schema_ids_and_timeline(tiny: City) -> None:
-    schemas = {name: pq.read_schema(tiny.folder / f"{name}.parquet")
-               for name in ("items", "checkins", "users")}
+    schemas = {
+        name: pq.read_schema(tiny.folder / f"{name}.parquet")
+        for name in ("items", "checkins", "users")
+    }
     assert [(f.name, f.type) for f in schemas["items"]] == [
-        ("item_id", pa.string()), ("name", pa.string()), ("category", pa.string()),
-        ("brand", pa.string()), ("latitude", pa.float64()), ("longitude", pa.float64())]
+        ("item_id", pa.string()),
+        ("name", pa.string()),
+        ("category", pa.string()),
+        ("brand", pa.string()),
+        ("latitude", pa.float64()),
+        ("longitude", pa.float64()),
+    ]
     assert [(f.name, f.type) for f in schemas["checkins"]] == [
-        ("user_id", pa.string()), ("item_id", pa.string()),
-        ("timestamp", pa.timestamp("us", tz="UTC"))]
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+    ]
     assert [(f.name, f.type) for f in schemas["users"]] == [
-        ("user_id", pa.string()), ("home_latitude", pa.float64()),
-        ("home_longitude", pa.float64())]
+        ("user_id", pa.string()),
+        ("home_latitude", pa.float64()),
+        ("home_longitude", pa.float64()),
+    ]
     items, checkins = tiny.items, tiny.checkins
     assert items["item_id"].is_unique and items["item_id"].str.fullmatch(r"it-\d{6}").all()
     assert tiny.users["user_id"].str.fullmatch(r"u-\d{5}").all()
@@ -173,7 +207,8 @@ def test_tiny_city_schema_ids_and_timeline(tiny: City) -> None:
 
 
 def test_same_seed_gives_the_same_city_and_another_seed_a_different_one(
-        tiny: City, tmp_path: Path) -> None:
+    tiny: City, tmp_path: Path
+) -> None:
     again = load_city(tiny_spec(), tmp_path / "again")
     for attr in ("items", "checkins", "users"):
         pd.testing.assert_frame_equal(getattr(tiny, attr), getattr(again, attr))
@@ -182,14 +217,17 @@ def test_same_seed_gives_the_same_city_and_another_seed_a_different_one(
             assert (tiny.folder / name).read_bytes() == (again.folder / name).read_bytes()
     other = load_city(tiny_spec(seed=8), tmp_path / "other")
     assert len(other.items) == len(tiny.items)
-    assert not np.allclose(other.items["latitude"] - other.items["latitude"].mean(),
-                           tiny.items["latitude"] - tiny.items["latitude"].mean())
+    assert not np.allclose(
+        other.items["latitude"] - other.items["latitude"].mean(),
+        tiny.items["latitude"] - tiny.items["latitude"].mean(),
+    )
     assert (other.items["name"] != tiny.items["name"]).mean() > 0.5
     assert not other.checkins["item_id"].equals(tiny.checkins["item_id"])
 
 
 def test_failed_generation_leaves_no_partial_files(
-        tiny: City, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny: City, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "city"
     generate_city(tiny_spec(), folder)
 
@@ -216,7 +254,8 @@ def test_invalid_specs_are_rejected(tmp_path: Path) -> None:
 
 
 def test_admin_polygons_are_valid_nested_and_tile_the_city(
-        demo: dict[str, City], tiny: City) -> None:
+    demo: dict[str, City], tiny: City
+) -> None:
     for city in [*demo.values(), tiny]:
         levels = city.levels
         assert levels[0]["parent_code"].isna().all()
@@ -238,14 +277,15 @@ def test_admin_polygons_are_valid_nested_and_tile_the_city(
             inside = shapely.area(shapely.intersection(geoms, parent_geoms)) / area
             assert inside.min() >= 0.99
             child_sum = pd.Series(area).groupby(level["parent_code"].to_numpy()).sum()
-            np.testing.assert_allclose(child_sum.to_numpy(),
-                                       shapely.area(parents.loc[child_sum.index].to_numpy()),
-                                       rtol=1e-6)  # no gaps inside a parent
+            np.testing.assert_allclose(
+                child_sum.to_numpy(),
+                shapely.area(parents.loc[child_sum.index].to_numpy()),
+                rtol=1e-6,
+            )  # no gaps inside a parent
         assert totals == pytest.approx([totals[0]] * 3, rel=1e-6)
 
 
-def test_every_item_is_in_exactly_one_polygon_per_level(
-        demo: dict[str, City], tiny: City) -> None:
+def test_every_item_is_in_exactly_one_polygon_per_level(demo: dict[str, City], tiny: City) -> None:
     for city in [*demo.values(), tiny]:
         codes = []
         for level in (1, 2, 3):
@@ -305,8 +345,10 @@ def test_users_live_where_places_are_and_some_in_the_outskirts(demo: dict[str, C
     assert r.max() < 1.3
     assert 0.1 < (r > 0.55).mean() < 0.6
     items = city.item_km()
-    nearest = np.min(np.hypot(homes[:, None, 0] - items[None, :, 0],
-                              homes[:, None, 1] - items[None, :, 1]), axis=1)
+    nearest = np.min(
+        np.hypot(homes[:, None, 0] - items[None, :, 0], homes[:, None, 1] - items[None, :, 1]),
+        axis=1,
+    )
     assert np.median(nearest) < 0.4
 
 
@@ -326,18 +368,21 @@ def test_chains_are_shared_by_all_cities(demo: dict[str, City]) -> None:
         assert 0.15 <= city.items["brand"].notna().mean() <= 0.25
         chain_rows = city.items[city.items["brand"].notna()]
         expected = {c.key: c.category for c in CHAINS}
-        assert (chain_rows["brand"].map(VARIANT_TO_CHAIN).map(expected)
-                == chain_rows["category"]).all()
+        assert (
+            chain_rows["brand"].map(VARIANT_TO_CHAIN).map(expected) == chain_rows["category"]
+        ).all()
     assert len(set.intersection(*present.values())) >= 15
     assert {"starbucks", "dunkin", "mcdonalds", "seven-eleven"} <= set.intersection(
-        *present.values())
+        *present.values()
+    )
 
 
 def test_chain_branches_spread_and_raw_names_vary(demo: dict[str, City]) -> None:
     city = demo["lakeside"]
     items = city.items.assign(l1=city.item_codes(1))
     branches = items[items["brand"].notna()].assign(
-        chain=lambda f: f["brand"].map(VARIANT_TO_CHAIN))
+        chain=lambda f: f["brand"].map(VARIANT_TO_CHAIN)
+    )
     districts = branches.groupby("chain")["l1"].nunique()
     assert districts["starbucks"] >= 3
     assert (districts >= 3).sum() >= 15
@@ -364,8 +409,11 @@ def test_independent_names_recur_in_different_areas(demo: dict[str, City]) -> No
     assert (areas["l2"] >= 2).sum() >= 30
     assert (areas["l1"] >= 2).sum() >= 10
     assert independent["name"].nunique() > 0.5 * len(independent)  # but mostly distinct
-    street_names = independent["name"].str.extract(
-        r"^(\w+ (?:Street|Avenue|Road|Lane|Boulevard|Way)) ")[0].dropna()
+    street_names = (
+        independent["name"]
+        .str.extract(r"^(\w+ (?:Street|Avenue|Road|Lane|Boulevard|Way)) ")[0]
+        .dropna()
+    )
     assert street_names.nunique() >= 10  # named after local streets
 
 
@@ -382,12 +430,12 @@ def test_visits_decay_with_distance_from_home(demo: dict[str, City]) -> None:
         assert np.median(visited) < 0.65 * np.median(random)
 
 
-def test_consecutive_visits_in_an_outing_are_close_and_complementary(
-        demo: dict[str, City]) -> None:
+def test_consecutive_visits_in_an_outing_are_close_and_complementary(demo: dict[str, City]) -> None:
     for city in demo.values():
         visits = visit_frame(city)
-        same = ((visits["user_id"].to_numpy()[1:] == visits["user_id"].to_numpy()[:-1])
-                & (np.diff(visits["timestamp"].to_numpy()) < np.timedelta64(5, "h")))
+        same = (visits["user_id"].to_numpy()[1:] == visits["user_id"].to_numpy()[:-1]) & (
+            np.diff(visits["timestamp"].to_numpy()) < np.timedelta64(5, "h")
+        )
         step = np.hypot(np.diff(visits["ix"]), np.diff(visits["iy"]))[same]
         assert same.mean() > 0.3  # many outings have several visits
         xy = city.item_km()
@@ -407,8 +455,7 @@ def test_revisits_popularity_and_activity_are_realistic(demo: dict[str, City]) -
         checkins = city.checkins
         revisit = checkins.duplicated(["user_id", "item_id"]).mean()
         assert 0.30 <= revisit <= 0.60
-        per_item = checkins["item_id"].value_counts().reindex(city.items["item_id"],
-                                                              fill_value=0)
+        per_item = checkins["item_id"].value_counts().reindex(city.items["item_id"], fill_value=0)
         assert (per_item == 0).mean() < 0.15
         top = per_item.sort_values(ascending=False)
         assert top.iloc[: len(top) // 100].sum() > 0.06 * len(checkins)  # heavy tail

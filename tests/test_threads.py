@@ -10,10 +10,13 @@ from lgsid_pipeline.defs.resources import LgsidResource, compute_pool_limit
 from lgsid_pipeline.threads import available_cores, threads_per_step
 
 
-@pytest.mark.parametrize(("cores", "steps", "threads"), [
-    (2, 2, 1), (8, 2, 4), (8, 3, 2), (2, 4, 1), (16, 1, 16), (4, None, 4), (4, 0, 4)])
-def test_threads_times_concurrent_steps_fit_the_cores(cores: int, steps: int | None,
-                                                      threads: int) -> None:
+@pytest.mark.parametrize(
+    ("cores", "steps", "threads"),
+    [(2, 2, 1), (8, 2, 4), (8, 3, 2), (2, 4, 1), (16, 1, 16), (4, None, 4), (4, 0, 4)],
+)
+def test_threads_times_concurrent_steps_fit_the_cores(
+    cores: int, steps: int | None, threads: int
+) -> None:
     assert threads_per_step(cores, steps) == threads
     if steps:
         assert threads_per_step(cores, steps) * min(steps, cores) <= cores
@@ -31,8 +34,9 @@ def test_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
 
 def _threads_of_a_compute_step(instance: dg.DagsterInstance, lgsid: LgsidResource) -> dict:
     @dg.asset(pool=COMPUTE_POOL)
-    def compute_step(context: dg.AssetExecutionContext,
-                     lgsid: LgsidResource) -> dg.MaterializeResult:
+    def compute_step(
+        context: dg.AssetExecutionContext, lgsid: LgsidResource
+    ) -> dg.MaterializeResult:
         import torch
 
         set_to = lgsid.limit_threads(context)
@@ -48,8 +52,10 @@ def test_compute_steps_share_the_cores_by_the_pool_limit(tmp_path: Path) -> None
     cores = available_cores()
     with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 2}}}) as inst:
         assert compute_pool_limit(inst) == 2
-        assert _threads_of_a_compute_step(inst, lgsid) == {"set": max(1, cores // 2),
-                                                           "torch": max(1, cores // 2)}
+        assert _threads_of_a_compute_step(inst, lgsid) == {
+            "set": max(1, cores // 2),
+            "torch": max(1, cores // 2),
+        }
         inst.event_log_storage.set_concurrency_slots(COMPUTE_POOL, 1)
         assert compute_pool_limit(inst) == 1
         assert _threads_of_a_compute_step(inst, lgsid)["torch"] == cores

@@ -34,32 +34,46 @@ from lgsid_pipeline.tokenizer import SUMMARY_KEYS
 from lgsid_pipeline.warehouse import Warehouse
 
 TOKENIZER_CONFIG = {"codebook_sizes": [16, 8, 8], "epochs": 6, "batch_size": 128}
-KINDS = {"lgsid": "semantic_ids", "rqkmeans": "rqkmeans_semantic_ids",
-         "rqvae": "rqvae_semantic_ids"}
+KINDS = {
+    "lgsid": "semantic_ids",
+    "rqkmeans": "rqkmeans_semantic_ids",
+    "rqvae": "rqvae_semantic_ids",
+}
 CODE_ASSETS = ",".join(KINDS.values())
-GENERATIVE_CONFIG = {"variants": ["lgsid"], "steps": 40, "eval_every": 20, "d_model": 32,
-                     "beam_size": 10, "max_train_examples": 800, "max_valid_eval": 60,
-                     "max_test_examples": 100}
+GENERATIVE_CONFIG = {
+    "variants": ["lgsid"],
+    "steps": 40,
+    "eval_every": 20,
+    "d_model": 32,
+    "beam_size": 10,
+    "max_train_examples": 800,
+    "max_valid_eval": 60,
+    "max_test_examples": 100,
+}
 
 
-def assert_cache_is_what_was_served(warehouse: Warehouse, home: Path, user: str,
-                                    served: list[dict]) -> None:
+def assert_cache_is_what_was_served(
+    warehouse: Warehouse, home: Path, user: str, served: list[dict]
+) -> None:
     """The cached list is exactly what the model (or floor) it names gives the user."""
     catalogue = city_catalogue(warehouse, "tiny")
     settings = GenerativeStageConfig()
     item_ids = catalogue.item_ids
     if served[0]["model"] != FLOOR_SERVED:
-        ranker, _, item_ids, _ = served_ranker(champion_folder("gen-tiger-tiny", home=home),
-                                               catalogue)
+        ranker, _, item_ids, _ = served_ranker(
+            champion_folder("gen-tiger-tiny", home=home), catalogue
+        )
     index = {item: i for i, item in enumerate(item_ids)}
     events = catalogue.events[catalogue.events["item_id"].astype(str).isin(index)]
-    users, histories = latest_histories(events["user_id"].astype(str).to_numpy(),
-                                        events["item_id"].astype(str).map(index).to_numpy(),
-                                        events["ts"], settings.history_window)
+    users, histories = latest_histories(
+        events["user_id"].astype(str).to_numpy(),
+        events["item_id"].astype(str).map(index).to_numpy(),
+        events["ts"],
+        settings.history_window,
+    )
     mine = histories[list(users).index(user)][None]
     if served[0]["model"] == FLOOR_SERVED:
-        train = next_item_splits(catalogue, *split_times_of(warehouse, "tiny"),
-                                 settings)["train"]
+        train = next_item_splits(catalogue, *split_times_of(warehouse, "tiny"), settings)["train"]
         items, _ = floor_models(catalogue, train)["user_history_2km"].recommend(mine, 10)
     else:
         items = ranker.recommend(mine, 10)
@@ -74,15 +88,26 @@ def _run_config(encoder: Path) -> dict:
             "reward_model": {"config": {"epochs": 5}},
             "geo_pairs": {"config": {"n_anchors": 150}},
             "aligned_encoder": {"config": {"steps": 10}},
-            **{name: {"config": TOKENIZER_CONFIG}
-               for name in ("tokenizer", "rqkmeans_tokenizer", "rqvae_tokenizer")},
-            "recommender_datasets": {"config": {"max_train_positives": 1500,
-                                                "max_eval_positives": 400, "short_len": 10,
-                                                "long_len": 30}},
-            **{backbone: {"config": {"variants": ["none", "lgsid"], "epochs": 2, "dim": 16}}
-               for backbone in BACKBONES},
-            **{name: {"config": GENERATIVE_CONFIG}
-               for name in ("tiger", "onerec", "generative_baseline")},
+            **{
+                name: {"config": TOKENIZER_CONFIG}
+                for name in ("tokenizer", "rqkmeans_tokenizer", "rqvae_tokenizer")
+            },
+            "recommender_datasets": {
+                "config": {
+                    "max_train_positives": 1500,
+                    "max_eval_positives": 400,
+                    "short_len": 10,
+                    "long_len": 30,
+                }
+            },
+            **{
+                backbone: {"config": {"variants": ["none", "lgsid"], "epochs": 2, "dim": 16}}
+                for backbone in BACKBONES
+            },
+            **{
+                name: {"config": GENERATIVE_CONFIG}
+                for name in ("tiger", "onerec", "generative_baseline")
+            },
         },
     }
 
@@ -108,8 +133,10 @@ def _land_items(folder: Path, landing: Path, n: int) -> list[str]:
     return new["item_id"].tolist()
 
 
-def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow
+def test_tokenization_stage(
+    lgsid_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = lgsid_env / "synthetic" / "tiny"
     generate_city(tiny_spec(n_items=300), folder)
     CityRegistry(lgsid_env).add(CityConfig("tiny", "synthetic", str(folder)))
@@ -126,8 +153,9 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
             assert (table["tokenizer"] == kind).all()
 
         # Nightly re-tokenization with nothing new: nothing assigned, nothing changed.
-        nightly = materialize(["tiny"], select=CODE_ASSETS, instance=instance,
-                              run_config=run_config)
+        nightly = materialize(
+            ["tiny"], select=CODE_ASSETS, instance=instance, run_config=run_config
+        )
         meta = _metadata(instance, nightly[0].run_id, "semantic_ids")
         assert (meta["assigned"], meta["reused"], meta["churn"]) == (0, n_items, 0.0)
 
@@ -136,8 +164,7 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
         new_ids = _land_items(folder, lgsid_env / "landing" / "tiny", 12)
         tick = tick_sensor("landing_sensor", instance)
         assert [r.partition_key for r in tick.run_requests] == ["tiny"]
-        backfill = execute_run_request(tick.run_requests[0], NIGHTLY_JOB_NAME, instance,
-                                       run_config)
+        backfill = execute_run_request(tick.run_requests[0], NIGHTLY_JOB_NAME, instance, run_config)
         assert backfill.success, backfill
         meta = _metadata(instance, backfill.run_id, "semantic_ids")
         assert (meta["assigned"], meta["reused"]) == (12, n_items)
@@ -149,8 +176,9 @@ def test_tokenization_stage(lgsid_env: Path, tmp_path: Path,
         assert after["tokenizer_version"].nunique() == 1
 
         # Retraining (warm start from the champion) keeps codes stable.
-        retrain = materialize(["tiny"], select="tokenizer,semantic_ids", instance=instance,
-                              run_config=run_config)
+        retrain = materialize(
+            ["tiny"], select="tokenizer,semantic_ids", instance=instance, run_config=run_config
+        )
         assert all(r.success for r in retrain), retrain
         model_meta = _metadata(instance, retrain[0].run_id, "tokenizer")
         assert model_meta["warm_started"] and 0 <= model_meta["retrain_churn"] <= 0.05

@@ -21,22 +21,22 @@ CITY = "tiny"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    home = ingested_home(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("source"),
-                         CITY)
+    home = ingested_home(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("source"), CITY)
     warehouse = Warehouse(home)
-    encoders = {part: TextEncoder.load(make_tiny_encoder(
-        tmp_path_factory.mktemp(part), seed=seed)) for seed, part in enumerate(
-        alignment.EMBEDDING_PARTS)}
+    encoders = {
+        part: TextEncoder.load(make_tiny_encoder(tmp_path_factory.mktemp(part), seed=seed))
+        for seed, part in enumerate(alignment.EMBEDDING_PARTS)
+    }
     with warehouse.staging(CITY, "embeddings") as staged:
-        alignment.stage_item_embeddings(warehouse, staged, CITY,
-                                        warehouse.read_table("items", CITY), encoders)
+        alignment.stage_item_embeddings(
+            warehouse, staged, CITY, warehouse.read_table("items", CITY), encoders
+        )
         warehouse.publish(staged, {})
     return home, {part: e.version for part, e in encoders.items()}
 
 
 @pytest.mark.parametrize("kind", TOKENIZER_KINDS)
-def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]],
-                                            kind: str) -> None:
+def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]], kind: str) -> None:
     root, versions = home
     warehouse, reports = Warehouse(root), ReportStore(root)
     inputs = {CITY: tokenization.city_embeddings(warehouse, CITY, kind)}
@@ -48,9 +48,16 @@ def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]],
 
     settings = TokenizerConfig(codebook_sizes=[8, 8, 8], epochs=2, seed=0)
     fitted = tokenization.fit_tokenizer(
-        kind, inputs, settings, versions[part], warm_start=True,
-        folder=root / "models" / tokenizer_model(kind), home=root, reports=reports,
-        dagster_run_id=None)
+        kind,
+        inputs,
+        settings,
+        versions[part],
+        warm_start=True,
+        folder=root / "models" / tokenizer_model(kind),
+        home=root,
+        reports=reports,
+        dagster_run_id=None,
+    )
     assert fitted.tokenizer.encoder_version == versions[part]
     assert fitted.retrain_churn is None  # no champion before
     assert reports.read(reports.tokenizer(kind))["mlflow_version"] == fitted.mlflow_version

@@ -47,8 +47,9 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, np.nda
 
 
 def _embeddings(items: pd.DataFrame, x: np.ndarray):
-    return embedding_table("tiny", items["item_id"].tolist(), items["content_hash"].tolist(),
-                           "enc-1", x)
+    return embedding_table(
+        "tiny", items["item_id"].tolist(), items["content_hash"].tolist(), "enc-1", x
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(TOKENIZERS))
@@ -86,8 +87,7 @@ def test_new_item_gets_a_code_without_retraining(city) -> None:
     version = tokenizer.version
     first = incremental_semantic_ids("tiny", old, _embeddings(old, x[:-1]), tokenizer, None)
     started = time.perf_counter()
-    second = incremental_semantic_ids("tiny", items, _embeddings(items, x), tokenizer,
-                                      first.table)
+    second = incremental_semantic_ids("tiny", items, _embeddings(items, x), tokenizer, first.table)
     assert time.perf_counter() - started < 1.0
     assert (second.assigned, second.reused) == (1, len(old))
     assert tokenizer.version == version  # nothing was trained
@@ -102,8 +102,7 @@ def test_nightly_rerun_changes_nothing(city) -> None:
     items, x = city
     tokenizer = LgsidTokenizer(SMALL).fit(items, x)
     first = incremental_semantic_ids("tiny", items, _embeddings(items, x), tokenizer, None)
-    again = incremental_semantic_ids("tiny", items, _embeddings(items, x), tokenizer,
-                                     first.table)
+    again = incremental_semantic_ids("tiny", items, _embeddings(items, x), tokenizer, first.table)
     assert (again.assigned, again.churn) == (0, 0.0)
     pd.testing.assert_frame_equal(again.table, first.table)
 
@@ -162,8 +161,7 @@ def test_bad_input_is_a_clear_error(city, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lack columns"):
         tokenizer.assign(items.drop(columns=["latitude"]), x)
     with pytest.raises(StaleEmbeddingsError, match="no embedding"):
-        incremental_semantic_ids("tiny", items, _embeddings(items.iloc[1:], x[1:]), tokenizer,
-                                 None)
+        incremental_semantic_ids("tiny", items, _embeddings(items.iloc[1:], x[1:]), tokenizer, None)
     changed = items.assign(content_hash=items["content_hash"].where(items.index > 0, "other"))
     with pytest.raises(StaleEmbeddingsError, match="re-materialize item_embeddings"):
         incremental_semantic_ids("tiny", changed, _embeddings(items, x), tokenizer, None)

@@ -26,13 +26,24 @@ import pytest
 
 from lgsid_pipeline.definitions import defs
 
+pytestmark = pytest.mark.slow  # a webserver and headless Chromium
+
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "lgsid_pipeline.definitions"
 STARTUP_TIMEOUT_S = 90
 BROWSER_TIMEOUT_S = 90
 # Assets the UI must list whatever else the code location grows.
-REQUIRED_ASSETS = {"raw_items", "items", "item_embeddings", "semantic_ids", "tokenizer",
-                   "aligned_encoder", "reward_model", "din", "tiger"}
+REQUIRED_ASSETS = {
+    "raw_items",
+    "items",
+    "item_embeddings",
+    "semantic_ids",
+    "tokenizer",
+    "aligned_encoder",
+    "reward_model",
+    "din",
+    "tiger",
+}
 
 
 @dataclass
@@ -78,8 +89,10 @@ def _chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("chromium not found: the UI test needs Debian's `chromium` package; "
-                "`make test` installs it (tests/system_deps.sh)")
+    pytest.fail(
+        "chromium not found: the UI test needs Debian's `chromium` package; "
+        "`make test` installs it (tests/system_deps.sh)"
+    )
 
 
 def _asset_names() -> set[str]:
@@ -94,8 +107,11 @@ def _group_of(name: str) -> str:
 
 def _group_assets(group: str) -> set[str]:
     graph = defs.resolve_asset_graph()
-    return {key.to_user_string() for key in graph.get_all_asset_keys()
-            if graph.get(key).group_name == group}
+    return {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).group_name == group
+    }
 
 
 @pytest.fixture(scope="module")
@@ -111,14 +127,23 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
     (dagster_home / ".nux").mkdir()
     (dagster_home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "LGSID_HOME": str(lgsid_home),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "LGSID_HOME": str(lgsid_home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     log = folder / "webserver.log"
     binary = Path(sys.executable).parent / "dagster-webserver"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(binary), "-m", LOCATION, "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     server = Webserver(url=f"http://127.0.0.1:{port}", process=process, folder=folder, log=log)
@@ -126,8 +151,10 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"dagster-webserver exited with code {process.returncode} before "
-                            f"answering /server_info; log tail:\n{_tail(log)}")
+                pytest.fail(
+                    f"dagster-webserver exited with code {process.returncode} before "
+                    f"answering /server_info; log tail:\n{_tail(log)}"
+                )
             try:
                 with urllib.request.urlopen(f"{server.url}/server_info", timeout=5) as reply:
                     if reply.status == 200:
@@ -135,8 +162,10 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not answer /server_info within "
-                            f"{STARTUP_TIMEOUT_S} s; log tail:\n{_tail(log)}")
+                pytest.fail(
+                    f"dagster-webserver did not answer /server_info within "
+                    f"{STARTUP_TIMEOUT_S} s; log tail:\n{_tail(log)}"
+                )
             time.sleep(0.5)
         yield server
     finally:
@@ -148,12 +177,27 @@ def _render(server: Webserver, route: str, name: str, window: str) -> tuple[str,
     browser = _chromium()
     screenshot = server.folder / f"{name}.png"
     profile = server.folder / f"chromium-profile-{name}"
-    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--no-first-run", f"--user-data-dir={profile}", f"--window-size={window}",
-               "--virtual-time-budget=20000", f"--screenshot={screenshot}", "--dump-dom",
-               f"{server.url}/{route}"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL, start_new_session=True) as browser_process:
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--window-size={window}",
+        "--virtual-time-budget=20000",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        f"{server.url}/{route}",
+    ]
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as browser_process:
         try:
             dom, errors = browser_process.communicate(timeout=BROWSER_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -164,7 +208,8 @@ def _render(server: Webserver, route: str, name: str, window: str) -> tuple[str,
                 _stop_group(browser_process, grace_s=5)
     assert browser_process.returncode == 0, (
         f"chromium failed on {route} (exit {browser_process.returncode}): "
-        f"{errors.decode(errors='replace')[-2000:]}")
+        f"{errors.decode(errors='replace')[-2000:]}"
+    )
     return dom.decode("utf-8", errors="replace"), screenshot
 
 
@@ -180,8 +225,9 @@ def test_catalog_lists_every_asset_of_the_code_location(webserver: Webserver) ->
     dom, screenshot = _render(webserver, "assets", "catalog", "1400,4000")
     assert "dagster" in dom.lower() and LOCATION in dom, "the page is not the Dagster UI"
     missing = _missing(dom, names)
-    assert not missing, f"the UI asset catalog does not show {missing} (server log tail:\n" \
-                        f"{_tail(webserver.log)})"
+    assert not missing, (
+        f"the UI asset catalog does not show {missing} (server log tail:\n{_tail(webserver.log)})"
+    )
     assert ">no_such_asset<" not in dom
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -190,12 +236,14 @@ def test_ingest_group_lineage_graph_renders(webserver: Webserver) -> None:
     group = _group_of("raw_items")
     members = _group_assets(group)
     assert {"raw_items", "raw_interactions", "items", "interactions"} <= members
-    dom, screenshot = _render(webserver, f"locations/{LOCATION}/asset-groups/{group}",
-                              f"lineage-{group}", "1600,1200")
+    dom, screenshot = _render(
+        webserver, f"locations/{LOCATION}/asset-groups/{group}", f"lineage-{group}", "1600,1200"
+    )
     missing = _missing(dom, members)
     assert not missing, f"the lineage graph of group {group!r} does not show {missing}"
     # Downstream assets of other groups are drawn as links at the graph's edge.
     assert ">item_embeddings<" in dom
     png = screenshot.read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, \
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000, (
         f"screenshot of the lineage graph looks empty: {screenshot} ({len(png)} bytes)"
+    )

@@ -25,8 +25,9 @@ def test_write_and_read_roundtrip(tmp_path: Path) -> None:
     assert wh.table_path("items", "c1") == tmp_path / "warehouse/items/city=c1/data.parquet"
 
 
-def test_crash_during_write_keeps_the_old_table(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_during_write_keeps_the_old_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wh = Warehouse(tmp_path)
     wh.write_table("items", "c1", frame(3))
 
@@ -98,8 +99,9 @@ def test_first_version_in_an_old_home_keeps_the_plain_parts(tmp_path: Path) -> N
     wh.write_table("geo_pairs", "c1", frame(3))
     assert wh.published("c1", "alignment_samples") is not None
     assert wh.has_table("geo_negatives", "c1") and wh.has_table("cooccurrence_pairs", "c1")
-    assert [len(wh.read_table(t, "c1")) for t in ("geo_negatives", "cooccurrence_pairs",
-                                                   "geo_pairs")] == [4, 6, 3]
+    assert [
+        len(wh.read_table(t, "c1")) for t in ("geo_negatives", "cooccurrence_pairs", "geo_pairs")
+    ] == [4, 6, 3]
     with wh.connect() as con:
         assert con.execute("select count(*) from geo_negatives").fetchone()[0] == 4
         assert con.execute("select count(*) from geo_pairs").fetchone()[0] == 3

@@ -29,7 +29,9 @@ CITY = "wap"
 # `geo_negatives` stands for the downstream steps: it must not run after a failed audit.
 SELECT = "items,geo_negatives"
 PARTS = [(t, "data") for t in TABLES if t != "quarantine"] + [
-    ("quarantine", "items"), ("quarantine", "interactions")]
+    ("quarantine", "items"),
+    ("quarantine", "interactions"),
+]
 
 
 def register(home: Path) -> None:
@@ -50,20 +52,29 @@ def published_hashes(warehouse: Warehouse) -> dict[str, str]:
 
 
 def step_events(instance: dg.DagsterInstance, run_id: str, kind: str) -> list[str]:
-    return [e.step_key for e in instance.all_logs(run_id)
-            if e.dagster_event and e.dagster_event.event_type_value == kind]
+    return [
+        e.step_key
+        for e in instance.all_logs(run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == kind
+    ]
 
 
 def _move_first_to_quarantine(result: Validated, table: str) -> Validated:
     """A valid-looking split with one clean row moved to the quarantine (rate > 0)."""
     first = result.clean.iloc[:1]
-    moved = pd.DataFrame({"city": first["city"].astype("string").values,
-                          "table_name": pd.Series([table], dtype="string"),
-                          "source_row": first["source_row"].astype("string").values,
-                          "reason": pd.Series(["test"], dtype="string"),
-                          "detail": pd.Series(["{}"], dtype="string")})
-    return Validated(result.clean.iloc[1:].reset_index(drop=True),
-                     pd.concat([result.quarantine, moved], ignore_index=True))
+    moved = pd.DataFrame(
+        {
+            "city": first["city"].astype("string").values,
+            "table_name": pd.Series([table], dtype="string"),
+            "source_row": first["source_row"].astype("string").values,
+            "reason": pd.Series(["test"], dtype="string"),
+            "detail": pd.Series(["{}"], dtype="string"),
+        }
+    )
+    return Validated(
+        result.clean.iloc[1:].reset_index(drop=True),
+        pd.concat([result.quarantine, moved], ignore_index=True),
+    )
 
 
 def _drop_column(column: str):
@@ -85,24 +96,35 @@ def _duplicate_id(r: Validated) -> Validated:
 # check -> (which cleaning result is broken, how, run with a zero quarantine limit, expected text)
 BREAKS = {
     "items_schema": ("items", _drop_column("h3_cell"), False, "missing columns: ['h3_cell']"),
-    "items_coordinates_in_range": ("items", _bad_latitude, False,
-                                   "1 rows with coordinates out of range"),
+    "items_coordinates_in_range": (
+        "items",
+        _bad_latitude,
+        False,
+        "1 rows with coordinates out of range",
+    ),
     "items_unique_ids": ("items", _duplicate_id, False, "1 duplicate item_id values"),
-    "items_quarantine_rate": ("items", lambda r: _move_first_to_quarantine(r, "items"), True,
-                              "limit 0.0000"),
+    "items_quarantine_rate": (
+        "items",
+        lambda r: _move_first_to_quarantine(r, "items"),
+        True,
+        "limit 0.0000",
+    ),
     "items_counts_reconcile": ("items_file", None, False, "1 missing"),
-    "interactions_schema": ("interactions", _drop_column("ts"), False,
-                            "missing columns: ['ts']"),
-    "interactions_quarantine_rate": ("interactions",
-                                     lambda r: _move_first_to_quarantine(r, "interactions"),
-                                     True, "limit 0.0000"),
+    "interactions_schema": ("interactions", _drop_column("ts"), False, "missing columns: ['ts']"),
+    "interactions_quarantine_rate": (
+        "interactions",
+        lambda r: _move_first_to_quarantine(r, "interactions"),
+        True,
+        "limit 0.0000",
+    ),
     "interactions_counts_reconcile": ("interactions_file", None, False, "1 missing"),
 }
 
 
 @pytest.mark.parametrize("check", sorted(BREAKS))
 def test_each_blocking_check_fails_and_publishes_nothing(
-        check: str, lgsid_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check: str, lgsid_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     register(lgsid_env)
     warehouse = Warehouse(lgsid_env)
     target, corrupt, strict, expected = BREAKS[check]
@@ -114,8 +136,9 @@ def test_each_blocking_check_fails_and_publishes_nothing(
 
         if target in ("items", "interactions"):
             real = getattr(ingest_stage, f"clean_{target}")
-            monkeypatch.setattr(ingest_stage, f"clean_{target}",
-                                lambda *a, **k: corrupt(real(*a, **k)))
+            monkeypatch.setattr(
+                ingest_stage, f"clean_{target}", lambda *a, **k: corrupt(real(*a, **k))
+            )
         else:  # the frames are right; the file persisted on disk loses its last row
             table = target.removesuffix("_file")
             real_write = StagedVersion.write_table
@@ -126,8 +149,12 @@ def test_each_blocking_check_fails_and_publishes_nothing(
                 return real_write(self, name, frame, part)
 
             monkeypatch.setattr(StagedVersion, "write_table", lossy_write)
-        [bad] = materialize([CITY], select=SELECT, instance=instance,
-                            run_config=quarantine_config(0.0) if strict else None)
+        [bad] = materialize(
+            [CITY],
+            select=SELECT,
+            instance=instance,
+            run_config=quarantine_config(0.0) if strict else None,
+        )
         assert not bad.success
         # A quarantined item also quarantines its check-ins: both rates exceed a zero limit.
         also = {"interactions_quarantine_rate"} if check == "items_quarantine_rate" else set()
@@ -146,9 +173,12 @@ def test_each_blocking_check_fails_and_publishes_nothing(
 
 def frames(n: int, city: str = CITY) -> dict[tuple[str, str], pd.DataFrame]:
     """A table set whose every table has ``n`` rows (so a mix of sets is visible)."""
-    return {(table, part): pd.DataFrame({"city": [city] * n, "source_row": [str(i)
-                                         for i in range(n)], "table_name": [part] * n})
-            for table, part in PARTS}
+    return {
+        (table, part): pd.DataFrame(
+            {"city": [city] * n, "source_row": [str(i) for i in range(n)], "table_name": [part] * n}
+        )
+        for table, part in PARTS
+    }
 
 
 def publish(warehouse: Warehouse, n: int) -> dict:
@@ -191,6 +221,7 @@ def _fail_json(name: str):
             return real(data, path)
 
         monkeypatch.setattr(warehouse_module, "_write_json", write)
+
     return patch
 
 
@@ -210,7 +241,9 @@ def _fail_method(name: str):
     def patch(monkeypatch: pytest.MonkeyPatch) -> None:
         def crash(*args, **kwargs):
             raise OSError("crash")
+
         monkeypatch.setattr(Warehouse, name, crash)
+
     return patch
 
 
@@ -227,7 +260,8 @@ CRASHES = {
 
 @pytest.mark.parametrize("point", sorted(CRASHES))
 def test_crash_at_each_publish_point_leaves_one_whole_set(
-        point: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    point: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     warehouse = Warehouse(tmp_path)
     publish(warehouse, 3)
     inject, seen = CRASHES[point]
@@ -272,8 +306,11 @@ def test_rollback_cli(lgsid_env: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert visible_sizes(warehouse) == {2}
     assert main(["rollback", "--city", "nowhere"]) == 2  # not registered
     assert "nowhere" in capsys.readouterr().err
-    for argv in (["rollback", "--city", "../x"], ["rollback", "--city", CITY, "--stage", "x"],
-                 ["rollback"]):
+    for argv in (
+        ["rollback", "--city", "../x"],
+        ["rollback", "--city", CITY, "--stage", "x"],
+        ["rollback"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2

@@ -7,8 +7,17 @@ import pandas as pd
 
 from lgsid_pipeline.metrics.geography import coverage_by_level, nmi_vs_labels, similarity_at_k
 
-GEOGRAPHY_KEYS = ("nmi_level1", "nmi_level2", "p_at_5", "p_at_10", "c_at_5", "c_at_10",
-                  "t_at_5", "t_at_10", "similarity_at_10")
+GEOGRAPHY_KEYS = (
+    "nmi_level1",
+    "nmi_level2",
+    "p_at_5",
+    "p_at_10",
+    "c_at_5",
+    "c_at_10",
+    "t_at_5",
+    "t_at_10",
+    "similarity_at_10",
+)
 
 
 def admin_labels(items: pd.DataFrame) -> dict[str, list]:
@@ -16,12 +25,15 @@ def admin_labels(items: pd.DataFrame) -> dict[str, list]:
     return {f"level{n}": items[f"admin_l{n}_code"].astype("string").tolist() for n in (1, 2, 3)}
 
 
-def geography_metrics(embeddings: np.ndarray, items: pd.DataFrame, reference: np.ndarray,
-                      seed: int = 0) -> dict[str, float]:
+def geography_metrics(
+    embeddings: np.ndarray, items: pd.DataFrame, reference: np.ndarray, seed: int = 0
+) -> dict[str, float]:
     """NMI vs admin levels 1-2, P/C/T@5/10 and Similarity@10 against the reference space."""
     if len(embeddings) != len(items) or len(reference) != len(items):
-        raise ValueError(f"{len(items)} items but {len(embeddings)} embeddings and "
-                         f"{len(reference)} reference embeddings")
+        raise ValueError(
+            f"{len(items)} items but {len(embeddings)} embeddings and "
+            f"{len(reference)} reference embeddings"
+        )
     labels = admin_labels(items)
     metrics = {
         "nmi_level1": nmi_vs_labels(embeddings, labels["level1"], seed=seed),

@@ -22,8 +22,9 @@ from lgsid_pipeline.alignment.config import GdpoConfig
 from lgsid_pipeline.encoder import TextEncoder
 
 
-def candidate_log_probs(anchors: torch.Tensor, candidates: torch.Tensor,
-                        tau: float) -> torch.Tensor:
+def candidate_log_probs(
+    anchors: torch.Tensor, candidates: torch.Tensor, tau: float
+) -> torch.Tensor:
     """log P(candidate | anchor): log-softmax of cosine / tau over the in-batch candidates."""
     anchors = nn.functional.normalize(anchors, dim=-1)
     candidates = nn.functional.normalize(candidates, dim=-1)
@@ -60,8 +61,12 @@ def gdpo_loss(
     dpo = dpo.mean()
     sim = similarity_regulariser(torch.cat(policy), torch.cat(reference))
     total = dpo + config.lam * sim
-    parts = {"loss": total.item(), "dpo": dpo.item(), "sim": sim.item(),
-             "preference_accuracy": (chosen > rejected).float().mean().item()}
+    parts = {
+        "loss": total.item(),
+        "dpo": dpo.item(),
+        "sim": sim.item(),
+        "preference_accuracy": (chosen > rejected).float().mean().item(),
+    }
     return total, parts
 
 
@@ -106,27 +111,32 @@ def train_gdpo(
     reference = torch.from_numpy(encoder.encode(texts, dtype="fp32"))
     encoder.add_lora(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
     optimizer = torch.optim.AdamW(encoder.trainable_parameters(), lr=config.lr)
-    idx = {name: np.array([position[t] for t in seq]) for name, seq in
-           (("a", anchors), ("pos", chosen), ("neg", rejected))}
-    margin_t = torch.from_numpy(np.asarray(margins, dtype=np.float32)) \
-        if margins is not None else None
+    idx = {
+        name: np.array([position[t] for t in seq])
+        for name, seq in (("a", anchors), ("pos", chosen), ("neg", rejected))
+    }
+    margin_t = (
+        torch.from_numpy(np.asarray(margins, dtype=np.float32)) if margins is not None else None
+    )
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     try:
         for step in range(config.steps):
-            batch = rng.choice(len(anchors), size=min(config.batch_size, len(anchors)),
-                               replace=False)
+            batch = rng.choice(
+                len(anchors), size=min(config.batch_size, len(anchors)), replace=False
+            )
             # Set every step: on_step may call encode(), which switches modes.
             lora_train_mode(encoder)
             batch_texts = [texts[i] for name in ("a", "pos", "neg") for i in idx[name][batch]]
             embedded = encoder(batch_texts)
             n = len(batch)
-            policy = (embedded[:n], embedded[n:2 * n], embedded[2 * n:])
+            policy = (embedded[:n], embedded[n : 2 * n], embedded[2 * n :])
             ref = tuple(reference[idx[name][batch]] for name in ("a", "pos", "neg"))
-            loss, parts = gdpo_loss(policy, ref, config,
-                                    margin_t[batch] if margin_t is not None else None)
+            loss, parts = gdpo_loss(
+                policy, ref, config, margin_t[batch] if margin_t is not None else None
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -10,8 +10,9 @@ import pandas as pd
 TRIPLE_COLUMNS = ("anchor_item_id", "chosen_item_id", "rejected_item_id", "source", "margin")
 
 
-def _far_items(items: pd.DataFrame, anchor_ids: np.ndarray, rng: np.random.Generator,
-               per_anchor: int) -> pd.DataFrame:
+def _far_items(
+    items: pd.DataFrame, anchor_ids: np.ndarray, rng: np.random.Generator, per_anchor: int
+) -> pd.DataFrame:
     """Random items of another level-1 area for each anchor (candidate rejected items)."""
     l1 = items.set_index("item_id")["admin_l1_code"].astype("string").fillna("")
     ids = items["item_id"].to_numpy()
@@ -26,8 +27,9 @@ def _far_items(items: pd.DataFrame, anchor_ids: np.ndarray, rng: np.random.Gener
     return pd.DataFrame(rows, columns=["anchor_item_id", "candidate_item_id"])
 
 
-def dc_triples(pairs: pd.DataFrame, items: pd.DataFrame, max_triples: int,
-               seed: int = 0) -> pd.DataFrame:
+def dc_triples(
+    pairs: pd.DataFrame, items: pd.DataFrame, max_triples: int, seed: int = 0
+) -> pd.DataFrame:
     """D_dc: (a, b co-visited with a, a random item of another level-1 area)."""
     rng = np.random.default_rng(seed)
     if pairs.empty:
@@ -39,9 +41,15 @@ def dc_triples(pairs: pd.DataFrame, items: pd.DataFrame, max_triples: int,
     chosen = np.where(flip, take["item_a"], take["item_b"])
     far = _far_items(items, anchor, rng, 1).drop_duplicates("anchor_item_id")
     rejected = pd.Series(far["candidate_item_id"].to_numpy(), index=far["anchor_item_id"])
-    return pd.DataFrame({"anchor_item_id": anchor, "chosen_item_id": chosen,
-                         "rejected_item_id": rejected.reindex(anchor).to_numpy(),
-                         "source": "dc", "margin": np.nan})
+    return pd.DataFrame(
+        {
+            "anchor_item_id": anchor,
+            "chosen_item_id": chosen,
+            "rejected_item_id": rejected.reindex(anchor).to_numpy(),
+            "source": "dc",
+            "margin": np.nan,
+        }
+    )
 
 
 def gc_triples(
@@ -68,16 +76,25 @@ def gc_triples(
         return pd.DataFrame(columns=list(TRIPLE_COLUMNS))
     scored_near = near.assign(reward=reward_of(near))
     scored_far = far.assign(reward=reward_of(far))
-    best = (scored_near.sort_values(["anchor_item_id", "same_content", "reward"],
-                                    ascending=[True, False, False])
-            .drop_duplicates("anchor_item_id").set_index("anchor_item_id"))
-    worst = (scored_far.sort_values(["anchor_item_id", "reward"])
-             .drop_duplicates("anchor_item_id").set_index("anchor_item_id"))
+    best = (
+        scored_near.sort_values(
+            ["anchor_item_id", "same_content", "reward"], ascending=[True, False, False]
+        )
+        .drop_duplicates("anchor_item_id")
+        .set_index("anchor_item_id")
+    )
+    worst = (
+        scored_far.sort_values(["anchor_item_id", "reward"])
+        .drop_duplicates("anchor_item_id")
+        .set_index("anchor_item_id")
+    )
     anchors = best.index.intersection(worst.index)
-    return pd.DataFrame({
-        "anchor_item_id": anchors.to_numpy(),
-        "chosen_item_id": best.loc[anchors, "candidate_item_id"].to_numpy(),
-        "rejected_item_id": worst.loc[anchors, "candidate_item_id"].to_numpy(),
-        "source": "gc",
-        "margin": (best.loc[anchors, "reward"] - worst.loc[anchors, "reward"]).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "anchor_item_id": anchors.to_numpy(),
+            "chosen_item_id": best.loc[anchors, "candidate_item_id"].to_numpy(),
+            "rejected_item_id": worst.loc[anchors, "candidate_item_id"].to_numpy(),
+            "source": "gc",
+            "margin": (best.loc[anchors, "reward"] - worst.loc[anchors, "reward"]).to_numpy(),
+        }
+    )

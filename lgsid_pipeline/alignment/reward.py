@@ -20,8 +20,9 @@ from lgsid_pipeline.alignment.config import RewardConfig
 from lgsid_pipeline.metrics.ranking import mean_kendall_tau, top1_accuracy
 from lgsid_pipeline.model_files import ModelFiles
 
-REWARD_FILES = ModelFiles("reward model", meta_file="reward_config.json",
-                          weights_file="reward_head.pt")
+REWARD_FILES = ModelFiles(
+    "reward model", meta_file="reward_config.json", weights_file="reward_head.pt"
+)
 
 
 class RewardHead(nn.Module):
@@ -30,8 +31,9 @@ class RewardHead(nn.Module):
     def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.dim = dim
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, 1))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+        )
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.net(embeddings).squeeze(-1)
@@ -64,20 +66,25 @@ def score_lists(model: RewardHead, embeddings: np.ndarray, batch: int = 4096) ->
     """Rewards (logits) for embeddings of any leading shape (..., dim)."""
     model.eval()
     flat = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).reshape(
-        -1, embeddings.shape[-1])
+        -1, embeddings.shape[-1]
+    )
     with torch.inference_mode():
-        chunks = [model(flat[i:i + batch]) for i in range(0, len(flat), batch)]
+        chunks = [model(flat[i : i + batch]) for i in range(0, len(flat), batch)]
     out = torch.cat(chunks) if chunks else torch.zeros(0)
     return out.numpy().reshape(embeddings.shape[:-1])
 
 
-def evaluate_reward(model: RewardHead, embeddings: np.ndarray,
-                    distances: np.ndarray) -> dict[str, float]:
+def evaluate_reward(
+    model: RewardHead, embeddings: np.ndarray, distances: np.ndarray
+) -> dict[str, float]:
     """True-location top-1 accuracy and Kendall tau between reward and -distance."""
     scores = score_lists(model, embeddings)
-    return {"top1_accuracy": top1_accuracy(scores, 0),
-            "kendall_tau": mean_kendall_tau(scores, distances),
-            "lists": float(len(scores)), "chance_top1": 1.0 / embeddings.shape[1]}
+    return {
+        "top1_accuracy": top1_accuracy(scores, 0),
+        "kendall_tau": mean_kendall_tau(scores, distances),
+        "lists": float(len(scores)),
+        "chance_top1": 1.0 / embeddings.shape[1],
+    }
 
 
 def train_reward_model(
@@ -89,16 +96,19 @@ def train_reward_model(
 ) -> RewardTrainingResult:
     """Train the reward head on list-wise samples; evaluate on held-out anchors."""
     if embeddings.ndim != 3 or embeddings.shape[:2] != labels.shape != distances.shape:
-        raise ValueError(f"expected embeddings (lists, slots, dim) and labels/distances "
-                         f"(lists, slots); got {embeddings.shape}, {labels.shape}, "
-                         f"{distances.shape}")
+        raise ValueError(
+            f"expected embeddings (lists, slots, dim) and labels/distances "
+            f"(lists, slots); got {embeddings.shape}, {labels.shape}, "
+            f"{distances.shape}"
+        )
     if not np.isfinite(embeddings).all():
         raise ValueError("reward-model embeddings contain NaN or inf")
     torch.manual_seed(config.seed)
     train_idx, hold_idx = split_lists(len(embeddings), config.holdout_share, config.seed)
     model = RewardHead(embeddings.shape[-1], config.hidden, config.dropout)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
     rng = np.random.default_rng(config.seed)
@@ -108,7 +118,7 @@ def train_reward_model(
         losses = []
         order = rng.permutation(train_idx)
         for start in range(0, len(order), config.batch_lists):
-            batch = order[start:start + config.batch_lists]
+            batch = order[start : start + config.batch_lists]
             loss = listwise_bce(model(x[batch]), y[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -116,8 +126,9 @@ def train_reward_model(
             losses.append(loss.item())
         entry = {"epoch": float(epoch + 1), "train_loss": float(np.mean(losses))}
         if len(hold_idx):
-            entry["holdout_top1"] = evaluate_reward(model, embeddings[hold_idx],
-                                                    distances[hold_idx])["top1_accuracy"]
+            entry["holdout_top1"] = evaluate_reward(
+                model, embeddings[hold_idx], distances[hold_idx]
+            )["top1_accuracy"]
         result.history.append(entry)
         if on_epoch:
             on_epoch(entry)
@@ -126,11 +137,13 @@ def train_reward_model(
     return result
 
 
-def save_reward_model(model: RewardHead, folder: Path, config: RewardConfig,
-                      extra: dict | None = None) -> Path:
+def save_reward_model(
+    model: RewardHead, folder: Path, config: RewardConfig, extra: dict | None = None
+) -> Path:
     """Write weights and config to ``folder`` as one folder."""
-    return REWARD_FILES.save(folder, model, {"dim": model.dim, "config": asdict(config),
-                                             **(extra or {})})
+    return REWARD_FILES.save(
+        folder, model, {"dim": model.dim, "config": asdict(config), **(extra or {})}
+    )
 
 
 def load_reward_model(folder: Path) -> RewardHead:

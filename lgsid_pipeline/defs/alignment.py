@@ -34,13 +34,18 @@ if TYPE_CHECKING:
     pass
 
 GeoNegativesConfig = config_class(
-    "GeoNegativesConfig", GeoNegativeConfig,
-    "Density-aware list-wise sampling (METHOD section 1).")
+    "GeoNegativesConfig", GeoNegativeConfig, "Density-aware list-wise sampling (METHOD section 1)."
+)
 RewardModelConfig = config_class(
-    "RewardModelConfig", RewardConfig, "List-wise reward model training (METHOD section 2).")
+    "RewardModelConfig", RewardConfig, "List-wise reward model training (METHOD section 2)."
+)
 AlignedEncoderConfig = config_class(
-    "AlignedEncoderConfig", GdpoConfig, "G-DPO with LoRA (METHOD section 3).",
-    max_dc_triples=(int, 1500), max_gc_triples=(int, 1500))
+    "AlignedEncoderConfig",
+    GdpoConfig,
+    "G-DPO with LoRA (METHOD section 3).",
+    max_dc_triples=(int, 1500),
+    max_gc_triples=(int, 1500),
+)
 
 
 class CooccurrenceConfig(dg.Config):
@@ -73,93 +78,160 @@ def _model_metadata(model: TrainedModel) -> dict:
     }
 
 
-@dg.asset(deps=["items"], partitions_def=city_partitions, group_name="alignment",
-          kinds={"parquet"})
-def geo_negatives(context: dg.AssetExecutionContext, config: GeoNegativesConfig,
-                  lgsid: LgsidResource) -> dg.MaterializeResult:
+@dg.asset(deps=["items"], partitions_def=city_partitions, group_name="alignment", kinds={"parquet"})
+def geo_negatives(
+    context: dg.AssetExecutionContext, config: GeoNegativesConfig, lgsid: LgsidResource
+) -> dg.MaterializeResult:
     """K = 15 mismatched locations per anchor with soft labels (density-aware)."""
     city = context.partition_key
-    result = stage.geo_negatives(lgsid.warehouse, city, settings_from(config, GeoNegativeConfig),
-                                 log=context.log.info)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": result.rows, "anchors": result.metrics["anchors"],
-        "median_km_by_kind": dg.MetadataValue.json(result.metrics["median_km_by_kind"]),
-        **png_metadata(lgsid.reports, result.png, city, "geo_negatives",
-                       key="distance_histogram"),
-    })
+    result = stage.geo_negatives(
+        lgsid.warehouse, city, settings_from(config, GeoNegativeConfig), log=context.log.info
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.rows,
+            "anchors": result.metrics["anchors"],
+            "median_km_by_kind": dg.MetadataValue.json(result.metrics["median_km_by_kind"]),
+            **png_metadata(
+                lgsid.reports, result.png, city, "geo_negatives", key="distance_histogram"
+            ),
+        }
+    )
 
 
-@dg.asset(deps=["interactions"], partitions_def=city_partitions, group_name="alignment",
-          kinds={"duckdb", "parquet"})
-def cooccurrence_pairs(context: dg.AssetExecutionContext, config: CooccurrenceConfig,
-                       lgsid: LgsidResource) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["interactions"],
+    partitions_def=city_partitions,
+    group_name="alignment",
+    kinds={"duckdb", "parquet"},
+)
+def cooccurrence_pairs(
+    context: dg.AssetExecutionContext, config: CooccurrenceConfig, lgsid: LgsidResource
+) -> dg.MaterializeResult:
     """D_dc: item pairs co-visited by a user on one day (sql/cooccurrence_pairs.sql)."""
-    result = stage.cooccurrence_pairs(lgsid.warehouse, context.partition_key, config.quantile,
-                                      config.min_count, log=context.log.info)
+    result = stage.cooccurrence_pairs(
+        lgsid.warehouse,
+        context.partition_key,
+        config.quantile,
+        config.min_count,
+        log=context.log.info,
+    )
     return dg.MaterializeResult(metadata={"dagster/row_count": result.rows, **result.metrics})
 
 
-@dg.asset(pool=COMPUTE_POOL,
-          deps=[dg.AssetDep("geo_negatives", partition_mapping=dg.AllPartitionMapping()),
-                "items"],
-          group_name="models", kinds={"pytorch", "mlflow"})
-def reward_model(context: dg.AssetExecutionContext, config: RewardModelConfig,
-                 lgsid: LgsidResource) -> dg.MaterializeResult:
+@dg.asset(
+    pool=COMPUTE_POOL,
+    deps=[dg.AssetDep("geo_negatives", partition_mapping=dg.AllPartitionMapping()), "items"],
+    group_name="models",
+    kinds={"pytorch", "mlflow"},
+)
+def reward_model(
+    context: dg.AssetExecutionContext, config: RewardModelConfig, lgsid: LgsidResource
+) -> dg.MaterializeResult:
     """List-wise reward model over the frozen encoder, trained on every city's negatives."""
     lgsid.limit_threads(context)
     model = stage.train_reward_model(
-        lgsid.warehouse, lgsid.reports, lgsid.home_path, lgsid.base_encoder(),
-        _cities_with(lgsid, "geo_negatives"), settings_from(config, RewardConfig),
-        lgsid.model_dir(REWARD_MODEL), context.run.run_id, dtype=lgsid.encode_dtype,
-        log=context.log.info, on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"))
-    return dg.MaterializeResult(metadata={
-        **_model_metadata(model), "cities": ", ".join(model.details["cities"]),
-        **png_metadata(lgsid.reports, model.png, GLOBAL, "reward_training",
-                       key="training_curve"),
-    })
+        lgsid.warehouse,
+        lgsid.reports,
+        lgsid.home_path,
+        lgsid.base_encoder(),
+        _cities_with(lgsid, "geo_negatives"),
+        settings_from(config, RewardConfig),
+        lgsid.model_dir(REWARD_MODEL),
+        context.run.run_id,
+        dtype=lgsid.encode_dtype,
+        log=context.log.info,
+        on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **_model_metadata(model),
+            "cities": ", ".join(model.details["cities"]),
+            **png_metadata(
+                lgsid.reports, model.png, GLOBAL, "reward_training", key="training_curve"
+            ),
+        }
+    )
 
 
-@dg.asset(pool=COMPUTE_POOL, deps=["reward_model", "items"], partitions_def=city_partitions,
-          group_name="alignment", kinds={"duckdb", "parquet"})
-def geo_pairs(context: dg.AssetExecutionContext, config: GeoPairsConfig,
-              lgsid: LgsidResource) -> dg.MaterializeResult:
+@dg.asset(
+    pool=COMPUTE_POOL,
+    deps=["reward_model", "items"],
+    partitions_def=city_partitions,
+    group_name="alignment",
+    kinds={"duckdb", "parquet"},
+)
+def geo_pairs(
+    context: dg.AssetExecutionContext, config: GeoPairsConfig, lgsid: LgsidResource
+) -> dg.MaterializeResult:
     """D_gc: near item the reward model prefers vs far similar item it rejects."""
     lgsid.limit_threads(context)
-    result = stage.geo_pairs(lgsid.warehouse, context.partition_key, lgsid.base_encoder(),
-                             lgsid.champion_folder(REWARD_MODEL), config.model_dump(),
-                             config.seed, dtype=lgsid.encode_dtype, log=context.log.info)
+    result = stage.geo_pairs(
+        lgsid.warehouse,
+        context.partition_key,
+        lgsid.base_encoder(),
+        lgsid.champion_folder(REWARD_MODEL),
+        config.model_dump(),
+        config.seed,
+        dtype=lgsid.encode_dtype,
+        log=context.log.info,
+    )
     return dg.MaterializeResult(metadata={"dagster/row_count": result.rows, **result.metrics})
 
 
-@dg.asset(pool=COMPUTE_POOL,
-          deps=[dg.AssetDep("geo_pairs", partition_mapping=dg.AllPartitionMapping()),
-                dg.AssetDep("cooccurrence_pairs", partition_mapping=dg.AllPartitionMapping())],
-          group_name="models", kinds={"pytorch", "mlflow"})
-def aligned_encoder(context: dg.AssetExecutionContext, config: AlignedEncoderConfig,
-                    lgsid: LgsidResource) -> dg.MaterializeResult:
+@dg.asset(
+    pool=COMPUTE_POOL,
+    deps=[
+        dg.AssetDep("geo_pairs", partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep("cooccurrence_pairs", partition_mapping=dg.AllPartitionMapping()),
+    ],
+    group_name="models",
+    kinds={"pytorch", "mlflow"},
+)
+def aligned_encoder(
+    context: dg.AssetExecutionContext, config: AlignedEncoderConfig, lgsid: LgsidResource
+) -> dg.MaterializeResult:
     """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
     lgsid.limit_threads(context)
     model = stage.train_aligned_encoder(
-        lgsid.warehouse, lgsid.reports, lgsid.home_path, lgsid.base_encoder(),
-        _cities_with(lgsid, "geo_pairs"), settings_from(config, GdpoConfig),
-        config.max_gc_triples, config.max_dc_triples, lgsid.model_dir(ALIGNED_ENCODER),
-        context.run.run_id, log=context.log.info)
-    return dg.MaterializeResult(metadata={
-        **_model_metadata(model),
-        "triples": dg.MetadataValue.json(model.details["triples"]),
-        "encoder_version": model.details["encoder_version"],
-        **png_metadata(lgsid.reports, model.png, GLOBAL, "gdpo_training", key="training_curve"),
-    })
+        lgsid.warehouse,
+        lgsid.reports,
+        lgsid.home_path,
+        lgsid.base_encoder(),
+        _cities_with(lgsid, "geo_pairs"),
+        settings_from(config, GdpoConfig),
+        config.max_gc_triples,
+        config.max_dc_triples,
+        lgsid.model_dir(ALIGNED_ENCODER),
+        context.run.run_id,
+        log=context.log.info,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **_model_metadata(model),
+            "triples": dg.MetadataValue.json(model.details["triples"]),
+            "encoder_version": model.details["encoder_version"],
+            **png_metadata(lgsid.reports, model.png, GLOBAL, "gdpo_training", key="training_curve"),
+        }
+    )
 
 
-@dg.asset(pool=COMPUTE_POOL,
-          deps=["aligned_encoder", "items"], partitions_def=city_partitions,
-          group_name="alignment", kinds={"parquet"},
-          check_specs=[dg.AssetCheckSpec(embeddings_check_name(part), asset="item_embeddings",
-                                         blocking=True,
-                                         description=f"one {part} embedding per item, of its "
-                                                     "current content")
-                       for part in EMBEDDING_PARTS])
+@dg.asset(
+    pool=COMPUTE_POOL,
+    deps=["aligned_encoder", "items"],
+    partitions_def=city_partitions,
+    group_name="alignment",
+    kinds={"parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            embeddings_check_name(part),
+            asset="item_embeddings",
+            blocking=True,
+            description=f"one {part} embedding per item, of its current content",
+        )
+        for part in EMBEDDING_PARTS
+    ],
+)
 def item_embeddings(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     """Reference and aligned embeddings of every item, encoded incrementally, with the
     before/after geography metrics; both parts are audited and published as one version."""
@@ -170,21 +242,41 @@ def item_embeddings(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     aligned.load_adapter(lgsid.champion_folder(ALIGNED_ENCODER))
     with warehouse.staging(city, "embeddings") as staged:
         encoded = stage.stage_item_embeddings(
-            warehouse, staged, city, items, {"reference": lgsid.base_encoder(),
-                                             "aligned": aligned},
-            dtype=lgsid.encode_dtype, log=context.log.info)
+            warehouse,
+            staged,
+            city,
+            items,
+            {"reference": lgsid.base_encoder(), "aligned": aligned},
+            dtype=lgsid.encode_dtype,
+            log=context.log.info,
+        )
         pointer = yield from publish_audited(
-            warehouse, staged, f"{city} item_embeddings", encoded.audits,
-            {"run_id": context.run.run_id, "encoder_version": aligned.version})
+            warehouse,
+            staged,
+            f"{city} item_embeddings",
+            encoded.audits,
+            {"run_id": context.run.run_id, "encoder_version": aligned.version},
+        )
     figures = stage.geography_before_after(
-        lgsid.reports, lgsid.home_path, city, items,
+        lgsid.reports,
+        lgsid.home_path,
+        city,
+        items,
         embedding_matrix(encoded.results["reference"].table),
-        embedding_matrix(encoded.results["aligned"].table), aligned.version,
-        encoded.encoded > 0)
+        embedding_matrix(encoded.results["aligned"].table),
+        aligned.version,
+        encoded.encoded > 0,
+    )
     warehouse.refresh_catalog()
-    metadata = {"dagster/row_count": len(items), "version": pointer["version"],
-                "encoder_version": aligned.version, **encoded.metadata()}
+    metadata = {
+        "dagster/row_count": len(items),
+        "version": pointer["version"],
+        "encoder_version": aligned.version,
+        **encoded.metadata(),
+    }
     if figures:
         metadata["geography"] = dg.MetadataValue.md(stage.before_after_markdown(figures))
-    yield dg.MaterializeResult(metadata=metadata, check_results=[
-        check_result(a.name, a.asset, a.outcome) for a in encoded.audits])
+    yield dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[check_result(a.name, a.asset, a.outcome) for a in encoded.audits],
+    )

@@ -27,8 +27,14 @@ from lgsid_pipeline.retrain import (
 from lgsid_pipeline.sources.landing import landing_files, landing_fingerprint
 
 NIGHTLY_JOB_NAME = "nightly_retokenization"
-NIGHTLY_ASSETS = ["raw_items", "raw_interactions", "items", "interactions", "item_embeddings",
-                  *SEMANTIC_ID_ASSETS]
+NIGHTLY_ASSETS = [
+    "raw_items",
+    "raw_interactions",
+    "items",
+    "interactions",
+    "item_embeddings",
+    *SEMANTIC_ID_ASSETS,
+]
 
 # Failures worth another try: a locked SQLite/DuckDB file, an MLflow store busy, a worker
 # killed for memory. Each retry waits twice as long as the one before.
@@ -38,13 +44,17 @@ nightly_job = dg.define_asset_job(
     NIGHTLY_JOB_NAME,
     selection=dg.AssetSelection.assets(*NIGHTLY_ASSETS),
     description="Ingest what is new and give new or changed items embeddings and semantic "
-                "IDs with the frozen models (one city partition per run).",
+    "IDs with the frozen models (one city partition per run).",
     op_retry_policy=STEP_RETRIES,
 )
 
 
-@dg.schedule(job=nightly_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(
+    job=nightly_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 def nightly_retokenization(context: dg.ScheduleEvaluationContext):
     """02:00 UTC: one run per registered city (the run key makes a tick idempotent)."""
     cities = context.instance.get_dynamic_partitions("city")
@@ -66,11 +76,16 @@ def retrain_request(retrain: str, stage: RetrainStage, city: str | None) -> dg.R
         job_name=CITY_JOB_NAME if stage.per_city else GLOBAL_JOB_NAME,
         partition_key=city,
         asset_selection=[dg.AssetKey(name) for name in stage.assets],
-        tags={RETRAIN_TAG: retrain, STAGE_TAG: stage.name})
+        tags={RETRAIN_TAG: retrain, STAGE_TAG: stage.name},
+    )
 
 
-@dg.schedule(job_name=GLOBAL_JOB_NAME, cron_schedule="0 3 * * 0", execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.STOPPED)
+@dg.schedule(
+    job_name=GLOBAL_JOB_NAME,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
 def weekly_global_models(context: dg.ScheduleEvaluationContext):
     """Sunday 03:00 UTC (off until switched on): start a retrain with its first stage, the
     reward model; the ``retrain_stages`` sensor runs the rest in lineage order."""
@@ -78,8 +93,9 @@ def weekly_global_models(context: dg.ScheduleEvaluationContext):
     return retrain_request(retrain, RETRAIN_STAGES[0], None)
 
 
-def retrain_statuses(instance: dg.DagsterInstance,
-                     retrain: str) -> dict[tuple[str, str | None], str]:
+def retrain_statuses(
+    instance: dg.DagsterInstance, retrain: str
+) -> dict[tuple[str, str | None], str]:
     """Status of the latest run per (stage, city) of one retrain."""
     statuses: dict[tuple[str, str | None], str] = {}
     for run in instance.get_runs(filters=dg.RunsFilter(tags={RETRAIN_TAG: retrain})):
@@ -91,23 +107,29 @@ def retrain_statuses(instance: dg.DagsterInstance,
 def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
     """The sensor that moves every started retrain to its next stage (see ``retrain.py``)."""
 
-    @dg.sensor(name=RETRAIN_SENSOR_NAME, jobs=jobs, minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING)
+    @dg.sensor(
+        name=RETRAIN_SENSOR_NAME,
+        jobs=jobs,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
     def _sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
         done: list[str] = json.loads(context.cursor) if context.cursor else []
         started = context.instance.get_runs(
-            filters=dg.RunsFilter(tags={STAGE_TAG: RETRAIN_STAGES[0].name}), limit=20)
-        retrains = sorted({r.tags[RETRAIN_TAG] for r in started if RETRAIN_TAG in r.tags}
-                          - set(done))
+            filters=dg.RunsFilter(tags={STAGE_TAG: RETRAIN_STAGES[0].name}), limit=20
+        )
+        retrains = sorted(
+            {r.tags[RETRAIN_TAG] for r in started if RETRAIN_TAG in r.tags} - set(done)
+        )
         cities = sorted(context.instance.get_dynamic_partitions("city"))
         requests = []
         for retrain in retrains:
-            step = next_step(retrain_statuses(context.instance, retrain), cities,
-                             lgsid.warehouse.has_table)
+            step = next_step(
+                retrain_statuses(context.instance, retrain), cities, lgsid.warehouse.has_table
+            )
             context.log.info(f"{retrain}: {step.state} ({step.reason})")
             if step.state == "launch" and step.stage is not None:
-                requests += [retrain_request(retrain, step.stage, city)
-                             for city in step.partitions]
+                requests += [retrain_request(retrain, step.stage, city) for city in step.partitions]
             elif step.state == "done":
                 done.append(retrain)
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(done[-50:]))
@@ -115,8 +137,9 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
     return _sensor
 
 
-@dg.sensor(job=nightly_job, minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job=nightly_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
+)
 def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
     """Watch ``LGSID_HOME/landing/<city>/``: register new cities (source ``landing``) and
     request an ingest + embeddings + semantic-IDs run for each city whose files changed.
@@ -148,5 +171,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
     for reason in skipped:
         context.log.warning(f"landing folder skipped: {reason}")
     partitions = [city_partitions.build_add_request(new_cities)] if new_cities else []
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True),
-                           dynamic_partitions_requests=partitions)
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=json.dumps(seen, sort_keys=True),
+        dynamic_partitions_requests=partitions,
+    )

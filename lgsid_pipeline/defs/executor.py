@@ -34,13 +34,16 @@ def k8s_executor_config(text: str | None) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ValueError(f"{K8S_CONFIG_ENV} is not valid YAML: {exc}") from exc
     if not isinstance(config, Mapping):
-        raise ValueError(f"{K8S_CONFIG_ENV} must be a YAML mapping of k8s_job_executor config, "
-                         f"got {type(config).__name__}")
+        raise ValueError(
+            f"{K8S_CONFIG_ENV} must be a YAML mapping of k8s_job_executor config, "
+            f"got {type(config).__name__}"
+        )
     result = process_config(k8s_job_executor.config_schema.config_type, dict(config))
     if not result.success:
         # The first two lines of each error name the entry (and a missing env var).
-        errors = "; ".join(" ".join(error.message.splitlines()[:2])
-                           for error in result.errors or [])
+        errors = "; ".join(
+            " ".join(error.message.splitlines()[:2]) for error in result.errors or []
+        )
         raise ValueError(f"{K8S_CONFIG_ENV} is not a valid k8s_job_executor config: {errors}")
     return dict(config)
 

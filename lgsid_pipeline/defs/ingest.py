@@ -29,10 +29,18 @@ from lgsid_pipeline.stages.ingest import STAGE, stage_ingest
 
 __all__ = ["INTERACTION_COLUMNS", "ITEM_COLUMNS", "ingest_tables"]
 
-ITEM_CHECKS = ("items_schema", "items_coordinates_in_range", "items_unique_ids",
-               "items_quarantine_rate", "items_counts_reconcile")
-INTERACTION_CHECKS = ("interactions_schema", "interactions_quarantine_rate",
-                      "interactions_counts_reconcile")
+ITEM_CHECKS = (
+    "items_schema",
+    "items_coordinates_in_range",
+    "items_unique_ids",
+    "items_quarantine_rate",
+    "items_counts_reconcile",
+)
+INTERACTION_CHECKS = (
+    "interactions_schema",
+    "interactions_quarantine_rate",
+    "interactions_counts_reconcile",
+)
 
 
 def _checks(asset: str, names: tuple[str, ...]) -> list[dg.AssetCheckSpec]:
@@ -41,18 +49,34 @@ def _checks(asset: str, names: tuple[str, ...]) -> list[dg.AssetCheckSpec]:
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("raw_items", group_name="ingest", kinds={"parquet"},
-                     description="Every item row of the city's source, as text, nothing dropped."),
-        dg.AssetSpec("raw_interactions", group_name="ingest", kinds={"parquet"},
-                     description="Every check-in row of the city's source, as text."),
-        dg.AssetSpec("items", deps=["raw_items"], group_name="ingest",
-                     kinds={"parquet", "duckdb"},
-                     description="Clean items with admin levels (spatial join), H3 cell, brand "
-                                 "key and content hash."),
-        dg.AssetSpec("interactions", deps=["raw_interactions", "items"], group_name="ingest",
-                     kinds={"parquet", "duckdb"},
-                     description="Clean check-ins (user, item, UTC time) whose item is a clean "
-                                 "item of the city."),
+        dg.AssetSpec(
+            "raw_items",
+            group_name="ingest",
+            kinds={"parquet"},
+            description="Every item row of the city's source, as text, nothing dropped.",
+        ),
+        dg.AssetSpec(
+            "raw_interactions",
+            group_name="ingest",
+            kinds={"parquet"},
+            description="Every check-in row of the city's source, as text.",
+        ),
+        dg.AssetSpec(
+            "items",
+            deps=["raw_items"],
+            group_name="ingest",
+            kinds={"parquet", "duckdb"},
+            description="Clean items with admin levels (spatial join), H3 cell, brand "
+            "key and content hash.",
+        ),
+        dg.AssetSpec(
+            "interactions",
+            deps=["raw_interactions", "items"],
+            group_name="ingest",
+            kinds={"parquet", "duckdb"},
+            description="Clean check-ins (user, item, UTC time) whose item is a clean "
+            "item of the city.",
+        ),
     ],
     check_specs=[*_checks("items", ITEM_CHECKS), *_checks("interactions", INTERACTION_CHECKS)],
     partitions_def=city_partitions,
@@ -65,32 +89,66 @@ def ingest_tables(context: dg.AssetExecutionContext, lgsid: LgsidResource):
     config = lgsid.cities.get(city)
     started = time.perf_counter()
     with warehouse.staging(city, STAGE, carry_forward=False) as staged:
-        ingest = stage_ingest(config, staged, lgsid.home_path / "landing",
-                              lgsid.max_quarantine_rate)
-        pointer = yield from publish_audited(warehouse, staged, f"{city} ingest", ingest.audits, {
-            "run_id": context.run.run_id,
-            "checks": {a.name: {"passed": a.outcome.passed, "description": a.outcome.description}
-                       for a in ingest.audits}})
+        ingest = stage_ingest(
+            config, staged, lgsid.home_path / "landing", lgsid.max_quarantine_rate
+        )
+        pointer = yield from publish_audited(
+            warehouse,
+            staged,
+            f"{city} ingest",
+            ingest.audits,
+            {
+                "run_id": context.run.run_id,
+                "checks": {
+                    a.name: {"passed": a.outcome.passed, "description": a.outcome.description}
+                    for a in ingest.audits
+                },
+            },
+        )
     warehouse.refresh_catalog()
     seconds = time.perf_counter() - started
-    context.log.info(f"{city}: published ingest version {pointer['version']}: "
-                     f"{ingest.summary()} in {seconds:.1f}s")
+    context.log.info(
+        f"{city}: published ingest version {pointer['version']}: "
+        f"{ingest.summary()} in {seconds:.1f}s"
+    )
     common = {"version": pointer["version"], "seconds": round(seconds, 2)}
     checks = {a.name: check_result(a.name, a.asset, a.outcome) for a in ingest.audits}
-    for asset, rows in (("raw_items", len(ingest.raw_items)),
-                        ("raw_interactions", len(ingest.raw_events))):
-        yield dg.MaterializeResult(asset_key=asset, metadata={
-            **common, "source": config.source, "dagster/row_count": rows,
-            **({"source_path": dg.MetadataValue.path(config.path)}
-               if asset == "raw_items" else {})})
+    for asset, rows in (
+        ("raw_items", len(ingest.raw_items)),
+        ("raw_interactions", len(ingest.raw_events)),
+    ):
+        yield dg.MaterializeResult(
+            asset_key=asset,
+            metadata={
+                **common,
+                "source": config.source,
+                "dagster/row_count": rows,
+                **(
+                    {"source_path": dg.MetadataValue.path(config.path)}
+                    if asset == "raw_items"
+                    else {}
+                ),
+            },
+        )
     for asset, figures, names, extra in (
-            ("items", ingest.item_figures(), ITEM_CHECKS,
-             png_metadata(lgsid.reports, ingest.items_map(), city, "items_map")),
-            ("interactions", ingest.interaction_figures(), INTERACTION_CHECKS, {})):
+        (
+            "items",
+            ingest.item_figures(),
+            ITEM_CHECKS,
+            png_metadata(lgsid.reports, ingest.items_map(), city, "items_map"),
+        ),
+        ("interactions", ingest.interaction_figures(), INTERACTION_CHECKS, {}),
+    ):
         rows = figures.pop("rows")
         reasons = dg.MetadataValue.json(figures.pop("quarantine_by_reason"))
         yield dg.MaterializeResult(
             asset_key=asset,
-            metadata={**common, "dagster/row_count": rows, "quarantine_by_reason": reasons,
-                      **figures, **extra},
-            check_results=[checks[name] for name in names])
+            metadata={
+                **common,
+                "dagster/row_count": rows,
+                "quarantine_by_reason": reasons,
+                **figures,
+                **extra,
+            },
+            check_results=[checks[name] for name in names],
+        )

@@ -60,8 +60,11 @@ class LgsidResource(dg.ConfigurableResource):
             shares_cores = os.environ.get(EXECUTOR_ENV, "").strip() != "k8s"
             limit = compute_pool_limit(context.instance) if shares_cores else None
             threads = threads_per_step(available_cores(), limit)
-            why = (f"{available_cores()} cores / {COMPUTE_POOL} pool limit {limit}"
-                   if limit else f"{available_cores()} cores, no {COMPUTE_POOL} pool limit")
+            why = (
+                f"{available_cores()} cores / {COMPUTE_POOL} pool limit {limit}"
+                if limit
+                else f"{available_cores()} cores, no {COMPUTE_POOL} pool limit"
+            )
         set_torch_threads(threads)
         context.log.info(f"torch threads: {threads} ({why})")
         return threads
@@ -109,16 +112,22 @@ def blocking_failure(what: str, audits: list[Audit]) -> dg.Failure | None:
         return None
     summary = "; ".join(f"{a.name}: {a.outcome.description}" for a in failed)
     return dg.Failure(
-        description=f"{what}: {len(failed)} blocking check(s) failed, nothing published: "
-                    f"{summary}",
-        metadata={"failed_checks": ", ".join(a.name for a in failed),
-                  **{f"{a.name}/{k}": v for a in failed for k, v in a.outcome.metadata.items()}},
-        allow_retries=False)
+        description=f"{what}: {len(failed)} blocking check(s) failed, nothing published: {summary}",
+        metadata={
+            "failed_checks": ", ".join(a.name for a in failed),
+            **{f"{a.name}/{k}": v for a in failed for k, v in a.outcome.metadata.items()},
+        },
+        allow_retries=False,
+    )
 
 
-def publish_audited(warehouse: Warehouse, staged: StagedVersion, what: str,
-                    audits: list[Audit], extra: dict[str, Any]
-                    ) -> Generator[dg.AssetCheckResult, None, dict[str, Any]]:
+def publish_audited(
+    warehouse: Warehouse,
+    staged: StagedVersion,
+    what: str,
+    audits: list[Audit],
+    extra: dict[str, Any],
+) -> Generator[dg.AssetCheckResult, None, dict[str, Any]]:
     """Publish a staged version whose blocking audits all passed and return its pointer;
     otherwise yield every audit's check result and raise the failure (nothing published).
     Use as ``pointer = yield from publish_audited(...)`` in an asset body."""
@@ -142,8 +151,9 @@ def check_result(name: str, asset: str, outcome: CheckOutcome) -> dg.AssetCheckR
     )
 
 
-def png_metadata(reports: ReportStore, png: bytes, scope: str, name: str,
-                 key: str = "map") -> dict[str, dg.MetadataValue]:
+def png_metadata(
+    reports: ReportStore, png: bytes, scope: str, name: str, key: str = "map"
+) -> dict[str, dg.MetadataValue]:
     """Embed a PNG in asset metadata (shown in the UI) and keep it in the report store as
     the plot ``name`` of ``scope`` (a city or ``GLOBAL``)."""
     path = reports.write_png(reports.plot(scope, name), png)
@@ -161,8 +171,13 @@ def config_class(name: str, settings: type, doc: str, **extra: tuple[type, Any])
     fields as run config, plus ``extra`` (name -> (type, default)) for orchestration knobs.
     """
     hints = typing.get_type_hints(settings)
-    fields = {f.name: (hints[f.name], f.default if f.default is not dataclasses.MISSING
-                       else f.default_factory()) for f in dataclasses.fields(settings)}
+    fields = {
+        f.name: (
+            hints[f.name],
+            f.default if f.default is not dataclasses.MISSING else f.default_factory(),
+        )
+        for f in dataclasses.fields(settings)
+    }
     return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, **fields, **extra)
 
 

@@ -71,14 +71,16 @@ def _split(parent: BaseGeometry, seeds: np.ndarray) -> list[BaseGeometry]:
     """Voronoi partition of ``parent`` by ``seeds`` (cells clipped to the parent)."""
     if len(seeds) == 1:
         return [parent]
-    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(seeds),
-                                                       extend_to=parent))
+    cells = shapely.get_parts(
+        shapely.voronoi_polygons(shapely.multipoints(seeds), extend_to=parent)
+    )
     pieces = shapely.intersection(cells, parent)
     return [_polygonal(p) for p in pieces if not p.is_empty and p.area > 1e-9]
 
 
-def _seeds(rng: np.random.Generator, area: BaseGeometry, n: int, pool: np.ndarray,
-           from_pool: float) -> np.ndarray:
+def _seeds(
+    rng: np.random.Generator, area: BaseGeometry, n: int, pool: np.ndarray, from_pool: float
+) -> np.ndarray:
     """``n`` partition seeds in ``area``: a share taken near ``pool`` points (density)."""
     k = min(int(round(n * from_pool)), len(pool))
     picked = pool[rng.choice(len(pool), size=k, replace=False)] if k else np.empty((0, 2))
@@ -118,17 +120,23 @@ def _streets(rng: np.random.Generator, spec: SyntheticCitySpec) -> _Streets:
     a_cross = nvec * offset[:, None] - tvec * half
     b_cross = nvec * offset[:, None] + tvec * half
     words = rng.permutation(len(STREET_WORDS))[: n_radial + n_cross]
-    names = [f"{STREET_WORDS[w]} {_RADIAL_KINDS[rng.integers(len(_RADIAL_KINDS))]}"
-             for w in words[:n_radial]]
-    cross = [f"{STREET_WORDS[w]} {_CROSS_KINDS[rng.integers(len(_CROSS_KINDS))]}"
-             for w in words[n_radial:]]
+    names = [
+        f"{STREET_WORDS[w]} {_RADIAL_KINDS[rng.integers(len(_RADIAL_KINDS))]}"
+        for w in words[:n_radial]
+    ]
+    cross = [
+        f"{STREET_WORDS[w]} {_CROSS_KINDS[rng.integers(len(_CROSS_KINDS))]}"
+        for w in words[n_radial:]
+    ]
     cross[:2] = ["Main Street", "High Street"]  # near the centre, as everywhere
-    return _Streets(np.concatenate([a_rad, a_cross]), np.concatenate([b_rad, b_cross]),
-                    names + cross)
+    return _Streets(
+        np.concatenate([a_rad, a_cross]), np.concatenate([b_rad, b_cross]), names + cross
+    )
 
 
-def _item_points(rng: np.random.Generator, spec: SyntheticCitySpec, inner: shapely.Polygon,
-                 streets: _Streets) -> np.ndarray:
+def _item_points(
+    rng: np.random.Generator, spec: SyntheticCitySpec, inner: shapely.Polygon, streets: _Streets
+) -> np.ndarray:
     """Item locations: dense centre, high streets and malls, sparse background."""
     n, r = spec.n_items, spec.radius_km
     n_bg = int(0.12 * n)
@@ -151,8 +159,11 @@ def _item_points(rng: np.random.Generator, spec: SyntheticCitySpec, inner: shape
         m = factor * n_clustered
         pick = rng.choice(k, size=m, p=size / size.sum())
         z = rng.normal(size=(m, 2))
-        pts = (centres[pick] + z[:, :1] * sd_along[pick, None] * along[pick]
-               + z[:, 1:] * sd_across[pick, None] * across[pick])
+        pts = (
+            centres[pick]
+            + z[:, :1] * sd_along[pick, None] * along[pick]
+            + z[:, 1:] * sd_across[pick, None] * across[pick]
+        )
         pts = pts[shapely.contains_xy(inner, pts[:, 0], pts[:, 1])]
         if len(pts) >= n_clustered:
             break
@@ -175,8 +186,9 @@ class _Area:
     parent_code: str | None = None
 
 
-def _admin_levels(rng: np.random.Generator, spec: SyntheticCitySpec, outline: shapely.Polygon,
-                  xy: np.ndarray) -> list[list[_Area]]:
+def _admin_levels(
+    rng: np.random.Generator, spec: SyntheticCitySpec, outline: shapely.Polygon, xy: np.ndarray
+) -> list[list[_Area]]:
     """Districts, neighbourhoods and fine cells; each level tiles ``outline``."""
     r = spec.radius_km
     n1 = int(np.clip(2 + spec.n_items // 1600, 3, 6))
@@ -188,8 +200,9 @@ def _admin_levels(rng: np.random.Generator, spec: SyntheticCitySpec, outline: sh
     if n1 >= 4:
         seeds1 = np.vstack([rng.normal(0, 0.05 * r, (1, 2)), seeds1])
     words = [AREA_WORDS[i] for i in rng.permutation(len(AREA_WORDS))]
-    districts = [_Area(f"D{i + 1}", f"{words[i]}", None, g)
-                 for i, g in enumerate(_split(outline, seeds1))]
+    districts = [
+        _Area(f"D{i + 1}", f"{words[i]}", None, g) for i, g in enumerate(_split(outline, seeds1))
+    ]
     next_word = len(districts)
     hoods: list[_Area] = []
     cells: list[_Area] = []
@@ -213,8 +226,15 @@ def _admin_levels(rng: np.random.Generator, spec: SyntheticCitySpec, outline: sh
 def _assign_land_use(rng: np.random.Generator, hoods: list[_Area], radius: float) -> None:
     centres = np.array([h.geometry.centroid.coords[0] for h in hoods])
     d = np.clip(np.linalg.norm(centres, axis=1) / radius, 0, 1)
-    weights = np.column_stack([3 * (1 - d) ** 2 + 0.2, 2 * (1 - d) + 0.2, 0.5 + 3 * d,
-                               2 * (1 - d) ** 2 + 0.1, 0.1 + 2.5 * np.maximum(d - 0.4, 0)])
+    weights = np.column_stack(
+        [
+            3 * (1 - d) ** 2 + 0.2,
+            2 * (1 - d) + 0.2,
+            0.5 + 3 * d,
+            2 * (1 - d) ** 2 + 0.1,
+            0.1 + 2.5 * np.maximum(d - 0.4, 0),
+        ]
+    )
     uses = np.array([rng.choice(5, p=w / w.sum()) for w in weights])
     if len(hoods) >= 2 * len(LAND_USES):  # every character somewhere in a city
         for use in range(len(LAND_USES)):
@@ -237,8 +257,9 @@ def _locate(xy: np.ndarray, geoms: list[BaseGeometry]) -> tuple[np.ndarray, np.n
 
 
 def _lonlat_geoms(areas: list[_Area], spec: SyntheticCitySpec) -> list[BaseGeometry]:
-    geoms = shapely.transform(np.array([a.geometry for a in areas], dtype=object),
-                              lambda c: _to_lonlat(c, spec))
+    geoms = shapely.transform(
+        np.array([a.geometry for a in areas], dtype=object), lambda c: _to_lonlat(c, spec)
+    )
     geoms = shapely.orient_polygons(geoms, exterior_cw=False)  # RFC 7946 winding
     bad = ~shapely.is_valid(geoms)
     geoms[bad] = [_polygonal(g) for g in geoms[bad]]

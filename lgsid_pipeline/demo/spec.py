@@ -35,12 +35,15 @@ class SyntheticCitySpec:
 
 
 DEMO_CITIES: dict[str, SyntheticCitySpec] = {
-    "harborview": SyntheticCitySpec("Harborview", seed=11, n_items=6500,
-                                    center_lat=47.61, center_lon=-122.33, radius_km=10.0),
-    "lakeside": SyntheticCitySpec("Lakeside", seed=22, n_items=5000,
-                                  center_lat=41.88, center_lon=-87.63, radius_km=8.0),
-    "millbrook": SyntheticCitySpec("Millbrook", seed=33, n_items=3500,
-                                   center_lat=52.52, center_lon=13.40, radius_km=6.0),
+    "harborview": SyntheticCitySpec(
+        "Harborview", seed=11, n_items=6500, center_lat=47.61, center_lon=-122.33, radius_km=10.0
+    ),
+    "lakeside": SyntheticCitySpec(
+        "Lakeside", seed=22, n_items=5000, center_lat=41.88, center_lon=-87.63, radius_km=8.0
+    ),
+    "millbrook": SyntheticCitySpec(
+        "Millbrook", seed=33, n_items=3500, center_lat=52.52, center_lon=13.40, radius_km=6.0
+    ),
 }
 
 

@@ -32,10 +32,62 @@ _FAVOURITE_START = 0.6  # share of outings that start at one of the user's own p
 _FAVOURITE_STEP = 0.35  # chance a later visit is a nearby own place
 _STEP_SCALE_KM = 0.6  # distance scale of the next visit in an outing
 _NEIGHBOURS = 32  # candidates for the next visit (nearest items to the current one)
-_WEEKDAY_HOURS = np.array([0.3, 0.15, 0.1, 0.05, 0.05, 0.1, 0.4, 1.2, 1.6, 1.0, 0.9, 1.4, 2.4,
-                           2.0, 1.0, 0.9, 1.0, 1.6, 2.2, 2.4, 2.0, 1.5, 1.0, 0.6])
-_WEEKEND_HOURS = np.array([0.8, 0.6, 0.3, 0.1, 0.05, 0.05, 0.1, 0.2, 0.5, 1.0, 1.5, 1.8, 2.2,
-                           2.2, 2.0, 1.8, 1.7, 1.8, 2.0, 2.2, 2.2, 2.0, 1.7, 1.2])
+_WEEKDAY_HOURS = np.array(
+    [
+        0.3,
+        0.15,
+        0.1,
+        0.05,
+        0.05,
+        0.1,
+        0.4,
+        1.2,
+        1.6,
+        1.0,
+        0.9,
+        1.4,
+        2.4,
+        2.0,
+        1.0,
+        0.9,
+        1.0,
+        1.6,
+        2.2,
+        2.4,
+        2.0,
+        1.5,
+        1.0,
+        0.6,
+    ]
+)
+_WEEKEND_HOURS = np.array(
+    [
+        0.8,
+        0.6,
+        0.3,
+        0.1,
+        0.05,
+        0.05,
+        0.1,
+        0.2,
+        0.5,
+        1.0,
+        1.5,
+        1.8,
+        2.2,
+        2.2,
+        2.0,
+        1.8,
+        1.7,
+        1.8,
+        2.0,
+        2.2,
+        2.2,
+        2.0,
+        1.7,
+        1.2,
+    ]
+)
 _CHUNK_CELLS = 2_000_000  # users x items weights held at once
 
 
@@ -47,9 +99,17 @@ class _Visits:
     ts_us: np.ndarray
 
 
-def _draw_near(rng: np.random.Generator, draw_user: np.ndarray, draw_work: np.ndarray,
-               origins: tuple[np.ndarray, np.ndarray], xy: np.ndarray, base: np.ndarray,
-               affinity: np.ndarray, category: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def _draw_near(
+    rng: np.random.Generator,
+    draw_user: np.ndarray,
+    draw_work: np.ndarray,
+    origins: tuple[np.ndarray, np.ndarray],
+    xy: np.ndarray,
+    base: np.ndarray,
+    affinity: np.ndarray,
+    category: np.ndarray,
+    scale: np.ndarray,
+) -> np.ndarray:
     """Items drawn with p ~ popularity x category affinity x exp(-distance / scale).
 
     The distance is from the user's home (``draw_work`` false) or work place; all items are
@@ -84,14 +144,18 @@ def _draw_near(rng: np.random.Generator, draw_user: np.ndarray, draw_work: np.nd
     return out
 
 
-def _visits(rng: np.random.Generator, spec: SyntheticCitySpec, items: _Items,
-            outline: shapely.Polygon) -> _Visits:
+def _visits(
+    rng: np.random.Generator, spec: SyntheticCitySpec, items: _Items, outline: shapely.Polygon
+) -> _Visits:
     xy, cat, use = items.xy, items.category, items.use
     n, n_users, n_cat = len(xy), spec.users, len(CATEGORIES)
     r = spec.radius_km
     # Popularity: heavy-tailed, stations and museums draw crowds.
-    popularity = (np.array([c.popularity for c in CATEGORIES])[cat]
-                  * rng.lognormal(0, 1.0, n) * np.where(items.chain >= 0, 1.3, 1.0))
+    popularity = (
+        np.array([c.popularity for c in CATEGORIES])[cat]
+        * rng.lognormal(0, 1.0, n)
+        * np.where(items.chain >= 0, 1.3, 1.0)
+    )
     # Homes where places are (residential areas first), some in the outskirts.
     home_w = np.array([0.6, 0.8, 4.0, 0.5, 0.3])[use]
     n_out = n_users // 5
@@ -111,8 +175,9 @@ def _visits(rng: np.random.Generator, spec: SyntheticCitySpec, items: _Items,
     keys = np.log(freq)[None, :] + rng.gumbel(size=(n_users, n_cat))
     favourite_cats = np.argsort(-keys, axis=1)[:, :3]
     affinity = rng.lognormal(0, 0.35, (n_users, n_cat))
-    np.put_along_axis(affinity, favourite_cats,
-                      np.take_along_axis(affinity, favourite_cats, axis=1) * 3.0, axis=1)
+    np.put_along_axis(
+        affinity, favourite_cats, np.take_along_axis(affinity, favourite_cats, axis=1) * 3.0, axis=1
+    )
     scale = np.clip(rng.lognormal(np.log(1.8), 0.35, n_users), 0.6, 5.0)
     # Activity: heavy-tailed outings per user.
     activity = rng.pareto(1.3, n_users) + 1
@@ -125,11 +190,11 @@ def _visits(rng: np.random.Generator, spec: SyntheticCitySpec, items: _Items,
     fav_user = np.repeat(np.arange(n_users), n_fav)
     fav_work = has_work[fav_user] & (rng.random(len(fav_user)) < 0.4)
     origins = (homes, works)
-    fav_items = _draw_near(rng, fav_user, fav_work, origins, xy, popularity, affinity, cat,
-                           scale)
+    fav_items = _draw_near(rng, fav_user, fav_work, origins, xy, popularity, affinity, cat, scale)
     favourites = np.zeros((n_users, int(n_fav.max())), dtype=np.int64)
-    favourites[fav_user, np.arange(len(fav_user)) - np.repeat(np.cumsum(n_fav) - n_fav, n_fav)] \
-        = fav_items
+    favourites[fav_user, np.arange(len(fav_user)) - np.repeat(np.cumsum(n_fav) - n_fav, n_fav)] = (
+        fav_items
+    )
     # Outings: day, start time, origin, length.
     s_user = np.repeat(np.arange(n_users), sessions)
     n_s = len(s_user)
@@ -154,8 +219,17 @@ def _visits(rng: np.random.Generator, spec: SyntheticCitySpec, items: _Items,
     pick = (rng.random(n_s) ** 2 * n_fav[s_user]).astype(np.int64)  # the first ones most
     current = favourites[s_user, pick]
     explore = np.flatnonzero(~own)
-    cand = _draw_near(rng, np.repeat(s_user[explore], 2), np.repeat(at_work[explore], 2),
-                      origins, xy, popularity, affinity, cat, scale).reshape(-1, 2)
+    cand = _draw_near(
+        rng,
+        np.repeat(s_user[explore], 2),
+        np.repeat(at_work[explore], 2),
+        origins,
+        xy,
+        popularity,
+        affinity,
+        cat,
+        scale,
+    ).reshape(-1, 2)
     period = _PERIOD_OF_HOUR[hour[explore]]
     keep_first = rng.random(len(explore)) < hours_fit[period, cat[cand[:, 0]]]
     current[explore] = np.where(keep_first, cand[:, 0], cand[:, 1])
@@ -178,8 +252,13 @@ def _visits(rng: np.random.Generator, spec: SyntheticCitySpec, items: _Items,
         cand = nb[cur]
         ccat = cat[cand]
         period = _PERIOD_OF_HOUR[(t[act] // 3600) % 24]
-        w = (popularity[cand] * affinity[usr[:, None], ccat] * boost[cat[cur][:, None], ccat]
-             * hours_fit[period[:, None], ccat] * np.exp(-nb_dist[cur] / _STEP_SCALE_KM))
+        w = (
+            popularity[cand]
+            * affinity[usr[:, None], ccat]
+            * boost[cat[cur][:, None], ccat]
+            * hours_fit[period[:, None], ccat]
+            * np.exp(-nb_dist[cur] / _STEP_SCALE_KM)
+        )
         w[cand == cur[:, None]] = 0.0
         nxt = cand[np.arange(len(act)), _sample_rows(rng, w)]
         own_place = favourites[usr, (rng.random(len(act)) * n_fav[usr]).astype(np.int64)]

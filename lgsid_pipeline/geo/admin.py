@@ -23,8 +23,13 @@ if TYPE_CHECKING:  # geopandas (and shapely) load with the first spatial join
 
 H3_RESOLUTION = 8
 ADMIN_COLUMNS: tuple[str, ...] = (
-    "admin_l1_code", "admin_l1_name", "admin_l2_code", "admin_l2_name", "admin_l3_code",
-    "h3_cell", "outside",
+    "admin_l1_code",
+    "admin_l1_name",
+    "admin_l2_code",
+    "admin_l2_name",
+    "admin_l3_code",
+    "h3_cell",
+    "outside",
 )
 
 
@@ -58,14 +63,16 @@ def named_boundary_sets(folder: Path) -> dict[str, BoundarySet]:
         "nyc": BoundarySet(
             "nyc",
             BoundaryLevel(folder / "nyc_boroughs.geojson", "boro_code", "boro_name"),
-            BoundaryLevel(folder / "nyc_neighborhoods.geojson", "nta_code", "nta_name",
-                          "boro_code"),
+            BoundaryLevel(
+                folder / "nyc_neighborhoods.geojson", "nta_code", "nta_name", "boro_code"
+            ),
         ),
         "tokyo": BoundarySet(
             "tokyo",
             BoundaryLevel(folder / "tokyo_prefectures.geojson", "pref_code", "pref_name_en"),
-            BoundaryLevel(folder / "tokyo_municipalities.geojson", "muni_code", "name_en",
-                          "pref_code"),
+            BoundaryLevel(
+                folder / "tokyo_municipalities.geojson", "muni_code", "name_en", "pref_code"
+            ),
         ),
     }
 
@@ -73,17 +80,20 @@ def named_boundary_sets(folder: Path) -> dict[str, BoundarySet]:
 def folder_boundary_set(folder: Path, name: str = "synthetic") -> BoundarySet:
     """Three polygon levels ``admin_level{1,2,3}.geojson`` with code/name/parent_code."""
     levels = [
-        BoundaryLevel(folder / f"admin_level{i}.geojson", "code", "name",
-                      None if i == 1 else "parent_code")
+        BoundaryLevel(
+            folder / f"admin_level{i}.geojson", "code", "name", None if i == 1 else "parent_code"
+        )
         for i in (1, 2, 3)
     ]
     return BoundarySet(name, levels[0], levels[1], levels[2])
 
 
 @lru_cache(maxsize=32)
-def _load_level_cached(path: str, mtime: float, code: str, name: str,
-                       parent: str | None) -> gpd.GeoDataFrame:
+def _load_level_cached(
+    path: str, mtime: float, code: str, name: str, parent: str | None
+) -> gpd.GeoDataFrame:
     import geopandas as gpd
+
     frame = gpd.read_file(path)
     missing = [c for c in (code, name, parent) if c and c not in frame.columns]
     if missing:
@@ -107,14 +117,20 @@ def load_level(level: BoundaryLevel) -> gpd.GeoDataFrame:
     """Read one polygon level (cached by path and modification time)."""
     if not level.path.is_file():
         raise BoundaryError(f"boundary file not found: {level.path}")
-    return _load_level_cached(str(level.path), level.path.stat().st_mtime, level.code_column,
-                              level.name_column, level.parent_column)
+    return _load_level_cached(
+        str(level.path),
+        level.path.stat().st_mtime,
+        level.code_column,
+        level.name_column,
+        level.parent_column,
+    )
 
 
 def _join(points: gpd.GeoDataFrame, polygons: gpd.GeoDataFrame) -> pd.DataFrame:
     """First polygon containing or touching each point (index aligned with ``points``): a
     point exactly on a border between two areas (a rounded coordinate) still gets one."""
     import geopandas as gpd
+
     joined = gpd.sjoin(points, polygons, how="left", predicate="intersects")
     joined = joined[~joined.index.duplicated(keep="first")]
     return joined[["code", "name", "parent"]]
@@ -123,6 +139,7 @@ def _join(points: gpd.GeoDataFrame, polygons: gpd.GeoDataFrame) -> pd.DataFrame:
 def assign_admin(lat: np.ndarray, lon: np.ndarray, boundaries: BoundarySet) -> pd.DataFrame:
     """Admin levels 1-3, H3 cell and the ``outside`` flag for each (lat, lon)."""
     import geopandas as gpd
+
     lat = np.asarray(lat, dtype=float)
     lon = np.asarray(lon, dtype=float)
     points = gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon, lat), crs=4326)
@@ -140,15 +157,17 @@ def assign_admin(lat: np.ndarray, lon: np.ndarray, boundaries: BoundarySet) -> p
         l3_code = _join(points, load_level(boundaries.level3))["code"]
     else:
         l3_code = pd.Series(cells, index=points.index, dtype="string")
-    return pd.DataFrame({
-        "admin_l1_code": l1["code"].astype("string").values,
-        "admin_l1_name": l1["name"].astype("string").values,
-        "admin_l2_code": l2["code"].astype("string").values,
-        "admin_l2_name": l2["name"].astype("string").values,
-        "admin_l3_code": l3_code.astype("string").values,
-        "h3_cell": pd.array(cells, dtype="string"),
-        "outside": l1["code"].isna().values,
-    })
+    return pd.DataFrame(
+        {
+            "admin_l1_code": l1["code"].astype("string").values,
+            "admin_l1_name": l1["name"].astype("string").values,
+            "admin_l2_code": l2["code"].astype("string").values,
+            "admin_l2_name": l2["name"].astype("string").values,
+            "admin_l3_code": l3_code.astype("string").values,
+            "h3_cell": pd.array(cells, dtype="string"),
+            "outside": l1["code"].isna().values,
+        }
+    )
 
 
 def coverage_share(boundaries: BoundarySet, lat: np.ndarray, lon: np.ndarray) -> float:
@@ -159,11 +178,15 @@ def coverage_share(boundaries: BoundarySet, lat: np.ndarray, lon: np.ndarray) ->
     return float(np.mean(inside)) if len(lat) else 0.0
 
 
-def detect_boundary_set(candidates: dict[str, BoundarySet], lat: np.ndarray,
-                        lon: np.ndarray) -> BoundarySet:
+def detect_boundary_set(
+    candidates: dict[str, BoundarySet], lat: np.ndarray, lon: np.ndarray
+) -> BoundarySet:
     """The region whose level-1 extent holds the most points; error if none holds any."""
-    scores = {name: coverage_share(b, lat, lon) for name, b in candidates.items()
-              if b.level1.path.is_file()}
+    scores = {
+        name: coverage_share(b, lat, lon)
+        for name, b in candidates.items()
+        if b.level1.path.is_file()
+    }
     if not scores or max(scores.values()) == 0.0:
         raise BoundaryError(
             f"no known admin boundaries cover these items (checked {sorted(candidates)}); "

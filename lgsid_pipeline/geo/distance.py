@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 EARTH_RADIUS_KM = 6371.0088
 
 
-def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
-                 lon2: np.ndarray) -> np.ndarray:
+def haversine_km(
+    lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
+) -> np.ndarray:
     """Haversine distance in km between paired points (broadcasts like numpy)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dlat = p2 - p1
@@ -34,6 +35,7 @@ def local_density(lat: np.ndarray, lon: np.ndarray, radius_km: float = 1.0) -> n
     if len(lat) == 0:
         return np.zeros(0, dtype=int)
     tree = ball_tree(lat, lon)
-    counts = tree.query_radius(np.radians(np.column_stack([lat, lon])),
-                               r=radius_km / EARTH_RADIUS_KM, count_only=True)
+    counts = tree.query_radius(
+        np.radians(np.column_stack([lat, lon])), r=radius_km / EARTH_RADIUS_KM, count_only=True
+    )
     return counts.astype(int) - 1

@@ -21,8 +21,14 @@ import pandas as pd
 
 from lgsid_pipeline.geo.distance import haversine_km, local_density
 
-NEGATIVE_COLUMNS = ("anchor_item_id", "slot", "location_item_id", "distance_km", "soft_label",
-                    "kind")
+NEGATIVE_COLUMNS = (
+    "anchor_item_id",
+    "slot",
+    "location_item_id",
+    "distance_km",
+    "soft_label",
+    "kind",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,12 @@ def sample_geo_negatives(items: pd.DataFrame, config: GeoNegativeConfig) -> pd.D
     members = [np.flatnonzero(area_of_item == a) for a in range(n_areas)]
     centre_lat = np.array([lat[m].mean() for m in members])
     centre_lon = np.array([lon[m].mean() for m in members])
-    l1_of_area = pd.Series(items["admin_l1_code"].astype("string").fillna("")).groupby(
-        area_of_item).first().to_numpy()
+    l1_of_area = (
+        pd.Series(items["admin_l1_code"].astype("string").fillna(""))
+        .groupby(area_of_item)
+        .first()
+        .to_numpy()
+    )
     density = local_density(lat, lon, config.density_radius_km)
     density_q = pd.Series(density).rank(pct=True).to_numpy()
     name_key = items["name"].astype("string").str.lower().str.strip()
@@ -97,8 +107,11 @@ def sample_geo_negatives(items: pd.DataFrame, config: GeoNegativeConfig) -> pd.D
         # Same-name places in other areas: the hardest content-preserving negatives.
         others: list[int] = []
         if config.max_same_name and pd.notna(name_key.iloc[i]):
-            others = [int(j) for j in same_name_groups.get(name_key.iloc[i], []) if j != i
-                      and area_of_item[j] != own]
+            others = [
+                int(j)
+                for j in same_name_groups.get(name_key.iloc[i], [])
+                if j != i and area_of_item[j] != own
+            ]
             for j in others[: config.max_same_name]:
                 chosen.setdefault(int(area_of_item[j]), "same_name")
         n_left = config.k - len(chosen)
@@ -108,13 +121,12 @@ def sample_geo_negatives(items: pd.DataFrame, config: GeoNegativeConfig) -> pd.D
         n_mid = n_left - n_far - n_near
         far_pool = np.array([a for a in order if l1_of_area[a] != l1_of_area[own]], dtype=int)
         if len(far_pool) == 0:
-            far_pool = np.array(order[len(order) // 2:], dtype=int)
+            far_pool = np.array(order[len(order) // 2 :], dtype=int)
         for a in _pick(rng, far_pool, n_far, set(chosen)):
             chosen[a] = "far"
         near = [a for a in order if a not in chosen][:n_near]
         chosen.update({a: "near" for a in near})
-        mid_pool = np.array([a for a in order if a not in chosen][: max(3 * n_mid, 10)],
-                            dtype=int)
+        mid_pool = np.array([a for a in order if a not in chosen][: max(3 * n_mid, 10)], dtype=int)
         for a in _pick(rng, mid_pool, n_mid, set(chosen)):
             chosen[a] = "mid"
         remaining = np.array([a for a in order if a not in chosen], dtype=int)
@@ -133,8 +145,10 @@ def sample_geo_negatives(items: pd.DataFrame, config: GeoNegativeConfig) -> pd.D
         labels = soft_labels(dists, config)
         anchor_id = items.at[i, "item_id"]
         rows.append((anchor_id, 0, anchor_id, 0.0, 1.0, "true"))
-        for slot, (j, d, p, a) in enumerate(zip(locs_arr, dists, labels, areas, strict=False),
-                                            start=1):
-            rows.append((anchor_id, slot, items.at[j, "item_id"], float(d), float(p),
-                         chosen.get(a, "mid")))
+        for slot, (j, d, p, a) in enumerate(
+            zip(locs_arr, dists, labels, areas, strict=False), start=1
+        ):
+            rows.append(
+                (anchor_id, slot, items.at[j, "item_id"], float(d), float(p), chosen.get(a, "mid"))
+            )
     return pd.DataFrame(rows, columns=list(NEGATIVE_COLUMNS))

@@ -18,8 +18,7 @@ def _usage(tokens: np.ndarray, codebook_size: int) -> np.ndarray:
     if arr.dtype.kind not in "iu":
         raise ValueError(f"tokens must be integers, got dtype {arr.dtype}")
     if arr.min() < 0 or arr.max() >= codebook_size:
-        raise ValueError(f"tokens must lie in [0, {codebook_size}), "
-                         f"got [{arr.min()}, {arr.max()}]")
+        raise ValueError(f"tokens must lie in [0, {codebook_size}), got [{arr.min()}, {arr.max()}]")
     return np.bincount(arr.ravel(), minlength=codebook_size)
 
 
@@ -42,8 +41,7 @@ def _codes(codes: np.ndarray, name: str = "codes") -> np.ndarray:
 
 def _bucket_sizes(codes: np.ndarray) -> np.ndarray:
     """For each item, how many items (itself included) share its full code."""
-    _, inverse, counts = np.unique(_codes(codes), axis=0, return_inverse=True,
-                                   return_counts=True)
+    _, inverse, counts = np.unique(_codes(codes), axis=0, return_inverse=True, return_counts=True)
     return counts[inverse.reshape(-1)]
 
 

@@ -32,8 +32,9 @@ def _is_missing(value: object) -> bool:
     return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
-def _encode(values: Sequence, name: str, n: int | None = None,
-            missing_ok: bool = True) -> np.ndarray:
+def _encode(
+    values: Sequence, name: str, n: int | None = None, missing_ok: bool = True
+) -> np.ndarray:
     """One integer code per distinct value; missing values share ``_OUTSIDE``.
 
     A 2-D array is read as one tuple per row (a full multi-level code).
@@ -61,8 +62,9 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     """A finite numeric 2-D array with at least two rows."""
     arr = np.asarray(x)
     if arr.ndim != 2 or arr.shape[0] < 2 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must be 2-D with at least 2 rows and 1 column, "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be 2-D with at least 2 rows and 1 column, got shape {arr.shape}"
+        )
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
     if not np.isfinite(arr).all():
@@ -77,8 +79,9 @@ def _unit_rows(x: np.ndarray, name: str = "embeddings") -> np.ndarray:
     return (arr / np.maximum(norms, np.finfo(np.float64).tiny)).astype(np.float32)
 
 
-def _paired_unit_rows(embeddings: np.ndarray,
-                      reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _paired_unit_rows(
+    embeddings: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     new, ref = _unit_rows(embeddings, "embeddings"), _unit_rows(reference, "reference")
     if len(new) != len(ref):
         raise ValueError(f"embeddings have {len(new)} rows but reference has {len(ref)}")
@@ -121,15 +124,15 @@ def _same_label_share(neighbours: np.ndarray, codes: np.ndarray) -> float:
 
 def _kmeans_clusters(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     if len(x) > _MINIBATCH_ABOVE:
-        model = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, random_state=seed,
-                                batch_size=4096)
+        model = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, random_state=seed, batch_size=4096)
     else:
         model = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed)
     return model.fit_predict(x)
 
 
-def nmi_vs_labels(embeddings: np.ndarray, labels: Sequence, n_clusters: int | None = None,
-                  seed: int = 0) -> float:
+def nmi_vs_labels(
+    embeddings: np.ndarray, labels: Sequence, n_clusters: int | None = None, seed: int = 0
+) -> float:
     """NMI between K-Means clusters of the embeddings and the labels.
 
     k defaults to the number of distinct labels (missing = "outside"), capped at items - 1;
@@ -167,8 +170,9 @@ def coverage_at_k(embeddings: np.ndarray, labels: Sequence, k: int) -> float:
     return _same_label_share(_knn(unit, k), codes)
 
 
-def coverage_by_level(embeddings: np.ndarray, labels_by_level: dict[str, Sequence],
-                      ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+def coverage_by_level(
+    embeddings: np.ndarray, labels_by_level: dict[str, Sequence], ks: Sequence[int] = (5, 10)
+) -> dict[str, float]:
     """Coverage@k per admin level: ``p_at_k`` (level1), ``c_at_k`` (level2), ``t_at_k`` (level3).
 
     ``labels_by_level`` holds some of the keys "level1", "level2", "level3". The neighbours
@@ -176,18 +180,25 @@ def coverage_by_level(embeddings: np.ndarray, labels_by_level: dict[str, Sequenc
     """
     unknown = sorted(set(labels_by_level) - set(_LEVEL_PREFIX))
     if not labels_by_level or unknown:
-        raise ValueError(f"labels_by_level needs keys among {sorted(_LEVEL_PREFIX)}, "
-                         f"got {sorted(labels_by_level)}")
+        raise ValueError(
+            f"labels_by_level needs keys among {sorted(_LEVEL_PREFIX)}, "
+            f"got {sorted(labels_by_level)}"
+        )
     if len(ks) == 0:
         raise ValueError("ks is empty")
     unit = _unit_rows(embeddings)
     for k in ks:
         _check_k(k, len(unit))
-    codes = {level: _encode(labels, f"labels of {level}", len(unit))
-             for level, labels in labels_by_level.items()}
+    codes = {
+        level: _encode(labels, f"labels of {level}", len(unit))
+        for level, labels in labels_by_level.items()
+    }
     neighbours = _knn(unit, max(ks))
-    return {f"{_LEVEL_PREFIX[level]}_at_{k}": _same_label_share(neighbours[:, :k], level_codes)
-            for level, level_codes in codes.items() for k in ks}
+    return {
+        f"{_LEVEL_PREFIX[level]}_at_{k}": _same_label_share(neighbours[:, :k], level_codes)
+        for level, level_codes in codes.items()
+        for k in ks
+    }
 
 
 def similarity_at_k(embeddings: np.ndarray, reference: np.ndarray, k: int = 10) -> float:

@@ -23,8 +23,9 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     lists = np.asarray(ranked)
     goal = np.asarray(targets)
     if lists.ndim != 2 or goal.shape != (len(lists),):
-        raise ValueError(f"need ranked lists (S, K) and S targets, got {lists.shape} and "
-                         f"{goal.shape}")
+        raise ValueError(
+            f"need ranked lists (S, K) and S targets, got {lists.shape} and {goal.shape}"
+        )
     if not len(goal):
         raise ValueError("no queries")
     match = lists == goal[:, None]
@@ -49,14 +50,16 @@ def per_example(ranks: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"unknown metric {name!r}")
 
 
-def bootstrap_interval(values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of the mean: rows (seeds) and columns (examples) of ``values``
     (n_seeds, n_examples) are resampled together; a 1-D array is one seed."""
     v = np.atleast_2d(np.asarray(values, dtype=np.float64))
     if v.ndim != 2 or v.size == 0:
-        raise ValueError(f"values must be a non-empty (n_seeds, n_examples) array, got "
-                         f"{np.shape(values)}")
+        raise ValueError(
+            f"values must be a non-empty (n_seeds, n_examples) array, got {np.shape(values)}"
+        )
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
@@ -71,10 +74,12 @@ def bootstrap_interval(values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int 
     return float(lo), float(hi)
 
 
-def summarize_ranks(ranks: np.ndarray | Sequence[np.ndarray],
-                    metrics: Sequence[str] = ("hit@5", "hit@10", "ndcg@5", "ndcg@10"),
-                    interval_of: Sequence[str] = ("hit@10",), seed: int = 0
-                    ) -> dict[str, float | list[float] | int]:
+def summarize_ranks(
+    ranks: np.ndarray | Sequence[np.ndarray],
+    metrics: Sequence[str] = ("hit@5", "hit@10", "ndcg@5", "ndcg@10"),
+    interval_of: Sequence[str] = ("hit@10",),
+    seed: int = 0,
+) -> dict[str, float | list[float] | int]:
     """Seed means of ``metrics`` plus ``<metric>_ci95`` for each of ``interval_of`` and
     ``seeds``, from 0-based ranks of shape (n_examples,) or (n_seeds, n_examples)."""
     r = np.atleast_2d(np.asarray(ranks))
@@ -87,16 +92,18 @@ def summarize_ranks(ranks: np.ndarray | Sequence[np.ndarray],
     return out
 
 
-def paired_difference(ranks: np.ndarray, reference: np.ndarray, name: str = "hit@10",
-                      seed: int = 0) -> dict[str, float | list[float]]:
+def paired_difference(
+    ranks: np.ndarray, reference: np.ndarray, name: str = "hit@10", seed: int = 0
+) -> dict[str, float | list[float]]:
     """Mean of ``name`` under ``ranks`` (n_examples,) or (n_seeds, n_examples) minus under
     ``reference`` (n_examples,) on the same examples, with a 95% interval that resamples
     the examples of both together (and the seeds): the paired comparison."""
     r = np.atleast_2d(np.asarray(ranks))
     ref = np.asarray(reference)
     if ref.ndim != 1 or r.shape[1] != len(ref):
-        raise ValueError(f"need reference ranks of the same {r.shape[1]} examples, got "
-                         f"shape {ref.shape}")
+        raise ValueError(
+            f"need reference ranks of the same {r.shape[1]} examples, got shape {ref.shape}"
+        )
     diff = per_example(r, name) - per_example(ref, name)[None, :]
     return {"mean": float(diff.mean()), "ci95": list(bootstrap_interval(diff, seed=seed))}
 
@@ -106,8 +113,7 @@ def intervals_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
     return not (a[1] < b[0] or b[1] < a[0])
 
 
-def _draw(rng: np.random.Generator, n_seeds: int, n_examples: int
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _draw(rng: np.random.Generator, n_seeds: int, n_examples: int) -> tuple[np.ndarray, np.ndarray]:
     """One joint resample: seed indices and example indices, drawn as in
     :func:`bootstrap_interval` (a single seed is never resampled)."""
     seeds = rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
@@ -129,8 +135,9 @@ def _auc_inputs(labels: object, scores: object) -> tuple[np.ndarray, np.ndarray]
     return y.astype(bool), s
 
 
-def auc_replicates(labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOTSTRAP,
-                   seed: int = 0) -> np.ndarray:
+def auc_replicates(
+    labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0
+) -> np.ndarray:
     """Bootstrap replicates (n_boot,) of the seed-mean AUC: each resamples seeds (rows of
     ``scores``, (n_seeds, n) or (n,)) and test examples together and averages, over the
     drawn seeds, each seed's AUC on the drawn examples (ties count one half). A replicate
@@ -175,24 +182,38 @@ def _percentiles(replicates: np.ndarray, level: float) -> tuple[float, float]:
         raise ValueError(f"level must be in (0, 1), got {level}")
     finite = replicates[np.isfinite(replicates)]
     if len(finite) < 0.99 * len(replicates):
-        raise ValueError(f"{len(replicates) - len(finite)} of {len(replicates)} bootstrap "
-                         "resamples lack a class: too few positives or negatives")
+        raise ValueError(
+            f"{len(replicates) - len(finite)} of {len(replicates)} bootstrap "
+            "resamples lack a class: too few positives or negatives"
+        )
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(finite, [tail, 100 - tail])
     return float(lo), float(hi)
 
 
-def auc_interval(labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOTSTRAP,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def auc_interval(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of one model's AUC, resampling test examples."""
     if np.ndim(scores) != 1:
-        raise ValueError(f"scores must be 1-D (one seed), got shape {np.shape(scores)}; "
-                         "use mean_auc_interval for several seeds")
+        raise ValueError(
+            f"scores must be 1-D (one seed), got shape {np.shape(scores)}; "
+            "use mean_auc_interval for several seeds"
+        )
     return _percentiles(auc_replicates(labels, scores, n_boot, seed), level)
 
 
-def mean_auc_interval(labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOTSTRAP,
-                      seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def mean_auc_interval(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile interval of the mean AUC over seeds trained on the same test set:
     ``scores`` (n_seeds, n), ``labels`` (n,); seeds and test examples are resampled
     together (one seed: the same as :func:`auc_interval`)."""
@@ -201,19 +222,25 @@ def mean_auc_interval(labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BO
     return _percentiles(auc_replicates(labels, scores, n_boot, seed), level)
 
 
-def summarize_auc(labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOTSTRAP,
-                  seed: int = 0) -> dict[str, float | list[float] | int | str]:
+def summarize_auc(
+    labels: np.ndarray, scores: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0
+) -> dict[str, float | list[float] | int | str]:
     """Mean test AUC over seeds (``scores`` (n,) or (n_seeds, n)), each seed's AUC, the 95%
     interval ``auc_ci95``, ``seeds`` and which bootstrap gave the interval."""
     y, s = _auc_inputs(labels, scores)
     per_seed = [auc(y.astype(np.int8), row) for row in s]
     lo, hi = _percentiles(auc_replicates(y, s, n_boot, seed), 0.95)
-    return {"auc": float(np.mean(per_seed)), "auc_seeds": per_seed, "auc_ci95": [lo, hi],
-            "seeds": len(s), "interval": interval_kind(len(s))}
+    return {
+        "auc": float(np.mean(per_seed)),
+        "auc_seeds": per_seed,
+        "auc_ci95": [lo, hi],
+        "seeds": len(s),
+        "interval": interval_kind(len(s)),
+    }
 
 
 def interval_kind(n_seeds: int) -> str:
     """How an interval over ``n_seeds`` seeds was bootstrapped, in words."""
-    return "bootstrap over seeds and test examples" if n_seeds > 1 else \
-        "bootstrap over test examples"
-
+    return (
+        "bootstrap over seeds and test examples" if n_seeds > 1 else "bootstrap over test examples"
+    )

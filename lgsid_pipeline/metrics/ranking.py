@@ -53,8 +53,11 @@ def mean_kendall_tau(scores: np.ndarray, distances: np.ndarray) -> float:
     d = numeric_array(distances, "distances", 2).astype(np.float64)  # negated below
     if s.shape != d.shape:
         raise ValueError(f"scores have shape {s.shape} but distances {d.shape}")
-    taus = [kendalltau(row_s, -row_d).statistic for row_s, row_d in zip(s, d, strict=True)
-            if np.ptp(row_s) > 0 and np.ptp(row_d) > 0]
+    taus = [
+        kendalltau(row_s, -row_d).statistic
+        for row_s, row_d in zip(s, d, strict=True)
+        if np.ptp(row_s) > 0 and np.ptp(row_d) > 0
+    ]
     if not taus:
         raise ValueError("Kendall tau is undefined for every list (constant scores or distances)")
     return float(np.mean(taus))
@@ -111,8 +114,10 @@ def hit_at_k(ranked: Sequence[Sequence], targets: Sequence, k: int) -> float:
 
 def ndcg_at_k(ranked: Sequence[Sequence], targets: Sequence, k: int) -> float:
     """NDCG@k with one relevant item per query: 1 / log2(rank + 2) for a 0-based rank < k."""
-    gains = [0.0 if pos is None else 1.0 / math.log2(pos + 2)
-             for pos in _target_ranks(ranked, targets, k)]
+    gains = [
+        0.0 if pos is None else 1.0 / math.log2(pos + 2)
+        for pos in _target_ranks(ranked, targets, k)
+    ]
     return float(np.mean(gains))
 
 
@@ -144,7 +149,7 @@ class TopKAccumulator:
             s = np.concatenate([self._scores, s], axis=1)
             i = np.concatenate([self._ids, i], axis=1)
         if s.shape[1] > self.k:
-            keep = np.argpartition(s, s.shape[1] - self.k, axis=1)[:, -self.k:]
+            keep = np.argpartition(s, s.shape[1] - self.k, axis=1)[:, -self.k :]
             s, i = np.take_along_axis(s, keep, axis=1), np.take_along_axis(i, keep, axis=1)
         # copies: s may be the caller's array and i a read-only broadcast view
         self._scores, self._ids = s.copy(), i.copy()
@@ -154,5 +159,7 @@ class TopKAccumulator:
         if self._scores is None or self._ids is None:
             raise ValueError("no batch has been added")
         order = np.argsort(self._scores, axis=1)[:, ::-1]
-        return (np.take_along_axis(self._scores, order, axis=1),
-                np.take_along_axis(self._ids, order, axis=1))
+        return (
+            np.take_along_axis(self._scores, order, axis=1),
+            np.take_along_axis(self._ids, order, axis=1),
+        )

@@ -20,8 +20,18 @@ import numpy as np
 import torch
 from torch import nn
 
-_LONG_FIELDS = ("user", "target_item", "target_codes", "target_category", "hist_items",
-                "hist_codes", "hist_category", "long_items", "long_codes", "long_category")
+_LONG_FIELDS = (
+    "user",
+    "target_item",
+    "target_codes",
+    "target_category",
+    "hist_items",
+    "hist_codes",
+    "hist_category",
+    "long_items",
+    "long_codes",
+    "long_category",
+)
 _FLOAT_FIELDS = ("distance_km", "label")
 _BOOL_FIELDS = ("hist_mask", "long_mask")
 
@@ -58,8 +68,9 @@ class CtrBatch:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, torch.Tensor):
-                raise ValueError(f"CtrBatch.{f.name} must be a torch tensor, "
-                                 f"got {type(value).__name__}")
+                raise ValueError(
+                    f"CtrBatch.{f.name} must be a torch tensor, got {type(value).__name__}"
+                )
             if f.name in _LONG_FIELDS and value.dtype != torch.long:
                 raise ValueError(f"CtrBatch.{f.name} must be int64 (torch.long), got {value.dtype}")
             if f.name in _BOOL_FIELDS and value.dtype != torch.bool:
@@ -67,20 +78,34 @@ class CtrBatch:
             if f.name in _FLOAT_FIELDS and not value.is_floating_point():
                 raise ValueError(f"CtrBatch.{f.name} must be floating point, got {value.dtype}")
         b = self.user.shape[0] if self.user.ndim == 1 else -1
-        n, m, n_levels = (self.hist_items.shape[-1], self.long_items.shape[-1],
-                          self.target_codes.shape[-1])
+        n, m, n_levels = (
+            self.hist_items.shape[-1],
+            self.long_items.shape[-1],
+            self.target_codes.shape[-1],
+        )
         expected = {
-            "user": (b,), "target_item": (b,), "target_codes": (b, n_levels),
-            "target_category": (b,), "distance_km": (b,), "label": (b,),
-            "hist_items": (b, n), "hist_codes": (b, n, n_levels), "hist_category": (b, n),
-            "hist_mask": (b, n), "long_items": (b, m), "long_codes": (b, m, n_levels),
-            "long_category": (b, m), "long_mask": (b, m),
+            "user": (b,),
+            "target_item": (b,),
+            "target_codes": (b, n_levels),
+            "target_category": (b,),
+            "distance_km": (b,),
+            "label": (b,),
+            "hist_items": (b, n),
+            "hist_codes": (b, n, n_levels),
+            "hist_category": (b, n),
+            "hist_mask": (b, n),
+            "long_items": (b, m),
+            "long_codes": (b, m, n_levels),
+            "long_category": (b, m),
+            "long_mask": (b, m),
         }
         for name, shape in expected.items():
             actual = tuple(getattr(self, name).shape)
             if actual != shape:
-                raise ValueError(f"CtrBatch.{name} has shape {actual}, expected {shape} "
-                                 f"(B={b}, N={n}, M={m}, L={n_levels})")
+                raise ValueError(
+                    f"CtrBatch.{name} has shape {actual}, expected {shape} "
+                    f"(B={b}, N={n}, M={m}, L={n_levels})"
+                )
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
@@ -108,11 +133,16 @@ class CtrBatch:
         if not batches:
             raise ValueError("CtrBatch.concat needs at least one batch")
         try:
-            return CtrBatch(**{f.name: torch.cat([getattr(b, f.name) for b in batches])
-                               for f in fields(CtrBatch)})
+            return CtrBatch(
+                **{
+                    f.name: torch.cat([getattr(b, f.name) for b in batches])
+                    for f in fields(CtrBatch)
+                }
+            )
         except RuntimeError as exc:
-            raise ValueError(f"cannot concatenate batches with different sequence lengths or "
-                             f"code levels: {exc}") from exc
+            raise ValueError(
+                f"cannot concatenate batches with different sequence lengths or code levels: {exc}"
+            ) from exc
 
 
 def _long(x: object, name: str, ndim: int) -> torch.Tensor:
@@ -207,17 +237,18 @@ def batch_from_numpy(
 class ItemEncoder(nn.Module):
     """Item representation: [item-id emb, per-level code embs, category emb] -> Linear -> dim."""
 
-    def __init__(self, n_items: int, n_categories: int, codebook_sizes: Sequence[int],
-                 dim: int) -> None:
+    def __init__(
+        self, n_items: int, n_categories: int, codebook_sizes: Sequence[int], dim: int
+    ) -> None:
         super().__init__()
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        self.codes = nn.ModuleList(nn.Embedding(k + 1, dim, padding_idx=0)
-                                   for k in codebook_sizes)
+        self.codes = nn.ModuleList(nn.Embedding(k + 1, dim, padding_idx=0) for k in codebook_sizes)
         self.category = nn.Embedding(n_categories + 1, dim, padding_idx=0)
         self.proj = nn.Linear((2 + len(self.codes)) * dim, dim)
 
-    def forward(self, items: torch.Tensor, codes: torch.Tensor,
-                category: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, items: torch.Tensor, codes: torch.Tensor, category: torch.Tensor
+    ) -> torch.Tensor:
         """items, category (...), codes (..., L) -> (..., dim)."""
         parts = [self.item(items), self.category(category)]
         parts += [emb(codes[..., level] + 1) for level, emb in enumerate(self.codes)]
@@ -259,13 +290,17 @@ class TargetAttention(nn.Module):
         full = self.mlp(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
         return full + self.cheap_scores(query, keys)
 
-    def weights(self, query: torch.Tensor, keys: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+    def weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """DIN pooling weights (B, T): sigmoid(score) on masked-in keys, 0 elsewhere."""
         return torch.sigmoid(self.scores(query, keys)) * mask
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
-                values: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        mask: torch.Tensor,
+        values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Weighted sum (B, d) of ``values`` (default: the keys)."""
         w = self.weights(query, keys, mask)
         return torch.einsum("bt,btd->bd", w, keys if values is None else values)
@@ -297,19 +332,20 @@ def run_masked_gru(cell: nn.GRUCell, inputs: torch.Tensor, mask: torch.Tensor) -
     h = inputs.new_zeros(inputs.shape[0], cell.hidden_size)
     states = []
     for t in range(inputs.shape[1]):
-        h = torch.where(mask[:, t:t + 1], cell(inputs[:, t], h), h)
+        h = torch.where(mask[:, t : t + 1], cell(inputs[:, t], h), h)
         states.append(h)
     if not states:
         return inputs.new_zeros(inputs.shape[0], 0, cell.hidden_size)
     return torch.stack(states, dim=1)
 
 
-def run_augru(cell: AUGRUCell, inputs: torch.Tensor, att: torch.Tensor,
-              mask: torch.Tensor) -> torch.Tensor:
+def run_augru(
+    cell: AUGRUCell, inputs: torch.Tensor, att: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Final AUGRU state (B, hidden) over ``inputs`` (B, T, in); masked steps carry h."""
     h = inputs.new_zeros(inputs.shape[0], cell.h2h.in_features)
     for t in range(inputs.shape[1]):
-        h = torch.where(mask[:, t:t + 1], cell(inputs[:, t], h, att[:, t]), h)
+        h = torch.where(mask[:, t : t + 1], cell(inputs[:, t], h, att[:, t]), h)
     return h
 
 

@@ -38,8 +38,12 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if not 0 < self.q1 < self.q2 < 1:
             raise ValueError(f"need 0 < q1 < q2 < 1, got {self.q1}, {self.q2}")
-        for name in ("near_negatives", "random_negatives", "max_train_positives",
-                     "max_eval_positives"):
+        for name in (
+            "near_negatives",
+            "random_negatives",
+            "max_train_positives",
+            "max_eval_positives",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.near_negatives + self.random_negatives < 1:
@@ -111,8 +115,10 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
-                             f"{self.weight_decay}, {self.grad_clip}")
+            raise ValueError(
+                f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
+                f"{self.weight_decay}, {self.grad_clip}"
+            )
 
 
 @dataclass
@@ -140,31 +146,50 @@ class SasrecConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.loss_positions, bool) or not isinstance(
-                self.loss_positions, int | np.integer) or self.loss_positions < 0:
-            raise ValueError(f"loss_positions must be an integer >= 0, got "
-                             f"{self.loss_positions!r}")
-        for name in ("d_model", "n_layers", "n_heads", "max_history", "steps", "batch_size",
-                     "eval_every", "patience", "max_valid_eval", "eval_batch_size"):
+        if (
+            isinstance(self.loss_positions, bool)
+            or not isinstance(self.loss_positions, int | np.integer)
+            or self.loss_positions < 0
+        ):
+            raise ValueError(f"loss_positions must be an integer >= 0, got {self.loss_positions!r}")
+        for name in (
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "max_history",
+            "steps",
+            "batch_size",
+            "eval_every",
+            "patience",
+            "max_valid_eval",
+            "eval_batch_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) \
-                or self.seed < 0:
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int | np.integer)
+            or self.seed < 0
+        ):
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads "
-                             f"{self.n_heads}")
+            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
         for name in ("dropout", "lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
-                             f"{self.weight_decay}, {self.grad_clip}")
+            raise ValueError(
+                f"need lr > 0, weight_decay >= 0, grad_clip >= 0; got {self.lr}, "
+                f"{self.weight_decay}, {self.grad_clip}"
+            )
 
 
 @dataclass
@@ -199,16 +224,25 @@ class GenerativeConfig:
     def __post_init__(self) -> None:
         if self.kind not in GENERATIVE_KINDS:
             raise ValueError(f"kind must be one of {GENERATIVE_KINDS}, got {self.kind!r}")
-        for name in ("d_model", "n_layers", "n_heads", "d_ff", "max_history", "steps",
-                     "eval_every", "batch_size", "patience", "beam_size", "max_valid_eval",
-                     "eval_batch_size"):
+        for name in (
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "d_ff",
+            "max_history",
+            "steps",
+            "eval_every",
+            "batch_size",
+            "patience",
+            "beam_size",
+            "max_valid_eval",
+            "eval_batch_size",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads "
-                             f"{self.n_heads}")
-        if not 0 <= self.dropout < 1 or self.lr <= 0 or self.weight_decay < 0 \
-                or self.grad_clip < 0:
+            raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
+        if not 0 <= self.dropout < 1 or self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("need 0 <= dropout < 1, lr > 0, weight_decay >= 0, grad_clip >= 0")
 
 
@@ -241,15 +275,24 @@ class GenerativeStageConfig:
         if unknown or not self.variants:
             raise ValueError(f"variants must be some of {CODE_VARIANTS}, got {self.variants}")
         if self.history_window < self.max_history:
-            raise ValueError(f"history_window {self.history_window} must be >= max_history "
-                             f"{self.max_history}")
+            raise ValueError(
+                f"history_window {self.history_window} must be >= max_history {self.max_history}"
+            )
 
     def model_config(self, kind: str, seed: int | None = None) -> GenerativeConfig:
         """The library model config of ``kind`` with these settings."""
         return GenerativeConfig(
-            kind=kind, d_model=self.d_model, n_layers=self.n_layers, dropout=self.dropout,
+            kind=kind,
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            dropout=self.dropout,
             steps=self.steps,
-            eval_every=self.eval_every, patience=self.patience, batch_size=self.batch_size,
-            lr=self.lr, beam_size=self.beam_size, max_history=self.max_history,
+            eval_every=self.eval_every,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            beam_size=self.beam_size,
+            max_history=self.max_history,
             max_valid_eval=min(self.early_stop_examples, self.max_valid_eval),
-            seed=self.seed if seed is None else seed)
+            seed=self.seed if seed is None else seed,
+        )

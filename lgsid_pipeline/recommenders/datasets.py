@@ -49,20 +49,25 @@ def file_split_times(interactions: pd.DataFrame) -> tuple[pd.Timestamp, pd.Times
     firsts = {name: times[split == name].min() for name in ("valid", "test")}
     empty = [name for name, first in firsts.items() if pd.isna(first)]
     if empty:
-        raise ValueError(f"the interactions have a split column but no {' or '.join(empty)} "
-                         "rows")
+        raise ValueError(f"the interactions have a split column but no {' or '.join(empty)} rows")
     t1, t2 = firsts["valid"], firsts["test"]
-    late = {name: int(((split == name) & (times >= bound)).sum())
-            for name, bound in (("train", t1), ("valid", t2))}
+    late = {
+        name: int(((split == name) & (times >= bound)).sum())
+        for name, bound in (("train", t1), ("valid", t2))
+    }
     if any(late.values()):
-        raise ValueError(f"the source's split is not a time split: {late['train']} train rows "
-                         f"at or after {t1}, {late['valid']} validation rows at or after {t2}")
+        raise ValueError(
+            f"the source's split is not a time split: {late['train']} train rows "
+            f"at or after {t1}, {late['valid']} validation rows at or after {t2}"
+        )
     return t1, t2
 
 
-def split_times(ts: pd.Series, config: DatasetConfig,
-                from_files: tuple[pd.Timestamp, pd.Timestamp] | None = None
-                ) -> tuple[pd.Timestamp, pd.Timestamp]:
+def split_times(
+    ts: pd.Series,
+    config: DatasetConfig,
+    from_files: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+) -> tuple[pd.Timestamp, pd.Timestamp]:
     """(t1, t2): the source's own split (``from_files``, see ``file_split_times``) if given,
     else from the config, else from quantiles of the check-in times."""
     times = pd.to_datetime(ts, utc=True)
@@ -78,8 +83,10 @@ def split_times(ts: pd.Series, config: DatasetConfig,
     if not t1 < t2:
         raise ValueError(f"split times must satisfy t1 < t2, got {t1} and {t2}")
     if not (times < t1).any() or not (times >= t2).any():
-        raise ValueError(f"split times {t1} / {t2} leave an empty train or test period "
-                         f"(check-ins run from {times.min()} to {times.max()})")
+        raise ValueError(
+            f"split times {t1} / {t2} leave an empty train or test period "
+            f"(check-ins run from {times.min()} to {times.max()})"
+        )
     return t1, t2
 
 
@@ -130,19 +137,30 @@ class CtrSamples:
 
         from lgsid_pipeline.recommenders.blocks import batch_from_numpy
 
-        rows = np.arange(len(self))[idx] if isinstance(idx, slice) else \
-            np.asarray(idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx)
+        rows = (
+            np.arange(len(self))[idx]
+            if isinstance(idx, slice)
+            else np.asarray(idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx)
+        )
         short_rows, short_mask = self._window(rows, self.short_len)
         long_rows, long_mask = self._window(rows, self.long_len)
         target = self.target_row[rows]
         return batch_from_numpy(
-            self.user[rows], self.row_item_index[target], self.row_category[target],
-            self.distance_km[rows], self.row_item_index[short_rows],
+            self.user[rows],
+            self.row_item_index[target],
+            self.row_category[target],
+            self.distance_km[rows],
+            self.row_item_index[short_rows],
             self.row_category[short_rows],
-            target_codes=self.codes[target], hist_codes=self.codes[short_rows],
-            hist_mask=short_mask, long_items=self.row_item_index[long_rows],
-            long_codes=self.codes[long_rows], long_category=self.row_category[long_rows],
-            long_mask=long_mask, label=self.labels[rows].astype(np.float32))
+            target_codes=self.codes[target],
+            hist_codes=self.codes[short_rows],
+            hist_mask=short_mask,
+            long_items=self.row_item_index[long_rows],
+            long_codes=self.codes[long_rows],
+            long_category=self.row_category[long_rows],
+            long_mask=long_mask,
+            label=self.labels[rows].astype(np.float32),
+        )
 
 
 @dataclass
@@ -171,17 +189,23 @@ class CityCtrData:
         row_of = {item: r + 1 for r, item in enumerate(self.item_ids)}
         rows = semantic_ids["item_id"].astype(str).map(row_of)
         known = rows.notna().to_numpy()
-        out[rows[known].astype(int).to_numpy()] = \
-            semantic_ids.loc[known, levels].to_numpy(dtype=np.int64)
+        out[rows[known].astype(int).to_numpy()] = semantic_ids.loc[known, levels].to_numpy(
+            dtype=np.int64
+        )
         return out
 
     def describe(self) -> dict:
-        return {"t1": self.t1.isoformat(), "t2": self.t2.isoformat(), **self.stats,
-                "config": asdict(self.config)}
+        return {
+            "t1": self.t1.isoformat(),
+            "t2": self.t2.isoformat(),
+            **self.stats,
+            "config": asdict(self.config),
+        }
 
 
-def build_city_ctr_data(items: pd.DataFrame, interactions: pd.DataFrame,
-                        config: DatasetConfig) -> CityCtrData:
+def build_city_ctr_data(
+    items: pd.DataFrame, interactions: pd.DataFrame, config: DatasetConfig
+) -> CityCtrData:
     """Samples of every split for one city (see the module docstring)."""
     missing = {"item_id", "latitude", "longitude", "category"} - set(items.columns)
     missing |= {"user_id", "item_id", "ts"} - set(interactions.columns)
@@ -195,8 +219,10 @@ def build_city_ctr_data(items: pd.DataFrame, interactions: pd.DataFrame,
     events["item_id"] = events["item_id"].astype(str)
     unknown = ~events["item_id"].isin(row_of.index)
     if unknown.any():
-        raise ValueError(f"{int(unknown.sum())} interactions name items missing from the items "
-                         "table (re-materialize interactions)")
+        raise ValueError(
+            f"{int(unknown.sum())} interactions name items missing from the items "
+            "table (re-materialize interactions)"
+        )
     t1, t2 = split_times(events["ts"], config, file_split_times(interactions))
     events = events.sort_values(["user_id", "ts", "item_id"], kind="stable").reset_index(drop=True)
     events["row"] = row_of.loc[events["item_id"].to_numpy()].to_numpy()
@@ -234,26 +260,55 @@ def build_city_ctr_data(items: pd.DataFrame, interactions: pd.DataFrame,
         if cap and len(chosen) > cap:  # keep the most recent positives of the split
             chosen = chosen[np.argsort(events["ts"].to_numpy()[chosen], kind="stable")[-cap:]]
             chosen.sort()
-        splits[name] = _samples_for(chosen, events, first_of_user, near_rows, lat, lon,
-                                    user_vocab, row_item_index, row_category, config, rng)
+        splits[name] = _samples_for(
+            chosen,
+            events,
+            first_of_user,
+            near_rows,
+            lat,
+            lon,
+            user_vocab,
+            row_item_index,
+            row_category,
+            config,
+            rng,
+        )
         stats[f"{name}_positives"] = int(len(chosen))
         stats[f"{name}_samples"] = len(splits[name])
     stats["items_unseen_in_training"] = int(len(item_ids) - len(train_rows))
-    return CityCtrData(splits, item_ids, len(train_users), len(train_rows),
-                       int(row_category.max()), t1, t2, stats, config)
+    return CityCtrData(
+        splits,
+        item_ids,
+        len(train_users),
+        len(train_rows),
+        int(row_category.max()),
+        t1,
+        t2,
+        stats,
+        config,
+    )
 
 
-def _samples_for(chosen: np.ndarray, events: pd.DataFrame, first_of_user: np.ndarray,
-                 near_rows: np.ndarray, lat: np.ndarray, lon: np.ndarray,
-                 user_vocab: np.ndarray, row_item_index: np.ndarray, row_category: np.ndarray,
-                 config: DatasetConfig, rng: np.random.Generator) -> CtrSamples:
+def _samples_for(
+    chosen: np.ndarray,
+    events: pd.DataFrame,
+    first_of_user: np.ndarray,
+    near_rows: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    user_vocab: np.ndarray,
+    row_item_index: np.ndarray,
+    row_category: np.ndarray,
+    config: DatasetConfig,
+    rng: np.random.Generator,
+) -> CtrSamples:
     timeline = events["row"].to_numpy().astype(np.int64)
     users = events["user"].to_numpy()
     n_rows = len(lat) - 1
     per = 1 + config.near_negatives + config.random_negatives
     target = np.zeros((len(chosen), per), dtype=np.int64)
     for k, pos in enumerate(chosen):
-        seen = set(timeline[first_of_user[pos]:pos + 1].tolist())
+        seen = set(timeline[first_of_user[pos] : pos + 1].tolist())
         positive = timeline[pos]
         target[k, 0] = positive
         picks: list[int] = []
@@ -278,14 +333,19 @@ def _samples_for(chosen: np.ndarray, events: pd.DataFrame, first_of_user: np.nda
         user=np.repeat(user_vocab[users[chosen]], per),
         history_end=np.repeat(chosen, per),
         history_start=np.repeat(first_of_user[chosen], per),
-        target_row=flat_target, distance_km=distance.astype(np.float32),
-        labels=labels.ravel(), timeline_rows=timeline, row_item_index=row_item_index,
-        row_category=row_category, codes=np.zeros((n_rows + 1, 0), dtype=np.int64),
-        short_len=config.short_len, long_len=config.long_len)
+        target_row=flat_target,
+        distance_km=distance.astype(np.float32),
+        labels=labels.ravel(),
+        timeline_rows=timeline,
+        row_item_index=row_item_index,
+        row_category=row_category,
+        codes=np.zeros((n_rows + 1, 0), dtype=np.int64),
+        short_len=config.short_len,
+        long_len=config.long_len,
+    )
 
 
-_SAMPLE_COLUMNS = ("user", "history_start", "history_end", "target_row", "distance_km",
-                   "labels")
+_SAMPLE_COLUMNS = ("user", "history_start", "history_end", "target_row", "distance_km", "labels")
 
 
 def save_ctr_data(warehouse: Warehouse, city: str, data: CityCtrData) -> None:
@@ -296,17 +356,37 @@ def save_ctr_data(warehouse: Warehouse, city: str, data: CityCtrData) -> None:
         for name, samples in data.splits.items():
             frame = pd.DataFrame({c: getattr(samples, c) for c in _SAMPLE_COLUMNS})
             staged.write_table("recommender_samples", frame.assign(city=city), part=name)
-        staged.write_table("recommender_timeline", pd.DataFrame(
-            {"city": city, "position": np.arange(len(first.timeline_rows)),
-             "item_row": first.timeline_rows}))
-        staged.write_table("recommender_items", pd.DataFrame(
-            {"city": city, "item_row": np.arange(1, len(data.item_ids) + 1),
-             "item_id": data.item_ids, "item_index": first.row_item_index[1:],
-             "category_index": first.row_category[1:]}))
-        meta = {**data.describe(), "n_users": data.n_users, "n_items": data.n_items,
-                "n_categories": data.n_categories}
-        staged.write_table("recommender_meta", pd.DataFrame(
-            {"city": [city], "meta": [json.dumps(meta)]}))
+        staged.write_table(
+            "recommender_timeline",
+            pd.DataFrame(
+                {
+                    "city": city,
+                    "position": np.arange(len(first.timeline_rows)),
+                    "item_row": first.timeline_rows,
+                }
+            ),
+        )
+        staged.write_table(
+            "recommender_items",
+            pd.DataFrame(
+                {
+                    "city": city,
+                    "item_row": np.arange(1, len(data.item_ids) + 1),
+                    "item_id": data.item_ids,
+                    "item_index": first.row_item_index[1:],
+                    "category_index": first.row_category[1:],
+                }
+            ),
+        )
+        meta = {
+            **data.describe(),
+            "n_users": data.n_users,
+            "n_items": data.n_items,
+            "n_categories": data.n_categories,
+        }
+        staged.write_table(
+            "recommender_meta", pd.DataFrame({"city": [city], "meta": [json.dumps(meta)]})
+        )
         warehouse.publish(staged)
 
 
@@ -323,19 +403,36 @@ def load_ctr_data(warehouse: Warehouse, city: str) -> CityCtrData:
     for name in SPLITS:
         frame = warehouse.read_table("recommender_samples", city, name)
         if len(frame) != meta[f"{name}_samples"]:
-            raise ValueError(f"recommender_samples/{name} of {city!r} has {len(frame)} rows, "
-                             f"its description says {meta[f'{name}_samples']}; re-materialize "
-                             "recommender_datasets")
+            raise ValueError(
+                f"recommender_samples/{name} of {city!r} has {len(frame)} rows, "
+                f"its description says {meta[f'{name}_samples']}; re-materialize "
+                "recommender_datasets"
+            )
         splits[name] = CtrSamples(
             **{c: frame[c].to_numpy() for c in _SAMPLE_COLUMNS},
-            timeline_rows=timeline_rows, row_item_index=row_item_index,
-            row_category=row_category, codes=np.zeros((len(items) + 1, 0), dtype=np.int64),
-            short_len=config.short_len, long_len=config.long_len)
-    stats = {k: v for k, v in meta.items()
-             if k not in ("t1", "t2", "config", "n_users", "n_items", "n_categories")}
-    return CityCtrData(splits, items["item_id"].astype(str).tolist(), meta["n_users"],
-                       meta["n_items"], meta["n_categories"], pd.Timestamp(meta["t1"]),
-                       pd.Timestamp(meta["t2"]), stats, config)
+            timeline_rows=timeline_rows,
+            row_item_index=row_item_index,
+            row_category=row_category,
+            codes=np.zeros((len(items) + 1, 0), dtype=np.int64),
+            short_len=config.short_len,
+            long_len=config.long_len,
+        )
+    stats = {
+        k: v
+        for k, v in meta.items()
+        if k not in ("t1", "t2", "config", "n_users", "n_items", "n_categories")
+    }
+    return CityCtrData(
+        splits,
+        items["item_id"].astype(str).tolist(),
+        meta["n_users"],
+        meta["n_items"],
+        meta["n_categories"],
+        pd.Timestamp(meta["t1"]),
+        pd.Timestamp(meta["t2"]),
+        stats,
+        config,
+    )
 
 
 def split_times_of(warehouse: Warehouse, city: str) -> tuple[pd.Timestamp, pd.Timestamp]:

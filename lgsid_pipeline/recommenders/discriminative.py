@@ -57,7 +57,7 @@ def select_sim(model: CtrModel, batch: CtrBatch, target: torch.Tensor) -> Select
         match = batch.long_codes[..., 0] == batch.target_codes[:, :1]
         match &= batch.long_codes[..., 0] >= 0
     else:
-        match = (batch.long_category == batch.target_category[:, None])
+        match = batch.long_category == batch.target_category[:, None]
         match &= batch.long_category > 0
     match &= batch.long_mask
     scores = _recency(batch).expand_as(match).masked_fill(~match, float("-inf"))
@@ -70,8 +70,7 @@ def select_twin(model: CtrModel, batch: CtrBatch, target: torch.Tensor) -> Selec
     with torch.no_grad():
         keys = model.encode(batch.long_items, batch.long_codes, batch.long_category)
         scores = model.long_attention.cheap_scores(target, keys)
-    return top_k_positions(scores.masked_fill(~batch.long_mask, float("-inf")),
-                           model.config.top_k)
+    return top_k_positions(scores.masked_fill(~batch.long_mask, float("-inf")), model.config.top_k)
 
 
 def select_eta(model: CtrModel, batch: CtrBatch, target: torch.Tensor) -> Selection:
@@ -82,12 +81,14 @@ def select_eta(model: CtrModel, batch: CtrBatch, target: torch.Tensor) -> Select
         dist = hamming(model.simhash(target), model.simhash(keys))
         # recency < 1 only reorders behaviours at the same (integer) distance
         scores = _recency(batch) - dist
-    return top_k_positions(scores.masked_fill(~batch.long_mask, float("-inf")),
-                           model.config.top_k)
+    return top_k_positions(scores.masked_fill(~batch.long_mask, float("-inf")), model.config.top_k)
 
 
-LONG_SELECTORS: dict[str, LongSelector] = {"sim": select_sim, "twin": select_twin,
-                                           "eta": select_eta}
+LONG_SELECTORS: dict[str, LongSelector] = {
+    "sim": select_sim,
+    "twin": select_twin,
+    "eta": select_eta,
+}
 assert tuple(LONG_SELECTORS) == LONG_SEQUENCE_BACKBONES
 
 
@@ -100,8 +101,9 @@ class CtrModel(nn.Module):
         d = config.dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.item_encoder = ItemEncoder(config.n_items, config.n_categories,
-                                            config.codebook_sizes, d)
+            self.item_encoder = ItemEncoder(
+                config.n_items, config.n_categories, config.codebook_sizes, d
+            )
             self.user = nn.Embedding(config.n_users + 1, d, padding_idx=0)
             self.short_attention = TargetAttention(d, config.attention_hidden)
             n_interests = 1
@@ -116,8 +118,9 @@ class CtrModel(nn.Module):
                 self.simhash = SimHash(d, config.hash_bits, config.seed)
             self.head = mlp([(2 + 2 * n_interests) * d + 1, *config.mlp_hidden], config.dropout)
 
-    def encode(self, items: torch.Tensor, codes: torch.Tensor,
-               category: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, items: torch.Tensor, codes: torch.Tensor, category: torch.Tensor
+    ) -> torch.Tensor:
         """Item representations (..., dim)."""
         return self.item_encoder(items, codes, category)
 
@@ -131,24 +134,34 @@ class CtrModel(nn.Module):
         for name in ("target_codes", "hist_codes", "long_codes"):
             codes = getattr(batch, name)
             if codes.shape[-1] != len(sizes):
-                raise ValueError(f"{name} has {codes.shape[-1]} code levels but the model was "
-                                 f"configured with {len(sizes)} (codebook_sizes={sizes})")
+                raise ValueError(
+                    f"{name} has {codes.shape[-1]} code levels but the model was "
+                    f"configured with {len(sizes)} (codebook_sizes={sizes})"
+                )
             for level, k in enumerate(sizes):
                 column = codes[..., level]
                 if column.numel() and (column.min() < -1 or column.max() >= k):
                     bad = column[(column < -1) | (column >= k)][0].item()
-                    raise ValueError(f"{name} level {level + 1} holds token {bad}, outside "
-                                     f"[0, {k}) (codebook_sizes={sizes}; -1 = missing token)")
-        bounds = {"user": self.config.n_users, "target_item": self.config.n_items,
-                  "hist_items": self.config.n_items, "long_items": self.config.n_items,
-                  "target_category": self.config.n_categories,
-                  "hist_category": self.config.n_categories,
-                  "long_category": self.config.n_categories}
+                    raise ValueError(
+                        f"{name} level {level + 1} holds token {bad}, outside "
+                        f"[0, {k}) (codebook_sizes={sizes}; -1 = missing token)"
+                    )
+        bounds = {
+            "user": self.config.n_users,
+            "target_item": self.config.n_items,
+            "hist_items": self.config.n_items,
+            "long_items": self.config.n_items,
+            "target_category": self.config.n_categories,
+            "hist_category": self.config.n_categories,
+            "long_category": self.config.n_categories,
+        }
         for name, top in bounds.items():
             values = getattr(batch, name)
             if values.numel() and (values.min() < 0 or values.max() > top):
-                raise ValueError(f"{name} holds values in [{values.min().item()}, "
-                                 f"{values.max().item()}], outside [0, {top}] (0 = unknown)")
+                raise ValueError(
+                    f"{name} holds values in [{values.min().item()}, "
+                    f"{values.max().item()}], outside [0, {top}] (0 = unknown)"
+                )
         dist = batch.distance_km
         if not torch.isfinite(dist).all() or (dist < 0).any():
             raise ValueError("distance_km must be finite and >= 0")
@@ -157,8 +170,9 @@ class CtrModel(nn.Module):
         """Click logits (B,)."""
         return self.forward_with_aux(batch)[0]
 
-    def forward_with_aux(self, batch: CtrBatch,
-                         check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_aux(
+        self, batch: CtrBatch, check: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B,), auxiliary loss scalar). The auxiliary loss is DIEN's next-behaviour
         loss when ``aux_loss_weight`` > 0 and the model is training, else 0."""
         if check:
@@ -175,12 +189,18 @@ class CtrModel(nn.Module):
             interests.append(self._long_interest(batch, target))
         # target * interest: an explicit match feature; without it the MLP is slow to learn
         # "the target resembles what the user did" from small data
-        features = [self.user(batch.user), target, *interests, *(target * i for i in interests),
-                    torch.log1p(batch.distance_km).unsqueeze(-1)]
+        features = [
+            self.user(batch.user),
+            target,
+            *interests,
+            *(target * i for i in interests),
+            torch.log1p(batch.distance_km).unsqueeze(-1),
+        ]
         return self.head(torch.cat(features, dim=-1)).squeeze(-1), aux
 
-    def _dien(self, target: torch.Tensor, hist: torch.Tensor,
-              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _dien(
+        self, target: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         states = run_masked_gru(self.extractor, hist, mask)
         # DIEN normalises the AUGRU attention with a softmax over the sequence (unlike DIN)
         att = masked_softmax(self.short_attention.scores(target, states), mask)
@@ -190,8 +210,9 @@ class CtrModel(nn.Module):
             aux = self._aux_loss(states, hist, mask)
         return interest, aux
 
-    def _aux_loss(self, states: torch.Tensor, hist: torch.Tensor,
-                  mask: torch.Tensor) -> torch.Tensor:
+    def _aux_loss(
+        self, states: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """DIEN auxiliary loss: h_t should tell the real next behaviour e_{t+1} from a
         negative, here the same step of another sample in the batch."""
         pairs = mask[:, :-1] & mask[:, 1:]
@@ -215,7 +236,8 @@ class CtrModel(nn.Module):
         items = batch.long_items.gather(1, positions)
         category = batch.long_category.gather(1, positions)
         codes = batch.long_codes.gather(
-            1, positions.unsqueeze(-1).expand(-1, -1, batch.long_codes.shape[-1]))
+            1, positions.unsqueeze(-1).expand(-1, -1, batch.long_codes.shape[-1])
+        )
         keys = self.encode(items, codes, category)
         return self.long_attention(target, keys, real)
 

@@ -29,8 +29,12 @@ class FitResult:
     best_score: tuple[float, ...] = ()
 
 
-def shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator,
-                     ) -> Iterator[torch.Tensor]:
+def shuffled_batches(
+    n: int,
+    batch_size: int,
+    steps: int,
+    rng: np.random.Generator,
+) -> Iterator[torch.Tensor]:
     """``steps`` batches of row indices: shuffled epochs over ``n`` rows one after another
     (the last batch of an epoch may be short)."""
     import torch
@@ -41,7 +45,7 @@ def shuffled_batches(n: int, batch_size: int, steps: int, rng: np.random.Generat
         for start in range(0, n, batch_size):
             if done >= steps:
                 return
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
             done += 1
 
 
@@ -93,10 +97,14 @@ def fit(
         model.eval()
         metrics = validate()
         seconds = time.perf_counter() - started
-        entry = {"step": float(step), **(extra(step) if extra else {}),
-                 "train_loss": float(np.mean(losses)),
-                 **{f"valid_{name}": value for name, value in metrics.items()},
-                 "seconds": seconds, "eta_seconds": seconds / step * (steps - step)}
+        entry = {
+            "step": float(step),
+            **(extra(step) if extra else {}),
+            "train_loss": float(np.mean(losses)),
+            **{f"valid_{name}": value for name, value in metrics.items()},
+            "seconds": seconds,
+            "eta_seconds": seconds / step * (steps - step),
+        }
         losses = []
         result.history.append(entry)
         if on_eval:

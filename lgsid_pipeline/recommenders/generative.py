@@ -41,8 +41,9 @@ from lgsid_pipeline.recommenders.next_item import (
 )
 from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeTokenizer, PrefixTrie
 
-GENERATIVE_FILES = ModelFiles("generative model", meta_file="generative_config.json",
-                              weights_file="generative_model.pt")
+GENERATIVE_FILES = ModelFiles(
+    "generative model", meta_file="generative_config.json", weights_file="generative_model.pt"
+)
 CODES_ARRAY = "codes"  # the item codes the model generates (codes.npy)
 VALID_K = 10  # early stopping watches validation Hit@10
 
@@ -72,8 +73,9 @@ class GenerativeModel(nn.Module):
 
     def _check(self, history: torch.Tensor) -> None:
         if history.ndim != 2 or history.shape[1] != self.history_len:
-            raise ValueError(f"history tokens must be (B, {self.history_len}), got "
-                             f"{tuple(history.shape)}")
+            raise ValueError(
+                f"history tokens must be (B, {self.history_len}), got {tuple(history.shape)}"
+            )
 
     def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, depth, vocab) for each target token."""
@@ -118,11 +120,23 @@ class TigerModel(GenerativeModel):
 
     def __init__(self, config: GenerativeConfig, vocab_size: int, depth: int) -> None:
         super().__init__(config, vocab_size, depth)
-        self.t5 = T5ForConditionalGeneration(T5Config(
-            vocab_size=vocab_size, d_model=config.d_model, d_kv=config.d_model // config.n_heads,
-            d_ff=config.d_ff, num_layers=config.n_layers, num_decoder_layers=config.n_layers,
-            num_heads=config.n_heads, dropout_rate=config.dropout, feed_forward_proj="relu",
-            pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=BOS, use_cache=False))
+        self.t5 = T5ForConditionalGeneration(
+            T5Config(
+                vocab_size=vocab_size,
+                d_model=config.d_model,
+                d_kv=config.d_model // config.n_heads,
+                d_ff=config.d_ff,
+                num_layers=config.n_layers,
+                num_decoder_layers=config.n_layers,
+                num_heads=config.n_heads,
+                dropout_rate=config.dropout,
+                feed_forward_proj="relu",
+                pad_token_id=PAD,
+                eos_token_id=EOS,
+                decoder_start_token_id=BOS,
+                use_cache=False,
+            )
+        )
 
     def _encoder_inputs(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(history)
@@ -132,8 +146,9 @@ class TigerModel(GenerativeModel):
     def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ids, mask = self._encoder_inputs(history)
         decoder = torch.cat([_column(targets, BOS), targets[:, :-1]], dim=1)
-        return self.t5(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder,
-                       use_cache=False).logits
+        return self.t5(
+            input_ids=ids, attention_mask=mask, decoder_input_ids=decoder, use_cache=False
+        ).logits
 
     def prepare(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
         ids, mask = self._encoder_inputs(history)
@@ -142,8 +157,12 @@ class TigerModel(GenerativeModel):
 
     def next_logits(self, state: dict[str, torch.Tensor], prefix: torch.Tensor) -> torch.Tensor:
         decoder = torch.cat([_column(prefix, BOS), prefix], dim=1)
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
-                      attention_mask=state["mask"], decoder_input_ids=decoder, use_cache=False)
+        out = self.t5(
+            encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
+            attention_mask=state["mask"],
+            decoder_input_ids=decoder,
+            use_cache=False,
+        )
         return out.logits[:, -1]
 
     def start(self, history: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
@@ -155,9 +174,13 @@ class TigerModel(GenerativeModel):
         return self._decode(state, tokens)
 
     def _decode(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
-                      attention_mask=state["mask"], decoder_input_ids=tokens,
-                      cache=state.get("cache"), use_cache=True)
+        out = self.t5(
+            encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
+            attention_mask=state["mask"],
+            decoder_input_ids=tokens,
+            cache=state.get("cache"),
+            use_cache=True,
+        )
         state["cache"] = out.cache
         return out.logits
 
@@ -167,21 +190,31 @@ class OneRecModel(GenerativeModel):
 
     def __init__(self, config: GenerativeConfig, vocab_size: int, depth: int) -> None:
         super().__init__(config, vocab_size, depth)
-        self.gpt = GPT2LMHeadModel(GPT2Config(
-            vocab_size=vocab_size, n_positions=self.history_len + 1 + depth,
-            n_embd=config.d_model, n_layer=2 * config.n_layers, n_head=config.n_heads,
-            n_inner=config.d_ff, resid_pdrop=config.dropout, embd_pdrop=config.dropout,
-            attn_pdrop=config.dropout, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
-            use_cache=False))
+        self.gpt = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab_size,
+                n_positions=self.history_len + 1 + depth,
+                n_embd=config.d_model,
+                n_layer=2 * config.n_layers,
+                n_head=config.n_heads,
+                n_inner=config.d_ff,
+                resid_pdrop=config.dropout,
+                embd_pdrop=config.dropout,
+                attn_pdrop=config.dropout,
+                bos_token_id=BOS,
+                eos_token_id=EOS,
+                pad_token_id=PAD,
+                use_cache=False,
+            )
+        )
 
     def _logits(self, history: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
         self._check(history)
         seq = torch.cat([history, _column(history, SEP), tail], dim=1)
-        return self.gpt(input_ids=seq, attention_mask=(seq != PAD).long(),
-                        use_cache=False).logits
+        return self.gpt(input_ids=seq, attention_mask=(seq != PAD).long(), use_cache=False).logits
 
     def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self._logits(history, targets[:, :-1])[:, history.shape[1]:]
+        return self._logits(history, targets[:, :-1])[:, history.shape[1] :]
 
     def prepare(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
         self._check(history)
@@ -200,8 +233,9 @@ class OneRecModel(GenerativeModel):
 
     def extend(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
         state["mask"] = torch.cat([state["mask"], torch.ones_like(tokens)], dim=1)
-        out = self.gpt(input_ids=tokens, attention_mask=state["mask"],
-                       cache=state["cache"], use_cache=True)
+        out = self.gpt(
+            input_ids=tokens, attention_mask=state["mask"], cache=state["cache"], use_cache=True
+        )
         state["cache"] = out.cache
         return out.logits
 
@@ -209,8 +243,7 @@ class OneRecModel(GenerativeModel):
 _MODELS: dict[str, type[GenerativeModel]] = {"tiger": TigerModel, "onerec": OneRecModel}
 
 
-def build_generative_model(config: GenerativeConfig, tokenizer: CodeTokenizer
-                           ) -> GenerativeModel:
+def build_generative_model(config: GenerativeConfig, tokenizer: CodeTokenizer) -> GenerativeModel:
     """A fresh model of ``config.kind`` sized for the tokenizer's vocabulary and depth."""
     return _MODELS[config.kind](config, tokenizer.vocab_size, tokenizer.depth)
 
@@ -225,10 +258,15 @@ def _as_tokens(batch: torch.Tensor | np.ndarray, device: torch.device) -> torch.
 
 
 @torch.inference_mode()
-def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.ndarray,
-                            trie: PrefixTrie, beam_size: int, top_k: int,
-                            use_cache: bool = True, first_bias: torch.Tensor | None = None
-                            ) -> tuple[np.ndarray, np.ndarray]:
+def constrained_beam_search(
+    model: GenerativeModel,
+    batch: torch.Tensor | np.ndarray,
+    trie: PrefixTrie,
+    beam_size: int,
+    top_k: int,
+    use_cache: bool = True,
+    first_bias: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``top_k`` items (B, top_k) and their scores (summed log-probabilities), best
     first, for history tokens ``batch`` (B, max_history * depth).
 
@@ -241,8 +279,7 @@ def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.nda
     Runs in eval mode (restores the model's mode).
     """
     if not 1 <= top_k <= beam_size:
-        raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, "
-                         f"beam_size={beam_size}")
+        raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, beam_size={beam_size}")
     if top_k > trie.n_items:
         raise ValueError(f"top_k {top_k} exceeds the {trie.n_items} items of the catalogue")
     tok = trie.tokenizer
@@ -252,8 +289,9 @@ def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.nda
     history = _as_tokens(batch, device)
     n = len(history)
     if first_bias is not None and tuple(first_bias.shape) != (n, int(tok.sizes[0])):
-        raise ValueError(f"first_bias must be ({n}, {int(tok.sizes[0])}), got "
-                         f"{tuple(first_bias.shape)}")
+        raise ValueError(
+            f"first_bias must be ({n}, {int(tok.sizes[0])}), got {tuple(first_bias.shape)}"
+        )
     if use_cache:
         state, logits = model.start(history)
     else:
@@ -267,19 +305,22 @@ def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.nda
             beams = {k: v.repeat_interleave(width, dim=0) for k, v in reference.items()}
             logits = model.next_logits(beams, prefix.reshape(n * width, depth))
         offset, size = int(tok.offsets[depth]), int(tok.sizes[depth])
-        logp = F.log_softmax(logits.float(), dim=-1)[:, offset:offset + size]
+        logp = F.log_softmax(logits.float(), dim=-1)[:, offset : offset + size]
         logp = logp.reshape(n, width, size)
         if depth == 0 and first_bias is not None:
             logp = logp + first_bias.to(device=device, dtype=logp.dtype)[:, None, :]
         children = trie.children(depth, nodes)  # (n, width, size)
         alive = (children >= 0) & torch.isfinite(scores)[..., None]
-        candidates = torch.where(alive, scores[..., None] + logp,
-                                 torch.tensor(-math.inf, device=device))
+        candidates = torch.where(
+            alive, scores[..., None] + logp, torch.tensor(-math.inf, device=device)
+        )
         scores, flat = candidates.reshape(n, -1).topk(min(beam_size, width * size), dim=1)
         parent, code = flat // size, flat % size
         nodes = children.reshape(n, -1).gather(1, flat).masked_fill(~torch.isfinite(scores), -1)
-        prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, depth)),
-                            (code + offset)[..., None]], dim=2)
+        prefix = torch.cat(
+            [prefix.gather(1, parent[..., None].expand(-1, -1, depth)), (code + offset)[..., None]],
+            dim=2,
+        )
         if use_cache and depth + 1 < tok.depth:
             rows = (torch.arange(n, device=device)[:, None] * width + parent).reshape(-1)
             model.select(state, rows)
@@ -290,8 +331,12 @@ def constrained_beam_search(model: GenerativeModel, batch: torch.Tensor | np.nda
 
 
 @torch.inference_mode()
-def score_items(model: GenerativeModel, batch: torch.Tensor | np.ndarray,
-                tokenizer: CodeTokenizer, candidates: np.ndarray) -> np.ndarray:
+def score_items(
+    model: GenerativeModel,
+    batch: torch.Tensor | np.ndarray,
+    tokenizer: CodeTokenizer,
+    candidates: np.ndarray,
+) -> np.ndarray:
     """Log-probability (B, C) of each candidate item's whole code given history tokens
     ``batch`` (B, max_history * depth), the same quantity the beam search sums; -inf where a
     candidate is -1 (padding). Teacher-forced with the key/value cache."""
@@ -339,8 +384,9 @@ def _check_codes(result: GenerativeResult, codes: np.ndarray) -> None:
         raise ValueError("codes differ from the ones the model was trained with")
 
 
-def recommend_top_k(result: GenerativeResult, codes: np.ndarray, histories: np.ndarray,
-                    k: int) -> tuple[np.ndarray, np.ndarray]:
+def recommend_top_k(
+    result: GenerativeResult, codes: np.ndarray, histories: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Items (S, k) and scores (S, k), best first, from the constrained beam search (beam
     ``max(config.beam_size, k)``) for histories (S, N) of item indices (-1 = padding)."""
     _check_codes(result, codes)
@@ -349,24 +395,29 @@ def recommend_top_k(result: GenerativeResult, codes: np.ndarray, histories: np.n
     beam = max(config.beam_size, k)
     items, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k), dtype=np.float32)]
     for start in range(0, len(tokens), config.eval_batch_size):
-        chunk = torch.from_numpy(tokens[start:start + config.eval_batch_size])
+        chunk = torch.from_numpy(tokens[start : start + config.eval_batch_size])
         got_items, got_scores = constrained_beam_search(result.model, chunk, result.trie, beam, k)
         items.append(got_items)
         scores.append(got_scores)
     return np.concatenate(items), np.concatenate(scores)
 
 
-def evaluate_generative(result: GenerativeResult, codes: np.ndarray, examples: Examples,
-                        ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+def evaluate_generative(
+    result: GenerativeResult, codes: np.ndarray, examples: Examples, ks: Sequence[int] = (5, 10)
+) -> dict[str, float]:
     """Hit@k and NDCG@k (for each k in ``ks``) of the beam-search top-K on ``examples``."""
     histories, targets = examples
     items, _ = recommend_top_k(result, codes, histories, max(ks))
     return ranking_metrics(items, np.asarray(targets), ks)
 
 
-def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[str, Examples],
-                     on_eval: Callable[[dict[str, float]], None] | None = None,
-                     device: torch.device | str = "cpu") -> GenerativeResult:
+def train_generative(
+    config: GenerativeConfig,
+    codes: np.ndarray,
+    splits: dict[str, Examples],
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> GenerativeResult:
     """Train a fresh model of ``config.kind`` on ``splits["train"]`` for ``config.steps``
     optimizer steps; every ``eval_every`` steps evaluate Hit@10 on up to ``max_valid_eval``
     sampled ``splits["valid"]`` examples, stop after ``patience`` evaluations without
@@ -377,26 +428,37 @@ def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[s
         raise ValueError(f"need at least {VALID_K} items, got {tokenizer.n_items}")
     (train_h, train_t), (valid_h, valid_t) = splits["train"], splits["valid"]
     if len(train_t) == 0 or len(valid_t) == 0:
-        raise ValueError(f"train and valid splits must be non-empty, got {len(train_t)} and "
-                         f"{len(valid_t)} examples")
+        raise ValueError(
+            f"train and valid splits must be non-empty, got {len(train_t)} and "
+            f"{len(valid_t)} examples"
+        )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_generative_model(config, tokenizer).to(device)
     result = GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer))
-    history = torch.from_numpy(tokenizer.history_tokens(
-        fit_history(train_h, config.max_history, tokenizer.n_items)))
+    history = torch.from_numpy(
+        tokenizer.history_tokens(fit_history(train_h, config.max_history, tokenizer.n_items))
+    )
     targets = torch.from_numpy(tokenizer.item_tokens(np.asarray(train_t)))
-    pick = np.sort(rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)),
-                              replace=False))
+    pick = np.sort(
+        rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)), replace=False)
+    )
     valid = (np.asarray(valid_h)[pick], np.asarray(valid_t)[pick])
     fitted = fit(
-        model, shuffled_batches(len(targets), config.batch_size, config.steps, rng),
+        model,
+        shuffled_batches(len(targets), config.batch_size, config.steps, rng),
         lambda rows: model.loss(history[rows].to(device), targets[rows].to(device)),
         lambda: evaluate_generative(result, codes, valid, ks=(VALID_K,)),
         lambda m: (m[f"hit@{VALID_K}"], m[f"ndcg@{VALID_K}"]),
-        steps=config.steps, eval_every=config.eval_every, patience=config.patience,
-        lr=config.lr, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
-        extra=lambda step: {"epoch": step * config.batch_size / len(targets)}, on_eval=on_eval)
+        steps=config.steps,
+        eval_every=config.eval_every,
+        patience=config.patience,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        grad_clip=config.grad_clip,
+        extra=lambda step: {"epoch": step * config.batch_size / len(targets)},
+        on_eval=on_eval,
+    )
     result.history, result.best_step = fitted.history, fitted.best_step
     result.best_valid_hit10 = float(fitted.best_score[0])
     return result
@@ -405,10 +467,18 @@ def train_generative(config: GenerativeConfig, codes: np.ndarray, splits: dict[s
 def save_generative(result: GenerativeResult, folder: Path, extra: dict | None = None) -> Path:
     """Write ``generative_config.json`` (config, history), ``generative_model.pt`` (state
     dict) and ``codes.npy`` to ``folder`` as one folder."""
-    return GENERATIVE_FILES.save(folder, result.model, {
-        "config": asdict(result.config), "history": result.history,
-        "best_step": result.best_step, "best_valid_hit10": result.best_valid_hit10,
-        **(extra or {})}, arrays={CODES_ARRAY: result.tokenizer.codes})
+    return GENERATIVE_FILES.save(
+        folder,
+        result.model,
+        {
+            "config": asdict(result.config),
+            "history": result.history,
+            "best_step": result.best_step,
+            "best_valid_hit10": result.best_valid_hit10,
+            **(extra or {}),
+        },
+        arrays={CODES_ARRAY: result.tokenizer.codes},
+    )
 
 
 def load_generative(folder: Path) -> GenerativeResult:
@@ -421,8 +491,12 @@ def load_generative(folder: Path) -> GenerativeResult:
     with GENERATIVE_FILES.reading(codes_path):
         tokenizer = CodeTokenizer(GENERATIVE_FILES.read_array(folder, CODES_ARRAY))
     model = GENERATIVE_FILES.load_weights(folder, build_generative_model(config, tokenizer))
-    return GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer),
-                            meta.get("history", []), int(meta.get("best_step", 0)),
-                            float(meta.get("best_valid_hit10", float("nan"))))
-
-
+    return GenerativeResult(
+        model,
+        config,
+        tokenizer,
+        PrefixTrie(tokenizer),
+        meta.get("history", []),
+        int(meta.get("best_step", 0)),
+        float(meta.get("best_valid_hit10", float("nan"))),
+    )

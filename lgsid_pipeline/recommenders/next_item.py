@@ -30,8 +30,10 @@ def _event_times(timestamps: Any, *bounds: Any) -> tuple[np.ndarray, list[float]
     parsed as datetimes (naive = UTC) and compared as UTC nanoseconds."""
     raw = np.asarray(timestamps)
     if raw.dtype.kind in "iuf":
-        if any(isinstance(b, bool) or not isinstance(b, int | float | np.integer | np.floating)
-               for b in bounds):
+        if any(
+            isinstance(b, bool) or not isinstance(b, int | float | np.integer | np.floating)
+            for b in bounds
+        ):
             raise ValueError(f"numeric timestamps need numeric split times, got {bounds}")
         times = raw.astype(np.float64)
         if np.isnan(times).any():
@@ -48,8 +50,9 @@ def _event_times(timestamps: Any, *bounds: Any) -> tuple[np.ndarray, list[float]
     return index.asi8.astype(np.float64), values
 
 
-def _timeline(user_ids: Any, item_idx: Any, times: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _timeline(
+    user_ids: Any, item_idx: Any, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Events sorted by user, time, item: (user codes, items, times, first position of each
     event's user, the user keys by code)."""
     users, keys = pd.factorize(pd.Series(np.asarray(user_ids)))
@@ -77,8 +80,9 @@ def _windows(items: np.ndarray, start: np.ndarray, end: np.ndarray, n: int) -> n
     return np.where(valid, items[np.clip(positions, 0, None)], -1).astype(np.int64)
 
 
-def build_next_item_examples(user_ids: Any, item_idx: Any, timestamps: Any, t1: Any, t2: Any,
-                             max_history: int = 20) -> dict[str, Examples]:
+def build_next_item_examples(
+    user_ids: Any, item_idx: Any, timestamps: Any, t1: Any, t2: Any, max_history: int = 20
+) -> dict[str, Examples]:
     """Next-item examples of every split: ``{split: (histories (S, N), targets (S,))}``.
 
     Each check-in with at least one earlier check-in of its user is a target; its history is
@@ -102,8 +106,9 @@ def build_next_item_examples(user_ids: Any, item_idx: Any, timestamps: Any, t1: 
     return out
 
 
-def latest_histories(user_ids: Any, item_idx: Any, timestamps: Any, max_history: int = 20,
-                     before: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def latest_histories(
+    user_ids: Any, item_idx: Any, timestamps: Any, max_history: int = 20, before: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(user ids (U,), histories (U, N)): each user's last ``max_history`` check-ins (only
     those before ``before`` when given), left-padded with -1: the input of a top-K cache."""
     if max_history < 1:
@@ -114,8 +119,11 @@ def latest_histories(user_ids: Any, item_idx: Any, timestamps: Any, max_history:
     keep = times < cut[0] if cut else np.ones(len(times), dtype=bool)
     users, items = users[keep], items[keep]
     first = np.searchsorted(users, users, side="left")  # users are sorted
-    last = np.flatnonzero(np.r_[users[1:] != users[:-1], True]) if len(users) else \
-        np.zeros(0, dtype=np.int64)
+    last = (
+        np.flatnonzero(np.r_[users[1:] != users[:-1], True])
+        if len(users)
+        else np.zeros(0, dtype=np.int64)
+    )
     return keys[users[last]], _windows(items, first[last], last + 1, max_history)
 
 
@@ -128,12 +136,13 @@ def fit_history(histories: Any, n: int, n_items: int) -> np.ndarray:
     if hist.size and hist.max() >= n_items:
         raise ValueError(f"history item {hist.max()} out of range for {n_items} items")
     if hist.shape[1] >= n:
-        return hist[:, hist.shape[1] - n:]
+        return hist[:, hist.shape[1] - n :]
     return np.pad(hist, ((0, 0), (n - hist.shape[1], 0)), constant_values=-1)
 
 
-def ranking_metrics(ranked: Sequence[Sequence[int]], targets: Sequence[int],
-                    ks: Sequence[int] = (5, 10)) -> dict[str, float]:
+def ranking_metrics(
+    ranked: Sequence[Sequence[int]], targets: Sequence[int], ks: Sequence[int] = (5, 10)
+) -> dict[str, float]:
     """``{"hit@k", "ndcg@k"}`` for each k of ranked item lists against single targets."""
     out: dict[str, float] = {}
     for k in ks:
@@ -150,8 +159,7 @@ class PopularityNearLastBaseline:
     check-in, by training-period popularity (target counts), then every other item by
     popularity; ties go to the lower item index."""
 
-    def __init__(self, item_lat: np.ndarray, item_lon: np.ndarray, radius_km: float = 2.0
-                 ) -> None:
+    def __init__(self, item_lat: np.ndarray, item_lon: np.ndarray, radius_km: float = 2.0) -> None:
         self.lat = np.asarray(item_lat, dtype=np.float64)
         self.lon = np.asarray(item_lon, dtype=np.float64)
         if self.lat.shape != self.lon.shape or self.lat.ndim != 1 or not len(self.lat):
@@ -169,8 +177,9 @@ class PopularityNearLastBaseline:
         self.popularity = np.bincount(targets, minlength=len(self.lat))
         return self
 
-    def recommend(self, histories: np.ndarray, k: int, query_batch: int = 1024,
-                  item_batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, histories: np.ndarray, k: int, query_batch: int = 1024, item_batch: int = 8192
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Items (S, k) and scores (S, k), best first, for histories (S, N) (-1 = padding)."""
         n_items = len(self.lat)
         if not 1 <= k <= n_items:
@@ -181,14 +190,16 @@ class PopularityNearLastBaseline:
         bonus = float(self.popularity.max()) + 1.0
         items, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k))]
         for q in range(0, len(last), query_batch):
-            where = last[q:q + query_batch]
+            where = last[q : q + query_batch]
             has_last = (where >= 0)[:, None]
             lat, lon = self.lat[where][:, None], self.lon[where][:, None]
             top = TopKAccumulator(k)
             for i in range(0, n_items, item_batch):
                 ids = np.arange(i, min(i + item_batch, n_items))
-                near = has_last & (haversine_km(lat, lon, self.lat[ids][None],
-                                                self.lon[ids][None]) <= self.radius_km)
+                near = has_last & (
+                    haversine_km(lat, lon, self.lat[ids][None], self.lon[ids][None])
+                    <= self.radius_km
+                )
                 top.update(base[ids][None, :] + bonus * near, ids)
             got_scores, got_items = top.result()
             items.append(got_items)
@@ -235,8 +246,7 @@ class UserHistoryBaseline:
 
     def recommend(self, histories: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Items (S, k) and scores (S, k) (higher is better), best first."""
-        hist = fit_history(histories, max(np.asarray(histories).shape[-1], 1),
-                            len(self.near.lat))
+        hist = fit_history(histories, max(np.asarray(histories).shape[-1], 1), len(self.near.lat))
         own, counts, _ = visit_stats(hist)
         fill, _ = self.near.recommend(hist, min(2 * k, len(self.near.lat)))
         items = np.zeros((len(hist), k), dtype=np.int64)

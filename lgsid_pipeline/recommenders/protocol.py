@@ -43,9 +43,15 @@ def _times(timestamps: Any) -> np.ndarray:
     return parsed.as_unit("ns").asi8.astype(np.float64)
 
 
-def trajectory_last_targets(user_ids: Any, item_idx: Any, timestamps: Any, trajectory_ids: Any,
-                            splits: Any, split: str = "test", max_history: int = 20
-                            ) -> tuple[np.ndarray, np.ndarray]:
+def trajectory_last_targets(
+    user_ids: Any,
+    item_idx: Any,
+    timestamps: Any,
+    trajectory_ids: Any,
+    splits: Any,
+    split: str = "test",
+    max_history: int = 20,
+) -> tuple[np.ndarray, np.ndarray]:
     """STHGCN's targets of ``split`` (``valid`` or ``test``) and their histories.
 
     Returns ``(histories (S, max_history) int64, targets (S,) int64)`` of item indices, the
@@ -65,14 +71,17 @@ def trajectory_last_targets(user_ids: Any, item_idx: Any, timestamps: Any, traje
     trajectories = np.asarray(trajectory_ids, dtype=object)
     labels = np.asarray(splits, dtype=object)
     if len({len(users), len(items), len(times), len(trajectories), len(labels)}) > 1:
-        raise ValueError("user_ids, item_idx, timestamps, trajectory_ids and splits must have "
-                         "one value per check-in")
+        raise ValueError(
+            "user_ids, item_idx, timestamps, trajectory_ids and splits must have "
+            "one value per check-in"
+        )
     if (users < 0).any():
         raise ValueError("user_ids contain missing values")
     if len(items) and (items.dtype.kind not in "iu" or items.min() < 0):
         raise ValueError("item_idx must be non-negative integers")
-    frame = pd.DataFrame({"user": users, "item": items, "time": times,
-                          "trajectory": trajectories, "split": labels})
+    frame = pd.DataFrame(
+        {"user": users, "item": items, "time": times, "trajectory": trajectories, "split": labels}
+    )
 
     # The user's timeline: by user, then time, then input order.
     timeline = np.lexsort((np.arange(len(frame)), times, users))
@@ -83,9 +92,14 @@ def trajectory_last_targets(user_ids: Any, item_idx: Any, timestamps: Any, traje
     first = rank.eq(0) | rank.isna()
     last = rank.eq(size - 1) & size.ge(2)
     seen = frame[frame["split"].eq("train") & ~first]
-    chosen = np.flatnonzero((last & frame["split"].eq(split)
-                             & frame["user"].isin(set(seen["user"]))
-                             & frame["item"].isin(set(seen["item"]))).to_numpy())
+    chosen = np.flatnonzero(
+        (
+            last
+            & frame["split"].eq(split)
+            & frame["user"].isin(set(seen["user"]))
+            & frame["item"].isin(set(seen["item"]))
+        ).to_numpy()
+    )
 
     # History window: the user's rows before the first row at the target's time.
     _, time_rank = np.unique(frame["time"].to_numpy(), return_inverse=True)
@@ -95,6 +109,7 @@ def trajectory_last_targets(user_ids: Any, item_idx: Any, timestamps: Any, traje
     start = np.searchsorted(key, frame["user"].to_numpy(np.int64)[chosen] * stride, side="left")
     positions = end[:, None] - max_history + np.arange(max_history)[None, :]
     timeline_items = frame["item"].to_numpy(np.int64)
-    histories = np.where(positions >= start[:, None],
-                         timeline_items[np.clip(positions, 0, None)], -1)
+    histories = np.where(
+        positions >= start[:, None], timeline_items[np.clip(positions, 0, None)], -1
+    )
     return histories.astype(np.int64), timeline_items[chosen]

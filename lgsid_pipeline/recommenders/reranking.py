@@ -83,8 +83,8 @@ class TransitionCounts:
         targets = np.asarray(targets, dtype=np.int64)
         ok = last >= 0
         self.counts = sparse.coo_matrix(
-            (np.ones(int(ok.sum())), (last[ok], targets[ok])),
-            shape=(self.n_items, self.n_items)).tocsr()
+            (np.ones(int(ok.sum())), (last[ok], targets[ok])), shape=(self.n_items, self.n_items)
+        ).tocsr()
         self.counts.sum_duplicates()
         return self
 
@@ -97,7 +97,7 @@ class TransitionCounts:
             start, end = self.counts.indptr[item], self.counts.indptr[item + 1]
             nxt, count = self.counts.indices[start:end], self.counts.data[start:end]
             best = nxt[np.lexsort((nxt, -count))][:k]
-            out[row, :len(best)] = best
+            out[row, : len(best)] = best
         return out
 
     def lookup(self, last: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +142,12 @@ def _first_occurrence(items: np.ndarray) -> np.ndarray:
     order = np.argsort(items, axis=1, kind="stable")
     ordered = np.take_along_axis(items, order, axis=1)
     repeat = np.zeros_like(items, dtype=bool)
-    np.put_along_axis(repeat, order, np.c_[np.zeros((len(items), 1), dtype=bool),
-                                           ordered[:, 1:] == ordered[:, :-1]], axis=1)
+    np.put_along_axis(
+        repeat,
+        order,
+        np.c_[np.zeros((len(items), 1), dtype=bool), ordered[:, 1:] == ordered[:, :-1]],
+        axis=1,
+    )
     return np.where(repeat & (items >= 0), -1, items)
 
 
@@ -151,19 +155,29 @@ class HistoryAwareRanker:
     """The generative model's candidates and the user's, re-ranked by a classifier fitted
     on validation examples (:meth:`fit`) over the features not in ``drop``."""
 
-    def __init__(self, result: GenerativeResult, item_lat: np.ndarray, item_lon: np.ndarray,
-                 near: PopularityNearLastBaseline, transitions: TransitionCounts,
-                 max_own: int = 30, max_transitions: int = 20) -> None:
+    def __init__(
+        self,
+        result: GenerativeResult,
+        item_lat: np.ndarray,
+        item_lon: np.ndarray,
+        near: PopularityNearLastBaseline,
+        transitions: TransitionCounts,
+        max_own: int = 30,
+        max_transitions: int = 20,
+    ) -> None:
         self.result = result
         self.lat = np.asarray(item_lat, dtype=np.float64)
         self.lon = np.asarray(item_lon, dtype=np.float64)
         n_items = result.tokenizer.n_items
         if self.lat.shape != (n_items,) or self.lon.shape != self.lat.shape:
-            raise ValueError(f"need {n_items} item coordinates, got {self.lat.shape} and "
-                             f"{self.lon.shape}")
+            raise ValueError(
+                f"need {n_items} item coordinates, got {self.lat.shape} and {self.lon.shape}"
+            )
         if near.lat.shape != self.lat.shape or transitions.n_items != n_items:
-            raise ValueError(f"the 2 km list ranks {len(near.lat)} items and the transitions "
-                             f"count {transitions.n_items}; the model knows {n_items}")
+            raise ValueError(
+                f"the 2 km list ranks {len(near.lat)} items and the transitions "
+                f"count {transitions.n_items}; the model knows {n_items}"
+            )
         self.near, self.transitions = near, transitions
         self.max_own, self.max_transitions = max_own, max_transitions
         self.classifier: HistGradientBoostingClassifier | None = None
@@ -175,39 +189,50 @@ class HistoryAwareRanker:
         tok = result.tokenizer
         hist = fit_history(histories, max(np.asarray(histories).shape[-1], 1), tok.n_items)
         last = hist[:, -1]
-        own, counts, ago = (a[:, :self.max_own] for a in visit_stats(hist))
+        own, counts, ago = (a[:, : self.max_own] for a in visit_stats(hist))
         beam, _ = recommend_top_k(result, tok.codes, hist, config.beam_size)
         # twice the beam, so floor (b)'s top beam_size items are always candidates
         nearby = self.near.recommend(hist, min(2 * config.beam_size, tok.n_items))[0]
-        items = _first_occurrence(np.concatenate(
-            [own, beam, nearby, self.transitions.top(last, self.max_transitions)], axis=1))
+        items = _first_occurrence(
+            np.concatenate(
+                [own, beam, nearby, self.transitions.top(last, self.max_transitions)], axis=1
+            )
+        )
         pad = np.zeros((len(items), items.shape[1] - own.shape[1]), dtype=np.int64)
         visits = np.concatenate([counts, pad], axis=1).astype(np.float64)
         gap = np.concatenate([ago, pad], axis=1).astype(np.float64)
         length = (hist >= 0).sum(axis=1, keepdims=True).astype(np.float64)
-        recent = hist[:, -config.max_history:]
+        recent = hist[:, -config.max_history :]
         recent_visits = (recent[:, None, :] == items[:, :, None]).sum(axis=2)
         logp = np.zeros(items.shape, dtype=np.float64)
         tokens = tok.history_tokens(fit_history(hist, config.max_history, tok.n_items))
         for start in range(0, len(items), config.eval_batch_size):
             chunk = slice(start, start + config.eval_batch_size)
-            logp[chunk] = score_items(result.model, torch.from_numpy(tokens[chunk]), tok,
-                                      items[chunk])
+            logp[chunk] = score_items(
+                result.model, torch.from_numpy(tokens[chunk]), tok, items[chunk]
+            )
         real = items >= 0
         best = np.where(real, logp, -np.inf).max(axis=1, keepdims=True)
         safe, safe_last = np.clip(items, 0, None), np.clip(last, 0, None)
-        km = haversine_km(self.lat[safe_last][:, None], self.lon[safe_last][:, None],
-                          self.lat[safe], self.lon[safe])
+        km = haversine_km(
+            self.lat[safe_last][:, None],
+            self.lon[safe_last][:, None],
+            self.lat[safe],
+            self.lon[safe],
+        )
         moves, move_share = self.transitions.lookup(last, items)
         columns = {
-            "logp": logp, "logp_gap": logp - np.where(np.isfinite(best), best, 0.0),
-            "visits": np.log1p(visits), "visit_share": visits / np.maximum(length, 1.0),
+            "logp": logp,
+            "logp_gap": logp - np.where(np.isfinite(best), best, 0.0),
+            "visits": np.log1p(visits),
+            "visit_share": visits / np.maximum(length, 1.0),
             "since_visit": np.log1p(np.where(visits > 0, gap, NEVER_VISITED)),
             "recent_visits": recent_visits.astype(np.float64),
             "is_last": (items == last[:, None]).astype(np.float64),
             "log_km": np.where((last >= 0)[:, None], np.log1p(km), 0.0),
             "popularity": np.log1p(self.near.popularity[safe].astype(np.float64)),
-            "transitions": np.log1p(moves), "transition_share": move_share,
+            "transitions": np.log1p(moves),
+            "transition_share": move_share,
             "history_length": np.broadcast_to(np.log1p(length), items.shape),
         }
         features = np.stack([columns[name] for name in FEATURES], axis=-1)
@@ -219,8 +244,13 @@ class HistoryAwareRanker:
             raise ValueError(f"unknown feature groups {unknown}; known: {GROUPS}")
         return [i for i, name in enumerate(FEATURES) if FEATURE_GROUPS[name] not in drop]
 
-    def fit(self, valid: Examples, drop: tuple[str, ...] = (), seed: int = 0,
-            candidates: Candidates | None = None) -> HistoryAwareRanker:
+    def fit(
+        self,
+        valid: Examples,
+        drop: tuple[str, ...] = (),
+        seed: int = 0,
+        candidates: Candidates | None = None,
+    ) -> HistoryAwareRanker:
         """Fit the classifier on the candidates of ``valid`` (label: the candidate is the
         target) without the feature groups in ``drop``; ``candidates`` of ``valid`` may be
         passed in when already computed."""
@@ -230,11 +260,14 @@ class HistoryAwareRanker:
         real = c.items >= 0
         labels = (c.items == np.asarray(targets)[:, None]) & real
         if not labels.any() or labels[real].all():
-            raise ValueError(f"the {len(targets)} validation examples give the re-ranker "
-                             "only one class (no target among the candidates, or only "
-                             "targets); use more validation examples")
+            raise ValueError(
+                f"the {len(targets)} validation examples give the re-ranker "
+                "only one class (no target among the candidates, or only "
+                "targets); use more validation examples"
+            )
         self.classifier = HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=seed)
+            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=seed
+        )
         self.classifier.fit(c.features[real][:, kept], labels[real])
         self.drop = tuple(drop)
         return self
@@ -247,11 +280,15 @@ class HistoryAwareRanker:
         real = c.items >= 0
         score = np.full(c.items.shape, -np.inf)
         if real.any():
-            score[real] = self.classifier.predict_proba(
-                c.features[real][:, self._kept(self.drop)])[:, 1]
+            score[real] = self.classifier.predict_proba(c.features[real][:, self._kept(self.drop)])[
+                :, 1
+            ]
         order = np.lexsort((-c.feature("logp"), -score), axis=1)[:, :k]
-        return np.where(np.take_along_axis(score, order, axis=1) > -np.inf,
-                        np.take_along_axis(c.items, order, axis=1), -1)
+        return np.where(
+            np.take_along_axis(score, order, axis=1) > -np.inf,
+            np.take_along_axis(c.items, order, axis=1),
+            -1,
+        )
 
     def recommend(self, histories: np.ndarray, k: int = VALID_K) -> np.ndarray:
         """Items (S, k), best first (padded with -1 if fewer candidates than k)."""
@@ -264,28 +301,44 @@ class HistoryAwareRanker:
             raise RuntimeError("nothing to save: the ranker is not fitted")
         with atomic_folder(Path(folder)) as tmp:
             (tmp / RANKER_FILE).write_bytes(pickle.dumps(self.classifier))
-            (tmp / RANKER_META_FILE).write_text(json.dumps(
-                {"drop": list(self.drop), "features": list(FEATURES),
-                 "max_own": self.max_own, "max_transitions": self.max_transitions}))
+            (tmp / RANKER_META_FILE).write_text(
+                json.dumps(
+                    {
+                        "drop": list(self.drop),
+                        "features": list(FEATURES),
+                        "max_own": self.max_own,
+                        "max_transitions": self.max_transitions,
+                    }
+                )
+            )
             np.save(tmp / POPULARITY_FILE, self.near.popularity)
             self.transitions.save(tmp / TRANSITIONS_FILE)
         return Path(folder)
 
 
-def load_ranker(folder: Path, model_folder: Path, item_lat: np.ndarray,
-                item_lon: np.ndarray) -> HistoryAwareRanker:
+def load_ranker(
+    folder: Path, model_folder: Path, item_lat: np.ndarray, item_lon: np.ndarray
+) -> HistoryAwareRanker:
     """A ranker written by :meth:`HistoryAwareRanker.save` over the model in
     ``model_folder``, for items at ``item_lat`` / ``item_lon`` (the model's item order)."""
     folder = Path(folder)
     meta = json.loads((folder / RANKER_META_FILE).read_text())
     if meta["features"] != list(FEATURES):
-        raise ValueError(f"{folder} was fitted on features {meta['features']}, this version "
-                         f"computes {list(FEATURES)}; retrain the model")
+        raise ValueError(
+            f"{folder} was fitted on features {meta['features']}, this version "
+            f"computes {list(FEATURES)}; retrain the model"
+        )
     near = PopularityNearLastBaseline(item_lat, item_lon)
     near.popularity = np.load(folder / POPULARITY_FILE, allow_pickle=False)
-    ranker = HistoryAwareRanker(load_generative(model_folder), item_lat, item_lon, near,
-                                TransitionCounts.load(folder / TRANSITIONS_FILE),
-                                meta["max_own"], meta["max_transitions"])
+    ranker = HistoryAwareRanker(
+        load_generative(model_folder),
+        item_lat,
+        item_lon,
+        near,
+        TransitionCounts.load(folder / TRANSITIONS_FILE),
+        meta["max_own"],
+        meta["max_transitions"],
+    )
     ranker.classifier = pickle.loads((folder / RANKER_FILE).read_bytes())
     ranker.drop = tuple(meta["drop"])
     return ranker

@@ -51,8 +51,9 @@ from lgsid_pipeline.recommenders.config import SasrecConfig
 from lgsid_pipeline.recommenders.fitting import fit, shuffled_batches
 from lgsid_pipeline.recommenders.next_item import Examples, fit_history, ranking_metrics
 
-SASREC_FILES = ModelFiles("SASRec model", meta_file="sasrec_config.json",
-                          weights_file="sasrec_model.pt")
+SASREC_FILES = ModelFiles(
+    "SASRec model", meta_file="sasrec_config.json", weights_file="sasrec_model.pt"
+)
 VALID_K = 10  # early stopping watches validation Hit@10
 # the training loss holds at most this many logits (positions x items) at a time
 LOSS_CHUNK_LOGITS = 1 << 26
@@ -70,17 +71,22 @@ class _Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
-        self.ffn = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(d_model, d_model))
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, d_model), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_model, d_model)
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """``x`` (B, L, d); ``allowed`` (B, 1, L, L) bool, True where a query sees a key."""
         b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.n_heads, d // self.n_heads) \
+        q, k, v = (
+            self.qkv(self.norm1(x))
+            .view(b, n, 3, self.n_heads, d // self.n_heads)
             .permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        )
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
         x = x + self.drop(self.out(att.transpose(1, 2).reshape(b, n, d)))
         return x + self.drop(self.ffn(self.norm2(x)))
 
@@ -96,18 +102,19 @@ class SasrecModel(nn.Module):
         d = config.d_model
         self.item_emb = nn.Embedding(self.n_items + 1, d, padding_idx=self.n_items)
         self.pos_emb = nn.Embedding(config.max_history, d)
-        nn.init.normal_(self.item_emb.weight, std=d ** -0.5)  # unit variance after * sqrt(d)
+        nn.init.normal_(self.item_emb.weight, std=d**-0.5)  # unit variance after * sqrt(d)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[self.n_items].zero_()
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(_Block(d, config.n_heads, config.dropout)
-                                    for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(
+            _Block(d, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
         self.norm = nn.LayerNorm(d)
 
     def item_weights(self) -> torch.Tensor:
         """(n_items, d) output embeddings (the input embeddings without the padding row)."""
-        return self.item_emb.weight[:self.n_items]
+        return self.item_emb.weight[: self.n_items]
 
     def hidden(self, history: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, d) for item indices ``history`` (B, L = max_history)."""
@@ -115,8 +122,7 @@ class SasrecModel(nn.Module):
         if history.ndim != 2 or history.shape[1] != n:
             raise ValueError(f"history must be (B, {n}), got {tuple(history.shape)}")
         real = history >= 0
-        x = self.item_emb(torch.where(real, history, self.n_items)) * math.sqrt(
-            self.config.d_model)
+        x = self.item_emb(torch.where(real, history, self.n_items)) * math.sqrt(self.config.d_model)
         x = self.drop(x + self.pos_emb.weight[None])
         eye = torch.eye(n, dtype=torch.bool, device=history.device)
         causal = torch.ones(n, n, dtype=torch.bool, device=history.device).tril()
@@ -134,7 +140,7 @@ class SasrecModel(nn.Module):
         labels = torch.cat([history[:, 1:], targets[:, None]], dim=1)
         keep = history >= 0
         if self.config.loss_positions:
-            keep[:, :-self.config.loss_positions] = False
+            keep[:, : -self.config.loss_positions] = False
         keep[:, -1] = True
         hidden = self.hidden(history)[keep]
         return _softmax_loss(hidden, self.item_weights(), labels[keep])
@@ -146,13 +152,14 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
     (positions x items) logits never exist whole, and nothing is recomputed."""
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor,
-                rows: int) -> torch.Tensor:
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, rows: int
+    ) -> torch.Tensor:
         n = len(hidden)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden, grad_weights = torch.empty_like(hidden), torch.zeros_like(weights)
         for start in range(0, n, rows):
-            h, y = hidden[start:start + rows], labels[start:start + rows]
+            h, y = hidden[start : start + rows], labels[start : start + rows]
             logits = (h @ weights.T).float()
             top = logits.amax(dim=1, keepdim=True)
             total -= (logits.gather(1, y[:, None]) - top).sum()
@@ -161,7 +168,7 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
             total += norm.log().sum()
             probs.div_(norm)[torch.arange(len(y), device=y.device), y] -= 1.0  # d(nll)/d(logits)
             probs = probs.to(hidden.dtype)
-            grad_hidden[start:start + rows] = probs @ weights
+            grad_hidden[start : start + rows] = probs @ weights
             grad_weights.addmm_(probs.T, h)
         ctx.save_for_backward(grad_hidden / n, grad_weights / n)
         return total / n
@@ -172,8 +179,9 @@ class _FusedSoftmaxLoss(torch.autograd.Function):
         return grad_hidden * grad, grad_weights * grad, None, None
 
 
-def _softmax_loss(hidden: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor
-                  ) -> torch.Tensor:
+def _softmax_loss(
+    hidden: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Mean full-softmax cross-entropy of ``hidden`` (M, d) against item ``labels`` (M,)."""
     if not torch.is_grad_enabled() or not (hidden.requires_grad or weights.requires_grad):
         return F.cross_entropy((hidden @ weights.T).float(), labels)
@@ -211,8 +219,9 @@ def _targets(targets: Any, n_rows: int, n_items: int) -> np.ndarray:
     return tgt
 
 
-def _examples(examples: Examples, config: SasrecConfig, n_items: int, name: str
-              ) -> tuple[np.ndarray, np.ndarray]:
+def _examples(
+    examples: Examples, config: SasrecConfig, n_items: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         histories, targets = examples
     except (TypeError, ValueError) as exc:
@@ -243,8 +252,7 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def recommend_sasrec(result: SasrecResult, histories: Any, k: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def recommend_sasrec(result: SasrecResult, histories: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Items (S, k) int64 and scores (S, k) float32, best first, ranking all items, for
     histories (S, N) of item indices (-1 = left padding; trimmed to the newest
     ``max_history`` or left-padded). Runs in eval mode (restores the model's mode)."""
@@ -257,7 +265,7 @@ def recommend_sasrec(result: SasrecResult, histories: Any, k: int
     try:
         with torch.inference_mode():
             for start in range(0, len(hist), config.eval_batch_size):
-                chunk = torch.from_numpy(hist[start:start + config.eval_batch_size]).to(device)
+                chunk = torch.from_numpy(hist[start : start + config.eval_batch_size]).to(device)
                 top = model.last_scores(chunk).float().topk(k, dim=1)
                 items.append(top.indices.cpu().numpy().astype(np.int64))
                 scores.append(top.values.cpu().numpy())
@@ -266,8 +274,9 @@ def recommend_sasrec(result: SasrecResult, histories: Any, k: int
     return np.concatenate(items), np.concatenate(scores)
 
 
-def evaluate_sasrec(result: SasrecResult, examples: Examples, ks: Sequence[int] = (5, 10)
-                    ) -> dict[str, float]:
+def evaluate_sasrec(
+    result: SasrecResult, examples: Examples, ks: Sequence[int] = (5, 10)
+) -> dict[str, float]:
     """Hit@k and NDCG@k (for each k in ``ks``) of the full-ranking top-K on ``examples``."""
     if not len(ks):
         raise ValueError("ks must not be empty")
@@ -276,9 +285,13 @@ def evaluate_sasrec(result: SasrecResult, examples: Examples, ks: Sequence[int] 
     return ranking_metrics(items, targets, ks)
 
 
-def train_sasrec(config: SasrecConfig, n_items: int, splits: dict[str, Examples],
-                 on_eval: Callable[[dict[str, float]], None] | None = None,
-                 device: torch.device | str = "cpu") -> SasrecResult:
+def train_sasrec(
+    config: SasrecConfig,
+    n_items: int,
+    splits: dict[str, Examples],
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> SasrecResult:
     """Train a fresh SASRec on ``splits["train"]`` for ``config.steps`` steps (batches drawn
     from successive shuffles of the training examples); every ``eval_every`` steps and after
     the last, Hit@10 on up to ``max_valid_eval`` sampled ``splits["valid"]`` examples (ties
@@ -289,8 +302,7 @@ def train_sasrec(config: SasrecConfig, n_items: int, splits: dict[str, Examples]
     evaluation), valid_hit@10, valid_ndcg@10, seconds (since the start) and eta_seconds (to
     ``steps``, an upper bound when early stopping ends the run sooner).
     """
-    if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer) \
-            or n_items < VALID_K:
+    if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer) or n_items < VALID_K:
         raise ValueError(f"need an integer n_items >= {VALID_K}, got {n_items!r}")
     n_items = int(n_items)
     for name in ("train", "valid"):
@@ -299,24 +311,33 @@ def train_sasrec(config: SasrecConfig, n_items: int, splits: dict[str, Examples]
     train_h, train_t = _examples(splits["train"], config, n_items, "splits['train']")
     valid_h, valid_t = _examples(splits["valid"], config, n_items, "splits['valid']")
     if len(train_t) == 0 or len(valid_t) == 0:
-        raise ValueError(f"train and valid splits must be non-empty, got {len(train_t)} and "
-                         f"{len(valid_t)} examples")
+        raise ValueError(
+            f"train and valid splits must be non-empty, got {len(train_t)} and "
+            f"{len(valid_t)} examples"
+        )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SasrecModel(config, n_items).to(device)
     result = SasrecResult(model, config)
-    pick = np.sort(rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)),
-                              replace=False))
+    pick = np.sort(
+        rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)), replace=False)
+    )
     valid = (valid_h[pick], valid_t[pick])
     history, targets = torch.from_numpy(train_h), torch.from_numpy(train_t)
     fitted = fit(
-        model, shuffled_batches(len(targets), config.batch_size, config.steps, rng),
+        model,
+        shuffled_batches(len(targets), config.batch_size, config.steps, rng),
         lambda rows: model.loss(history[rows].to(device), targets[rows].to(device)),
         lambda: evaluate_sasrec(result, valid, ks=(VALID_K,)),
         lambda m: (m[f"hit@{VALID_K}"], m[f"ndcg@{VALID_K}"]),
-        steps=config.steps, eval_every=config.eval_every, patience=config.patience,
-        lr=config.lr, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
-        on_eval=on_eval)
+        steps=config.steps,
+        eval_every=config.eval_every,
+        patience=config.patience,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        grad_clip=config.grad_clip,
+        on_eval=on_eval,
+    )
     result.history, result.best_step = fitted.history, fitted.best_step
     result.best_valid_hit10 = float(fitted.best_score[0])
     return result
@@ -328,10 +349,18 @@ def train_sasrec(config: SasrecConfig, n_items: int, splits: dict[str, Examples]
 def save_sasrec(result: SasrecResult, folder: Path | str, extra: dict | None = None) -> Path:
     """Write ``sasrec_config.json`` (config, n_items, history) and ``sasrec_model.pt``
     (state dict) to ``folder`` as one folder."""
-    return SASREC_FILES.save(folder, result.model, {
-        "config": asdict(result.config), "n_items": result.n_items, "history": result.history,
-        "best_step": result.best_step, "best_valid_hit10": result.best_valid_hit10,
-        **(extra or {})})
+    return SASREC_FILES.save(
+        folder,
+        result.model,
+        {
+            "config": asdict(result.config),
+            "n_items": result.n_items,
+            "history": result.history,
+            "best_step": result.best_step,
+            "best_valid_hit10": result.best_valid_hit10,
+            **(extra or {}),
+        },
+    )
 
 
 def load_sasrec(folder: Path | str) -> SasrecResult:
@@ -342,5 +371,10 @@ def load_sasrec(folder: Path | str) -> SasrecResult:
         config = SasrecConfig(**meta["config"])
         model = SasrecModel(config, meta["n_items"])
     SASREC_FILES.load_weights(folder, model)
-    return SasrecResult(model, config, meta.get("history", []), int(meta.get("best_step", 0)),
-                        float(meta.get("best_valid_hit10", float("nan"))))
+    return SasrecResult(
+        model,
+        config,
+        meta.get("history", []),
+        int(meta.get("best_step", 0)),
+        float(meta.get("best_valid_hit10", float("nan"))),
+    )

@@ -38,25 +38,50 @@ def champion_gate(candidate: float, floor: float, champion: float | None) -> Gat
     champion_serves = champion is not None and champion > floor
     fallback = "champion" if champion_serves else "floor"
     if candidate <= floor:
-        return GateDecision(False, fallback, f"candidate valid Hit@10 {candidate:.4f} does "
-                            f"not beat floor (b) {floor:.4f}", **scores)
+        return GateDecision(
+            False,
+            fallback,
+            f"candidate valid Hit@10 {candidate:.4f} does not beat floor (b) {floor:.4f}",
+            **scores,
+        )
     if champion is not None and candidate <= champion:
-        return GateDecision(False, fallback, f"candidate valid Hit@10 {candidate:.4f} does "
-                            f"not beat the champion's {champion:.4f}", **scores)
+        return GateDecision(
+            False,
+            fallback,
+            f"candidate valid Hit@10 {candidate:.4f} does not beat the champion's {champion:.4f}",
+            **scores,
+        )
     versus = "no scored champion" if champion is None else f"champion {champion:.4f}"
-    return GateDecision(True, "candidate", f"candidate valid Hit@10 {candidate:.4f} beats "
-                        f"floor (b) {floor:.4f} and {versus}", **scores)
+    return GateDecision(
+        True,
+        "candidate",
+        f"candidate valid Hit@10 {candidate:.4f} beats floor (b) {floor:.4f} and {versus}",
+        **scores,
+    )
 
 
-def cache_rows(city: str, users: np.ndarray, items: np.ndarray, item_ids: np.ndarray,
-               codes: np.ndarray, scores: np.ndarray, served: str) -> pd.DataFrame:
+def cache_rows(
+    city: str,
+    users: np.ndarray,
+    items: np.ndarray,
+    item_ids: np.ndarray,
+    codes: np.ndarray,
+    scores: np.ndarray,
+    served: str,
+) -> pd.DataFrame:
     """The ``user_topk_cache`` rows of ranked ``items`` (U, k) per user; ``served`` names
     the model (or floor) that produced them."""
     n_users, k = items.shape
     flat = items.ravel()
-    return pd.DataFrame({
-        "city": city, "user_id": np.repeat(np.asarray(users).astype(str), k),
-        "rank": np.tile(np.arange(1, k + 1), n_users),
-        "item_id": np.asarray(item_ids)[flat], "code": np.asarray(codes)[flat],
-        "score": np.asarray(scores, dtype=float).ravel(), "model": served,
-        "refreshed_at": pd.Timestamp.now(tz="UTC")})
+    return pd.DataFrame(
+        {
+            "city": city,
+            "user_id": np.repeat(np.asarray(users).astype(str), k),
+            "rank": np.tile(np.arange(1, k + 1), n_users),
+            "item_id": np.asarray(item_ids)[flat],
+            "code": np.asarray(codes)[flat],
+            "score": np.asarray(scores, dtype=float).ravel(),
+            "model": served,
+            "refreshed_at": pd.Timestamp.now(tz="UTC"),
+        }
+    )

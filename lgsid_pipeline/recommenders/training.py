@@ -109,12 +109,20 @@ def train_ctr(
         return bce(logits, batch.label) + model_config.aux_loss_weight * aux
 
     fitted = fit(
-        model, shuffled_batches(len(train), config.batch_size, config.epochs * per_epoch, rng),
-        step_loss, lambda: evaluate_ctr(model, valid, config.eval_batch_size),
-        lambda m: (m["auc"],), steps=config.epochs * per_epoch, eval_every=per_epoch,
-        patience=config.patience, lr=config.lr, weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip, extra=lambda step: {"epoch": float(step // per_epoch)},
-        on_eval=on_epoch)
+        model,
+        shuffled_batches(len(train), config.batch_size, config.epochs * per_epoch, rng),
+        step_loss,
+        lambda: evaluate_ctr(model, valid, config.eval_batch_size),
+        lambda m: (m["auc"],),
+        steps=config.epochs * per_epoch,
+        eval_every=per_epoch,
+        patience=config.patience,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        grad_clip=config.grad_clip,
+        extra=lambda step: {"epoch": float(step // per_epoch)},
+        on_eval=on_epoch,
+    )
     result.history = fitted.history
     result.best_epoch = fitted.best_step // per_epoch
     result.best_valid_auc = float(fitted.best_score[0])
@@ -124,10 +132,18 @@ def train_ctr(
 def save_ctr_model(result: TrainResult, folder: Path, extra: dict | None = None) -> Path:
     """Write ``ctr_config.json`` (configs, history) and ``ctr_model.pt`` (state dict) to
     ``folder`` as one folder."""
-    return CTR_FILES.save(folder, result.model, {
-        "model_config": asdict(result.model_config), "train_config": asdict(result.train_config),
-        "history": result.history, "best_epoch": result.best_epoch,
-        "best_valid_auc": result.best_valid_auc, **(extra or {})})
+    return CTR_FILES.save(
+        folder,
+        result.model,
+        {
+            "model_config": asdict(result.model_config),
+            "train_config": asdict(result.train_config),
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "best_valid_auc": result.best_valid_auc,
+            **(extra or {}),
+        },
+    )
 
 
 def load_ctr_model(folder: Path) -> CtrModel:

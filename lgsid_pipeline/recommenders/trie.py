@@ -119,8 +119,9 @@ class PrefixTrie:
 
     def _check_length(self, length: int) -> None:
         if not 0 <= length < self.tokenizer.depth:
-            raise ValueError(f"a prefix must have 0 to {self.tokenizer.depth - 1} tokens, "
-                             f"got {length}")
+            raise ValueError(
+                f"a prefix must have 0 to {self.tokenizer.depth - 1} tokens, got {length}"
+            )
 
     def allowed(self, prefix: Sequence[int]) -> np.ndarray:
         """Token ids that may follow ``prefix`` (tokens); empty when the prefix is invalid."""
@@ -139,7 +140,7 @@ class PrefixTrie:
         mask = np.zeros((len(tokens), self.tokenizer.vocab_size), dtype=bool)
         off, size = self.tokenizer.offsets[depth], self.tokenizer.sizes[depth]
         children = self.tables[depth][np.clip(nodes, 0, None)]
-        mask[:, off:off + size] = (children >= 0) & (nodes >= 0)[:, None]
+        mask[:, off : off + size] = (children >= 0) & (nodes >= 0)[:, None]
         return mask
 
     def contains(self, prefix: Sequence[int]) -> bool:

@@ -63,8 +63,10 @@ def raw_frame(columns: Sequence[str], data: dict[str, Iterable[object]]) -> pd.D
     n_rows = lengths.pop() if lengths else 0
     if lengths:
         raise ValueError(f"raw columns of different lengths: {sorted(lengths | {n_rows})}")
-    frame = pd.DataFrame({col: list(data[col]) if col in data else [None] * n_rows
-                          for col in columns}, index=pd.RangeIndex(n_rows))
+    frame = pd.DataFrame(
+        {col: list(data[col]) if col in data else [None] * n_rows for col in columns},
+        index=pd.RangeIndex(n_rows),
+    )
     for col in columns:
         if col == "encoding_error":
             frame[col] = frame[col].fillna(False).astype(bool)
@@ -116,8 +118,9 @@ def read_parquet_columns(
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(f"{what} is not a readable Parquet file: {path} ({exc})") from exc
-    missing = [src for ours, src in columns.items()
-               if src not in schema.names and ours not in optional]
+    missing = [
+        src for ours, src in columns.items() if src not in schema.names and ours not in optional
+    ]
     if missing:
         raise SourceError(f"{what} {path} lacks column(s) {missing}; it has {schema.names}")
     present = {ours: src for ours, src in columns.items() if src in schema.names}
@@ -136,8 +139,10 @@ def read_parquet_columns(
                 values = values.dt.tz_localize("UTC")
             out[ours] = [None if pd.isna(v) else v.isoformat() for v in values]
         else:
-            out[ours] = [None if v is None else repr(v) if isinstance(v, float) else str(v)
-                         for v in column.to_pylist()]
+            out[ours] = [
+                None if v is None else repr(v) if isinstance(v, float) else str(v)
+                for v in column.to_pylist()
+            ]
     for ours in optional:
         out.setdefault(ours, [None] * table.num_rows)
     out["encoding_error"] = flags.tolist()
@@ -190,16 +195,19 @@ def venue_items(rows: pd.DataFrame) -> pd.DataFrame:
     category = _mode(clean_text, "category").reindex(medians.index)
     category_id = _mode(clean_text, "category_id").reindex(medians.index)
     all_bad_text = grouped["encoding_error"].all()
-    return raw_frame(RAW_ITEM_COLUMNS, {
-        "source_row": [f"venue:{v}" for v in medians.index],
-        "item_id": medians.index,
-        "category": category.where(category.notna(), None),
-        "category_id": category_id.where(category_id.notna(), None),
-        "latitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lat"]],
-        "longitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lon"]],
-        "origin": ["checkins"] * len(medians),
-        "encoding_error": all_bad_text.values,
-    })
+    return raw_frame(
+        RAW_ITEM_COLUMNS,
+        {
+            "source_row": [f"venue:{v}" for v in medians.index],
+            "item_id": medians.index,
+            "category": category.where(category.notna(), None),
+            "category_id": category_id.where(category_id.notna(), None),
+            "latitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lat"]],
+            "longitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lon"]],
+            "origin": ["checkins"] * len(medians),
+            "encoding_error": all_bad_text.values,
+        },
+    )
 
 
 def _mode(rows: pd.DataFrame, column: str) -> pd.Series:

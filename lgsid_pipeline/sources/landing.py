@@ -33,6 +33,7 @@ SUFFIXES = (".parquet", ".csv")
 
 def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """(item files, check-in files) of a landing folder, in name order."""
+
     def matching(pattern: str) -> list[Path]:
         return sorted(p for p in folder.glob(pattern) if p.suffix in SUFFIXES and p.is_file())
 
@@ -56,31 +57,56 @@ def _read_file(path: Path, columns: dict[str, str], optional: tuple[str, ...]) -
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise SourceError(f"landing file is not a readable CSV: {path} ({exc})") from exc
-    missing = [src for ours, src in columns.items()
-               if src not in frame.columns and ours not in optional]
+    missing = [
+        src for ours, src in columns.items() if src not in frame.columns and ours not in optional
+    ]
     if missing:
-        raise SourceError(f"landing file {path} lacks column(s) {missing}; it has "
-                          f"{list(frame.columns)}")
-    return {ours: [v if v != "" else None for v in frame[src].tolist()]
-            for ours, src in columns.items() if src in frame.columns}
+        raise SourceError(
+            f"landing file {path} lacks column(s) {missing}; it has {list(frame.columns)}"
+        )
+    return {
+        ours: [v if v != "" else None for v in frame[src].tolist()]
+        for ours, src in columns.items()
+        if src in frame.columns
+    }
 
 
 def read_landing_files(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw items and raw check-ins of every file in a landing folder (no derived rows)."""
     item_files, checkin_files = landing_files(folder)
-    items = [raw_frame(RAW_ITEM_COLUMNS, {
-        **(data := _read_file(path, SYNTHETIC_LAYOUT.item_columns, ("category", "brand"))),
-        "source_row": [f"{path.name}:{i + 1}" for i in range(len(data["item_id"]))],
-        "origin": [path.stem] * len(data["item_id"]),
-    }) for path in item_files]
-    checkins = [raw_frame(RAW_INTERACTION_COLUMNS, {
-        **(data := _read_file(path, SYNTHETIC_LAYOUT.checkin_columns,
-                              SYNTHETIC_LAYOUT.optional_checkin_columns)),
-        "source_row": [f"{path.name}:{i + 1}" for i in range(len(data["user_id"]))],
-    }) for path in checkin_files]
+    items = [
+        raw_frame(
+            RAW_ITEM_COLUMNS,
+            {
+                **(data := _read_file(path, SYNTHETIC_LAYOUT.item_columns, ("category", "brand"))),
+                "source_row": [f"{path.name}:{i + 1}" for i in range(len(data["item_id"]))],
+                "origin": [path.stem] * len(data["item_id"]),
+            },
+        )
+        for path in item_files
+    ]
+    checkins = [
+        raw_frame(
+            RAW_INTERACTION_COLUMNS,
+            {
+                **(
+                    data := _read_file(
+                        path,
+                        SYNTHETIC_LAYOUT.checkin_columns,
+                        SYNTHETIC_LAYOUT.optional_checkin_columns,
+                    )
+                ),
+                "source_row": [f"{path.name}:{i + 1}" for i in range(len(data["user_id"]))],
+            },
+        )
+        for path in checkin_files
+    ]
     item_table = pd.concat(items, ignore_index=True) if items else raw_frame(RAW_ITEM_COLUMNS, {})
-    interactions = pd.concat(checkins, ignore_index=True) if checkins else \
-        raw_frame(RAW_INTERACTION_COLUMNS, {})
+    interactions = (
+        pd.concat(checkins, ignore_index=True)
+        if checkins
+        else raw_frame(RAW_INTERACTION_COLUMNS, {})
+    )
     return item_table, interactions
 
 
@@ -90,12 +116,16 @@ def read_landing_source(folder: Path, default_name: str) -> SourceData:
         raise SourceError(f"landing folder not found: {folder}")
     item_files, checkin_files = landing_files(folder)
     if not item_files and not checkin_files:
-        raise SourceError(f"landing folder {folder} has no items*.parquet|csv or "
-                          "checkins*.parquet|csv files")
+        raise SourceError(
+            f"landing folder {folder} has no items*.parquet|csv or checkins*.parquet|csv files"
+        )
     items, interactions = read_landing_files(folder)
     extra = checkin_only_items(interactions, items["item_id"].dropna())
-    return SourceData(items=pd.concat([items, extra], ignore_index=True),
-                      interactions=interactions, display_name=default_name)
+    return SourceData(
+        items=pd.concat([items, extra], ignore_index=True),
+        interactions=interactions,
+        display_name=default_name,
+    )
 
 
 def with_landed_additions(data: SourceData, folder: Path) -> SourceData:
@@ -110,7 +140,8 @@ def with_landed_additions(data: SourceData, folder: Path) -> SourceData:
     items, interactions = read_landing_files(folder)
     known = pd.concat([data.items["item_id"], items["item_id"]]).dropna()
     extra = checkin_only_items(interactions, known)
-    return SourceData(items=pd.concat([data.items, items, extra], ignore_index=True),
-                      interactions=pd.concat([data.interactions, interactions],
-                                             ignore_index=True),
-                      display_name=data.display_name)
+    return SourceData(
+        items=pd.concat([data.items, items, extra], ignore_index=True),
+        interactions=pd.concat([data.interactions, interactions], ignore_index=True),
+        display_name=data.display_name,
+    )

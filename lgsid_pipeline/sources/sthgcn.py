@@ -28,8 +28,11 @@ from lgsid_pipeline.sources.base import (
     venue_items,
 )
 
-SPLIT_FILES: dict[str, str] = {"train": "NYC_train.csv", "valid": "NYC_val.csv",
-                               "test": "NYC_test.csv"}
+SPLIT_FILES: dict[str, str] = {
+    "train": "NYC_train.csv",
+    "valid": "NYC_val.csv",
+    "test": "NYC_test.csv",
+}
 # Our raw column -> the file's column (the others are derived features we do not need).
 COLUMNS: dict[str, str] = {
     "user_id": "user_id",
@@ -70,8 +73,10 @@ def read_split_file(path: Path, split: str) -> tuple[dict[str, list], dict[str, 
     header = [name.strip().lstrip("\ufeff") for name in header]
     missing = [src for src in COLUMNS.values() if src not in header]
     if error or missing:
-        raise SourceError(f"STHGCN {split} file {path} lacks column(s) {missing}; "
-                          f"it has {header} {error or ''}".rstrip())
+        raise SourceError(
+            f"STHGCN {split} file {path} lacks column(s) {missing}; "
+            f"it has {header} {error or ''}".rstrip()
+        )
     position = {ours: header.index(src) for ours, src in COLUMNS.items()}
     out: dict[str, list] = {c: [] for c in INTERACTION_COLUMNS}
     venues: dict[str, list] = {c: [] for c in (*VENUE_COLUMNS, "encoding_error")}
@@ -79,10 +84,14 @@ def read_split_file(path: Path, split: str) -> tuple[dict[str, list], dict[str, 
         fields, parse_error = _fields(text)
         if parse_error is None and len(fields) != len(header):
             parse_error = f"expected {len(header)} comma-separated fields, got {len(fields)}"
-        fields = (fields + [""] * len(header))[:len(header)]
+        fields = (fields + [""] * len(header))[: len(header)]
         value = {ours: fields[i].strip() or None for ours, i in position.items()}
-        value.update(source_row=f"{path.name}:{number}", encoding_error=bad_text[number - 1],
-                     parse_error=parse_error, split=split)
+        value.update(
+            source_row=f"{path.name}:{number}",
+            encoding_error=bad_text[number - 1],
+            parse_error=parse_error,
+            split=split,
+        )
         for column in INTERACTION_COLUMNS:
             out[column].append(value[column])
         if parse_error is None and value["item_id"] is not None:
@@ -105,6 +114,8 @@ def read_sthgcn(folder: Path) -> SourceData:
             venues[column].extend(values)
     if not columns["source_row"]:
         raise SourceError(f"STHGCN files in {folder} have no data rows")
-    return SourceData(items=venue_items(pd.DataFrame(venues)),
-                      interactions=raw_frame(INTERACTION_COLUMNS, columns),
-                      display_name=folder.name)
+    return SourceData(
+        items=venue_items(pd.DataFrame(venues)),
+        interactions=raw_frame(INTERACTION_COLUMNS, columns),
+        display_name=folder.name,
+    )

@@ -51,8 +51,14 @@ def read_tsmc(path: Path, encoding: str = "auto") -> SourceData:
     if lines and lines[-1] == b"":
         lines.pop()
     columns: dict[str, list] = {c: [] for c in RAW_INTERACTION_COLUMNS}
-    venue_rows: dict[str, list] = {"item_id": [], "category_id": [], "category": [],
-                                   "latitude": [], "longitude": [], "encoding_error": []}
+    venue_rows: dict[str, list] = {
+        "item_id": [],
+        "category_id": [],
+        "category": [],
+        "latitude": [],
+        "longitude": [],
+        "encoding_error": [],
+    }
     for number, raw_line in enumerate(lines, start=1):
         raw_line = raw_line.rstrip(b"\r")
         try:
@@ -77,12 +83,20 @@ def read_tsmc(path: Path, encoding: str = "auto") -> SourceData:
         columns["encoding_error"].append(bad_encoding)
         columns["parse_error"].append(parse_error)
         if parse_error is None and venue is not None:
-            for key, value in (("item_id", venue), ("category_id", cat_id), ("category", cat_name),
-                               ("latitude", lat), ("longitude", lon),
-                               ("encoding_error", bad_encoding)):
+            for key, value in (
+                ("item_id", venue),
+                ("category_id", cat_id),
+                ("category", cat_name),
+                ("latitude", lat),
+                ("longitude", lon),
+                ("encoding_error", bad_encoding),
+            ):
                 venue_rows[key].append(value)
     if not columns["source_row"]:
         raise SourceError(f"TSMC2014 check-in file has no rows: {path}")
     interactions = raw_frame(RAW_INTERACTION_COLUMNS, columns)
-    return SourceData(items=venue_items(pd.DataFrame(venue_rows)), interactions=interactions,
-                      display_name=path.stem)
+    return SourceData(
+        items=venue_items(pd.DataFrame(venue_rows)),
+        interactions=interactions,
+        display_name=path.stem,
+    )

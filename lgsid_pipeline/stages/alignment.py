@@ -69,38 +69,57 @@ def cities_with(warehouse: Warehouse, cities: list[str], table: str) -> list[str
     return [city for city in cities if warehouse.has_table(table, city)]
 
 
-def geo_negatives(warehouse: Warehouse, city: str, config: GeoNegativeConfig,
-                  log: Log = _quiet) -> TableResult:
+def geo_negatives(
+    warehouse: Warehouse, city: str, config: GeoNegativeConfig, log: Log = _quiet
+) -> TableResult:
     """K mismatched locations per anchor with soft labels (density-aware), written."""
     sampled = sample_geo_negatives(warehouse.read_table("items", city), config)
     warehouse.write_table("geo_negatives", city, sampled.assign(city=city))
     kinds = sampled[sampled["slot"] > 0].groupby("kind")["distance_km"].median()
     anchors = int(sampled["anchor_item_id"].nunique())
-    log(f"{city}: {anchors} anchors x {config.k} negatives; median km by kind "
-        f"{kinds.round(2).to_dict()}")
-    png = distance_histogram_png(sampled["distance_km"], sampled["kind"],
-                                 f"{city}: negative distances")
-    return TableResult(len(sampled), {"anchors": anchors, "median_km_by_kind": {
-        k: round(float(v), 3) for k, v in kinds.items()}}, png)
+    log(
+        f"{city}: {anchors} anchors x {config.k} negatives; median km by kind "
+        f"{kinds.round(2).to_dict()}"
+    )
+    png = distance_histogram_png(
+        sampled["distance_km"], sampled["kind"], f"{city}: negative distances"
+    )
+    return TableResult(
+        len(sampled),
+        {
+            "anchors": anchors,
+            "median_km_by_kind": {k: round(float(v), 3) for k, v in kinds.items()},
+        },
+        png,
+    )
 
 
-def cooccurrence_pairs(warehouse: Warehouse, city: str, quantile: float, min_count: int,
-                       log: Log = _quiet) -> TableResult:
+def cooccurrence_pairs(
+    warehouse: Warehouse, city: str, quantile: float, min_count: int, log: Log = _quiet
+) -> TableResult:
     """D_dc: item pairs co-visited by a user on one day, written."""
-    pairs = warehouse.query("cooccurrence_pairs.sql", {
-        "city": city, "quantile": quantile, "min_count": min_count})
+    pairs = warehouse.query(
+        "cooccurrence_pairs.sql", {"city": city, "quantile": quantile, "min_count": min_count}
+    )
     warehouse.write_table("cooccurrence_pairs", city, pairs)
     threshold = int(pairs["threshold"].iloc[0]) if len(pairs) else 0
     log(f"{city}: {len(pairs)} co-visit pairs (threshold {threshold})")
     return TableResult(len(pairs), {"threshold": threshold})
 
 
-def train_reward_model(warehouse: Warehouse, reports: ReportStore, home: Path,
-                       encoder: TextEncoder, cities: list[str], config: RewardConfig,
-                       folder: Path, dagster_run_id: str | None, dtype: str = "auto",
-                       log: Log = _quiet,
-                       on_epoch: Callable[[dict[str, float]], None] | None = None
-                       ) -> TrainedModel:
+def train_reward_model(
+    warehouse: Warehouse,
+    reports: ReportStore,
+    home: Path,
+    encoder: TextEncoder,
+    cities: list[str],
+    config: RewardConfig,
+    folder: Path,
+    dagster_run_id: str | None,
+    dtype: str = "auto",
+    log: Log = _quiet,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainedModel:
     """The list-wise reward model over the frozen encoder, on every city's negatives;
     saved to ``folder``, registered, and summarised in the report store."""
     from lgsid_pipeline.alignment.reward import save_reward_model
@@ -112,31 +131,58 @@ def train_reward_model(warehouse: Warehouse, reports: ReportStore, home: Path,
     parts = []
     for city in cities:
         started = time.perf_counter()
-        parts.append(reward_dataset(encoder, warehouse.read_table("items", city),
-                                    warehouse.read_table("geo_negatives", city),
-                                    dtype=dtype, progress=True))
-        log(f"{city}: encoded {parts[-1][0].shape[0]} lists in "
-            f"{time.perf_counter() - started:.1f}s")
+        parts.append(
+            reward_dataset(
+                encoder,
+                warehouse.read_table("items", city),
+                warehouse.read_table("geo_negatives", city),
+                dtype=dtype,
+                progress=True,
+            )
+        )
+        log(
+            f"{city}: encoded {parts[-1][0].shape[0]} lists in {time.perf_counter() - started:.1f}s"
+        )
     embeddings, labels, distances = (np.concatenate(p) for p in zip(*parts, strict=True))
     result = train(embeddings, labels, distances, config, on_epoch=on_epoch)
     log(f"reward model held-out: {result.metrics}")
-    save_reward_model(result.model, folder, config,
-                      {"encoder_version": encoder.version, "cities": cities})
+    save_reward_model(
+        result.model, folder, config, {"encoder_version": encoder.version, "cities": cities}
+    )
     curve = curves_png(result.history, ["train_loss", "holdout_top1"], "epoch", "reward model")
     registered = register_folder(
-        REWARD_MODEL, folder, params={**asdict(config), "cities": ",".join(cities),
-                                      "encoder_version": encoder.version},
-        metrics=result.metrics, dagster_run_id=dagster_run_id,
-        images={"reward_training.png": curve}, home=home)
-    reports.write(reports.global_model(REWARD_MODEL_ASSET),
-                  {**result.metrics, "version": registered.version, "run_id": registered.run_id})
-    return TrainedModel({k: float(v) for k, v in result.metrics.items()}, registered.version,
-                        registered.run_url, asdict(config), curve, {"cities": cities})
+        REWARD_MODEL,
+        folder,
+        params={**asdict(config), "cities": ",".join(cities), "encoder_version": encoder.version},
+        metrics=result.metrics,
+        dagster_run_id=dagster_run_id,
+        images={"reward_training.png": curve},
+        home=home,
+    )
+    reports.write(
+        reports.global_model(REWARD_MODEL_ASSET),
+        {**result.metrics, "version": registered.version, "run_id": registered.run_id},
+    )
+    return TrainedModel(
+        {k: float(v) for k, v in result.metrics.items()},
+        registered.version,
+        registered.run_url,
+        asdict(config),
+        curve,
+        {"cities": cities},
+    )
 
 
-def geo_pairs(warehouse: Warehouse, city: str, encoder: TextEncoder, reward_folder: Path,
-              candidates: dict[str, Any], seed: int, dtype: str = "auto",
-              log: Log = _quiet) -> TableResult:
+def geo_pairs(
+    warehouse: Warehouse,
+    city: str,
+    encoder: TextEncoder,
+    reward_folder: Path,
+    candidates: dict[str, Any],
+    seed: int,
+    dtype: str = "auto",
+    log: Log = _quiet,
+) -> TableResult:
     """D_gc: a near item the reward model prefers against a far similar item it rejects,
     written."""
     from lgsid_pipeline.alignment.pairs import gc_triples
@@ -149,15 +195,28 @@ def geo_pairs(warehouse: Warehouse, city: str, encoder: TextEncoder, reward_fold
     triples = gc_triples(found, items, scorer, seed=seed)
     warehouse.write_table("geo_pairs", city, triples.assign(city=city))
     log(f"{city}: {len(triples)} D_gc triples from {len(found)} candidates")
-    return TableResult(len(triples), {
-        "candidates": len(found),
-        "mean_reward_margin": float(triples["margin"].mean()) if len(triples) else 0.0})
+    return TableResult(
+        len(triples),
+        {
+            "candidates": len(found),
+            "mean_reward_margin": float(triples["margin"].mean()) if len(triples) else 0.0,
+        },
+    )
 
 
-def train_aligned_encoder(warehouse: Warehouse, reports: ReportStore, home: Path,
-                          encoder: TextEncoder, cities: list[str], config: GdpoConfig,
-                          max_gc_triples: int, max_dc_triples: int, folder: Path,
-                          dagster_run_id: str | None, log: Log = _quiet) -> TrainedModel:
+def train_aligned_encoder(
+    warehouse: Warehouse,
+    reports: ReportStore,
+    home: Path,
+    encoder: TextEncoder,
+    cities: list[str],
+    config: GdpoConfig,
+    max_gc_triples: int,
+    max_dc_triples: int,
+    folder: Path,
+    dagster_run_id: str | None,
+    log: Log = _quiet,
+) -> TrainedModel:
     """G-DPO with LoRA on D_mix of every city; the adapter is saved to ``folder``,
     registered, and summarised in the report store."""
     from lgsid_pipeline.alignment.gdpo import train_gdpo
@@ -173,31 +232,64 @@ def train_aligned_encoder(warehouse: Warehouse, reports: ReportStore, home: Path
     def log_step(step: int, parts: dict[str, float]) -> None:
         if step % max(1, config.steps // 10) == 0 or step == config.steps:
             eta = (time.perf_counter() - started) / step * (config.steps - step)
-            log(f"step {step}/{config.steps} loss {parts['loss']:.4f} dpo {parts['dpo']:.4f} "
+            log(
+                f"step {step}/{config.steps} loss {parts['loss']:.4f} dpo {parts['dpo']:.4f} "
                 f"sim {parts['sim']:.4f} pref-acc {parts['preference_accuracy']:.2f} "
-                f"ETA {eta:.0f}s")
+                f"ETA {eta:.0f}s"
+            )
 
-    history = train_gdpo(encoder, triples.anchors, triples.chosen, triples.rejected, config,
-                         margins=np.asarray(triples.margins), on_step=log_step)
+    history = train_gdpo(
+        encoder,
+        triples.anchors,
+        triples.chosen,
+        triples.rejected,
+        config,
+        margins=np.asarray(triples.margins),
+        on_step=log_step,
+    )
     encoder.save_adapter(folder)
-    last = history[-max(1, len(history) // 10):]
-    metrics = {k: float(np.mean([h[k] for h in last]))
-               for k in ("loss", "dpo", "sim", "preference_accuracy")}
+    last = history[-max(1, len(history) // 10) :]
+    metrics = {
+        k: float(np.mean([h[k] for h in last]))
+        for k in ("loss", "dpo", "sim", "preference_accuracy")
+    }
     metrics["train_seconds"] = time.perf_counter() - started
     curve = curves_png(history, ["loss", "dpo", "sim", "preference_accuracy"], "step", "G-DPO")
     registered = register_folder(
-        ALIGNED_ENCODER, folder,
-        params={**asdict(config), "cities": ",".join(cities),
-                "base_encoder": encoder.name_or_path, "triples": len(triples.anchors),
-                "max_dc_triples": max_dc_triples, "max_gc_triples": max_gc_triples},
-        metrics=metrics, dagster_run_id=dagster_run_id,
+        ALIGNED_ENCODER,
+        folder,
+        params={
+            **asdict(config),
+            "cities": ",".join(cities),
+            "base_encoder": encoder.name_or_path,
+            "triples": len(triples.anchors),
+            "max_dc_triples": max_dc_triples,
+            "max_gc_triples": max_gc_triples,
+        },
+        metrics=metrics,
+        dagster_run_id=dagster_run_id,
         tags={"encoder_version": encoder.version},
-        images={"gdpo_training.png": curve}, home=home)
-    reports.write(reports.global_model(ALIGNED_ENCODER_ASSET),
-                  {**metrics, "version": registered.version, "run_id": registered.run_id,
-                   "encoder_version": encoder.version, "triples": counts})
-    return TrainedModel(metrics, registered.version, registered.run_url, asdict(config), curve,
-                        {"triples": counts, "encoder_version": encoder.version})
+        images={"gdpo_training.png": curve},
+        home=home,
+    )
+    reports.write(
+        reports.global_model(ALIGNED_ENCODER_ASSET),
+        {
+            **metrics,
+            "version": registered.version,
+            "run_id": registered.run_id,
+            "encoder_version": encoder.version,
+            "triples": counts,
+        },
+    )
+    return TrainedModel(
+        metrics,
+        registered.version,
+        registered.run_url,
+        asdict(config),
+        curve,
+        {"triples": counts, "encoder_version": encoder.version},
+    )
 
 
 EMBEDDING_PARTS = ("reference", "aligned")  # the plain encoder's and the aligned one's
@@ -223,18 +315,26 @@ class StagedEmbeddings:
 
     def metadata(self) -> dict[str, Any]:
         """Counts and speed for the asset's metadata."""
-        out = {"encoded": self.results["aligned"].encoded,
-               "reused": self.results["aligned"].reused,
-               "reference_encoded": self.results["reference"].encoded,
-               "encode_seconds": round(self.encode_seconds, 3)}
+        out = {
+            "encoded": self.results["aligned"].encoded,
+            "reused": self.results["aligned"].reused,
+            "reference_encoded": self.results["reference"].encoded,
+            "encode_seconds": round(self.encode_seconds, 3),
+        }
         if self.encoded:
             out["encoded_items_per_s"] = round(self.encoded / self.encode_seconds, 1)
         return out
 
 
-def stage_item_embeddings(warehouse: Warehouse, staged: StagedVersion, city: str,
-                          items: pd.DataFrame, encoders: dict[str, TextEncoder],
-                          dtype: str = "auto", log: Log = _quiet) -> StagedEmbeddings:
+def stage_item_embeddings(
+    warehouse: Warehouse,
+    staged: StagedVersion,
+    city: str,
+    items: pd.DataFrame,
+    encoders: dict[str, TextEncoder],
+    dtype: str = "auto",
+    log: Log = _quiet,
+) -> StagedEmbeddings:
     """Encode the new or changed items of ``city`` with each part's encoder (reusing the
     published embeddings of the rest), write both parts to ``staged`` and audit them as
     re-read from disk."""
@@ -243,25 +343,49 @@ def stage_item_embeddings(warehouse: Warehouse, staged: StagedVersion, city: str
     results, seconds = {}, 0.0
     for part in EMBEDDING_PARTS:
         encoder = encoders[part]
-        previous = warehouse.read_arrow("item_embeddings", city, part) \
-            if warehouse.has_table("item_embeddings", city, part) else None
+        previous = (
+            warehouse.read_arrow("item_embeddings", city, part)
+            if warehouse.has_table("item_embeddings", city, part)
+            else None
+        )
         started = time.perf_counter()
         result = incremental_embeddings(
-            city, items, previous, encoder.version,
-            lambda frame, e=encoder: e.encode(item_prompts(frame), dtype=dtype, progress=True))
+            city,
+            items,
+            previous,
+            encoder.version,
+            lambda frame, e=encoder: e.encode(item_prompts(frame), dtype=dtype, progress=True),
+        )
         seconds += time.perf_counter() - started
         staged.write_table("item_embeddings", result.table, part=part)
         results[part] = result
         log(f"{city} {part}: encoded {result.encoded}, reused {result.reused}")
-    audits = [Audit(embeddings_check_name(part), "item_embeddings", check_covers(
-        items, staged.read_arrow("item_embeddings", part)
-        .select(["item_id", "content_hash"]).to_pandas())) for part in EMBEDDING_PARTS]
+    audits = [
+        Audit(
+            embeddings_check_name(part),
+            "item_embeddings",
+            check_covers(
+                items,
+                staged.read_arrow("item_embeddings", part)
+                .select(["item_id", "content_hash"])
+                .to_pandas(),
+            ),
+        )
+        for part in EMBEDDING_PARTS
+    ]
     return StagedEmbeddings(results, seconds, audits)
 
 
-def geography_before_after(reports: ReportStore, home: Path, city: str, items: pd.DataFrame,
-                           reference: np.ndarray, aligned: np.ndarray, encoder_version: str,
-                           changed: bool) -> dict | None:
+def geography_before_after(
+    reports: ReportStore,
+    home: Path,
+    city: str,
+    items: pd.DataFrame,
+    reference: np.ndarray,
+    aligned: np.ndarray,
+    encoder_version: str,
+    changed: bool,
+) -> dict | None:
     """P/C/T@K, NMI and Similarity@K of the plain and the aligned embeddings of ``city``,
     computed when some embedding changed (or never were), written to the report store and
     logged to the aligned encoder's MLflow run; None when nothing changed."""
@@ -270,19 +394,30 @@ def geography_before_after(reports: ReportStore, home: Path, city: str, items: p
     path = reports.alignment(city)
     if not changed and path.is_file():
         return None
-    figures = {"before": geography_metrics(reference, items, reference),
-               "after": geography_metrics(aligned, items, reference),
-               "encoder_version": encoder_version, "items": len(items)}
+    figures = {
+        "before": geography_metrics(reference, items, reference),
+        "after": geography_metrics(aligned, items, reference),
+        "encoder_version": encoder_version,
+        "items": len(items),
+    }
     reports.write(path, figures)
-    log_run_metrics(ALIGNED_ENCODER, {f"{city}.{stage}.{k}": v
-                                      for stage in ("before", "after")
-                                      for k, v in figures[stage].items()}, home=home)
+    log_run_metrics(
+        ALIGNED_ENCODER,
+        {
+            f"{city}.{stage}.{k}": v
+            for stage in ("before", "after")
+            for k, v in figures[stage].items()
+        },
+        home=home,
+    )
     return figures
 
 
 def before_after_markdown(figures: dict) -> str:
     """The before/after geography as a markdown table."""
     rows = ["| metric | before | after |", "|---|---:|---:|"]
-    rows += [f"| {k} | {figures['before'][k]:.3f} | {figures['after'][k]:.3f} |"
-             for k in figures["before"]]
+    rows += [
+        f"| {k} | {figures['before'][k]:.3f} | {figures['after'][k]:.3f} |"
+        for k in figures["before"]
+    ]
     return "\n".join(rows)

@@ -30,8 +30,9 @@ from lgsid_pipeline.warehouse import Warehouse
 NO_CODES = "none"  # the variant with item ids only
 
 
-def variant_codes(warehouse: Warehouse, city: str, variant: str, data: CityCtrData
-                  ) -> tuple[np.ndarray, list[int]]:
+def variant_codes(
+    warehouse: Warehouse, city: str, variant: str, data: CityCtrData
+) -> tuple[np.ndarray, list[int]]:
     """The code matrix of ``data``'s items from the ``semantic_ids`` part ``variant`` (none
     for :data:`NO_CODES`) and the codebook size of each level."""
     if variant == NO_CODES:
@@ -42,8 +43,9 @@ def variant_codes(warehouse: Warehouse, city: str, variant: str, data: CityCtrDa
     return data.code_matrix(table, levels), sizes
 
 
-def variant_results(labels: np.ndarray, probs: np.ndarray,
-                    runs: list[tuple[TrainResult, float]]) -> dict:
+def variant_results(
+    labels: np.ndarray, probs: np.ndarray, runs: list[tuple[TrainResult, float]]
+) -> dict:
     """One variant's figures from its seeds' test probabilities ``probs`` (n_seeds, n) and
     (trained model, train seconds) per seed: the seed means of test AUC, log-loss and valid
     AUC, ``auc_ci95``, ``auc_seeds``, ``seeds``, ``interval``, the first seed's best epoch,
@@ -52,18 +54,27 @@ def variant_results(labels: np.ndarray, probs: np.ndarray,
         raise ValueError(f"{len(runs)} runs but test probabilities of {len(probs)} seeds")
     summary = summarize_auc(labels, probs)
     seconds = [s for _, s in runs]
-    return {**summary,
-            "logloss": float(np.mean([logloss(labels, p) for p in probs])),
-            "valid_auc": float(np.mean([r.best_valid_auc for r, _ in runs])),
-            "best_epoch": runs[0][0].best_epoch,
-            "train_seconds": float(np.mean(seconds)),
-            "train_seconds_total": float(np.sum(seconds))}
+    return {
+        **summary,
+        "logloss": float(np.mean([logloss(labels, p) for p in probs])),
+        "valid_auc": float(np.mean([r.best_valid_auc for r, _ in runs])),
+        "best_epoch": runs[0][0].best_epoch,
+        "train_seconds": float(np.mean(seconds)),
+        "train_seconds_total": float(np.sum(seconds)),
+    }
 
 
-def train_variant_seeds(data: CityCtrData, codes: np.ndarray, sizes: list[int], backbone: str,
-                        train_config: TrainConfig, seeds: Sequence[int], dim: int, top_k: int,
-                        on_epoch: Callable[[int, dict], None] | None = None
-                        ) -> tuple[dict, list[tuple[TrainResult, float]]]:
+def train_variant_seeds(
+    data: CityCtrData,
+    codes: np.ndarray,
+    sizes: list[int],
+    backbone: str,
+    train_config: TrainConfig,
+    seeds: Sequence[int],
+    dim: int,
+    top_k: int,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> tuple[dict, list[tuple[TrainResult, float]]]:
     """Train ``backbone`` with ``codes`` once per seed on the same data; returns
     :func:`variant_results` on the test period and (model, train seconds) per seed.
     ``on_epoch(seed, entry)`` sees each epoch."""
@@ -73,13 +84,24 @@ def train_variant_seeds(data: CityCtrData, codes: np.ndarray, sizes: list[int], 
     runs: list[tuple[TrainResult, float]] = []
     probs = []
     for seed in seeds:
-        model_config = CtrConfig(n_users=data.n_users, n_items=max(data.n_items, 1),
-                                 n_categories=data.n_categories, codebook_sizes=sizes,
-                                 backbone=backbone, dim=dim, top_k=top_k, seed=seed)
+        model_config = CtrConfig(
+            n_users=data.n_users,
+            n_items=max(data.n_items, 1),
+            n_categories=data.n_categories,
+            codebook_sizes=sizes,
+            backbone=backbone,
+            dim=dim,
+            top_k=top_k,
+            seed=seed,
+        )
         started = time.perf_counter()
-        result = train_ctr(model_config, splits["train"], splits["valid"],
-                           replace(train_config, seed=seed),
-                           on_epoch=(lambda e, s=seed: on_epoch(s, e)) if on_epoch else None)
+        result = train_ctr(
+            model_config,
+            splits["train"],
+            splits["valid"],
+            replace(train_config, seed=seed),
+            on_epoch=(lambda e, s=seed: on_epoch(s, e)) if on_epoch else None,
+        )
         runs.append((result, time.perf_counter() - started))
         probs.append(predict_ctr(result.model, splits["test"]))
     labels = splits["test"].label.cpu().numpy()
@@ -96,11 +118,21 @@ class BackboneResult:
     png: bytes
 
 
-def train_backbone(warehouse: Warehouse, reports: ReportStore, home: Path, city: str,
-                   backbone: str, variants: Sequence[str], train_config: TrainConfig,
-                   seeds: int, dim: int, top_k: int, folder: Path,
-                   dagster_run_id: str | None,
-                   log: Callable[[str], None] = lambda message: None) -> BackboneResult:
+def train_backbone(
+    warehouse: Warehouse,
+    reports: ReportStore,
+    home: Path,
+    city: str,
+    backbone: str,
+    variants: Sequence[str],
+    train_config: TrainConfig,
+    seeds: int,
+    dim: int,
+    top_k: int,
+    folder: Path,
+    dagster_run_id: str | None,
+    log: Callable[[str], None] = lambda message: None,
+) -> BackboneResult:
     """Train ``backbone`` on the city's CTR samples for every code variant and ``seeds``
     seeds (``train_config.seed``, +1, ...); save and register the first seed's models and
     write the backbone's report."""
@@ -119,27 +151,54 @@ def train_backbone(warehouse: Warehouse, reports: ReportStore, home: Path, city:
 
         def log_epoch(seed: int, entry: dict, variant: str = variant) -> None:
             tag = f"{backbone}/{variant}" + (f" seed {seed}" if seeds > 1 else "")
-            log(f"{city} {tag} epoch {entry['epoch']:.0f}: loss {entry['train_loss']:.4f} "
-                f"valid AUC {entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)")
+            log(
+                f"{city} {tag} epoch {entry['epoch']:.0f}: loss {entry['train_loss']:.4f} "
+                f"valid AUC {entry['valid_auc']:.4f} ({entry['seconds']:.0f}s)"
+            )
 
         results[variant], runs = train_variant_seeds(
-            data, codes, sizes, backbone, train_config,
-            range(train_config.seed, train_config.seed + seeds), dim, top_k,
-            on_epoch=log_epoch)
+            data,
+            codes,
+            sizes,
+            backbone,
+            train_config,
+            range(train_config.seed, train_config.seed + seeds),
+            dim,
+            top_k,
+            on_epoch=log_epoch,
+        )
         # the first seed's model is the one registered
         save_ctr_model(runs[0][0], folder / variant, extra={"city": city, "variant": variant})
         curves += [{**h, "variant": variant} for h in runs[0][0].history]
     png = _variant_curves_png(curves, f"{city}: {backbone}")
     registered = register_folder(
-        ctr_model(backbone, city), folder,
-        params={"backbone": backbone, "city": city, "variants": ",".join(variants),
-                **asdict(train_config), "dim": dim, "top_k": top_k, "seeds": seeds},
-        metrics=_mlflow_metrics(results), dagster_run_id=dagster_run_id, tags={"city": city},
-        images={"training.png": png}, home=home)
-    reports.write(reports.recommender(city, backbone),
-                  {"backbone": backbone, "variants": results, "seeds": seeds,
-                   "mlflow_version": registered.version,
-                   "split": {"t1": data.t1.isoformat(), "t2": data.t2.isoformat()}})
+        ctr_model(backbone, city),
+        folder,
+        params={
+            "backbone": backbone,
+            "city": city,
+            "variants": ",".join(variants),
+            **asdict(train_config),
+            "dim": dim,
+            "top_k": top_k,
+            "seeds": seeds,
+        },
+        metrics=_mlflow_metrics(results),
+        dagster_run_id=dagster_run_id,
+        tags={"city": city},
+        images={"training.png": png},
+        home=home,
+    )
+    reports.write(
+        reports.recommender(city, backbone),
+        {
+            "backbone": backbone,
+            "variants": results,
+            "seeds": seeds,
+            "mlflow_version": registered.version,
+            "split": {"t1": data.t1.isoformat(), "t2": data.t2.isoformat()},
+        },
+    )
     return BackboneResult(results, registered.version, registered.run_url, png)
 
 
@@ -150,17 +209,21 @@ def _mlflow_metrics(results: dict[str, dict]) -> dict[str, float]:
         for k, x in figures.items():
             if isinstance(x, int | float) and not isinstance(x, bool):
                 metrics[f"{v}.{k}"] = float(x)
-        metrics[f"{v}.auc_ci95_lo"], metrics[f"{v}.auc_ci95_hi"] = map(
-            float, figures["auc_ci95"])
+        metrics[f"{v}.auc_ci95_lo"], metrics[f"{v}.auc_ci95_hi"] = map(float, figures["auc_ci95"])
     return metrics
 
 
 def variants_markdown(results: dict[str, dict]) -> str:
-    rows = ["| variant | test AUC | 95% CI | seeds | test logloss | valid AUC | best epoch "
-            "| train s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    rows += [f"| {v} | {r['auc']:.4f} | [{r['auc_ci95'][0]:.4f}, {r['auc_ci95'][1]:.4f}] | "
-             f"{r['seeds']} | {r['logloss']:.4f} | {r['valid_auc']:.4f} | {r['best_epoch']} | "
-             f"{r['train_seconds']:.0f} |" for v, r in results.items()]
+    rows = [
+        "| variant | test AUC | 95% CI | seeds | test logloss | valid AUC | best epoch | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {v} | {r['auc']:.4f} | [{r['auc_ci95'][0]:.4f}, {r['auc_ci95'][1]:.4f}] | "
+        f"{r['seeds']} | {r['logloss']:.4f} | {r['valid_auc']:.4f} | {r['best_epoch']} | "
+        f"{r['train_seconds']:.0f} |"
+        for v, r in results.items()
+    ]
     return "\n".join(rows)
 
 
@@ -168,8 +231,15 @@ def _variant_curves_png(history: list[dict], title: str) -> bytes:
     frame = pd.DataFrame(history)
     rows = []
     for epoch, group in frame.groupby("epoch"):
-        rows.append({"epoch": epoch, **{f"valid_auc_{v}": a for v, a in
-                                        zip(group["variant"], group["valid_auc"], strict=True)}})
+        rows.append(
+            {
+                "epoch": epoch,
+                **{
+                    f"valid_auc_{v}": a
+                    for v, a in zip(group["variant"], group["valid_auc"], strict=True)
+                },
+            }
+        )
     keys = [f"valid_auc_{v}" for v in frame["variant"].unique()]
     return curves_png(rows, keys, "epoch", title)
 
@@ -186,17 +256,25 @@ def discriminative_table(reports: ReportStore, city: str) -> dict | None:
     split = next(iter(reports_of.values()))["split"]
     return {
         "split": split,
-        "auc": {b: {v: r["variants"][v]["auc"] for v in r["variants"]}
-                for b, r in reports_of.items()},
-        "auc_ci95": {b: {v: r["variants"][v].get("auc_ci95") for v in r["variants"]}
-                     for b, r in reports_of.items()},
-        "logloss": {b: {v: r["variants"][v]["logloss"] for v in r["variants"]}
-                    for b, r in reports_of.items()},
+        "auc": {
+            b: {v: r["variants"][v]["auc"] for v in r["variants"]} for b, r in reports_of.items()
+        },
+        "auc_ci95": {
+            b: {v: r["variants"][v].get("auc_ci95") for v in r["variants"]}
+            for b, r in reports_of.items()
+        },
+        "logloss": {
+            b: {v: r["variants"][v]["logloss"] for v in r["variants"]}
+            for b, r in reports_of.items()
+        },
         "seeds": {b: int(r.get("seeds", 1)) for b, r in reports_of.items()},
-        "interval": {b: next(iter(r["variants"].values())).get("interval")
-                     for b, r in reports_of.items()},
-        "train_seconds": {b: float(sum(v["train_seconds"] for v in r["variants"].values()))
-                          for b, r in reports_of.items()},
+        "interval": {
+            b: next(iter(r["variants"].values())).get("interval") for b, r in reports_of.items()
+        },
+        "train_seconds": {
+            b: float(sum(v["train_seconds"] for v in r["variants"].values()))
+            for b, r in reports_of.items()
+        },
     }
 
 
@@ -206,8 +284,10 @@ def auc_markdown(table: dict) -> str:
     variants = [v for v in CTR_VARIANTS if any(v in row for row in table["auc"].values())]
     intervals = table.get("auc_ci95", {})
     seeds = table.get("seeds", {})
-    rows = ["| backbone | " + " | ".join(f"{v} AUC [95% CI]" for v in variants) + " | seeds |",
-            "|---|" + "---:|" * (len(variants) + 1)]
+    rows = [
+        "| backbone | " + " | ".join(f"{v} AUC [95% CI]" for v in variants) + " | seeds |",
+        "|---|" + "---:|" * (len(variants) + 1),
+    ]
     for backbone, row in table["auc"].items():
         best = max(row.values())
         cells = []

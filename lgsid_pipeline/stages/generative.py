@@ -58,8 +58,12 @@ SERVED_FILE = "served.json"  # in a registered model folder: the variant served
 RANKER_FOLDER = "ranker"  # ... and the fitted re-ranking of that variant
 # the re-rankings scored per model: name -> feature groups left out (the ablations say what
 # the model, the user's history and geography each add to the served ranking)
-RANKINGS = {"blended": (), "no_model": ("model",), "no_history": ("history",),
-            "no_distance": ("distance",)}
+RANKINGS = {
+    "blended": (),
+    "no_model": ("model",),
+    "no_history": ("history",),
+    "no_distance": ("distance",),
+}
 
 
 @dataclass
@@ -79,19 +83,23 @@ def city_catalogue(warehouse: Warehouse, city: str) -> CityCatalogue:
     index = pd.Series(np.arange(len(item_ids)), index=item_ids)
     events = warehouse.read_table("interactions", city)
     events = events.assign(item_index=index.loc[events["item_id"].astype(str)].to_numpy())
-    return CityCatalogue(item_ids, items["latitude"].to_numpy(float),
-                         items["longitude"].to_numpy(float), events)
+    return CityCatalogue(
+        item_ids, items["latitude"].to_numpy(float), items["longitude"].to_numpy(float), events
+    )
 
 
-def city_codes(warehouse: Warehouse, city: str, variant: str,
-               item_ids: list[str]) -> tuple[np.ndarray, list[str]]:
+def city_codes(
+    warehouse: Warehouse, city: str, variant: str, item_ids: list[str]
+) -> tuple[np.ndarray, list[str]]:
     """Full codes (tokens + de-duplication token) in ``item_ids`` order, and code strings."""
     table = warehouse.read_table("semantic_ids", city, variant)
     table = table.set_index(table["item_id"].astype(str))
     missing = [i for i in item_ids if i not in table.index]
     if missing:
-        raise ValueError(f"{len(missing)} items of {city!r} have no {variant} code (first "
-                         f"{missing[0]!r}); materialize the semantic IDs first")
+        raise ValueError(
+            f"{len(missing)} items of {city!r} have no {variant} code (first "
+            f"{missing[0]!r}); materialize the semantic IDs first"
+        )
     rows = table.loc[item_ids]
     levels = level_columns(sum(c.startswith("level_") for c in table.columns))
     return rows[[*levels, "dedup"]].to_numpy(dtype=np.int64), rows["code"].astype(str).tolist()
@@ -105,24 +113,36 @@ def _sample(examples: Examples, cap: int, seed: int) -> Examples:
     return histories[keep], targets[keep]
 
 
-def next_item_splits(catalogue: CityCatalogue, t1: pd.Timestamp, t2: pd.Timestamp,
-                     config: GenerativeStageConfig) -> dict[str, Examples]:
+def next_item_splits(
+    catalogue: CityCatalogue, t1: pd.Timestamp, t2: pd.Timestamp, config: GenerativeStageConfig
+) -> dict[str, Examples]:
     """Train / valid / test examples split by the target's time, with ``history_window``
     check-ins of history, each split sampled once with the config's seed."""
     events = catalogue.events
-    splits = build_next_item_examples(events["user_id"].astype(str).to_numpy(),
-                                      events["item_index"].to_numpy(), events["ts"], t1, t2,
-                                      config.history_window)
+    splits = build_next_item_examples(
+        events["user_id"].astype(str).to_numpy(),
+        events["item_index"].to_numpy(),
+        events["ts"],
+        t1,
+        t2,
+        config.history_window,
+    )
     return sample_splits(splits, config)
 
 
-def sample_splits(splits: dict[str, Examples], config: GenerativeStageConfig
-                  ) -> dict[str, Examples]:
+def sample_splits(
+    splits: dict[str, Examples], config: GenerativeStageConfig
+) -> dict[str, Examples]:
     """The seeded samples of each split, plus the ``tune`` and ``gate`` halves of valid."""
-    caps = {"train": config.max_train_examples, "valid": config.max_valid_eval,
-            "test": config.max_test_examples}
-    out = {name: _sample(splits[name], cap, config.seed + offset)
-           for offset, (name, cap) in enumerate(caps.items())}
+    caps = {
+        "train": config.max_train_examples,
+        "valid": config.max_valid_eval,
+        "test": config.max_test_examples,
+    }
+    out = {
+        name: _sample(splits[name], cap, config.seed + offset)
+        for offset, (name, cap) in enumerate(caps.items())
+    }
     histories, targets = out["valid"]
     if len(targets) < 2:
         raise ValueError(f"need at least 2 validation examples, got {len(targets)}")
@@ -131,21 +151,25 @@ def sample_splits(splits: dict[str, Examples], config: GenerativeStageConfig
     return out
 
 
-def floor_models(catalogue: CityCatalogue, train: Examples
-                 ) -> dict[str, PopularityNearLastBaseline | UserHistoryBaseline]:
+def floor_models(
+    catalogue: CityCatalogue, train: Examples
+) -> dict[str, PopularityNearLastBaseline | UserHistoryBaseline]:
     """Floor (a), popularity within 2 km of the last check-in, and floor (b), the user's
     own most visited items and then that list, fitted on the training targets."""
     near = PopularityNearLastBaseline(catalogue.lat, catalogue.lon).fit(train)
     return {"popularity_2km": near, "user_history_2km": UserHistoryBaseline(near)}
 
 
-def floor_ranks(catalogue: CityCatalogue, splits: dict[str, Examples],
-                depth: int = RANK_DEPTH) -> dict[str, dict[str, np.ndarray]]:
+def floor_ranks(
+    catalogue: CityCatalogue, splits: dict[str, Examples], depth: int = RANK_DEPTH
+) -> dict[str, dict[str, np.ndarray]]:
     """``{floor: {split: 0-based target ranks}}`` on the gate and test samples."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, floor in floor_models(catalogue, splits["train"]).items():
-        out[name] = {split: target_ranks(floor.recommend(splits[split][0], depth)[0],
-                                         splits[split][1]) for split in SCORED}
+        out[name] = {
+            split: target_ranks(floor.recommend(splits[split][0], depth)[0], splits[split][1])
+            for split in SCORED
+        }
     return out
 
 
@@ -167,11 +191,16 @@ class TrainedVariant:
         return float(np.mean((ranks >= 0) & (ranks < 10)))
 
 
-def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
-                  splits: dict[str, Examples], config: GenerativeStageConfig,
-                  seed: int | None = None,
-                  on_eval: Callable[[dict[str, float]], None] | None = None,
-                  ablations: bool = False) -> TrainedVariant:
+def train_variant(
+    kind: str,
+    codes: np.ndarray,
+    catalogue: CityCatalogue,
+    splits: dict[str, Examples],
+    config: GenerativeStageConfig,
+    seed: int | None = None,
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+    ablations: bool = False,
+) -> TrainedVariant:
     """Train one model, fit its re-ranking on ``tune``, rank ``gate`` and ``test``: the
     model alone (``plain``) and re-ranked (``blended``); with ``ablations`` also the
     re-rankings of :data:`RANKINGS` that leave a feature group out."""
@@ -189,15 +218,19 @@ def train_variant(kind: str, codes: np.ndarray, catalogue: CityCatalogue,
     pools = {split: ranker.candidates(splits[split][0]) for split in ("tune", *SCORED)}
     depth = max(10, min(RANK_DEPTH, config.beam_size))
     # the model alone: its beam, computed once with the candidates
-    ranks = {"plain": {split: target_ranks(pools[split].beam[:, :depth], splits[split][1])
-                       for split in SCORED}}
+    ranks = {
+        "plain": {
+            split: target_ranks(pools[split].beam[:, :depth], splits[split][1]) for split in SCORED
+        }
+    }
     chosen = RANKINGS if ablations else {"blended": RANKINGS["blended"]}
     for name, drop in reversed(chosen.items()):  # ``blended`` last: the ranker keeps it
         ranker.fit(splits["tune"], drop=drop, seed=seed, candidates=pools["tune"])
-        ranks[name] = {split: target_ranks(ranker.rank(pools[split], depth),
-                                           splits[split][1]) for split in SCORED}
-    return TrainedVariant(result, ranker, ranks, train_seconds,
-                          time.perf_counter() - started)
+        ranks[name] = {
+            split: target_ranks(ranker.rank(pools[split], depth), splits[split][1])
+            for split in SCORED
+        }
+    return TrainedVariant(result, ranker, ranks, train_seconds, time.perf_counter() - started)
 
 
 # --------------------------------------------------------------------------- gate and cache
@@ -211,8 +244,9 @@ def model_catalogue(folder: Path) -> tuple[list[str], list[str]]:
     return list(meta["item_ids"]), list(meta["code_strings"])
 
 
-def served_ranker(folder: Path, catalogue: CityCatalogue
-                   ) -> tuple[HistoryAwareRanker, str, list[str], list[str]]:
+def served_ranker(
+    folder: Path, catalogue: CityCatalogue
+) -> tuple[HistoryAwareRanker, str, list[str], list[str]]:
     """The ranker a registered folder serves (its chosen variant, re-ranked), with the
     variant and that model's item ids and code strings."""
     from lgsid_pipeline.recommenders.reranking import load_ranker
@@ -225,16 +259,20 @@ def served_ranker(folder: Path, catalogue: CityCatalogue
     position = pd.Series(np.arange(len(catalogue.item_ids)), index=catalogue.item_ids)
     known = position.reindex(item_ids)
     if known.isna().any():
-        raise ModelArtifactError(f"{int(known.isna().sum())} items of the model in {folder} "
-                                 "are no longer in the city's items")
+        raise ModelArtifactError(
+            f"{int(known.isna().sum())} items of the model in {folder} "
+            "are no longer in the city's items"
+        )
     rows = known.to_numpy(dtype=np.int64)
-    ranker = load_ranker(folder / RANKER_FOLDER, folder / variant, catalogue.lat[rows],
-                         catalogue.lon[rows])
+    ranker = load_ranker(
+        folder / RANKER_FOLDER, folder / variant, catalogue.lat[rows], catalogue.lon[rows]
+    )
     return ranker, variant, item_ids, code_strings
 
 
-def champion_gate_score(name: str, home: Path, catalogue: CityCatalogue,
-                        gate: Examples) -> tuple[float | None, str]:
+def champion_gate_score(
+    name: str, home: Path, catalogue: CityCatalogue, gate: Examples
+) -> tuple[float | None, str]:
     """The current champion's Hit@10 on today's gate examples, or None (and why) when there
     is none or its catalogue is not today's (it cannot rank today's items)."""
     from lgsid_pipeline.recommenders.generative import VALID_K
@@ -246,8 +284,9 @@ def champion_gate_score(name: str, home: Path, catalogue: CityCatalogue,
     if item_ids != catalogue.item_ids:
         return None, f"champion v{version} knows other items than today's"
     items = ranker.recommend(gate[0], VALID_K)
-    return float(np.mean((items == gate[1][:, None]).any(axis=1))), \
-        f"champion v{version} ({variant})"
+    return float(
+        np.mean((items == gate[1][:, None]).any(axis=1))
+    ), f"champion v{version} ({variant})"
 
 
 @dataclass
@@ -265,17 +304,31 @@ class StageOutcome:
 
     def report(self) -> dict:
         """The JSON report of the run (``reports/recommenders/<city>/<kind>.json``)."""
-        return {"variants": self.variants, "examples": self.sizes,
-                "served_variant": self.served_variant,
-                "gate": {**self.decision.as_dict(), "champion_note": self.champion_note,
-                         "version": self.version}, "mlflow_version": self.version}
+        return {
+            "variants": self.variants,
+            "examples": self.sizes,
+            "served_variant": self.served_variant,
+            "gate": {
+                **self.decision.as_dict(),
+                "champion_note": self.champion_note,
+                "version": self.version,
+            },
+            "mlflow_version": self.version,
+        }
 
 
-def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
-                   t1: pd.Timestamp, t2: pd.Timestamp, config: GenerativeStageConfig,
-                   work_dir: Path, dagster_run_id: str | None = None,
-                   on_eval: Callable[[str, dict[str, float]], None] | None = None
-                   ) -> StageOutcome:
+def train_and_gate(
+    warehouse: Warehouse,
+    home: Path,
+    city: str,
+    kind: str,
+    t1: pd.Timestamp,
+    t2: pd.Timestamp,
+    config: GenerativeStageConfig,
+    work_dir: Path,
+    dagster_run_id: str | None = None,
+    on_eval: Callable[[str, dict[str, float]], None] | None = None,
+) -> StageOutcome:
     """Train ``kind`` on every code variant of ``city``, register the models in one MLflow
     version and promote it to ``champion`` only if its best variant beats floor (b) and the
     current champion on the gate examples (:func:`champion_gate`)."""
@@ -289,18 +342,32 @@ def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
     results, curves, trained = {}, [], {}
     for variant in config.variants:
         codes, code_strings = city_codes(warehouse, city, variant, catalogue.item_ids)
-        outcome = train_variant(kind, codes, catalogue, splits, config, on_eval=(
-            (lambda entry, v=variant: on_eval(v, entry)) if on_eval else None))
+        outcome = train_variant(
+            kind,
+            codes,
+            catalogue,
+            splits,
+            config,
+            on_eval=((lambda entry, v=variant: on_eval(v, entry)) if on_eval else None),
+        )
         trained[variant] = outcome
         results[variant] = {
             **{key: summarize_ranks(ranks["test"]) for key, ranks in outcome.ranks.items()},
             "gate_hit@10": outcome.gate_hit10,
             "train_seconds": outcome.train_seconds,
             "inference_seconds": outcome.inference_seconds,
-            "best_step": outcome.result.best_step}
-        save_generative(outcome.result, work_dir / variant, extra={
-            "city": city, "variant": variant, "item_ids": catalogue.item_ids,
-            "code_strings": code_strings})
+            "best_step": outcome.result.best_step,
+        }
+        save_generative(
+            outcome.result,
+            work_dir / variant,
+            extra={
+                "city": city,
+                "variant": variant,
+                "item_ids": catalogue.item_ids,
+                "code_strings": code_strings,
+            },
+        )
         curves += [{**h, "variant": variant} for h in outcome.result.history]
     best = max(trained, key=lambda v: trained[v].gate_hit10)
     name = generative_model(kind, city)
@@ -310,26 +377,51 @@ def train_and_gate(warehouse: Warehouse, home: Path, city: str, kind: str,
     trained[best].ranker.save(work_dir / RANKER_FOLDER)
     png = _curves_png(curves, f"{city}: {kind}")
     registered = register_folder(
-        name, work_dir, params={**asdict(config.model_config(kind)), "city": city,
-                                "variants": ",".join(config.variants), **sizes},
-        metrics={f"{v}.{key}.{m}": float(x) for v, r in results.items()
-                 for key in trained[v].ranks for m, x in r[key].items()
-                 if isinstance(x, float)} | {"gate_hit@10": trained[best].gate_hit10},
-        dagster_run_id=dagster_run_id, tags={"city": city, "gate": decision.reason},
-        images={"training.png": png}, home=home, promote=False)
+        name,
+        work_dir,
+        params={
+            **asdict(config.model_config(kind)),
+            "city": city,
+            "variants": ",".join(config.variants),
+            **sizes,
+        },
+        metrics={
+            f"{v}.{key}.{m}": float(x)
+            for v, r in results.items()
+            for key in trained[v].ranks
+            for m, x in r[key].items()
+            if isinstance(x, float)
+        }
+        | {"gate_hit@10": trained[best].gate_hit10},
+        dagster_run_id=dagster_run_id,
+        tags={"city": city, "gate": decision.reason},
+        images={"training.png": png},
+        home=home,
+        promote=False,
+    )
     if decision.promote:
         set_champion(name, registered.version, home)
-    return StageOutcome(results, best, decision, note, registered.version, registered.run_url,
-                        sizes, png)
+    return StageOutcome(
+        results, best, decision, note, registered.version, registered.run_url, sizes, png
+    )
 
 
 def _curves_png(history: list[dict], title: str) -> bytes:
     frame = pd.DataFrame(history)
-    rows = [{"step": step, **dict(zip(("valid_hit@10_" + group["variant"]).tolist(),
-                                      group["valid_hit@10"].tolist(), strict=True))}
-            for step, group in frame.groupby("step")]
-    return curves_png(rows, [f"valid_hit@10_{v}" for v in frame["variant"].unique()], "step",
-                      title)
+    rows = [
+        {
+            "step": step,
+            **dict(
+                zip(
+                    ("valid_hit@10_" + group["variant"]).tolist(),
+                    group["valid_hit@10"].tolist(),
+                    strict=True,
+                )
+            ),
+        }
+        for step, group in frame.groupby("step")
+    ]
+    return curves_png(rows, [f"valid_hit@10_{v}" for v in frame["variant"].unique()], "step", title)
 
 
 @dataclass
@@ -342,9 +434,17 @@ class CacheOutcome:
     left_out_checkins: int
 
 
-def build_topk_cache(warehouse: Warehouse, home: Path, city: str, kind: str, k: int,
-                     history_window: int, serve_floor: bool, t1: pd.Timestamp,
-                     t2: pd.Timestamp) -> CacheOutcome:
+def build_topk_cache(
+    warehouse: Warehouse,
+    home: Path,
+    city: str,
+    kind: str,
+    k: int,
+    history_window: int,
+    serve_floor: bool,
+    t1: pd.Timestamp,
+    t2: pd.Timestamp,
+) -> CacheOutcome:
     """Every user's top-``k`` items given their latest ``history_window`` check-ins, from
     the champion of ``kind`` with its history-aware ranking, or from floor (b) when there is
     no champion or ``serve_floor`` (the last gate found that no model beats floor (b))."""
@@ -355,14 +455,18 @@ def build_topk_cache(warehouse: Warehouse, home: Path, city: str, kind: str, k: 
     item_ids = catalogue.item_ids
     if use_model:
         ranker, variant, item_ids, code_strings = served_ranker(
-            champion_folder(name, home), catalogue)
+            champion_folder(name, home), catalogue
+        )
     index = pd.Series(np.arange(len(item_ids)), index=item_ids)
     events = catalogue.events
     known = events["item_id"].astype(str).isin(index.index)
     events = events[known]  # items newer than the model wait for its retrain
     users, histories = latest_histories(
         events["user_id"].astype(str).to_numpy(),
-        index.loc[events["item_id"].astype(str)].to_numpy(), events["ts"], history_window)
+        index.loc[events["item_id"].astype(str)].to_numpy(),
+        events["ts"],
+        history_window,
+    )
     if use_model:
         items = ranker.recommend(histories, k)
         scores = np.broadcast_to(-np.arange(k, dtype=float), items.shape)
@@ -370,12 +474,12 @@ def build_topk_cache(warehouse: Warehouse, home: Path, city: str, kind: str, k: 
     else:
         settings = GenerativeStageConfig(history_window=history_window)
         train = next_item_splits(catalogue, t1, t2, settings)["train"]
-        items, scores = floor_models(catalogue, train)["user_history_2km"].recommend(
-            histories, k)
+        items, scores = floor_models(catalogue, train)["user_history_2km"].recommend(histories, k)
         _, code_strings = city_codes(warehouse, city, "lgsid", item_ids)
         served = FLOOR_SERVED
-    table = cache_rows(city, users, items, np.asarray(item_ids), np.asarray(code_strings),
-                       scores, served)
+    table = cache_rows(
+        city, users, items, np.asarray(item_ids), np.asarray(code_strings), scores, served
+    )
     return CacheOutcome(table, served, len(users), int((~known).sum()))
 
 
@@ -390,28 +494,36 @@ def generative_table(reports: ReportStore, city: str) -> dict | None:
         report = reports.read(reports.recommender(city, kind))
         if report:
             for ranking, suffix in (("blended", ""), ("plain", "_model_only")):
-                out[f"{kind}{suffix}"] = {v: {k: r[ranking][k] for k in METRIC_KEYS}
-                                          for v, r in report["variants"].items()}
+                out[f"{kind}{suffix}"] = {
+                    v: {k: r[ranking][k] for k in METRIC_KEYS}
+                    for v, r in report["variants"].items()
+                }
             out.setdefault("gate", {})[kind] = report.get("gate")
     baseline = reports.read(reports.recommender(city, "baseline"))
     if baseline:
-        out["floors"] = {name: {k: m["test"][k] for k in METRIC_KEYS}
-                         for name, m in baseline["floors"].items()}
+        out["floors"] = {
+            name: {k: m["test"][k] for k in METRIC_KEYS} for name, m in baseline["floors"].items()
+        }
     return out or None
 
 
 def generative_markdown(table: dict) -> str:
     """model/variant x Hit/NDCG table."""
-    rows = ["| model | variant | " + " | ".join(METRIC_KEYS) + " |",
-            "|---|---|" + "---:|" * len(METRIC_KEYS)]
+    rows = [
+        "| model | variant | " + " | ".join(METRIC_KEYS) + " |",
+        "|---|---|" + "---:|" * len(METRIC_KEYS),
+    ]
     for model, variants in table.items():
         if model in ("gate", "floors"):
             continue
         for variant, metrics in variants.items():
-            rows.append(f"| {model} | {variant} | "
-                        + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |")
+            rows.append(
+                f"| {model} | {variant} | "
+                + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS)
+                + " |"
+            )
     for floor, metrics in table.get("floors", {}).items():
-        rows.append(f"| floor | {floor} | "
-                    + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |")
+        rows.append(
+            f"| floor | {floor} | " + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |"
+        )
     return "\n".join(rows)
-

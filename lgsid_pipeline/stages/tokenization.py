@@ -44,10 +44,24 @@ from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
 Log = Callable[[str], None]
 # the per-city figures shown in the tokenizer's metadata table
-REPORT_KEYS = ("items", "utilisation_min", "collision_rate", "largest_bucket", "nmi_level1",
-               "nmi_level2", "reconstruction_error", "assign_items_per_s")
-CODE_FIGURES = ("utilisation_min", "collision_rate", "largest_bucket", "nmi_level1",
-                "nmi_level2", "reconstruction_error")
+REPORT_KEYS = (
+    "items",
+    "utilisation_min",
+    "collision_rate",
+    "largest_bucket",
+    "nmi_level1",
+    "nmi_level2",
+    "reconstruction_error",
+    "assign_items_per_s",
+)
+CODE_FIGURES = (
+    "utilisation_min",
+    "collision_rate",
+    "largest_bucket",
+    "nmi_level1",
+    "nmi_level2",
+    "reconstruction_error",
+)
 
 
 def _quiet(message: str) -> None:
@@ -72,15 +86,22 @@ def city_embeddings(warehouse: Warehouse, city: str, kind: str) -> CityEmbedding
     """The items and the embeddings tokenizer ``kind`` reads, of ``city``."""
     items = warehouse.read_table("items", city)
     vectors, versions = aligned_embeddings(
-        items, warehouse.read_arrow("item_embeddings", city, TOKENIZER_EMBEDDING_PARTS[kind]))
+        items, warehouse.read_arrow("item_embeddings", city, TOKENIZER_EMBEDDING_PARTS[kind])
+    )
     return CityEmbeddings(items, vectors, versions)
 
 
 def inputs_audit(kind: str, inputs: dict[str, CityEmbeddings], expected: str) -> Audit:
     """Every embedding the tokenizer would fit on comes from encoder version ``expected``."""
-    return Audit(inputs_check_name(kind), tokenizer_asset(kind), check_encoder_version(
-        {city: e.encoder_versions for city, e in inputs.items()}, expected,
-        "materialize item_embeddings for these cities with the champion encoder first"))
+    return Audit(
+        inputs_check_name(kind),
+        tokenizer_asset(kind),
+        check_encoder_version(
+            {city: e.encoder_versions for city, e in inputs.items()},
+            expected,
+            "materialize item_embeddings for these cities with the champion encoder first",
+        ),
+    )
 
 
 def previous_tokenizer(kind: str, home: Path) -> Tokenizer | None:
@@ -103,10 +124,18 @@ class FittedTokenizer:
     images: dict[str, bytes] = field(default_factory=dict)
 
 
-def fit_tokenizer(kind: str, inputs: dict[str, CityEmbeddings], settings: TokenizerConfig,
-                  encoder_version: str, warm_start: bool, folder: Path, home: Path,
-                  reports: ReportStore, dagster_run_id: str | None,
-                  log: Log = _quiet) -> FittedTokenizer:
+def fit_tokenizer(
+    kind: str,
+    inputs: dict[str, CityEmbeddings],
+    settings: TokenizerConfig,
+    encoder_version: str,
+    warm_start: bool,
+    folder: Path,
+    home: Path,
+    reports: ReportStore,
+    dagster_run_id: str | None,
+    log: Log = _quiet,
+) -> FittedTokenizer:
     """Fit tokenizer ``kind`` on every city of ``inputs`` (warm-started from the champion
     when asked), save it to ``folder``, register it and write its report."""
     from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
@@ -116,57 +145,93 @@ def fit_tokenizer(kind: str, inputs: dict[str, CityEmbeddings], settings: Tokeni
     items = pd.concat([inputs[c].items for c in cities], ignore_index=True)
     vectors = np.concatenate([inputs[c].vectors for c in cities])
     previous = previous_tokenizer(kind, home)
-    log(f"fitting {kind} on {len(items)} items of {cities}, codebooks "
-        f"{settings.codebook_sizes}, previous version {previous.version if previous else None}")
+    log(
+        f"fitting {kind} on {len(items)} items of {cities}, codebooks "
+        f"{settings.codebook_sizes}, previous version {previous.version if previous else None}"
+    )
 
     def log_epoch(row: dict[str, float]) -> None:
-        log(f"epoch {row['epoch']:.0f}/{settings.epochs} loss {row.get('loss', float('nan')):.4f}"
-            f" min utilisation {row['min_utilisation']:.2f} ({row['seconds']:.1f}s/epoch)")
+        log(
+            f"epoch {row['epoch']:.0f}/{settings.epochs} loss {row.get('loss', float('nan')):.4f}"
+            f" min utilisation {row['min_utilisation']:.2f} ({row['seconds']:.1f}s/epoch)"
+        )
 
     tokenizer = TOKENIZERS[kind](settings).fit(
-        items, vectors, previous=previous, on_epoch=log_epoch, warm_start=warm_start,
-        encoder_version=encoder_version)
+        items,
+        vectors,
+        previous=previous,
+        on_epoch=log_epoch,
+        warm_start=warm_start,
+        encoder_version=encoder_version,
+    )
     retrain_churn = None
-    if previous is not None and previous.dim == tokenizer.dim \
-            and previous.n_levels == tokenizer.n_levels:
-        retrain_churn = float(np.mean(np.any(
-            previous.assign(items, vectors) != tokenizer.assign(items, vectors), axis=1)))
-    per_city = {c: tokenizer_report(tokenizer, inputs[c].items, inputs[c].vectors)
-                for c in cities}
+    if (
+        previous is not None
+        and previous.dim == tokenizer.dim
+        and previous.n_levels == tokenizer.n_levels
+    ):
+        retrain_churn = float(
+            np.mean(
+                np.any(previous.assign(items, vectors) != tokenizer.assign(items, vectors), axis=1)
+            )
+        )
+    per_city = {c: tokenizer_report(tokenizer, inputs[c].items, inputs[c].vectors) for c in cities}
     tokenizer.save(folder)
-    images = {f"codes_map_{c}.png": tokens_map_png(
-        inputs[c].items, tokenizer.assign(inputs[c].items, inputs[c].vectors)[:, 0],
-        f"{c} ({kind})") for c in cities}
+    images = {
+        f"codes_map_{c}.png": tokens_map_png(
+            inputs[c].items,
+            tokenizer.assign(inputs[c].items, inputs[c].vectors)[:, 0],
+            f"{c} ({kind})",
+        )
+        for c in cities
+    }
     if tokenizer.history:
-        images["training.png"] = curves_png(tokenizer.history, ["loss", "min_utilisation"],
-                                            "epoch", f"{kind} tokenizer")
-    metrics = {f"{c}.{k}": float(v) for c, figures in per_city.items()
-               for k, v in figures.items()}
+        images["training.png"] = curves_png(
+            tokenizer.history, ["loss", "min_utilisation"], "epoch", f"{kind} tokenizer"
+        )
+    metrics = {f"{c}.{k}": float(v) for c, figures in per_city.items() for k, v in figures.items()}
     metrics["fit_seconds"] = tokenizer.fit_seconds
     if retrain_churn is not None:
         metrics["retrain_churn"] = retrain_churn
     registered = register_folder(
-        tokenizer_model(kind), folder,
-        params={**asdict(settings), "cities": ",".join(cities),
-                "warm_started": tokenizer.warm_started},
-        metrics=metrics, dagster_run_id=dagster_run_id,
+        tokenizer_model(kind),
+        folder,
+        params={
+            **asdict(settings),
+            "cities": ",".join(cities),
+            "warm_started": tokenizer.warm_started,
+        },
+        metrics=metrics,
+        dagster_run_id=dagster_run_id,
         tags={"tokenizer_version": tokenizer.version, "encoder_version": encoder_version},
-        images=images, home=home)
-    reports.write(reports.tokenizer(kind), {
-        "version": tokenizer.version, "mlflow_version": registered.version,
-        "encoder_version": encoder_version, "fit_seconds": tokenizer.fit_seconds,
-        "retrain_churn": retrain_churn, "warm_started": tokenizer.warm_started,
-        "cities": per_city})
-    return FittedTokenizer(tokenizer, per_city, retrain_churn, registered.version,
-                           registered.run_url, images)
+        images=images,
+        home=home,
+    )
+    reports.write(
+        reports.tokenizer(kind),
+        {
+            "version": tokenizer.version,
+            "mlflow_version": registered.version,
+            "encoder_version": encoder_version,
+            "fit_seconds": tokenizer.fit_seconds,
+            "retrain_churn": retrain_churn,
+            "warm_started": tokenizer.warm_started,
+            "cities": per_city,
+        },
+    )
+    return FittedTokenizer(
+        tokenizer, per_city, retrain_churn, registered.version, registered.run_url, images
+    )
 
 
 def report_markdown(per_city: dict[str, dict]) -> str:
     """The per-city figures of a fitted tokenizer as a markdown table."""
     rows = ["| city | " + " | ".join(REPORT_KEYS) + " |", "|---|" + "---:|" * len(REPORT_KEYS)]
     for city, figures in per_city.items():
-        cells = [f"{figures[k]:.3f}" if isinstance(figures[k], float) else str(figures[k])
-                 for k in REPORT_KEYS]
+        cells = [
+            f"{figures[k]:.3f}" if isinstance(figures[k], float) else str(figures[k])
+            for k in REPORT_KEYS
+        ]
         rows.append(f"| {city} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -178,9 +243,17 @@ def semantic_ids_audits(kind: str, tokenizer: Tokenizer, table: pd.DataFrame) ->
     audits = [Audit(f"{asset}_unique", asset, check_unique(table, ["code"]))]
     if tokenizer.encoder_version is not None:
         versions = table["encoder_version"].astype(str).tolist()
-        audits.append(Audit(f"{asset}_encoder_matches", asset, check_encoder_version(
-            {table["city"].iloc[0] if len(table) else "": versions}, tokenizer.encoder_version,
-            f"refit {tokenizer_asset(kind)} on these embeddings first")))
+        audits.append(
+            Audit(
+                f"{asset}_encoder_matches",
+                asset,
+                check_encoder_version(
+                    {table["city"].iloc[0] if len(table) else "": versions},
+                    tokenizer.encoder_version,
+                    f"refit {tokenizer_asset(kind)} on these embeddings first",
+                ),
+            )
+        )
     return audits
 
 
@@ -197,22 +270,39 @@ class StagedCodes:
         return self.persisted[level_columns(n_levels)].to_numpy()
 
 
-def stage_semantic_ids(warehouse: Warehouse, staged: StagedVersion, city: str, kind: str,
-                       tokenizer: Tokenizer, items: pd.DataFrame) -> StagedCodes:
+def stage_semantic_ids(
+    warehouse: Warehouse,
+    staged: StagedVersion,
+    city: str,
+    kind: str,
+    tokenizer: Tokenizer,
+    items: pd.DataFrame,
+) -> StagedCodes:
     """Assign codes to the new or changed items of ``city`` (reusing the published ones),
     write the table to ``staged`` and audit it as re-read from disk."""
     embeddings = warehouse.read_arrow("item_embeddings", city, TOKENIZER_EMBEDDING_PARTS[kind])
-    previous = warehouse.read_table("semantic_ids", city, kind) \
-        if warehouse.has_table("semantic_ids", city, kind) else None
+    previous = (
+        warehouse.read_table("semantic_ids", city, kind)
+        if warehouse.has_table("semantic_ids", city, kind)
+        else None
+    )
     result = incremental_semantic_ids(city, items, embeddings, tokenizer, previous)
     staged.write_table("semantic_ids", result.table, part=kind)
     persisted = staged.read_table("semantic_ids", part=kind)
-    return StagedCodes(result, persisted, semantic_ids_audits(kind, tokenizer, persisted),
-                       embeddings)
+    return StagedCodes(
+        result, persisted, semantic_ids_audits(kind, tokenizer, persisted), embeddings
+    )
 
 
-def codes_report(reports: ReportStore, home: Path, city: str, kind: str, tokenizer: Tokenizer,
-                 items: pd.DataFrame, codes: StagedCodes) -> tuple[dict, bytes] | None:
+def codes_report(
+    reports: ReportStore,
+    home: Path,
+    city: str,
+    kind: str,
+    tokenizer: Tokenizer,
+    items: pd.DataFrame,
+    codes: StagedCodes,
+) -> tuple[dict, bytes] | None:
     """Health and geography of a city's published codes and a map of their level-1 tokens,
     written and logged to the tokenizer's MLflow run when some code was assigned (or never
     reported); None when nothing changed."""
@@ -225,9 +315,15 @@ def codes_report(reports: ReportStore, home: Path, city: str, kind: str, tokeniz
     figures = tokenizer_report(tokenizer, items, vectors, codes.persisted["code"].tolist())
     figures.update(version=tokenizer.version, churn=codes.result.churn)
     reports.write(path, figures)
-    log_run_metrics(tokenizer_model(kind), {f"{city}.{k}": float(v) for k, v in figures.items()
-                                            if isinstance(v, int | float) and v is not None},
-                    home=home)
+    log_run_metrics(
+        tokenizer_model(kind),
+        {
+            f"{city}.{k}": float(v)
+            for k, v in figures.items()
+            if isinstance(v, int | float) and v is not None
+        },
+        home=home,
+    )
     png = tokens_map_png(items, codes.tokens(tokenizer.n_levels)[:, 0], f"{city} ({kind})")
     return figures, png
 

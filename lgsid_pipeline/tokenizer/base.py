@@ -39,14 +39,18 @@ def check_embeddings(embeddings: np.ndarray, n_items: int, dim: int | None = Non
     if len(x) != n_items:
         raise ValueError(f"{n_items} items but {len(x)} embeddings")
     if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"embeddings have dimension {x.shape[1]} but the tokenizer was "
-                         f"fitted on dimension {dim}")
+        raise ValueError(
+            f"embeddings have dimension {x.shape[1]} but the tokenizer was "
+            f"fitted on dimension {dim}"
+        )
     if x.dtype.kind not in "fiu":
         raise ValueError(f"embeddings must be numeric, got dtype {x.dtype}")
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
-        raise ValueError(f"{int(bad.sum())} of {len(x)} embeddings contain NaN or inf "
-                         f"(first at row {int(np.argmax(bad))})")
+        raise ValueError(
+            f"{int(bad.sum())} of {len(x)} embeddings contain NaN or inf "
+            f"(first at row {int(np.argmax(bad))})"
+        )
     return x.astype(np.float32, copy=False)
 
 
@@ -54,7 +58,7 @@ def city_weights(cities: pd.Series, balance: float) -> np.ndarray:
     """Per-item weights ~ n_city^-balance, mean 1: with balance 1 every city counts the same,
     so a small city is not left a handful of codewords by a large one."""
     per_city = cities.map(cities.value_counts()).to_numpy(dtype=np.float64)
-    weights = per_city ** -balance
+    weights = per_city**-balance
     return weights / weights.mean()
 
 
@@ -108,9 +112,15 @@ class Tokenizer(ABC):
         if not self.fitted:
             raise TokenizerNotFittedError(f"{self.kind} tokenizer is not fitted; fit or load it")
 
-    def fit(self, items: pd.DataFrame, embeddings: np.ndarray,
-            previous: Tokenizer | None = None, on_epoch: EpochCallback | None = None,
-            warm_start: bool = True, encoder_version: str | None = None) -> Tokenizer:
+    def fit(
+        self,
+        items: pd.DataFrame,
+        embeddings: np.ndarray,
+        previous: Tokenizer | None = None,
+        on_epoch: EpochCallback | None = None,
+        warm_start: bool = True,
+        encoder_version: str | None = None,
+    ) -> Tokenizer:
         """Fit on the items and their embeddings (rows aligned), recording the version of the
         encoder that computed them.
 
@@ -122,8 +132,10 @@ class Tokenizer(ABC):
             raise ValueError("items need a 'city' column")
         x = check_embeddings(embeddings, len(items))
         if len(x) < max(self.codebook_sizes):
-            raise ValueError(f"{len(x)} items cannot fill codebooks of size "
-                             f"{self.codebook_sizes}; use smaller codebooks")
+            raise ValueError(
+                f"{len(x)} items cannot fill codebooks of size "
+                f"{self.codebook_sizes}; use smaller codebooks"
+            )
         if previous is not None and (previous.kind != self.kind or not previous.fitted):
             previous = None
         started = time.perf_counter()
@@ -154,8 +166,10 @@ class Tokenizer(ABC):
     def match_to(self, previous: Tokenizer) -> None:
         """Relabel codewords level by level to their Hungarian match in ``previous``."""
         new_levels, old_levels = self.codewords(), previous.codewords()
-        orders = [match_codebooks(n, o) if n.shape == o.shape else np.arange(len(n))
-                  for n, o in zip(new_levels, old_levels, strict=True)]
+        orders = [
+            match_codebooks(n, o) if n.shape == o.shape else np.arange(len(n))
+            for n, o in zip(new_levels, old_levels, strict=True)
+        ]
         self._permute(orders)
 
     @property
@@ -176,10 +190,16 @@ class Tokenizer(ABC):
         folder = Path(folder)
         with atomic_folder(folder) as tmp:
             np.savez(tmp / STATE, **self._state())
-            manifest = {"kind": self.kind, "config": asdict(self.config), "dim": self.dim,
-                        "cities": self.cities, "version": self.version,
-                        "encoder_version": self.encoder_version,
-                        "fit_seconds": self.fit_seconds, "extra": self._extra()}
+            manifest = {
+                "kind": self.kind,
+                "config": asdict(self.config),
+                "dim": self.dim,
+                "cities": self.cities,
+                "version": self.version,
+                "encoder_version": self.encoder_version,
+                "fit_seconds": self.fit_seconds,
+                "extra": self._extra(),
+            }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return folder
 
@@ -194,7 +214,8 @@ class Tokenizer(ABC):
             cls = Tokenizer.registry[kind]
         except (OSError, ValueError, KeyError) as exc:
             raise FileNotFoundError(
-                f"tokenizer manifest {manifest_path} is missing or corrupt: {exc}") from exc
+                f"tokenizer manifest {manifest_path} is missing or corrupt: {exc}"
+            ) from exc
         try:
             with np.load(state_path, allow_pickle=False) as data:
                 state = {k: data[k] for k in data.files}
@@ -206,10 +227,13 @@ class Tokenizer(ABC):
             tokenizer._load_state(state, manifest["extra"])
         except Exception as exc:  # noqa: BLE001 - numpy/zip raise many types for a bad file
             raise FileNotFoundError(
-                f"tokenizer state {state_path} is missing or corrupt: {exc}") from exc
+                f"tokenizer state {state_path} is missing or corrupt: {exc}"
+            ) from exc
         if tokenizer.version != manifest["version"]:
-            raise FileNotFoundError(f"tokenizer state {state_path} does not match its manifest "
-                                    f"(version {tokenizer.version} != {manifest['version']})")
+            raise FileNotFoundError(
+                f"tokenizer state {state_path} does not match its manifest "
+                f"(version {tokenizer.version} != {manifest['version']})"
+            )
         return tokenizer
 
     def learning_rate(self, warm: bool) -> float:
@@ -221,12 +245,21 @@ class Tokenizer(ABC):
         return max(1, self.config.epochs // 3) if warm else self.config.epochs
 
     def _compatible(self, previous: Tokenizer) -> bool:
-        return previous.kind == self.kind and previous.dim == self.dim \
+        return (
+            previous.kind == self.kind
+            and previous.dim == self.dim
             and previous.codebook_sizes == self.codebook_sizes
+        )
 
     @abstractmethod
-    def _fit(self, items: pd.DataFrame, x: np.ndarray, previous: Tokenizer | None,
-             on_epoch: EpochCallback | None, weights: np.ndarray) -> None:
+    def _fit(
+        self,
+        items: pd.DataFrame,
+        x: np.ndarray,
+        previous: Tokenizer | None,
+        on_epoch: EpochCallback | None,
+        weights: np.ndarray,
+    ) -> None:
         """Fit on ``x``; ``weights`` (mean 1) are how much each item counts in clustering and
         training (equal weight per city by default)."""
 

@@ -50,13 +50,16 @@ def parse_code(code: str) -> tuple[int, ...]:
     """The tokens of a full code or a prefix (``12-7``), or a clear ValueError."""
     text = code.strip()
     if not _CODE.match(text):
-        raise ValueError(f"invalid code {code!r}: expected non-negative integers joined by '-', "
-                         "e.g. 12-7-3-0 or the prefix 12-7")
+        raise ValueError(
+            f"invalid code {code!r}: expected non-negative integers joined by '-', "
+            "e.g. 12-7-3-0 or the prefix 12-7"
+        )
     return tuple(int(t) for t in text.split("-"))
 
 
-def assign_dedup(tokens: np.ndarray, item_ids: list[str], fixed: np.ndarray,
-                 preferred: np.ndarray) -> np.ndarray:
+def assign_dedup(
+    tokens: np.ndarray, item_ids: list[str], fixed: np.ndarray, preferred: np.ndarray
+) -> np.ndarray:
     """De-duplication tokens so that (tokens, dedup) is unique per item.
 
     ``fixed`` holds a dedup already taken by an item (kept as is, -1 when none);
@@ -110,21 +113,29 @@ def aligned_embeddings(items: pd.DataFrame, embeddings: pa.Table) -> tuple[np.nd
     if not found.all():
         raise StaleEmbeddingsError(
             f"{int((~found).sum())} items have no embedding (first {ids[~found].iloc[0]!r}); "
-            "materialize item_embeddings for this city first")
+            "materialize item_embeddings for this city first"
+        )
     rows = row_of.loc[ids.to_numpy()].to_numpy()
-    stale = meta["content_hash"].astype(str).to_numpy()[rows] != \
-        items["content_hash"].astype(str).to_numpy()
+    stale = (
+        meta["content_hash"].astype(str).to_numpy()[rows]
+        != items["content_hash"].astype(str).to_numpy()
+    )
     if stale.any():
         raise StaleEmbeddingsError(
             f"{int(stale.sum())} items changed since their embedding was computed; "
-            "re-materialize item_embeddings for this city first")
+            "re-materialize item_embeddings for this city first"
+        )
     vectors = embedding_matrix(embeddings)[rows]
     return vectors, meta["encoder_version"].astype(str).to_numpy()[rows].tolist()
 
 
-def incremental_semantic_ids(city: str, items: pd.DataFrame, embeddings: pa.Table,
-                             tokenizer: Tokenizer, previous: pd.DataFrame | None
-                             ) -> SemanticIdResult:
+def incremental_semantic_ids(
+    city: str,
+    items: pd.DataFrame,
+    embeddings: pa.Table,
+    tokenizer: Tokenizer,
+    previous: pd.DataFrame | None,
+) -> SemanticIdResult:
     """Codes for every item of a city; only new or changed items are assigned.
 
     A row of ``previous`` is reused when item, content hash, encoder version and tokenizer
@@ -149,11 +160,17 @@ def incremental_semantic_ids(city: str, items: pd.DataFrame, embeddings: pa.Tabl
         known = [i for i, item in enumerate(ids) if item in prev.index]
         if known and all(c in prev.columns for c in columns):
             rows = prev.loc[[ids[i] for i in known]]
-            same = ((rows["content_hash"].astype(str).to_numpy()
-                     == np.asarray([hashes[i] for i in known]))
-                    & (rows["encoder_version"].astype(str).to_numpy()
-                       == np.asarray([encoder_versions[i] for i in known]))
-                    & (rows["tokenizer_version"].astype(str).to_numpy() == version))
+            same = (
+                (
+                    rows["content_hash"].astype(str).to_numpy()
+                    == np.asarray([hashes[i] for i in known])
+                )
+                & (
+                    rows["encoder_version"].astype(str).to_numpy()
+                    == np.asarray([encoder_versions[i] for i in known])
+                )
+                & (rows["tokenizer_version"].astype(str).to_numpy() == version)
+            )
             known_idx = np.asarray(known)
             reuse = known_idx[same]
             tokens[reuse] = rows.loc[same, columns].to_numpy(dtype=np.int64)
@@ -170,13 +187,19 @@ def incremental_semantic_ids(city: str, items: pd.DataFrame, embeddings: pa.Tabl
         preferred[changed_idx[keep]] = changed_rows["dedup"].to_numpy(dtype=np.int64)[keep]
     dedup = assign_dedup(tokens, ids, fixed, preferred)
     codes = format_codes(tokens, dedup)
-    table = pd.DataFrame({
-        "city": city, "item_id": ids, "content_hash": hashes,
-        "encoder_version": encoder_versions, "tokenizer": tokenizer.kind,
-        "tokenizer_version": version,
-        **{c: tokens[:, i].astype(np.int32) for i, c in enumerate(columns)},
-        "dedup": dedup.astype(np.int32), "code": codes,
-    })
+    table = pd.DataFrame(
+        {
+            "city": city,
+            "item_id": ids,
+            "content_hash": hashes,
+            "encoder_version": encoder_versions,
+            "tokenizer": tokenizer.kind,
+            "tokenizer_version": version,
+            **{c: tokens[:, i].astype(np.int32) for i, c in enumerate(columns)},
+            "dedup": dedup.astype(np.int32),
+            "code": codes,
+        }
+    )
     churn = None
     if old_codes:
         both = [(old_codes[i], c) for i, c in zip(ids, codes, strict=True) if i in old_codes]

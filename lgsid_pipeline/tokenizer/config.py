@@ -38,8 +38,15 @@ class TokenizerConfig:
         if not sizes or any(not isinstance(k, int) or k < 2 for k in sizes):
             raise ValueError(f"codebook_sizes must be integers >= 2, got {self.codebook_sizes!r}")
         self.codebook_sizes = sizes
-        for name in ("w_admin", "w_geo", "w_cat", "w_brand", "commitment", "entropy_weight",
-                     "city_balance"):
+        for name in (
+            "w_admin",
+            "w_geo",
+            "w_cat",
+            "w_brand",
+            "commitment",
+            "entropy_weight",
+            "city_balance",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "max_vocab", "latent_dim", "hidden_dim"):

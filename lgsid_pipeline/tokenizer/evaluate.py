@@ -14,8 +14,15 @@ from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.codes import unique_codes
 
 # The keys every tokenizer entry of reports and bench/results/tokenizer.json carries.
-SUMMARY_KEYS = ("utilisation_min", "collision_rate", "unique_after_dedup", "nmi_level1",
-                "nmi_level2", "fit_seconds", "assign_items_per_s")
+SUMMARY_KEYS = (
+    "utilisation_min",
+    "collision_rate",
+    "unique_after_dedup",
+    "nmi_level1",
+    "nmi_level2",
+    "fit_seconds",
+    "assign_items_per_s",
+)
 
 
 def code_health(tokens: np.ndarray, codes: list[str], codebook_sizes: list[int]) -> dict:
@@ -25,8 +32,9 @@ def code_health(tokens: np.ndarray, codes: list[str], codebook_sizes: list[int])
     for level, k in enumerate(codebook_sizes, start=1):
         out[f"utilisation_level{level}"] = utilisation(tokens[:, level - 1], k)
         out[f"perplexity_level{level}"] = perplexity(tokens[:, level - 1], k)
-    out["utilisation_min"] = min(out[f"utilisation_level{n}"]
-                                 for n in range(1, len(codebook_sizes) + 1))
+    out["utilisation_min"] = min(
+        out[f"utilisation_level{n}"] for n in range(1, len(codebook_sizes) + 1)
+    )
     out["collision_rate"] = collision_rate(tokens)
     out["largest_bucket"] = largest_bucket(tokens)
     out["unique_after_dedup"] = bool(len(set(codes)) == len(codes))
@@ -37,8 +45,10 @@ def code_geography(tokens: np.ndarray, items: pd.DataFrame) -> dict[str, float]:
     """NMI of level-1 tokens (and of the level-1+2 prefix) against admin levels 1 and 2."""
     labels = admin_labels(items)
     tokens = np.asarray(tokens)
-    out = {"nmi_level1": nmi_of_assignment(tokens[:, 0], labels["level1"]),
-           "nmi_level2": nmi_of_assignment(tokens[:, 0], labels["level2"])}
+    out = {
+        "nmi_level1": nmi_of_assignment(tokens[:, 0], labels["level1"]),
+        "nmi_level2": nmi_of_assignment(tokens[:, 0], labels["level2"]),
+    }
     if tokens.shape[1] > 1:
         out["nmi_prefix2_level2"] = nmi_of_assignment(tokens[:, :2], labels["level2"])
     return {k: float(v) for k, v in out.items()}
@@ -51,8 +61,12 @@ def reconstruction_error(x: np.ndarray, reconstructed: np.ndarray) -> float:
     return float(np.mean(num / den))
 
 
-def tokenizer_report(tokenizer: Tokenizer, items: pd.DataFrame, embeddings: np.ndarray,
-                     codes: list[str] | None = None) -> dict:
+def tokenizer_report(
+    tokenizer: Tokenizer,
+    items: pd.DataFrame,
+    embeddings: np.ndarray,
+    codes: list[str] | None = None,
+) -> dict:
     """Every figure of one tokenizer on one city's items: health, geography, reconstruction,
     fit time and assignment speed (items per second with the frozen tokenizer)."""
     started = time.perf_counter()
@@ -63,8 +77,7 @@ def tokenizer_report(tokenizer: Tokenizer, items: pd.DataFrame, embeddings: np.n
     return {
         **code_health(tokens, codes, tokenizer.codebook_sizes),
         **code_geography(tokens, items),
-        "reconstruction_error": reconstruction_error(
-            embeddings, tokenizer._decode(tokens)),
+        "reconstruction_error": reconstruction_error(embeddings, tokenizer._decode(tokens)),
         "fit_seconds": float(tokenizer.fit_seconds),
         "assign_items_per_s": float(len(tokens) / seconds),
         "items": int(len(tokens)),

@@ -17,8 +17,15 @@ import pandas as pd
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
 
 KM_PER_DEGREE = 111.32
-FEATURE_COLUMNS = ("city", "latitude", "longitude", "admin_l1_code", "admin_l2_code",
-                   "category", "brand")
+FEATURE_COLUMNS = (
+    "city",
+    "latitude",
+    "longitude",
+    "admin_l1_code",
+    "admin_l2_code",
+    "category",
+    "brand",
+)
 
 
 @dataclass
@@ -57,9 +64,12 @@ class PrimaryFeatureSpec:
 
     def column_names(self) -> list[str]:
         """One name per feature column (vocabulary entries, then the two coordinates)."""
-        return ([f"admin:{v}" for v in self.admin_vocab] + ["geo:x", "geo:y"]
-                + [f"category:{v}" for v in self.category_vocab]
-                + [f"brand:{v}" for v in self.brand_vocab])
+        return (
+            [f"admin:{v}" for v in self.admin_vocab]
+            + ["geo:x", "geo:y"]
+            + [f"category:{v}" for v in self.category_vocab]
+            + [f"brand:{v}" for v in self.brand_vocab]
+        )
 
     def carry_over(self, centres: np.ndarray, old: PrimaryFeatureSpec) -> np.ndarray:
         """Centres fitted in ``old``'s feature space, re-expressed in this one (columns
@@ -79,8 +89,10 @@ def check_feature_columns(items: pd.DataFrame) -> None:
         raise ValueError(f"items lack columns needed by the primary features: {missing}")
     coords = items[["latitude", "longitude"]].astype(float).to_numpy()
     if not np.isfinite(coords).all():
-        raise ValueError(f"{int((~np.isfinite(coords)).any(axis=1).sum())} items have "
-                         "missing or non-finite coordinates")
+        raise ValueError(
+            f"{int((~np.isfinite(coords)).any(axis=1).sum())} items have "
+            "missing or non-finite coordinates"
+        )
 
 
 def city_frame(items: pd.DataFrame) -> CityFrame:
@@ -90,7 +102,7 @@ def city_frame(items: pd.DataFrame) -> CityFrame:
     lat0, lon0 = float(np.median(lat)), float(np.median(lon))
     dy = (lat - lat0) * KM_PER_DEGREE
     dx = (lon - lon0) * KM_PER_DEGREE * np.cos(np.radians(lat0))
-    scale = float(np.sqrt(np.mean(dx ** 2 + dy ** 2))) if len(lat) else 1.0
+    scale = float(np.sqrt(np.mean(dx**2 + dy**2))) if len(lat) else 1.0
     return CityFrame(lat0, lon0, max(scale, 1e-3))
 
 
@@ -127,8 +139,12 @@ def fit_feature_spec(items: pd.DataFrame, config: TokenizerConfig) -> PrimaryFea
         admin_vocab=admin,
         category_vocab=_vocab(items["category"].astype("string"), config.max_vocab),
         brand_vocab=_vocab(items["brand"].astype("string"), config.max_vocab),
-        frames=frames, w_admin=config.w_admin, w_geo=config.w_geo, w_cat=config.w_cat,
-        w_brand=config.w_brand)
+        frames=frames,
+        w_admin=config.w_admin,
+        w_geo=config.w_geo,
+        w_cat=config.w_cat,
+        w_brand=config.w_brand,
+    )
 
 
 def _one_hot(values: list[list[str]], vocab: list[str]) -> np.ndarray:
@@ -160,8 +176,12 @@ def primary_features(items: pd.DataFrame, spec: PrimaryFeatureSpec) -> np.ndarra
         lat = items.loc[rows, "latitude"].astype(float).to_numpy()
         lon = items.loc[rows, "longitude"].astype(float).to_numpy()
         dy = (lat - frame.latitude) * KM_PER_DEGREE / frame.scale_km
-        dx = (lon - frame.longitude) * KM_PER_DEGREE * np.cos(np.radians(frame.latitude)) \
+        dx = (
+            (lon - frame.longitude)
+            * KM_PER_DEGREE
+            * np.cos(np.radians(frame.latitude))
             / frame.scale_km
+        )
         geo[rows] = np.stack([dx, dy], axis=1)
     blocks = [
         spec.w_admin * _one_hot(_admin_values(items), spec.admin_vocab),

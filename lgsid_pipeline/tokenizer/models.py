@@ -27,8 +27,9 @@ def _codebook_state(quantizer: ResidualQuantizer) -> dict:
     return {f"codebook_{i}": c for i, c in enumerate(quantizer.codebook_arrays())}
 
 
-def _load_codebooks(quantizer: ResidualQuantizer, state: dict,
-                    prefix: str | None = "codebook") -> None:
+def _load_codebooks(
+    quantizer: ResidualQuantizer, state: dict, prefix: str | None = "codebook"
+) -> None:
     """Copy codebooks from ``state`` (keyed ``codebook_<level>``, or by level without prefix)."""
     with torch.no_grad():
         for i, codebook in enumerate(quantizer.codebooks):
@@ -46,8 +47,8 @@ def _nearest_rows(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     out = np.zeros(len(x), dtype=np.int64)
     centres_t = torch.from_numpy(centres.astype(np.float32))
     for start in range(0, len(x), 8192):
-        block = torch.from_numpy(np.ascontiguousarray(x[start:start + 8192], dtype=np.float32))
-        out[start:start + len(block)] = nearest(block, centres_t)[0].numpy()
+        block = torch.from_numpy(np.ascontiguousarray(x[start : start + 8192], dtype=np.float32))
+        out[start : start + len(block)] = nearest(block, centres_t)[0].numpy()
     return out
 
 
@@ -72,15 +73,19 @@ class LgsidTokenizer(Tokenizer):
         init = None
         if isinstance(previous, LgsidTokenizer) and previous.spec is not None:
             init = self.spec.carry_over(previous.primary_centres, previous.spec)
-        self.primary_centres = kmeans_fit(features, self.codebook_sizes[0], cfg.seed, init,
-                                          weights).cluster_centers_.astype(np.float32)
+        self.primary_centres = kmeans_fit(
+            features, self.codebook_sizes[0], cfg.seed, init, weights
+        ).cluster_centers_.astype(np.float32)
         primary = _nearest_rows(features, self.primary_centres)
         self.primary_codewords = self._cluster_means(x, primary)
         residual = x - self.primary_codewords[primary]
         self.quantizer = ResidualQuantizer(x.shape[1], self.codebook_sizes[1:])
         torch.manual_seed(cfg.seed)
-        previous_books = previous.quantizer.codebook_arrays() \
-            if isinstance(previous, LgsidTokenizer) and previous.quantizer else None
+        previous_books = (
+            previous.quantizer.codebook_arrays()
+            if isinstance(previous, LgsidTokenizer) and previous.quantizer
+            else None
+        )
         if previous_books is not None:
             # Start exactly where the previous fit ended (k-means would pull its trained
             # codewords back to the k-means optimum and reshuffle codes).
@@ -94,16 +99,31 @@ class LgsidTokenizer(Tokenizer):
         def loss_fn(batch: torch.Tensor):
             out = quantizer(batch, regularise_from=0, temperature=cfg.temperature)
             recon = (batch - out.quantized).abs().sum(1).mean()
-            loss = recon + out.codebook_loss + cfg.commitment * out.commitment_loss \
+            loss = (
+                recon
+                + out.codebook_loss
+                + cfg.commitment * out.commitment_loss
                 + cfg.entropy_weight * out.usage_kl
-            return loss, out, {"loss": loss.item(), "recon_l1": recon.item(),
-                               "usage_kl": out.usage_kl.item()}
+            )
+            return (
+                loss,
+                out,
+                {"loss": loss.item(), "recon_l1": recon.item(), "usage_kl": out.usage_kl.item()},
+            )
 
-        self.history = train_codebooks(list(quantizer.parameters()), quantizer,
-                                       torch.from_numpy(residual), loss_fn, lambda b: b,
-                                       self.epochs(previous_books is not None), cfg.batch_size,
-                                       self.learning_rate(previous_books is not None), cfg.seed,
-                                       on_epoch, weights)
+        self.history = train_codebooks(
+            list(quantizer.parameters()),
+            quantizer,
+            torch.from_numpy(residual),
+            loss_fn,
+            lambda b: b,
+            self.epochs(previous_books is not None),
+            cfg.batch_size,
+            self.learning_rate(previous_books is not None),
+            cfg.seed,
+            on_epoch,
+            weights,
+        )
 
     def _cluster_means(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Mean embedding per cluster (the overall mean for a cluster left empty)."""
@@ -133,14 +153,21 @@ class LgsidTokenizer(Tokenizer):
     def match_to(self, previous: Tokenizer) -> None:
         # Primary clusters are matched on their feature-space centres when both fits share
         # the feature columns (geography decides the level-1 token), else on embeddings.
-        if isinstance(previous, LgsidTokenizer) \
-                and len(previous.primary_centres) == len(self.primary_centres):
-            first = match_codebooks(self.primary_centres,
-                                    self.spec.carry_over(previous.primary_centres, previous.spec))
+        if isinstance(previous, LgsidTokenizer) and len(previous.primary_centres) == len(
+            self.primary_centres
+        ):
+            first = match_codebooks(
+                self.primary_centres, self.spec.carry_over(previous.primary_centres, previous.spec)
+            )
             self._permute([first] + [np.arange(k) for k in self.codebook_sizes[1:]])
-            rest = [match_codebooks(n, o) for n, o in zip(
-                self.quantizer.codebook_arrays(), previous.quantizer.codebook_arrays(),
-                strict=True)]
+            rest = [
+                match_codebooks(n, o)
+                for n, o in zip(
+                    self.quantizer.codebook_arrays(),
+                    previous.quantizer.codebook_arrays(),
+                    strict=True,
+                )
+            ]
             self._permute([np.arange(self.codebook_sizes[0])] + rest)
         else:
             super().match_to(previous)
@@ -151,8 +178,11 @@ class LgsidTokenizer(Tokenizer):
         _permute_codebooks(self.quantizer, orders[1:])
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"primary_centres": self.primary_centres,
-                "primary_codewords": self.primary_codewords, **_codebook_state(self.quantizer)}
+        return {
+            "primary_centres": self.primary_centres,
+            "primary_codewords": self.primary_codewords,
+            **_codebook_state(self.quantizer),
+        }
 
     def _load_state(self, state, extra) -> None:
         self.spec = PrimaryFeatureSpec.from_dict(extra["spec"])
@@ -177,8 +207,11 @@ class RqKMeansTokenizer(Tokenizer):
 
     def _fit(self, items, x, previous, on_epoch, weights) -> None:
         self.quantizer = ResidualQuantizer(x.shape[1], self.codebook_sizes)
-        books = previous.quantizer.codebook_arrays() \
-            if isinstance(previous, RqKMeansTokenizer) else None
+        books = (
+            previous.quantizer.codebook_arrays()
+            if isinstance(previous, RqKMeansTokenizer)
+            else None
+        )
         self.quantizer.init_kmeans(x, self.config.seed, books, weights)
 
     def _assign(self, items, x) -> np.ndarray:
@@ -246,9 +279,19 @@ class RqVaeTokenizer(Tokenizer):
             return loss, out, {"loss": loss.item(), "recon_mse": recon.item()}
 
         model.train()
-        self.history = train_codebooks(list(model.parameters()), model.quantizer, data, loss_fn,
-                                       model.encoder, self.epochs(warm), cfg.batch_size,
-                                       self.learning_rate(warm), cfg.seed, on_epoch, weights)
+        self.history = train_codebooks(
+            list(model.parameters()),
+            model.quantizer,
+            data,
+            loss_fn,
+            model.encoder,
+            self.epochs(warm),
+            cfg.batch_size,
+            self.learning_rate(warm),
+            cfg.seed,
+            on_epoch,
+            weights,
+        )
         model.eval()
 
     def _pretrain_autoencoder(self, data: torch.Tensor) -> None:
@@ -267,8 +310,10 @@ class RqVaeTokenizer(Tokenizer):
                 optimiser.step()
 
     def _same_shape(self, previous: RqVaeTokenizer) -> bool:
-        return previous.config.hidden_dim == self.config.hidden_dim \
+        return (
+            previous.config.hidden_dim == self.config.hidden_dim
             and previous.config.latent_dim == self.config.latent_dim
+        )
 
     def _latent(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -299,4 +344,5 @@ class RqVaeTokenizer(Tokenizer):
 
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {
-    cls.kind: cls for cls in (LgsidTokenizer, RqKMeansTokenizer, RqVaeTokenizer)}
+    cls.kind: cls for cls in (LgsidTokenizer, RqKMeansTokenizer, RqVaeTokenizer)
+}

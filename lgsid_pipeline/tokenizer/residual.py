@@ -23,8 +23,13 @@ _KMEANS_MINIBATCH_ABOVE = 20_000
 _ASSIGN_BLOCK = 8192
 
 
-def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None,
-               sample_weight: np.ndarray | None = None) -> KMeans:
+def kmeans_fit(
+    x: np.ndarray,
+    k: int,
+    seed: int,
+    init: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> KMeans:
     """K-means (mini-batch on large inputs); ``init`` warm-starts from given centres."""
     if len(x) < k:
         raise ValueError(f"cannot fit {k} codewords on {len(x)} items; use smaller codebooks")
@@ -35,11 +40,17 @@ def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None,
     elif len(x) > _KMEANS_MINIBATCH_ABOVE:
         # Mini-batches find the clusters fast; a few Lloyd iterations then settle them on a
         # fixed point, so a warm-started refit on the same data has nothing left to move.
-        rough = MiniBatchKMeans(k, init="k-means++", n_init=3, random_state=seed,
-                                batch_size=4096, max_iter=200, reassignment_ratio=0.05)
+        rough = MiniBatchKMeans(
+            k,
+            init="k-means++",
+            n_init=3,
+            random_state=seed,
+            batch_size=4096,
+            max_iter=200,
+            reassignment_ratio=0.05,
+        )
         rough.fit(x.astype(np.float64), sample_weight=sample_weight)
-        model = KMeans(k, init=rough.cluster_centers_, n_init=1, random_state=seed,
-                       max_iter=100)
+        model = KMeans(k, init=rough.cluster_centers_, n_init=1, random_state=seed, max_iter=100)
     else:
         model = KMeans(k, init="k-means++", n_init=3, random_state=seed, max_iter=300)
     return model.fit(x.astype(np.float64), sample_weight=sample_weight)
@@ -47,8 +58,9 @@ def kmeans_fit(x: np.ndarray, k: int, seed: int, init: np.ndarray | None = None,
 
 def nearest(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of the nearest codeword per row and the squared distances to all codewords."""
-    d2 = (x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.T
-          + codebook.pow(2).sum(1)[None, :]).clamp_min(0)
+    d2 = (
+        x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.T + codebook.pow(2).sum(1)[None, :]
+    ).clamp_min(0)
     return d2.argmin(1), d2
 
 
@@ -70,11 +82,15 @@ class ResidualQuantizer(nn.Module):
         super().__init__()
         self.dim = dim
         self.sizes = list(sizes)
-        self.codebooks = nn.ParameterList(
-            [nn.Parameter(torch.zeros(k, dim)) for k in self.sizes])
+        self.codebooks = nn.ParameterList([nn.Parameter(torch.zeros(k, dim)) for k in self.sizes])
 
-    def init_kmeans(self, x: np.ndarray, seed: int, previous: list[np.ndarray] | None = None,
-                    weights: np.ndarray | None = None) -> np.ndarray:
+    def init_kmeans(
+        self,
+        x: np.ndarray,
+        seed: int,
+        previous: list[np.ndarray] | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Initialise each level by k-means on its residuals (or from ``previous`` codebooks
         as the starting centres); returns the final residual."""
         residual = x.astype(np.float32).copy()
@@ -87,9 +103,13 @@ class ResidualQuantizer(nn.Module):
             residual -= centres[model.predict(residual.astype(np.float64))]
         return residual
 
-    def forward(self, x: torch.Tensor, straight_through: bool = False,
-                regularise_from: int | None = None, temperature: float = 1.0
-                ) -> QuantizeOutput:
+    def forward(
+        self,
+        x: torch.Tensor,
+        straight_through: bool = False,
+        regularise_from: int | None = None,
+        temperature: float = 1.0,
+    ) -> QuantizeOutput:
         """Quantise ``x`` level by level.
 
         ``straight_through`` passes the gradient of the output to ``x`` (RQ-VAE, whose encoder
@@ -115,17 +135,19 @@ class ResidualQuantizer(nn.Module):
             quantized = quantized + step
             residual = residual - step
             tokens.append(index)
-        return QuantizeOutput(torch.stack(tokens, 1), quantized, codebook_loss,
-                              commitment_loss, usage_kl)
+        return QuantizeOutput(
+            torch.stack(tokens, 1), quantized, codebook_loss, commitment_loss, usage_kl
+        )
 
     @torch.no_grad()
     def assign(self, x: np.ndarray) -> np.ndarray:
         """Tokens (n, levels) of fixed inputs, in blocks."""
         out = np.zeros((len(x), len(self.sizes)), dtype=np.int64)
         for start in range(0, len(x), _ASSIGN_BLOCK):
-            block = torch.from_numpy(np.ascontiguousarray(x[start:start + _ASSIGN_BLOCK],
-                                                          dtype=np.float32))
-            out[start:start + len(block)] = self.forward(block).tokens.numpy()
+            block = torch.from_numpy(
+                np.ascontiguousarray(x[start : start + _ASSIGN_BLOCK], dtype=np.float32)
+            )
+            out[start : start + len(block)] = self.forward(block).tokens.numpy()
         return out
 
     @torch.no_grad()
@@ -141,8 +163,9 @@ class ResidualQuantizer(nn.Module):
         return [c.detach().numpy().copy() for c in self.codebooks]
 
     @torch.no_grad()
-    def reseed_dead(self, used: list[torch.Tensor], residuals: list[torch.Tensor],
-                    generator: torch.Generator) -> int:
+    def reseed_dead(
+        self, used: list[torch.Tensor], residuals: list[torch.Tensor], generator: torch.Generator
+    ) -> int:
         """Move codewords unused this epoch onto random residuals of their level."""
         moved = 0
         for level, codebook in enumerate(self.codebooks):
@@ -166,13 +189,17 @@ class ResidualQuantizer(nn.Module):
         return out
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator,
-            weights: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+def batches(
+    n: int, batch_size: int, generator: torch.Generator, weights: torch.Tensor | None = None
+) -> Iterator[torch.Tensor]:
     """Shuffled index batches over ``n`` rows (drawn with replacement by ``weights``)."""
-    order = torch.randperm(n, generator=generator) if weights is None else \
-        torch.multinomial(weights, n, replacement=True, generator=generator)
+    order = (
+        torch.randperm(n, generator=generator)
+        if weights is None
+        else torch.multinomial(weights, n, replacement=True, generator=generator)
+    )
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, QuantizeOutput, dict[str, float]]]
@@ -204,7 +231,8 @@ def train_codebooks(
     # Cosine decay to zero: the last steps barely move the codebooks, so two fits on the same
     # data end near the same point (what keeps a warm-started retrain's codes stable).
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    )
     history: list[dict[str, float]] = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -218,8 +246,9 @@ def train_codebooks(
             optimiser.step()
             schedule.step()
             for level in range(len(used)):
-                used[level] += torch.bincount(output.tokens[:, level],
-                                              minlength=quantizer.sizes[level])
+                used[level] += torch.bincount(
+                    output.tokens[:, level], minlength=quantizer.sizes[level]
+                )
             for key, value in figures.items():
                 sums[key] = sums.get(key, 0.0) + value * len(index)
             seen += len(index)
@@ -227,9 +256,13 @@ def train_codebooks(
         with torch.no_grad():
             residuals = quantizer.level_residuals(quantizer_input(sample))
         reseeded = quantizer.reseed_dead(used, residuals, generator) if epoch < epochs else 0
-        row = {"epoch": float(epoch), **{k: v / seen for k, v in sums.items()},
-               "min_utilisation": float(min((u > 0).float().mean() for u in used)),
-               "reseeded": float(reseeded), "seconds": time.perf_counter() - started}
+        row = {
+            "epoch": float(epoch),
+            **{k: v / seen for k, v in sums.items()},
+            "min_utilisation": float(min((u > 0).float().mean() for u in used)),
+            "reseeded": float(reseeded),
+            "seconds": time.perf_counter() - started,
+        }
         history.append(row)
         if on_epoch:
             on_epoch(row)
