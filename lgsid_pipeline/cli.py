@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,34 +167,14 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
     return _run(cities, args.select, args.parallel, config or None)
 
 
-def _print_counts(cities: list[str]) -> None:
-    from lgsid_pipeline.report import city_report
-
-    warehouse = Warehouse()
-    print(
-        f"{'city':16s} {'items':>8s} {'interactions':>13s} {'quarantined':>12s} "
-        f"{'admin L1':>9s} {'admin L2':>9s} {'C@10 before -> after':>22s}"
-    )
-    for city in cities:
-        r = city_report(warehouse, city)
-        items, inter = r.get("items", {}), r.get("interactions", {})
-        align = r.get("alignment", {})
-        geo = (
-            f"{align['before']['c_at_10']:.3f} -> {align['after']['c_at_10']:.3f}"
-            if "after" in align
-            else "-"
-        )
-        print(
-            f"{city:16s} {items.get('rows', 0):>8d} {inter.get('rows', 0):>13d} "
-            f"{sum(r['quarantine'].values()):>12d} {items.get('admin_level1_share', 0):>9.1%} "
-            f"{items.get('admin_level2_share', 0):>9.1%} {geo:>22s}"
-        )
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from lgsid_pipeline.demo import DEMO_CITIES, generate_city
-    from lgsid_pipeline.runner import get_instance, sync_city_partitions
+    import os
 
+    from lgsid_pipeline.demo import DEMO_CITIES, generate_city
+    from lgsid_pipeline.demo.summary import demo_summary
+    from lgsid_pipeline.runner import get_instance, materialize, sync_city_partitions
+
+    started = time.perf_counter()
     registry = CityRegistry()
     for slug, spec in DEMO_CITIES.items():
         folder = lgsid_home() / "synthetic" / slug
@@ -204,13 +185,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             CityConfig(slug=slug, source="synthetic", path=str(folder), display_name=spec.name)
         )
     sync_city_partitions(get_instance(), registry)
-    code = _run(list(DEMO_CITIES), None, args.parallel, DEMO_RUN_CONFIG)
-    _print_counts(list(DEMO_CITIES))
-    print(
-        "\nOpen the Dagster UI with `make ui` (http://127.0.0.1:3000); "
-        "figures per city: `lgsid report --city <slug> --json`."
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    events = lgsid_home() / "logs" / f"demo-{stamp}.log"
+    # The run's event log goes to a file; the console keeps one line per stage. Progress
+    # bars and library warnings stay out of it too (the runs' processes inherit this).
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    config = {
+        **DEMO_RUN_CONFIG,
+        "loggers": {
+            "console": {"config": {"log_level": "ERROR"}},
+            "file": {"config": {"path": str(events)}},
+        },
+    }
+    print(f"materializing {len(DEMO_CITIES)} cities; Dagster's event log: {events}")
+    results = materialize(
+        list(DEMO_CITIES),
+        parallel=args.parallel,
+        run_config=config,
+        on_stage=lambda stage: print(stage.line(), flush=True),
     )
-    return code
+    ok = all(r.success for r in results)
+    if not ok:
+        failed = [r for r in results if not r.success]
+        for r in failed:
+            print(f"{r.city}: FAILED ({', '.join(r.failed_steps) or 'see the UI'}) run {r.run_id}")
+    print(demo_summary(Warehouse(), list(DEMO_CITIES), str(events)))
+    print(f"\ndemo {'finished' if ok else 'FAILED'} in {time.perf_counter() - started:.0f}s")
+    return 0 if ok else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -21,15 +21,14 @@ def _count(
         warehouse.has_table(table, city, part) for part in ("data", "items", "interactions")
     ):
         return None
-    return int(
-        con.execute(sql_text("count_rows.sql").format(table=table), {"city": city}).fetchone()[0]
-    )
+    row = con.execute(sql_text("count_rows.sql").format(table=table), {"city": city}).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _row(con: duckdb.DuckDBPyConnection, sql_file: str, city: str) -> dict[str, Any]:
     cursor = con.execute(sql_text(sql_file), {"city": city})
     names = [d[0] for d in cursor.description]
-    values = cursor.fetchone()
+    values = cursor.fetchone() or (None,) * len(names)
     return {
         k: (v.isoformat() if hasattr(v, "isoformat") else v)
         for k, v in zip(names, values, strict=True)

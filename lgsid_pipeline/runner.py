@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,11 +140,13 @@ def materialize(
     parallel: int = PARALLEL_CITIES,
     registry: CityRegistry | None = None,
     run_config: dict | None = None,
+    on_stage: Callable[[StageProgress], None] | None = None,
 ) -> list[RunResult]:
     """Materialize the selection for ``cities`` stage by stage; stop after a failed stage.
 
     Each run uses the multiprocess executor and is recorded in the instance (the UI shows
-    it). ``run_config`` is Dagster run config (``ops`` and ``resources``) applied to every run.
+    it). ``run_config`` is Dagster run config (``ops``, ``resources``, ``loggers``) applied to
+    every run. ``on_stage`` hears about each stage when its runs have finished.
     """
     registry = registry or CityRegistry()
     instance = instance or get_instance()
@@ -154,7 +157,8 @@ def materialize(
     sync_city_partitions(instance, registry)
     ref = instance.get_ref()
     results: list[RunResult] = []
-    for is_global, keys in stages:
+    for number, (is_global, keys) in enumerate(stages, start=1):
+        started, done = time.perf_counter(), len(results)
         config = _config_for(run_config, keys)
         names = [k.to_user_string() for k in keys]
         if is_global:
@@ -176,9 +180,41 @@ def materialize(
                     for c in cities
                 ]
                 results += [f.result() for f in futures]
+        if on_stage:
+            on_stage(
+                StageProgress(
+                    number, len(stages), names, results[done:], time.perf_counter() - started
+                )
+            )
         if not all(r.success for r in results):
             break
     return results
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """A finished stage of :func:`materialize`: its number of ``total``, its assets, its
+    runs (one per city, or one global run) and how long they took."""
+
+    number: int
+    total: int
+    assets: list[str]
+    runs: list[RunResult]
+    seconds: float
+
+    def line(self) -> str:
+        """One progress line: ``[3/9] item_embeddings: 3 runs ok in 41s``."""
+        failed = [r.city for r in self.runs if not r.success]
+        state = f"FAILED in {', '.join(failed)}" if failed else "ok"
+        shown = (
+            ", ".join(self.assets)
+            if len(self.assets) <= 4
+            else f"{', '.join(self.assets[:4])} and {len(self.assets) - 4} more"
+        )
+        return (
+            f"[{self.number}/{self.total}] {shown}: {len(self.runs)} "
+            f"run{'s' if len(self.runs) != 1 else ''} {state} in {self.seconds:.0f}s"
+        )
 
 
 def _config_for(run_config: dict | None, keys: list[dg.AssetKey]) -> dict | None:

@@ -312,7 +312,7 @@ def test_the_cli_options_use_and_show_the_library_defaults() -> None:
     from lgsid_pipeline.catalog import TOKENIZER_KINDS
     from lgsid_pipeline.lookup import cached_recommendations, lookup_code
     from lgsid_pipeline.quality import MAX_QUARANTINE_RATE
-    from lgsid_pipeline.runner import materialize
+    from lgsid_pipeline.config import PARALLEL_CITIES  # materialize's default (patched here)
 
     commands = next(
         a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
@@ -329,8 +329,8 @@ def test_the_cli_options_use_and_show_the_library_defaults() -> None:
         ("lookup", "tokenizer"): default_of(lookup_code, "tokenizer"),
         ("lookup", "limit"): default_of(lookup_code, "limit"),
         ("recommend", "k"): default_of(cached_recommendations, "k"),
-        ("materialize", "parallel"): default_of(materialize, "parallel"),
-        ("demo", "parallel"): default_of(materialize, "parallel"),
+        ("materialize", "parallel"): PARALLEL_CITIES,
+        ("demo", "parallel"): PARALLEL_CITIES,
     }
     for (command, dest), value in expected.items():
         assert option(command, dest).default == value, (command, dest)

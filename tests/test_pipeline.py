@@ -112,3 +112,31 @@ def test_bad_input_is_quarantined_and_blocks_downstream(lgsid_env: Path, shared_
     assert report["items"]["rows"] == 3 and report["items"]["raw_rows"] == 6
     assert report["interactions"]["rows"] == 3 and report["interactions"]["reconciles"]
     assert sorted(warehouse.read_table("items", "bad-city")["item_id"]) == ["1", "2", "3"]
+
+
+def test_events_go_to_a_file_and_each_stage_reports_progress(lgsid_env: Path) -> None:
+    from lgsid_pipeline.demo.summary import demo_summary
+
+    register_tiny(lgsid_env, "alpha", seed=1)
+    events = lgsid_env / "logs" / "events.log"
+    seen = []
+    config = {
+        "loggers": {
+            "console": {"config": {"log_level": "ERROR"}},
+            "file": {"config": {"path": str(events)}},
+        }
+    }
+    with dg.instance_for_test() as instance:
+        [result] = materialize(
+            ["alpha"], select=INGEST, instance=instance, run_config=config, on_stage=seen.append
+        )
+    assert result.success
+    [stage] = seen
+    assert (stage.number, stage.total, stage.runs) == (1, 1, [result])
+    assert stage.line().startswith("[1/1] ") and ": 1 run ok in " in stage.line()
+    log = events.read_text()
+    assert "STEP_SUCCESS" in log and "RUN_SUCCESS" in log and result.run_id in log
+    summary = demo_summary(Warehouse(lgsid_env), ["alpha"], str(events))
+    n_items = len(Warehouse(lgsid_env).read_table("items", "alpha"))
+    assert f"alpha: {n_items} items" in summary
+    assert str(events) in summary and "lgsid recommend --city alpha" in summary

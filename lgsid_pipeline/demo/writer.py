@@ -200,6 +200,7 @@ def generate_city(spec: SyntheticCitySpec, out_dir: Path) -> dict[str, int]:
 
     for parents, children in zip(levels[:-1], levels[1:], strict=True):
         for area in children:
+            assert area.parent is not None  # every area below the top level has one
             area.parent_code = parents[area.parent].code
     geoms = [_lonlat_geoms(areas, spec) for areas in levels]
     lonlat = _place_items(_to_lonlat(xy, spec), items, levels, geoms)

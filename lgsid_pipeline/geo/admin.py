@@ -192,7 +192,7 @@ def detect_boundary_set(
             f"no known admin boundaries cover these items (checked {sorted(candidates)}); "
             "pass --boundaries with a folder of admin_level{1,2,3}.geojson files"
         )
-    return candidates[max(scores, key=scores.get)]
+    return candidates[max(scores, key=lambda name: scores[name])]
 
 
 def geojson_feature_count(path: Path) -> int:

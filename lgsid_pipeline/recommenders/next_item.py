@@ -141,7 +141,9 @@ def fit_history(histories: Any, n: int, n_items: int) -> np.ndarray:
 
 
 def ranking_metrics(
-    ranked: Sequence[Sequence[int]], targets: Sequence[int], ks: Sequence[int] = (5, 10)
+    ranked: Sequence[Sequence[int]] | np.ndarray,
+    targets: Sequence[int] | np.ndarray,
+    ks: Sequence[int] = (5, 10),
 ) -> dict[str, float]:
     """``{"hit@k", "ndcg@k"}`` for each k of ranked item lists against single targets."""
     out: dict[str, float] = {}

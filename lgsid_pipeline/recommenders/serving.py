@@ -34,7 +34,6 @@ class GateDecision:
 def champion_gate(candidate: float, floor: float, champion: float | None) -> GateDecision:
     """Decide on validation Hit@10: the candidate must beat floor (b) and the current
     champion (``None`` when there is none, or when it cannot be scored on these examples)."""
-    scores = {"candidate": candidate, "floor": floor, "champion": champion}
     champion_serves = champion is not None and champion > floor
     fallback = "champion" if champion_serves else "floor"
     if candidate <= floor:
@@ -42,21 +41,27 @@ def champion_gate(candidate: float, floor: float, champion: float | None) -> Gat
             False,
             fallback,
             f"candidate valid Hit@10 {candidate:.4f} does not beat floor (b) {floor:.4f}",
-            **scores,
+            candidate,
+            floor,
+            champion,
         )
     if champion is not None and candidate <= champion:
         return GateDecision(
             False,
             fallback,
             f"candidate valid Hit@10 {candidate:.4f} does not beat the champion's {champion:.4f}",
-            **scores,
+            candidate,
+            floor,
+            champion,
         )
     versus = "no scored champion" if champion is None else f"champion {champion:.4f}"
     return GateDecision(
         True,
         "candidate",
         f"candidate valid Hit@10 {candidate:.4f} beats floor (b) {floor:.4f} and {versus}",
-        **scores,
+        candidate,
+        floor,
+        champion,
     )
 
 

@@ -7,7 +7,7 @@ dropping it. Items that exist only in check-ins are derived here, with ``origin`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class SourceData:
     display_name: str
 
 
-def raw_frame(columns: Sequence[str], data: dict[str, Iterable[object]]) -> pd.DataFrame:
+def raw_frame(columns: Sequence[str], data: Mapping[str, Iterable[object]]) -> pd.DataFrame:
     """Build a raw table with exactly ``columns``: text columns as nullable strings."""
     lengths = {len(list(v)) for k, v in data.items() if k in columns}
     n_rows = lengths.pop() if lengths else 0

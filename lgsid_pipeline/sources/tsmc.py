@@ -72,8 +72,8 @@ def read_tsmc(path: Path, encoding: str = "auto") -> SourceData:
         if len(fields) != N_FIELDS:
             parse_error = f"expected {N_FIELDS} tab-separated fields, got {len(fields)}"
             fields = (fields + [""] * N_FIELDS)[:N_FIELDS]
-        fields = [f.strip() or None for f in fields]
-        user, venue, cat_id, cat_name, lat, lon, _tz, when = fields
+        values = [f.strip() or None for f in fields]
+        user, venue, cat_id, cat_name, lat, lon, _tz, when = values
         columns["source_row"].append(f"{path.name}:{number}")
         columns["user_id"].append(user)
         columns["item_id"].append(venue)

@@ -189,7 +189,8 @@ class Tokenizer(ABC):
         self._require_fitted()
         folder = Path(folder)
         with atomic_folder(folder) as tmp:
-            np.savez(tmp / STATE, **self._state())
+            state: dict[str, Any] = self._state()
+            np.savez(tmp / STATE, **state)
             manifest = {
                 "kind": self.kind,
                 "config": asdict(self.config),
