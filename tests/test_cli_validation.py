@@ -310,9 +310,9 @@ def test_the_cli_options_use_and_show_the_library_defaults() -> None:
     import inspect
 
     from lgsid_pipeline.catalog import TOKENIZER_KINDS
+    from lgsid_pipeline.config import PARALLEL_CITIES  # materialize's default (patched here)
     from lgsid_pipeline.lookup import cached_recommendations, lookup_code
     from lgsid_pipeline.quality import MAX_QUARANTINE_RATE
-    from lgsid_pipeline.config import PARALLEL_CITIES  # materialize's default (patched here)
 
     commands = next(
         a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
