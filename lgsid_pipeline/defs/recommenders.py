@@ -2,7 +2,6 @@
 and the evaluation report (METHOD section 5)."""
 
 import dagster as dg
-import pandas as pd
 
 from lgsid_pipeline.catalog import (
     BACKBONES,
@@ -19,7 +18,6 @@ from lgsid_pipeline.defs.resources import (
     png_metadata,
     settings_from,
 )
-from lgsid_pipeline.plots import curves_png
 from lgsid_pipeline.recommenders.config import CtrConfig, DatasetConfig, TrainConfig
 from lgsid_pipeline.recommenders.datasets import (
     build_city_ctr_data,
@@ -151,104 +149,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
     return _asset
 
 
-def _mlflow_metrics(results: dict[str, dict]) -> dict[str, float]:
-    """The numeric figures of each variant, the interval as ``auc_ci95_lo`` / ``_hi``."""
-    metrics = {}
-    for v, figures in results.items():
-        for k, x in figures.items():
-            if isinstance(x, int | float) and not isinstance(x, bool):
-                metrics[f"{v}.{k}"] = float(x)
-        metrics[f"{v}.auc_ci95_lo"], metrics[f"{v}.auc_ci95_hi"] = map(float, figures["auc_ci95"])
-    return metrics
-
-
-def _variants_markdown(results: dict[str, dict]) -> str:
-    rows = [
-        "| variant | test AUC | 95% CI | seeds | test logloss | valid AUC | best epoch | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    rows += [
-        f"| {v} | {r['auc']:.4f} | [{r['auc_ci95'][0]:.4f}, {r['auc_ci95'][1]:.4f}] | "
-        f"{r['seeds']} | {r['logloss']:.4f} | {r['valid_auc']:.4f} | {r['best_epoch']} | "
-        f"{r['train_seconds']:.0f} |"
-        for v, r in results.items()
-    ]
-    return "\n".join(rows)
-
-
-def _variant_curves_png(history: list[dict], title: str) -> bytes:
-    frame = pd.DataFrame(history)
-    rows = []
-    for epoch, group in frame.groupby("epoch"):
-        rows.append(
-            {
-                "epoch": epoch,
-                **{
-                    f"valid_auc_{v}": a
-                    for v, a in zip(group["variant"], group["valid_auc"], strict=True)
-                },
-            }
-        )
-    keys = [f"valid_auc_{v}" for v in frame["variant"].unique()]
-    return curves_png(rows, keys, "epoch", title)
-
-
 CTR_ASSETS = [build_ctr_asset(backbone) for backbone in BACKBONES]
-
-
-def discriminative_table(lgsid: LgsidResource, city: str) -> dict | None:
-    """The backbone x variant AUC table of a city from the per-backbone reports: ``auc``
-    (seed means), ``auc_ci95`` (``[lo, hi]``, None in reports from before intervals),
-    ``logloss``, per backbone ``seeds``, ``interval`` and ``train_seconds`` (the variants'
-    train seconds per model, summed)."""
-    reports = {b: lgsid.reports.read(lgsid.reports.recommender(city, b)) for b in BACKBONES}
-    reports = {b: r for b, r in reports.items() if r}
-    if not reports:
-        return None
-    split = next(iter(reports.values()))["split"]
-    return {
-        "split": split,
-        "auc": {b: {v: r["variants"][v]["auc"] for v in r["variants"]} for b, r in reports.items()},
-        "auc_ci95": {
-            b: {v: r["variants"][v].get("auc_ci95") for v in r["variants"]}
-            for b, r in reports.items()
-        },
-        "logloss": {
-            b: {v: r["variants"][v]["logloss"] for v in r["variants"]} for b, r in reports.items()
-        },
-        "seeds": {b: int(r.get("seeds", 1)) for b, r in reports.items()},
-        "interval": {
-            b: next(iter(r["variants"].values())).get("interval") for b, r in reports.items()
-        },
-        "train_seconds": {
-            b: float(sum(v["train_seconds"] for v in r["variants"].values()))
-            for b, r in reports.items()
-        },
-    }
-
-
-def auc_markdown(table: dict) -> str:
-    """backbone x variant test AUC with its 95% interval, best variant of each row in bold,
-    and the number of seeds averaged per backbone."""
-    variants = [v for v in CTR_VARIANTS if any(v in row for row in table["auc"].values())]
-    intervals = table.get("auc_ci95", {})
-    seeds = table.get("seeds", {})
-    rows = [
-        "| backbone | " + " | ".join(f"{v} AUC [95% CI]" for v in variants) + " | seeds |",
-        "|---|" + "---:|" * (len(variants) + 1),
-    ]
-    for backbone, row in table["auc"].items():
-        best = max(row.values())
-        cells = []
-        for v in variants:
-            if v not in row:
-                cells.append("-")
-                continue
-            cell = f"**{row[v]:.4f}**" if row[v] == best else f"{row[v]:.4f}"
-            ci = intervals.get(backbone, {}).get(v)
-            cells.append(cell + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
-        rows.append(f"| {backbone} | " + " | ".join(cells) + f" | {seeds.get(backbone, 1)} |")
-    return "\n".join(rows)
 
 
 @dg.asset(
