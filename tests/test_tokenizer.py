@@ -108,7 +108,7 @@ def test_nightly_rerun_changes_nothing(city) -> None:
 
 
 @pytest.mark.parametrize("cls", [LgsidTokenizer, RqKMeansTokenizer])
-def test_retraining_on_the_same_data_keeps_codes(cls, city) -> None:
+def test_retraining_on_the_same_data_keeps_codes(cls, city, tmp_path: Path) -> None:
     """A retrain (another seed, started from the previous fit, codewords matched) changes at
     most 5% of the codes; without that, almost every code would change."""
     items, x = city
@@ -117,6 +117,8 @@ def test_retraining_on_the_same_data_keeps_codes(cls, city) -> None:
     other_seed = TokenizerConfig(**{**SMALL.__dict__, "seed": 11})
     retrained = cls(other_seed).fit(items, x, previous=first)
     assert retrained.warm_started and retrained.version != first.version
+    assert not first.warm_started
+    assert Tokenizer.load(retrained.save(tmp_path / "retrained")).warm_started  # recorded
     new = incremental_semantic_ids("tiny", items, _embeddings(items, x), retrained, old.table)
     assert new.assigned == len(items)  # a new tokenizer version re-assigns everyone
     assert new.churn <= 0.05

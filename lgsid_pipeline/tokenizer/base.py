@@ -199,6 +199,7 @@ class Tokenizer(ABC):
                 "version": self.version,
                 "encoder_version": self.encoder_version,
                 "fit_seconds": self.fit_seconds,
+                "warm_started": self.warm_started,
                 "extra": self._extra(),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -225,6 +226,7 @@ class Tokenizer(ABC):
             tokenizer.cities = list(manifest["cities"])
             tokenizer.fit_seconds = float(manifest.get("fit_seconds", 0.0))
             tokenizer.encoder_version = manifest.get("encoder_version")
+            tokenizer.warm_started = bool(manifest.get("warm_started", False))
             tokenizer._load_state(state, manifest["extra"])
         except Exception as exc:  # noqa: BLE001 - numpy/zip raise many types for a bad file
             raise FileNotFoundError(
