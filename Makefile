@@ -51,6 +51,7 @@ mlflow-ui: $(STAMP)
 
 bench: export LGSID_BENCH_HOME ?= $(CURDIR)/.lgsid-bench
 bench: $(STAMP)
+	$(BIN)/python bench/code_location.py
 	$(BIN)/python bench/pipeline.py --fresh
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alignment.py
