@@ -19,7 +19,7 @@ from lgsid_pipeline.defs.recommenders import CTR_ASSETS, CtrTrainingConfig
 from lgsid_pipeline.defs.resources import LgsidResource
 from lgsid_pipeline.metrics.ranking import auc
 from lgsid_pipeline.recommenders.training import TrainResult
-from lgsid_pipeline.stages.discriminative import auc_markdown, discriminative_table
+from lgsid_pipeline.stages.evaluation import auc_markdown, discriminative_table
 
 N_TEST = 2000
 LABELS = (np.random.default_rng(0).random(N_TEST) < 0.25).astype(np.float32)

@@ -25,7 +25,12 @@ from lgsid_pipeline.recommenders.datasets import (
     save_ctr_data,
 )
 from lgsid_pipeline.stages import discriminative as stage
-from lgsid_pipeline.stages.generative import generative_markdown, generative_table
+from lgsid_pipeline.stages.evaluation import (
+    auc_markdown,
+    discriminative_table,
+    generative_markdown,
+    generative_table,
+)
 
 RecommenderDatasetsConfig = config_class(
     "RecommenderDatasetsConfig",
@@ -165,7 +170,7 @@ def evaluation_report(
     the generative Hit/NDCG table, whichever models have been trained."""
     city = context.partition_key
     sections = {
-        "discriminative": stage.discriminative_table(lgsid.reports, city),
+        "discriminative": discriminative_table(lgsid.reports, city),
         "generative": generative_table(lgsid.reports, city),
     }
     if not any(sections.values()):
@@ -177,8 +182,8 @@ def evaluation_report(
     metadata: dict = {"report_path": dg.MetadataValue.path(str(path))}
     if sections["discriminative"]:
         table = sections["discriminative"]
-        context.log.info(f"{city}: AUC table\n{stage.auc_markdown(table)}")
-        metadata["auc_table"] = dg.MetadataValue.md(stage.auc_markdown(table))
+        context.log.info(f"{city}: AUC table\n{auc_markdown(table)}")
+        metadata["auc_table"] = dg.MetadataValue.md(auc_markdown(table))
         metadata["split"] = dg.MetadataValue.json(table["split"])
     if sections["generative"]:
         metadata["generative_table"] = dg.MetadataValue.md(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from lgsid_pipeline.catalog import BACKBONES, CTR_VARIANTS, ctr_model
+from lgsid_pipeline.catalog import CTR_VARIANTS, ctr_model
 from lgsid_pipeline.metrics.intervals import summarize_auc
 from lgsid_pipeline.metrics.ranking import logloss
 from lgsid_pipeline.plots import curves_png
@@ -242,61 +242,3 @@ def _variant_curves_png(history: list[dict], title: str) -> bytes:
         )
     keys = [f"valid_auc_{v}" for v in frame["variant"].unique()]
     return curves_png(rows, keys, "epoch", title)
-
-
-def discriminative_table(reports: ReportStore, city: str) -> dict | None:
-    """The backbone x variant AUC table of a city from the per-backbone reports: ``auc``
-    (seed means), ``auc_ci95`` (``[lo, hi]``, None in reports from before intervals),
-    ``logloss``, per backbone ``seeds``, ``interval`` and ``train_seconds`` (the variants'
-    train seconds per model, summed)."""
-    found = {b: reports.read(reports.recommender(city, b)) for b in BACKBONES}
-    reports_of = {b: r for b, r in found.items() if r}
-    if not reports_of:
-        return None
-    split = next(iter(reports_of.values()))["split"]
-    return {
-        "split": split,
-        "auc": {
-            b: {v: r["variants"][v]["auc"] for v in r["variants"]} for b, r in reports_of.items()
-        },
-        "auc_ci95": {
-            b: {v: r["variants"][v].get("auc_ci95") for v in r["variants"]}
-            for b, r in reports_of.items()
-        },
-        "logloss": {
-            b: {v: r["variants"][v]["logloss"] for v in r["variants"]}
-            for b, r in reports_of.items()
-        },
-        "seeds": {b: int(r.get("seeds", 1)) for b, r in reports_of.items()},
-        "interval": {
-            b: next(iter(r["variants"].values())).get("interval") for b, r in reports_of.items()
-        },
-        "train_seconds": {
-            b: float(sum(v["train_seconds"] for v in r["variants"].values()))
-            for b, r in reports_of.items()
-        },
-    }
-
-
-def auc_markdown(table: dict) -> str:
-    """backbone x variant test AUC with its 95% interval, best variant of each row in bold,
-    and the number of seeds averaged per backbone."""
-    variants = [v for v in CTR_VARIANTS if any(v in row for row in table["auc"].values())]
-    intervals = table.get("auc_ci95", {})
-    seeds = table.get("seeds", {})
-    rows = [
-        "| backbone | " + " | ".join(f"{v} AUC [95% CI]" for v in variants) + " | seeds |",
-        "|---|" + "---:|" * (len(variants) + 1),
-    ]
-    for backbone, row in table["auc"].items():
-        best = max(row.values())
-        cells = []
-        for v in variants:
-            if v not in row:
-                cells.append("-")
-                continue
-            cell = f"**{row[v]:.4f}**" if row[v] == best else f"{row[v]:.4f}"
-            ci = intervals.get(backbone, {}).get(v)
-            cells.append(cell + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
-        rows.append(f"| {backbone} | " + " | ".join(cells) + f" | {seeds.get(backbone, 1)} |")
-    return "\n".join(rows)

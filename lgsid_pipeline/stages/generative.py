@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from lgsid_pipeline.catalog import GENERATIVE_KINDS, generative_model
+from lgsid_pipeline.catalog import generative_model
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import per_example, summarize_ranks, target_ranks
 from lgsid_pipeline.plots import curves_png
@@ -43,7 +43,6 @@ from lgsid_pipeline.registry import (
     register_folder,
     set_champion,
 )
-from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.tokenizer import level_columns
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -51,7 +50,6 @@ if TYPE_CHECKING:  # the model code (torch, transformers) is imported by the ste
     from lgsid_pipeline.recommenders.generative import GenerativeResult
     from lgsid_pipeline.recommenders.reranking import HistoryAwareRanker
 
-METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")  # the tables' columns
 RANK_DEPTH = 20  # ranked list length kept per example (Hit/NDCG@5/10, MRR truncated here)
 SCORED = ("gate", "test")  # the samples every model and floor is ranked on
 SERVED_FILE = "served.json"  # in a registered model folder: the variant served
@@ -481,49 +479,3 @@ def build_topk_cache(
         city, users, items, np.asarray(item_ids), np.asarray(code_strings), scores, served
     )
     return CacheOutcome(table, served, len(users), int((~known).sum()))
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def generative_table(reports: ReportStore, city: str) -> dict | None:
-    """Hit/NDCG@5/10 of every generative model and variant (model alone and with the
-    history-aware ranking) and of the floors, on the test sample."""
-    out: dict = {}
-    for kind in GENERATIVE_KINDS:
-        report = reports.read(reports.recommender(city, kind))
-        if report:
-            for ranking, suffix in (("blended", ""), ("plain", "_model_only")):
-                out[f"{kind}{suffix}"] = {
-                    v: {k: r[ranking][k] for k in METRIC_KEYS}
-                    for v, r in report["variants"].items()
-                }
-            out.setdefault("gate", {})[kind] = report.get("gate")
-    baseline = reports.read(reports.recommender(city, "baseline"))
-    if baseline:
-        out["floors"] = {
-            name: {k: m["test"][k] for k in METRIC_KEYS} for name, m in baseline["floors"].items()
-        }
-    return out or None
-
-
-def generative_markdown(table: dict) -> str:
-    """model/variant x Hit/NDCG table."""
-    rows = [
-        "| model | variant | " + " | ".join(METRIC_KEYS) + " |",
-        "|---|---|" + "---:|" * len(METRIC_KEYS),
-    ]
-    for model, variants in table.items():
-        if model in ("gate", "floors"):
-            continue
-        for variant, metrics in variants.items():
-            rows.append(
-                f"| {model} | {variant} | "
-                + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS)
-                + " |"
-            )
-    for floor, metrics in table.get("floors", {}).items():
-        rows.append(
-            f"| floor | {floor} | " + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |"
-        )
-    return "\n".join(rows)
