@@ -1,50 +1,24 @@
-"""The ``lgsid`` command: register cities, materialize, report."""
+"""The ``lgsid`` command: register cities, materialize, report.
+
+The sub-commands and the entry point (:func:`main`); the argument parser, with every option
+and its checks, is in :mod:`lgsid_pipeline.cli_parser`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from lgsid_pipeline.catalog import TOKENIZER_KINDS
-from lgsid_pipeline.cities import ENCODINGS, SOURCES, CityConfig, CityRegistry, check_source_path
-from lgsid_pipeline.cli_args import (
-    BOUNDARY_REGIONS,
-    K_RANGE,
-    LIMIT_RANGE,
-    MAX_CODE,
-    MAX_TEXT,
-    PARALLEL_RANGE,
-    RUN_CONFIG_KEYS,
-    SEED_RANGE,
-    SPLIT_YEARS,
-    SYNTH_ITEMS_RANGE,
-    CliError,
-    Parser,
-    boundaries,
-    check_run,
-    city_slug,
-    float_in,
-    int_in,
-    out_folder,
-    run_config_file,
-    split_time,
-    text_of,
-    utc,
-)
-from lgsid_pipeline.config import (
-    PARALLEL_CITIES,
-    InvalidCityError,
-    validate_city_slug,
-)
+from lgsid_pipeline.cities import CityConfig, CityRegistry, check_source_path
+from lgsid_pipeline.cli_args import MAX_CODE, CliError, check_run, utc
+from lgsid_pipeline.cli_parser import build_parser
+from lgsid_pipeline.config import InvalidCityError, validate_city_slug
 from lgsid_pipeline.lookup import cached_recommendations, lookup_code
-from lgsid_pipeline.quality import MAX_QUARANTINE_RATE
-from lgsid_pipeline.warehouse import VERSIONED_STAGES, TableNotFoundError, Warehouse
+from lgsid_pipeline.warehouse import TableNotFoundError, Warehouse
 
 
 def _cmd_add_city(args: argparse.Namespace) -> int:
@@ -135,6 +109,9 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
     if split:
         ops = config.setdefault("ops", {}).setdefault("recommender_datasets", {})
         ops.setdefault("config", {}).update(split)
+    if args.full_ingest:
+        ingest = config.setdefault("ops", {}).setdefault("ingest_tables", {})
+        ingest.setdefault("config", {})["full"] = True
     return _run(cities, args.select, args.parallel, config or None)
 
 
@@ -267,257 +244,27 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _library_default(function: Callable[..., Any], parameter: str) -> Any:
-    """A library function's default for ``parameter``: the option uses and shows it."""
-    return inspect.signature(function).parameters[parameter].default
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``lgsid`` argument parser; every option is checked here, before any work."""
-    parallel = int_in(*PARALLEL_RANGE)
-    parallel_help = (
-        f"cities run at once, {PARALLEL_RANGE[0]}..{PARALLEL_RANGE[1]} (default %(default)s)"
-    )
-    slug_help = "city slug: 1..64 characters of a-z, 0-9, '_' and '-', starting with a-z or 0-9"
-    text = text_of(MAX_TEXT)
-    json_help = "print JSON"
-    city: dict[str, Any] = {
-        "required": True,
-        "type": city_slug,
-        "metavar": "SLUG",
-        "help": slug_help + "; registered",
-    }
-
-    parser = Parser(prog="lgsid", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("demo", help="generate the synthetic demo cities and materialize them")
-    p.add_argument(
-        "--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N", help=parallel_help
-    )
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser("add-city", help="register a city partition and its data source")
-    # Checked by the command itself (exit code 2), as are --path and its kind.
-    p.add_argument("slug", help=slug_help)
-    p.add_argument(
-        "--source",
-        required=True,
-        choices=SOURCES,
-        help=f"data source kind, one of: {', '.join(SOURCES)}",
-    )
-    p.add_argument(
-        "--path",
-        required=True,
-        help="existing source file (foursquare-tsmc: the TSMC2014 .txt) or folder "
-        "(gowalla, synthetic, landing: Parquet files; foursquare-sthgcn: "
-        "NYC_{train,val,test}.csv)",
-    )
-    p.add_argument(
-        "--boundaries",
-        type=boundaries,
-        default=None,
-        metavar="REGION_OR_FOLDER",
-        help=f"admin boundaries: {', '.join(BOUNDARY_REGIONS)}, or an existing "
-        "folder of admin_level*.geojson (default: detect)",
-    )
-    p.add_argument(
-        "--encoding",
-        default="auto",
-        choices=ENCODINGS,
-        help=f"text encoding of the source, one of: {', '.join(ENCODINGS)}",
-    )
-    p.add_argument(
-        "--name",
-        type=text_of(100),
-        default=None,
-        help="display name used in prompts, 1..100 characters",
-    )
-    p.set_defaults(func=_cmd_add_city)
-
-    p = sub.add_parser("remove-city", help="unregister a city")
-    p.add_argument("slug", type=city_slug, help=slug_help + "; must be registered")
-    p.add_argument("--delete-data", action="store_true", help="also delete its tables")
-    p.set_defaults(func=_cmd_remove_city)
-
-    p = sub.add_parser("cities", help="list registered cities")
-    p.add_argument("--json", action="store_true", help=json_help)
-    p.set_defaults(func=_cmd_cities)
-
-    p = sub.add_parser("materialize", help="materialize per-city assets")
-    p.add_argument(
-        "--city",
-        action="append",
-        type=city_slug,
-        metavar="SLUG",
-        help=f"{slug_help}; registered (repeatable; default: all)",
-    )
-    p.add_argument(
-        "--select",
-        type=text,
-        default=None,
-        help="Dagster asset selection, e.g. '*interactions' or 'items+' or "
-        f"'raw_items,items', 1..{MAX_TEXT} characters (default: every "
-        "per-city asset)",
-    )
-    p.add_argument(
-        "--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N", help=parallel_help
-    )
-    p.add_argument(
-        "--max-quarantine-rate",
-        type=float_in(0.0, 1.0),
-        default=None,
-        metavar="RATE",
-        help="quarantine share above which the blocking checks fail, 0..1 "
-        f"(default {MAX_QUARANTINE_RATE})",
-    )
-    p.add_argument(
-        "--config",
-        type=run_config_file,
-        default=None,
-        metavar="FILE",
-        help="existing YAML/JSON file of at most 1 MiB holding Dagster run config: "
-        f"a mapping with keys among {', '.join(RUN_CONFIG_KEYS)} (ops: "
-        "per-asset training settings; resources: lgsid settings such as "
-        "encoder_path)",
-    )
-    years = f"years {SPLIT_YEARS[0]}..{SPLIT_YEARS[1]}"
-    p.add_argument(
-        "--split-t1",
-        type=split_time,
-        default=None,
-        metavar="TIME",
-        help="recommender split: validation starts at this ISO 8601 date or time "
-        f"(e.g. 2025-02-01 or 2025-02-01T12:00:00Z; no zone: UTC; {years}); "
-        "before --split-t2",
-    )
-    p.add_argument(
-        "--split-t2",
-        type=split_time,
-        default=None,
-        metavar="TIME",
-        help="recommender split: test starts at this ISO 8601 date or time "
-        f"(no zone: UTC; {years}); after --split-t1",
-    )
-    p.set_defaults(func=_cmd_materialize)
-
-    p = sub.add_parser("report", help="latest figures of one city")
-    p.add_argument("--city", **city)
-    p.add_argument("--json", action="store_true", help=json_help)
-    p.set_defaults(func=_cmd_report)
-
-    p = sub.add_parser(
-        "retrain",
-        help="retrain the global models stage by stage, rebuilding "
-        "each city's inputs between them (as the weekly "
-        "schedule does)",
-    )
-    p.add_argument(
-        "--config",
-        type=run_config_file,
-        default=None,
-        metavar="FILE",
-        help="existing YAML/JSON file of at most 1 MiB holding Dagster run config "
-        f"applied to every stage: a mapping with keys among "
-        f"{', '.join(RUN_CONFIG_KEYS)}",
-    )
-    p.set_defaults(func=_cmd_retrain)
-
-    p = sub.add_parser("rollback", help="point a city's stage back at its previous version")
-    p.add_argument("--city", **city)
-    p.add_argument(
-        "--stage",
-        default="ingest",
-        choices=tuple(VERSIONED_STAGES),
-        help=f"versioned stage, one of: {', '.join(VERSIONED_STAGES)} (default %(default)s)",
-    )
-    p.set_defaults(func=_cmd_rollback)
-
-    p = sub.add_parser("lookup", help="an item's semantic ID, or the items under a code")
-    p.add_argument("--city", **city)
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--item", type=text, help=f"item id, 1..{MAX_TEXT} characters")
-    # Checked by the command itself (exit code 2).
-    what.add_argument(
-        "--code",
-        help="full code (12-7-3-0) or prefix (12-7): non-negative integers "
-        f"joined by '-', 1..{MAX_CODE} characters",
-    )
-    p.add_argument(
-        "--tokenizer",
-        default=_library_default(lookup_code, "tokenizer"),
-        choices=TOKENIZER_KINDS,
-        help="tokenizer whose codes are looked up, one of: "
-        f"{', '.join(TOKENIZER_KINDS)} (default %(default)s)",
-    )
-    p.add_argument(
-        "--limit",
-        type=int_in(*LIMIT_RANGE),
-        default=_library_default(lookup_code, "limit"),
-        metavar="N",
-        help=f"items listed under a prefix, {LIMIT_RANGE[0]}..{LIMIT_RANGE[1]} "
-        "(default %(default)s)",
-    )
-    p.add_argument("--json", action="store_true", help=json_help)
-    p.set_defaults(func=_cmd_lookup)
-
-    p = sub.add_parser("recommend", help="a user's cached top-K items (user_topk_cache)")
-    p.add_argument("--city", **city)
-    p.add_argument(
-        "--user",
-        required=True,
-        type=text,
-        help=f"user id as in the check-ins, 1..{MAX_TEXT} characters",
-    )
-    p.add_argument(
-        "--k",
-        type=int_in(*K_RANGE),
-        default=_library_default(cached_recommendations, "k"),
-        metavar="K",
-        help=f"items shown, {K_RANGE[0]}..{K_RANGE[1]} (default %(default)s; the "
-        "cache holds as many per user as user_topk_cache was built with)",
-    )
-    p.add_argument("--json", action="store_true", help=json_help)
-    p.set_defaults(func=_cmd_recommend)
-
-    p = sub.add_parser("synth", help="write a synthetic city's source files to a folder")
-    p.add_argument(
-        "--out",
-        required=True,
-        type=out_folder,
-        metavar="FOLDER",
-        help="output folder: existing, or created (not a file, nor under one)",
-    )
-    p.add_argument(
-        "--name",
-        type=text_of(100),
-        default="Synthville",
-        help="city name, 1..100 characters (default %(default)s)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int_in(*SEED_RANGE),
-        default=1,
-        metavar="N",
-        help=f"random seed, {SEED_RANGE[0]}..{SEED_RANGE[1]} (default %(default)s)",
-    )
-    p.add_argument(
-        "--items",
-        type=int_in(*SYNTH_ITEMS_RANGE),
-        default=2000,
-        metavar="N",
-        help=f"number of items, {SYNTH_ITEMS_RANGE[0]}..{SYNTH_ITEMS_RANGE[1]} "
-        "(default %(default)s)",
-    )
-    p.set_defaults(func=_cmd_synth)
-    return parser
+# The function behind each sub-command of :func:`build_parser` (its parsed ``command``).
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _cmd_demo,
+    "add-city": _cmd_add_city,
+    "remove-city": _cmd_remove_city,
+    "cities": _cmd_cities,
+    "materialize": _cmd_materialize,
+    "report": _cmd_report,
+    "retrain": _cmd_retrain,
+    "rollback": _cmd_rollback,
+    "lookup": _cmd_lookup,
+    "recommend": _cmd_recommend,
+    "synth": _cmd_synth,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lgsid`` console script."""
     args = build_parser().parse_args(argv)  # bad options: one line, SystemExit(2)
     try:
-        return args.func(args)
+        return COMMANDS[args.command](args)
     except (CliError, InvalidCityError, FileNotFoundError, TableNotFoundError, ValueError) as exc:
         # Known errors found later (unknown city, no tables, bad selection): one line.
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -95,26 +95,61 @@ def boundaries_for(config: CityConfig, lat: np.ndarray, lon: np.ndarray) -> Boun
     return detect_boundary_set(real, lat, lon)
 
 
-def clean_items(raw_items: pd.DataFrame, config: CityConfig, display_name: str) -> Validated:
-    """Validate raw items, then add admin levels, brand key and content hash."""
+ADMIN_COLUMNS = (
+    "admin_l1_code",
+    "admin_l1_name",
+    "admin_l2_code",
+    "admin_l2_name",
+    "admin_l3_code",
+    "h3_cell",
+    "outside",
+)
+
+
+ADMIN_DTYPES = {**{c: "string" for c in ADMIN_COLUMNS[:-1]}, "outside": bool}
+
+
+def clean_items(
+    raw_items: pd.DataFrame,
+    config: CityConfig,
+    display_name: str,
+    enriched: pd.DataFrame | None = None,
+) -> Validated:
+    """Validate raw items, then add admin levels, brand key and content hash.
+
+    ``enriched`` (the published clean items of an earlier ingest, same boundaries) lends its
+    admin columns to the rows it holds (by ``source_row``), so only new rows are joined with
+    the boundaries; brands and content hashes are derived over every row either way."""
     validated = validate_items(raw_items, config.slug)
-    items = validated.clean
-    if not items.empty:
-        lat = items["latitude"].to_numpy()
-        lon = items["longitude"].to_numpy()
-        admin = assign_admin(lat, lon, boundaries_for(config, lat, lon))
-        items = pd.concat([items.reset_index(drop=True), admin], axis=1)
-    else:
-        for column in (
-            "admin_l1_code",
-            "admin_l1_name",
-            "admin_l2_code",
-            "admin_l2_name",
-            "admin_l3_code",
-            "h3_cell",
-        ):
+    items = validated.clean.reset_index(drop=True)
+    if items.empty:
+        for column in ADMIN_COLUMNS[:-1]:
             items[column] = pd.Series(dtype="string")
         items["outside"] = pd.Series(dtype=bool)
+    else:
+        lat, lon = items["latitude"].to_numpy(), items["longitude"].to_numpy()
+        boundaries = boundaries_for(config, lat, lon)
+        known = None
+        if enriched is not None and len(enriched):
+            previous = boundaries_for(
+                config, enriched["latitude"].to_numpy(), enriched["longitude"].to_numpy()
+            )
+            if previous.name == boundaries.name:  # else every row is joined again
+                known = enriched.drop_duplicates("source_row").set_index("source_row")
+        reuse = (
+            items["source_row"].isin(known.index).to_numpy()
+            if known is not None
+            else np.zeros(len(items), dtype=bool)
+        )
+        parts = []
+        if (~reuse).any():
+            fresh = assign_admin(lat[~reuse], lon[~reuse], boundaries)
+            parts.append(fresh.set_axis(items.index[~reuse]))
+        if known is not None and reuse.any():
+            rows = known.loc[items.loc[reuse, "source_row"], list(ADMIN_COLUMNS)]
+            parts.append(rows.set_axis(items.index[reuse]))
+        admin = pd.concat(parts).sort_index().astype(ADMIN_DTYPES)
+        items = pd.concat([items, admin], axis=1)
     items["brand"] = assign_brands(items)
     items["city_name"] = pd.Series([display_name] * len(items), dtype="string")
     items["content_hash"] = content_hash(items, CONTENT_COLUMNS)
@@ -180,6 +215,24 @@ ITEM_COLUMNS = (
     "content_hash",
 )
 INTERACTION_COLUMNS = ("city", "user_id", "item_id", "ts")
+
+
+# The blocking checks of each clean table (names and descriptions), as ``audit_ingest`` runs them.
+INGEST_CHECKS: dict[str, dict[str, str]] = {
+    "items": {
+        "items_schema": "every item column is present",
+        "items_coordinates_in_range": "latitudes in [-90, 90], longitudes in [-180, 180]",
+        "items_unique_ids": "no two clean items share an id",
+        "items_quarantine_rate": "the quarantined share of raw items is within the limit",
+        "items_counts_reconcile": "raw = clean + quarantined, per source row, on disk",
+    },
+    "interactions": {
+        "interactions_schema": "every check-in column is present",
+        "interactions_quarantine_rate": "the quarantined share of raw check-ins is within "
+        "the limit",
+        "interactions_counts_reconcile": "raw = clean + quarantined, per source row, on disk",
+    },
+}
 
 
 def audit_ingest(staged: StagedVersion, max_quarantine_rate: float) -> list[Audit]:

@@ -76,6 +76,17 @@ def curves_png(history: list[dict[str, float]], keys: list[str], x: str, title: 
     return _png(fig)
 
 
+def variant_curves_png(history: list[dict], x: str, metric: str, title: str) -> bytes:
+    """One panel per code variant of ``metric`` against ``x`` (step or epoch), from a
+    history whose rows carry a ``variant``."""
+    frame = pd.DataFrame(history)
+    rows = [
+        {x: at, **{f"{metric}_{v}": m for v, m in zip(g["variant"], g[metric], strict=True)}}
+        for at, g in frame.groupby(x)
+    ]
+    return curves_png(rows, [f"{metric}_{v}" for v in frame["variant"].unique()], x, title)
+
+
 def distance_histogram_png(distances_km: pd.Series, kinds: pd.Series, title: str) -> bytes:
     """Histogram of negative distances (km, log-spaced bins) by sampling kind."""
     plt = _pyplot()

@@ -22,11 +22,13 @@ class CheckOutcome:
 
 @dataclass
 class Audit:
-    """One blocking check's outcome, on what a step persisted or is about to use."""
+    """One check's outcome, on what a step persisted or is about to use; a failed blocking
+    check stops the step before it publishes, a failed warning is only reported."""
 
     name: str
     asset: str
     outcome: CheckOutcome
+    blocking: bool = True
 
 
 def check_encoder_version(

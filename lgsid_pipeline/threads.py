@@ -35,6 +35,19 @@ def threads_per_step(cores: int, concurrent_steps: int | None) -> int:
     return max(1, cores // concurrent_steps)
 
 
+def step_threads(override: int, pool: str, pool_limit: int | None) -> tuple[int, str]:
+    """A compute step's threads and why: ``override`` when positive, else the available
+    cores shared by the ``pool_limit`` steps the pool lets run at once."""
+    if override > 0:
+        return override, "torch_threads"
+    cores = available_cores()
+    if pool_limit:
+        return threads_per_step(
+            cores, pool_limit
+        ), f"{cores} cores / {pool} pool limit {pool_limit}"
+    return threads_per_step(cores, None), f"{cores} cores, no {pool} pool limit"
+
+
 def set_torch_threads(threads: int) -> None:
     """Set torch's intra-op threads (torch is imported here, by the step that computes)."""
     import torch

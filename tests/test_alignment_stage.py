@@ -14,6 +14,7 @@ from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig
 from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.stages import alignment as stage
+from lgsid_pipeline.stages import embeddings
 from lgsid_pipeline.warehouse import Warehouse
 
 CITY = "tiny"
@@ -91,11 +92,11 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     items = warehouse.read_table("items", CITY)
     encoders = {"reference": TextEncoder.load(encoder_path), "aligned": policy}
     with warehouse.staging(CITY, "embeddings") as staged:
-        first = stage.stage_item_embeddings(warehouse, staged, CITY, items, encoders)
+        first = embeddings.stage_item_embeddings(warehouse, staged, CITY, items, encoders)
         assert all(a.outcome.passed for a in first.audits)
         warehouse.publish(staged, {})
     assert first.encoded == 2 * len(items) and first.metadata()["reused"] == 0
-    figures = stage.geography_before_after(
+    figures = embeddings.geography_before_after(
         reports,
         home,
         CITY,
@@ -108,15 +109,20 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     assert reports.read(reports.alignment(CITY)) == figures
     assert set(figures["before"]) == set(figures["after"])
     with warehouse.staging(CITY, "embeddings") as staged:  # nothing new: all reused
-        again = stage.stage_item_embeddings(warehouse, staged, CITY, items, encoders)
+        again = embeddings.stage_item_embeddings(warehouse, staged, CITY, items, encoders)
     assert again.encoded == 0 and again.metadata()["reused"] == len(items)
     np.testing.assert_array_equal(
         embedding_matrix(again.results["aligned"].table),
         embedding_matrix(first.results["aligned"].table),
     )
     assert (
-        stage.geography_before_after(
+        embeddings.geography_before_after(
             reports, home, CITY, items, np.zeros(1), np.zeros(1), policy.version, changed=False
         )
         is None
     )
+
+    # the whole embeddings stage: nothing new to encode, the same version's tables published
+    published = embeddings.embed_city(warehouse, reports, home, CITY, encoders)
+    assert published.metadata()["encoded"] == 0 and published.geography is None
+    assert warehouse.published(CITY, "embeddings")["version"] == published.version

@@ -89,3 +89,6 @@ def test_materialize_split_options_reach_the_dataset_config(
         "t1": "2025-02-01",
         "t2": "2025-02-15T12:00:00",
     }
+    assert "ingest_tables" not in seen["config"]["ops"]
+    assert main(["materialize", "--full-ingest"]) == 0
+    assert seen["config"]["ops"]["ingest_tables"]["config"] == {"full": True}

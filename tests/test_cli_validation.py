@@ -284,6 +284,12 @@ def test_help_of_every_subcommand_names_the_ranges(capsys: pytest.CaptureFixture
             assert expected in text, (command, expected)
 
 
+def test_every_subcommand_of_the_parser_has_its_function() -> None:
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert list(commands) == list(cli.COMMANDS)
+
+
 @pytest.mark.parametrize(
     ("option", "lo", "hi", "argv"),
     [

@@ -95,7 +95,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     # the asset imports the training module (torch) when it runs
     monkeypatch.setattr("lgsid_pipeline.recommenders.training.save_ctr_model", save_ctr_model)
     monkeypatch.setattr(discriminative, "register_folder", register_folder)
-    monkeypatch.setattr(discriminative, "_variant_curves_png", lambda history, title: b"png")
+    monkeypatch.setattr(
+        discriminative, "variant_curves_png", lambda history, x, metric, title: b"png"
+    )
     return seen
 
 

@@ -15,15 +15,14 @@ import torch
 
 from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.recommenders.config import GenerativeConfig
+from lgsid_pipeline.recommenders.decoding import constrained_beam_search, score_items
 from lgsid_pipeline.recommenders.generative import (
     GenerativeResult,
     build_generative_model,
-    constrained_beam_search,
     evaluate_generative,
     load_generative,
     recommend_top_k,
     save_generative,
-    score_items,
     train_generative,
 )
 from lgsid_pipeline.recommenders.next_item import (

@@ -30,8 +30,8 @@ from lgsid_pipeline.registry import (
 )
 from lgsid_pipeline.retrain import RETRAIN_STAGES, RETRAIN_TAG, STAGE_TAG, next_step
 from lgsid_pipeline.runner import execute_run_request, materialize, retrain, tick_sensor
-from lgsid_pipeline.stages import alignment as alignment_stage
-from lgsid_pipeline.stages import tokenization as tokenization_stage
+from lgsid_pipeline.stages import embeddings as embeddings_stage
+from lgsid_pipeline.stages import semantic_ids as semantic_ids_stage
 from lgsid_pipeline.tokenizer import Tokenizer
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -229,7 +229,7 @@ def test_embedding_and_code_audits_block_publish(
 
         # An embedding lost on the way: the audit of the staged version stops the step, and
         # the semantic IDs downstream of it do not run.
-        real = alignment_stage.incremental_embeddings
+        real = embeddings_stage.incremental_embeddings
 
         def lossy(*args, **kwargs) -> IncrementalResult:
             result = real(*args, **kwargs)
@@ -238,7 +238,7 @@ def test_embedding_and_code_audits_block_publish(
             )
 
         with monkeypatch.context() as patched:
-            patched.setattr(alignment_stage, "incremental_embeddings", lossy)
+            patched.setattr(embeddings_stage, "incremental_embeddings", lossy)
             [bad] = materialize(
                 [CITY], select="item_embeddings,semantic_ids", instance=instance, run_config=config
             )
@@ -252,7 +252,7 @@ def test_embedding_and_code_audits_block_publish(
         assert published_bytes(warehouse, "embeddings", "item_embeddings", "aligned") == embeddings
 
         # Two items given the same code: nothing published.
-        real_ids = tokenization_stage.incremental_semantic_ids
+        real_ids = semantic_ids_stage.incremental_semantic_ids
 
         def colliding(*args, **kwargs):
             result = real_ids(*args, **kwargs)
@@ -260,7 +260,7 @@ def test_embedding_and_code_audits_block_publish(
             return result
 
         with monkeypatch.context() as patched:
-            patched.setattr(tokenization_stage, "incremental_semantic_ids", colliding)
+            patched.setattr(semantic_ids_stage, "incremental_semantic_ids", colliding)
             [bad] = materialize([CITY], select="semantic_ids", instance=instance, run_config=config)
         assert not bad.success and bad.failed_checks == ["semantic_ids_unique"], bad
         assert "1 duplicate code values" in failure_text(bad.run_id, instance)

@@ -22,8 +22,8 @@ from lgsid_pipeline.metrics.intervals import (
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.serving import FLOOR_SERVED, champion_gate
 from lgsid_pipeline.registry import champion_version
+from lgsid_pipeline.stages.cache import build_topk_cache
 from lgsid_pipeline.stages.generative import (
-    build_topk_cache,
     city_catalogue,
     floor_models,
     next_item_splits,

@@ -15,7 +15,7 @@ from helpers import make_tiny_encoder, tiny_spec
 from lgsid_pipeline.catalog import BACKBONES
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
-from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
+from lgsid_pipeline.defs.automation import NIGHTLY_ASSETS, NIGHTLY_JOB_NAME
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.datasets import split_times_of
@@ -158,6 +158,28 @@ def test_tokenization_stage(
         )
         meta = _metadata(instance, nightly[0].run_id, "semantic_ids")
         assert (meta["assigned"], meta["reused"], meta["churn"]) == (0, n_items, 0.0)
+
+        # The whole nightly selection with nothing new: no source is read again, nothing is
+        # encoded, and no stage writes a new table version.
+        stages = ("ingest", "embeddings", "semantic_ids")
+        before = {stage: warehouse.published("tiny", stage)["version"] for stage in stages}
+        noop = materialize(
+            ["tiny"], select=",".join(NIGHTLY_ASSETS), instance=instance, run_config=run_config
+        )
+        assert all(r.success for r in noop), noop
+        assert {stage: warehouse.published("tiny", stage)["version"] for stage in stages} == before
+        metadata = {
+            e.dagster_event.event_specific_data.materialization.asset_key.to_user_string(): {
+                k: v.value
+                for k, v in e.dagster_event.event_specific_data.materialization.metadata.items()
+            }
+            for r in noop
+            for e in instance.all_logs(r.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+        }
+        assert metadata["items"]["unchanged"] and metadata["items"]["version"] == before["ingest"]
+        assert metadata["item_embeddings"]["encoded"] == 0
+        assert metadata["item_embeddings"]["unchanged"] and metadata["semantic_ids"]["unchanged"]
 
         # Backfill: venues landed for the city are picked up by the sensor; they get codes
         # from the frozen tokenizers, old codes stay.

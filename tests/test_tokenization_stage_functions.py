@@ -11,7 +11,7 @@ from lgsid_pipeline.catalog import TOKENIZER_KINDS, tokenizer_model
 from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.registry import champion_folder
 from lgsid_pipeline.reports import ReportStore
-from lgsid_pipeline.stages import alignment, tokenization
+from lgsid_pipeline.stages import embeddings, semantic_ids, tokenization
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
 from lgsid_pipeline.warehouse import Warehouse
@@ -25,10 +25,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     warehouse = Warehouse(home)
     encoders = {
         part: TextEncoder.load(make_tiny_encoder(tmp_path_factory.mktemp(part), seed=seed))
-        for seed, part in enumerate(alignment.EMBEDDING_PARTS)
+        for seed, part in enumerate(embeddings.EMBEDDING_PARTS)
     }
     with warehouse.staging(CITY, "embeddings") as staged:
-        alignment.stage_item_embeddings(
+        embeddings.stage_item_embeddings(
             warehouse, staged, CITY, warehouse.read_table("items", CITY), encoders
         )
         warehouse.publish(staged, {})
@@ -67,22 +67,22 @@ def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]], k
 
     items = warehouse.read_table("items", CITY)
     with warehouse.staging(CITY, "semantic_ids") as staged:
-        codes = tokenization.stage_semantic_ids(warehouse, staged, CITY, kind, champion, items)
+        codes = semantic_ids.stage_semantic_ids(warehouse, staged, CITY, kind, champion, items)
         assert all(a.outcome.passed for a in codes.audits)
         warehouse.publish(staged, {})
     assert codes.result.assigned == len(items) == len(codes.persisted)
-    report = tokenization.codes_report(reports, root, CITY, kind, champion, items, codes)
+    report = semantic_ids.codes_report(reports, root, CITY, kind, champion, items, codes)
     assert report is not None and reports.read(reports.tokenizer_codes(CITY, kind)) == report[0]
-    usage = tokenization.utilisation(codes.tokens(champion.n_levels), champion.codebook_sizes)
+    usage = semantic_ids.utilisation(codes.tokens(champion.n_levels), champion.codebook_sizes)
     assert len(usage) == 3 and all(0 < u <= 1 for u in usage)
 
     with warehouse.staging(CITY, "semantic_ids") as staged:  # nothing new: all reused
-        again = tokenization.stage_semantic_ids(warehouse, staged, CITY, kind, champion, items)
+        again = semantic_ids.stage_semantic_ids(warehouse, staged, CITY, kind, champion, items)
     assert again.result.assigned == 0 and again.result.reused == len(items)
-    assert tokenization.codes_report(reports, root, CITY, kind, champion, items, again) is None
+    assert semantic_ids.codes_report(reports, root, CITY, kind, champion, items, again) is None
 
     # a duplicated code fails the uniqueness audit of the persisted table
     broken = codes.persisted.copy()
     broken.loc[1, "code"] = broken.loc[0, "code"]
-    [unique, *_] = tokenization.semantic_ids_audits(kind, champion, broken)
+    [unique, *_] = semantic_ids.semantic_ids_audits(kind, champion, broken)
     assert not unique.outcome.passed and "1 duplicate" in unique.outcome.description

@@ -7,6 +7,25 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class CooccurrenceSettings:
+    """D_dc: same-user same-day co-visits at or above the count quantile."""
+
+    quantile: float = 0.9
+    min_count: int = 2
+
+
+@dataclass(frozen=True)
+class GeoPairSettings:
+    """D_gc candidate generation (sql/geo_pair_candidates.sql) and the triples' seed."""
+
+    n_anchors: int = 3000
+    near_km: float = 1.5
+    per_side: int = 8
+    cell_deg: float = 0.02
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class RewardConfig:
     """Reward-model training choices (recorded with the model)."""
 

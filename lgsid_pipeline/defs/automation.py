@@ -13,9 +13,8 @@ import json
 import dagster as dg
 
 from lgsid_pipeline.catalog import SEMANTIC_ID_ASSETS
-from lgsid_pipeline.cities import CityConfig
-from lgsid_pipeline.config import InvalidCityError, validate_city_slug
 from lgsid_pipeline.defs.resources import LgsidResource, city_partitions
+from lgsid_pipeline.landing_watch import scan_landing
 from lgsid_pipeline.retrain import (
     RETRAIN_STAGES,
     RETRAIN_TAG,
@@ -24,7 +23,6 @@ from lgsid_pipeline.retrain import (
     next_step,
     retrain_id,
 )
-from lgsid_pipeline.sources.landing import landing_files, landing_fingerprint
 
 NIGHTLY_JOB_NAME = "nightly_retokenization"
 NIGHTLY_ASSETS = [
@@ -46,6 +44,7 @@ nightly_job = dg.define_asset_job(
     description="Ingest what is new and give new or changed items embeddings and semantic "
     "IDs with the frozen models (one city partition per run).",
     op_retry_policy=STEP_RETRIES,
+    executor_def=dg.in_process_executor,  # light steps: no process (and import) per step
 )
 
 
@@ -145,34 +144,17 @@ def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
     request an ingest + embeddings + semantic-IDs run for each city whose files changed.
 
     Files landed for a city registered with another source are additions to that source."""
-    root = lgsid.home_path / "landing"
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    registry = lgsid.cities
-    known = {c.slug: c for c in registry.all()}
-    requests, new_cities, skipped = [], [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        city = folder.name
-        try:
-            validate_city_slug(city)
-        except InvalidCityError as exc:
-            skipped.append(f"{city}: {exc}")
-            continue
-        item_files, checkin_files = landing_files(folder)
-        if not item_files and not checkin_files:
-            continue
-        fingerprint = landing_fingerprint(folder)
-        if seen.get(city) == fingerprint:
-            continue
-        if city not in known:
-            registry.add(CityConfig(slug=city, source="landing", path=str(folder)))
-            new_cities.append(city)
-        seen[city] = fingerprint
-        requests.append(dg.RunRequest(run_key=f"{city}:{fingerprint}", partition_key=city))
-    for reason in skipped:
+    seen = json.loads(context.cursor) if context.cursor else {}
+    scan = scan_landing(lgsid.home_path / "landing", seen, lgsid.cities)
+    for reason in scan.skipped:
         context.log.warning(f"landing folder skipped: {reason}")
-    partitions = [city_partitions.build_add_request(new_cities)] if new_cities else []
     return dg.SensorResult(
-        run_requests=requests,
-        cursor=json.dumps(seen, sort_keys=True),
-        dynamic_partitions_requests=partitions,
+        run_requests=[
+            dg.RunRequest(run_key=f"{city}:{fingerprint}", partition_key=city)
+            for city, fingerprint in scan.changed.items()
+        ],
+        cursor=json.dumps(scan.seen, sort_keys=True),
+        dynamic_partitions_requests=(
+            [city_partitions.build_add_request(scan.new_cities)] if scan.new_cities else []
+        ),
     )

@@ -6,27 +6,29 @@ import base64
 import dataclasses
 import os
 import typing
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 import pydantic
 
-from lgsid_pipeline.catalog import COMPUTE_POOL
+from lgsid_pipeline.catalog import ALIGNED_ENCODER, COMPUTE_POOL
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.defs.executor import EXECUTOR_ENV
-from lgsid_pipeline.quality import MAX_QUARANTINE_RATE, Audit, CheckOutcome
+from lgsid_pipeline.quality import MAX_QUARANTINE_RATE, Audit
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.reports import ReportStore
-from lgsid_pipeline.threads import available_cores, set_torch_threads, threads_per_step
-from lgsid_pipeline.warehouse import StagedVersion, Warehouse
+from lgsid_pipeline.stages.outcome import BlockingCheckFailed, Link, Markdown, Plot
+from lgsid_pipeline.threads import set_torch_threads, step_threads
+from lgsid_pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from lgsid_pipeline.encoder.model import TextEncoder
 
 city_partitions = dg.DynamicPartitionsDefinition(name="city")
+T = TypeVar("T")
 
 
 def compute_pool_limit(instance: dg.DagsterInstance) -> int | None:
@@ -54,17 +56,9 @@ class LgsidResource(dg.ConfigurableResource):
         else the cores divided by the ``compute`` pool's limit (the most compute steps that
         run at once across runs); a step in its own pod (``LGSID_EXECUTOR=k8s``) gets its
         pod's cores."""
-        if self.torch_threads > 0:
-            threads, why = self.torch_threads, "torch_threads"
-        else:
-            shares_cores = os.environ.get(EXECUTOR_ENV, "").strip() != "k8s"
-            limit = compute_pool_limit(context.instance) if shares_cores else None
-            threads = threads_per_step(available_cores(), limit)
-            why = (
-                f"{available_cores()} cores / {COMPUTE_POOL} pool limit {limit}"
-                if limit
-                else f"{available_cores()} cores, no {COMPUTE_POOL} pool limit"
-            )
+        own_pod = os.environ.get(EXECUTOR_ENV, "").strip() == "k8s"
+        limit = None if own_pod or self.torch_threads > 0 else compute_pool_limit(context.instance)
+        threads, why = step_threads(self.torch_threads, COMPUTE_POOL, limit)
         set_torch_threads(threads)
         context.log.info(f"torch threads: {threads} ({why})")
         return threads
@@ -87,6 +81,12 @@ class LgsidResource(dg.ConfigurableResource):
 
         return TextEncoder.load(self.encoder_path or None)
 
+    def champion_encoder(self) -> TextEncoder:
+        """The reference encoder with the champion aligned adapter loaded."""
+        encoder = self.base_encoder()
+        encoder.load_adapter(self.champion_folder(ALIGNED_ENCODER))
+        return encoder
+
     def model_dir(self, name: str) -> Path:
         """Local working folder of a trained model before it is registered."""
         return self.home_path / "models" / name
@@ -104,64 +104,114 @@ class LgsidResource(dg.ConfigurableResource):
         return ReportStore(self.home_path)
 
 
-def blocking_failure(what: str, audits: list[Audit]) -> dg.Failure | None:
-    """The step failure for failed blocking audits (None when all passed): it names each
-    failed check and its figures, and is not retried (the same data fails the same way)."""
-    failed = [a for a in audits if not a.outcome.passed]
-    if not failed:
-        return None
-    summary = "; ".join(f"{a.name}: {a.outcome.description}" for a in failed)
-    return dg.Failure(
-        description=f"{what}: {len(failed)} blocking check(s) failed, nothing published: {summary}",
-        metadata={
-            "failed_checks": ", ".join(a.name for a in failed),
-            **{f"{a.name}/{k}": v for a in failed for k, v in a.outcome.metadata.items()},
-        },
-        allow_retries=False,
-    )
-
-
-def publish_audited(
-    warehouse: Warehouse,
-    staged: StagedVersion,
-    what: str,
-    audits: list[Audit],
-    extra: dict[str, Any],
-) -> Generator[dg.AssetCheckResult, None, dict[str, Any]]:
-    """Publish a staged version whose blocking audits all passed and return its pointer;
-    otherwise yield every audit's check result and raise the failure (nothing published).
-    Use as ``pointer = yield from publish_audited(...)`` in an asset body."""
-    failure = blocking_failure(f"{what} (staged version {staged.version})", audits)
-    if failure is not None:
-        for audit in audits:
-            yield check_result(audit.name, audit.asset, audit.outcome)
-        raise failure
-    return warehouse.publish(staged, extra)
-
-
-def check_result(name: str, asset: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
-    """An asset check result from a library check outcome (failures block downstream)."""
+def check_result(audit: Audit) -> dg.AssetCheckResult:
+    """An asset check result from a library audit (a failed blocking one blocks downstream)."""
+    outcome = audit.outcome
     return dg.AssetCheckResult(
-        check_name=name,
-        asset_key=asset,
+        check_name=audit.name,
+        asset_key=audit.asset,
         passed=outcome.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.ERROR if audit.blocking else dg.AssetCheckSeverity.WARN,
         description=outcome.description,
-        metadata=outcome.metadata,
+        metadata=to_metadata(None, outcome.metadata),
     )
 
 
-def png_metadata(
-    reports: ReportStore, png: bytes, scope: str, name: str, key: str = "map"
-) -> dict[str, dg.MetadataValue]:
-    """Embed a PNG in asset metadata (shown in the UI) and keep it in the report store as
-    the plot ``name`` of ``scope`` (a city or ``GLOBAL``)."""
-    path = reports.write_png(reports.plot(scope, name), png)
-    encoded = base64.b64encode(png).decode("ascii")
-    return {
-        key: dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})"),
-        f"{key}_path": dg.MetadataValue.path(str(path)),
-    }
+def audited(
+    run: Callable[..., T], *args: Any, **kwargs: Any
+) -> Generator[dg.AssetCheckResult, None, T]:
+    """Run a stage function; when a blocking check stops it, yield every audit's check result
+    and fail the step without retries (the same data fails the same way), naming each failed
+    check and its figures. Use as ``result = yield from audited(stage_function, ...)``."""
+    try:
+        return run(*args, **kwargs)
+    except BlockingCheckFailed as exc:
+        for audit in exc.audits:
+            yield check_result(audit)
+        raise dg.Failure(
+            description=str(exc),
+            metadata={
+                "failed_checks": ", ".join(a.name for a in exc.failed),
+                **{f"{a.name}/{k}": v for a in exc.failed for k, v in a.outcome.metadata.items()},
+            },
+            allow_retries=False,
+        ) from exc
+
+
+def to_metadata(reports: ReportStore | None, plain: Mapping[str, Any]) -> dict[str, Any]:
+    """Dagster metadata from a stage's plain metadata: dicts and lists as JSON, paths,
+    markdown and links as such, and each ``Plot`` kept in the report store and embedded
+    (under its key, with ``<key>_path`` naming the file)."""
+    out: dict[str, Any] = {}
+    for key, value in plain.items():
+        if isinstance(value, Plot):
+            if reports is None:
+                raise ValueError(f"plot {key!r} needs a report store")
+            path = reports.write_png(reports.plot(value.scope, value.name), value.png)
+            encoded = base64.b64encode(value.png).decode("ascii")
+            out[key] = dg.MetadataValue.md(f"![{path.stem}](data:image/png;base64,{encoded})")
+            out[f"{key}_path"] = dg.MetadataValue.path(str(path))
+        elif isinstance(value, Markdown):
+            out[key] = dg.MetadataValue.md(value.text)
+        elif isinstance(value, Link):
+            out[key] = dg.MetadataValue.url(value.url)
+        elif isinstance(value, Path):
+            out[key] = dg.MetadataValue.path(str(value))
+        elif isinstance(value, dict | list | tuple):
+            out[key] = dg.MetadataValue.json(value)
+        else:
+            out[key] = value
+    return out
+
+
+def materialized(
+    lgsid: LgsidResource,
+    plain: Mapping[str, Any],
+    audits: Sequence[Audit] = (),
+    asset_key: str | None = None,
+) -> dg.MaterializeResult:
+    """The materialization of a stage result: its metadata and its checks' results."""
+    return dg.MaterializeResult(
+        asset_key=asset_key,
+        metadata=to_metadata(lgsid.reports, plain),
+        check_results=[check_result(a) for a in audits],
+    )
+
+
+def city_asset(
+    group: str, kinds: set[str], deps: Sequence[Any], compute: bool = False, **kwargs: Any
+) -> Callable[..., dg.AssetsDefinition]:
+    """``dg.asset`` for a city-partitioned asset; ``compute`` puts it in the compute pool."""
+    return dg.asset(
+        deps=deps,
+        partitions_def=city_partitions,
+        group_name=group,
+        kinds=kinds,
+        pool=COMPUTE_POOL if compute else None,
+        **kwargs,
+    )
+
+
+def model_asset(
+    all_cities: Sequence[str], deps: Sequence[str] = (), **kwargs: Any
+) -> Callable[..., dg.AssetsDefinition]:
+    """``dg.asset`` for a global model trained on every city's ``all_cities`` assets."""
+    every = [dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping()) for name in all_cities]
+    return dg.asset(
+        deps=[*every, *deps],
+        group_name="models",
+        kinds={"pytorch", "mlflow"},
+        pool=COMPUTE_POOL,
+        **kwargs,
+    )
+
+
+def check_specs(checks: Mapping[str, str], asset: str, blocking: bool) -> list[dg.AssetCheckSpec]:
+    """Asset check specs from check names and their descriptions."""
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description or None)
+        for name, description in checks.items()
+    ]
 
 
 def config_class(name: str, settings: type, doc: str, **extra: tuple[type, Any]) -> type:

@@ -26,8 +26,9 @@ All randomness comes from ``numpy.random.SeedSequence(spec.seed)``; the same spe
 same files.
 
 Modules: ``spec`` (the spec, the demo cities, random streams), ``vocabulary`` (categories,
-chains, words, place names), ``geometry`` (outline, streets, admin areas, item points, lon/lat),
-``visits`` (users and check-ins) and ``writer`` (``generate_city`` and the files).
+chains, place names), ``words`` (street, landmark, area and person words, name templates),
+``geometry`` (outline, streets, admin areas, item points, lon/lat), ``visits`` (users and
+check-ins) and ``writer`` (``generate_city`` and the files).
 """
 
 from lgsid_pipeline.demo.spec import DEMO_CITIES, SyntheticCitySpec

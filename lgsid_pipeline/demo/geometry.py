@@ -13,13 +13,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from lgsid_pipeline.demo.spec import SyntheticCitySpec
-from lgsid_pipeline.demo.vocabulary import (
-    _CROSS_KINDS,
-    _RADIAL_KINDS,
-    AREA_WORDS,
-    LAND_USES,
-    STREET_WORDS,
-)
+from lgsid_pipeline.demo.vocabulary import LAND_USES
+from lgsid_pipeline.demo.words import _CROSS_KINDS, _RADIAL_KINDS, AREA_WORDS, STREET_WORDS
 
 KM_PER_DEG_LAT = 111.32
 

@@ -1,5 +1,6 @@
-"""Vocabulary of the synthetic cities: land uses, categories, chain brands, street, landmark,
-area and person words, and the names of independent places and chain branches.
+"""Vocabulary of the synthetic cities: land uses, categories, chain brands, and the names of
+independent places and chain branches (made from the street, landmark, area and person words
+and the name templates of :mod:`~lgsid_pipeline.demo.words`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from lgsid_pipeline.demo.spec import SyntheticCitySpec, _streams
+from lgsid_pipeline.demo.words import (
+    _ABBREVIATIONS,
+    _DEFAULT_TEMPLATES,
+    _SPECIAL_TEMPLATES,
+    PERSON_NAMES,
+)
 
 if TYPE_CHECKING:
     from lgsid_pipeline.demo.geometry import _Area, _Streets
@@ -271,191 +278,6 @@ CHAINS: tuple[ChainBrand, ...] = (
 )
 _ALWAYS_PRESENT = 4  # the first chains are in every city; each other one in most
 CHAIN_SHARE = 0.2  # share of items that are chain branches
-
-STREET_WORDS: tuple[str, ...] = (
-    "Harbor",
-    "Oak",
-    "Maple",
-    "Cedar",
-    "Mill",
-    "River",
-    "Bridge",
-    "Church",
-    "King",
-    "Queen",
-    "Station",
-    "Market",
-    "Park",
-    "Lake",
-    "Hill",
-    "Elm",
-    "Pine",
-    "Water",
-    "Garden",
-    "Castle",
-    "Union",
-    "Spring",
-    "Chapel",
-    "Forest",
-    "Meadow",
-    "Orchard",
-    "Willow",
-    "Birch",
-    "Granite",
-    "Copper",
-    "Silver",
-    "Sunset",
-    "Beacon",
-    "Canal",
-    "Victoria",
-    "Albert",
-    "Grove",
-    "Ferry",
-)
-_RADIAL_KINDS = ("Road", "Avenue", "Boulevard", "Way")
-_CROSS_KINDS = ("Street", "Street", "Lane", "Avenue")
-_ABBREVIATIONS = {
-    "Street": "St",
-    "Road": "Rd",
-    "Avenue": "Ave",
-    "Boulevard": "Blvd",
-    "Lane": "Ln",
-    "Way": "Way",
-}
-LANDMARK_WORDS: tuple[str, ...] = (
-    "Old Mill",
-    "Clock Tower",
-    "Riverside",
-    "Harbor",
-    "Castle",
-    "Market Hall",
-    "Old Bridge",
-    "Lighthouse",
-    "Cathedral",
-    "Town Hall",
-    "Windmill",
-    "Old Quarry",
-    "Gasworks",
-    "Observatory",
-    "Fountain",
-    "Rose Garden",
-    "Canal",
-    "Tannery",
-    "Brewery",
-    "Foundry",
-)
-AREA_WORDS: tuple[str, ...] = (
-    "Old Town",
-    "Northgate",
-    "Southbank",
-    "Eastfield",
-    "Westbrook",
-    "Highbury",
-    "Lowmoor",
-    "Kingsway",
-    "Fairview",
-    "Greenhill",
-    "Stonebridge",
-    "Ashford",
-    "Bellmont",
-    "Clearwater",
-    "Dunmore",
-    "Elmwood",
-    "Foxley",
-    "Glenwood",
-    "Hawthorne",
-    "Ironside",
-    "Juniper",
-    "Kestrel",
-    "Larkspur",
-    "Marlow",
-    "Newhaven",
-    "Oakridge",
-    "Pembroke",
-    "Queensbury",
-    "Rosedale",
-    "Thornbury",
-    "Upton",
-    "Valemont",
-    "Whitby",
-    "Yarrow",
-    "Brookside",
-    "Cliffton",
-    "Denholm",
-    "Eversley",
-    "Fernhill",
-    "Gatewood",
-    "Hollins",
-    "Inverley",
-    "Kirkdale",
-    "Linwood",
-    "Merriton",
-    "Norbury",
-    "Oxley",
-    "Pinehurst",
-    "Redcliff",
-    "Sandown",
-)
-PERSON_NAMES: tuple[str, ...] = (
-    "Rosa",
-    "Marco",
-    "Ana",
-    "Luca",
-    "Mia",
-    "Omar",
-    "Yuki",
-    "Sven",
-    "Nina",
-    "Ravi",
-    "Leo",
-    "Ines",
-    "Tom",
-    "Hana",
-    "Jonas",
-    "Sofia",
-    "Mateo",
-    "Priya",
-    "Kofi",
-    "Elena",
-    "Ivan",
-    "Zoe",
-    "Ali",
-    "Greta",
-    "Finn",
-    "Lena",
-    "Diego",
-    "Mei",
-    "Sam",
-    "Aisha",
-)
-# Independent place names: template and weight; fields filled per item.
-_DEFAULT_TEMPLATES: tuple[tuple[str, float], ...] = (
-    ("{street} {word}", 0.40),
-    ("{landmark} {word}", 0.18),
-    ("{sword} {word}", 0.12),
-    ("{hood} {word}", 0.14),
-    ("{person}'s {word}", 0.16),
-)
-_SPECIAL_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "Park": ("{landmark} Park", "{hood} Park", "{sword} Park", "{sword} Gardens", "{hood} Green"),
-    "Train Station": ("{hood} Station", "{street} Station", "{landmark} Station"),
-    "Bus Stop": ("{street} & {street2}", "{street} / {street2}", "{landmark} Stop"),
-    "School": (
-        "{sword} Elementary School",
-        "{hood} High School",
-        "{landmark} Academy",
-        "{person} Memorial School",
-    ),
-    "Office": ("{num} {street}", "{sword} Tower", "{landmark} Business Center", "{hood} Plaza"),
-    "Museum": (
-        "{city} Museum of Art",
-        "{landmark} Museum",
-        "{city} History Museum",
-        "{hood} Museum",
-    ),
-    "Hotel": ("{landmark} Hotel", "{hood} Inn", "{street} Suites", "Hotel {sword}"),
-    "Warehouse": ("{hood} Depot", "{street} Warehouse", "{sword} Logistics"),
-}
 
 
 def city_chains(spec: SyntheticCitySpec) -> tuple[str, ...]:

@@ -39,10 +39,10 @@ from lgsid_pipeline.demo.vocabulary import (
     CHAIN_SHARE,
     CHAINS,
     LAND_USES,
-    LANDMARK_WORDS,
     _names,
     city_chains,
 )
+from lgsid_pipeline.demo.words import LANDMARK_WORDS
 
 GENERATOR_VERSION = "2.0"
 SYNTHETIC_FILES: tuple[str, ...] = (

@@ -296,3 +296,11 @@ class GenerativeStageConfig:
             max_valid_eval=min(self.early_stop_examples, self.max_valid_eval),
             seed=self.seed if seed is None else seed,
         )
+
+
+@dataclass(frozen=True)
+class TopKCacheSettings:
+    """How many items each user's cache holds, and how many latest check-ins it reads."""
+
+    k: int = 10
+    history_window: int = GenerativeStageConfig.history_window

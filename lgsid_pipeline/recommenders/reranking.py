@@ -31,12 +31,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.geo.distance import haversine_km
+from lgsid_pipeline.recommenders.decoding import score_items
 from lgsid_pipeline.recommenders.generative import (
     VALID_K,
     GenerativeResult,
     load_generative,
     recommend_top_k,
-    score_items,
 )
 from lgsid_pipeline.recommenders.next_item import (
     Examples,

@@ -57,6 +57,10 @@ class SourceData:
     display_name: str
 
 
+# ``origin`` of the items derived from check-ins whose item the source does not list
+CHECKIN_ONLY_ORIGIN = "checkins"
+
+
 def raw_frame(columns: Sequence[str], data: Mapping[str, Iterable[object]]) -> pd.DataFrame:
     """Build a raw table with exactly ``columns``: text columns as nullable strings."""
     lengths = {len(list(v)) for k, v in data.items() if k in columns}
@@ -171,7 +175,7 @@ def checkin_only_items(interactions: pd.DataFrame, known_item_ids: Iterable[str]
             "item_id": grouped.index,
             "latitude": [None if pd.isna(v) else repr(float(v)) for v in grouped["lat"]],
             "longitude": [None if pd.isna(v) else repr(float(v)) for v in grouped["lon"]],
-            "origin": ["checkins"] * len(grouped),
+            "origin": [CHECKIN_ONLY_ORIGIN] * len(grouped),
         },
     )
 
@@ -204,7 +208,7 @@ def venue_items(rows: pd.DataFrame) -> pd.DataFrame:
             "category_id": category_id.where(category_id.notna(), None),
             "latitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lat"]],
             "longitude": [None if pd.isna(v) else repr(float(v)) for v in medians["lon"]],
-            "origin": ["checkins"] * len(medians),
+            "origin": [CHECKIN_ONLY_ORIGIN] * len(medians),
             "encoding_error": all_bad_text.values,
         },
     )

@@ -40,6 +40,17 @@ def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return matching(ITEM_PATTERN), matching(CHECKIN_PATTERN)
 
 
+def landed_file_stats(folder: Path) -> dict[str, str]:
+    """Every landed file of a folder, by name: ``"<size>:<mtime_ns>"`` (empty when none)."""
+    if not folder.is_dir():
+        return {}
+    return {
+        path.name: f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        for group in landing_files(folder)
+        for path in group
+    }
+
+
 def landing_fingerprint(folder: Path) -> str:
     """Changes whenever a file is added, removed or rewritten (name, size, mtime)."""
     digest = hashlib.sha256()
@@ -71,9 +82,15 @@ def _read_file(path: Path, columns: dict[str, str], optional: tuple[str, ...]) -
     }
 
 
-def read_landing_files(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Raw items and raw check-ins of every file in a landing folder (no derived rows)."""
+def read_landing_files(
+    folder: Path, names: set[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw items and raw check-ins of every file in a landing folder (no derived rows), or
+    of the files named in ``names`` only."""
     item_files, checkin_files = landing_files(folder)
+    if names is not None:
+        item_files = [p for p in item_files if p.name in names]
+        checkin_files = [p for p in checkin_files if p.name in names]
     items = [
         raw_frame(
             RAW_ITEM_COLUMNS,

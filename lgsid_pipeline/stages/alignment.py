@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
 from lgsid_pipeline.catalog import (
@@ -25,22 +24,21 @@ from lgsid_pipeline.catalog import (
     REWARD_MODEL,
     REWARD_MODEL_ASSET,
 )
-from lgsid_pipeline.embeddings import incremental_embeddings
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
 from lgsid_pipeline.plots import curves_png, distance_histogram_png
-from lgsid_pipeline.quality import Audit, check_covers
-from lgsid_pipeline.registry import log_run_metrics, register_folder
-from lgsid_pipeline.reports import ReportStore
-from lgsid_pipeline.warehouse import StagedVersion, Warehouse
+from lgsid_pipeline.registry import register_folder
+from lgsid_pipeline.reports import GLOBAL, ReportStore
+from lgsid_pipeline.stages.outcome import (
+    Link,
+    Log,
+    Metadata,
+    Plot,
+    quiet,
+)
+from lgsid_pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from lgsid_pipeline.encoder.model import TextEncoder
-
-Log = Callable[[str], None]
-
-
-def _quiet(message: str) -> None:
-    pass
 
 
 @dataclass
@@ -49,19 +47,40 @@ class TableResult:
 
     rows: int
     metrics: dict[str, Any] = field(default_factory=dict)
-    png: bytes | None = None
+    plots: dict[str, Plot] = field(default_factory=dict)
+
+    @property
+    def png(self) -> bytes | None:
+        return next(iter(self.plots.values())).png if self.plots else None
+
+    def metadata(self) -> Metadata:
+        return {"dagster/row_count": self.rows, **self.metrics, **self.plots}
 
 
 @dataclass
 class TrainedModel:
-    """A model a stage trained and registered."""
+    """A model a stage trained and registered, with its training curve."""
 
     metrics: dict[str, float]
     version: str
     run_url: str
     config: dict[str, Any]
-    png: bytes
+    curve: Plot
     details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def png(self) -> bytes:
+        return self.curve.png
+
+    def metadata(self) -> Metadata:
+        return {
+            **self.metrics,
+            "mlflow_version": self.version,
+            "mlflow_run": Link(self.run_url),
+            "config": self.config,
+            **self.details,
+            "training_curve": self.curve,
+        }
 
 
 def cities_with(warehouse: Warehouse, cities: list[str], table: str) -> list[str]:
@@ -70,7 +89,7 @@ def cities_with(warehouse: Warehouse, cities: list[str], table: str) -> list[str
 
 
 def geo_negatives(
-    warehouse: Warehouse, city: str, config: GeoNegativeConfig, log: Log = _quiet
+    warehouse: Warehouse, city: str, config: GeoNegativeConfig, log: Log = quiet
 ) -> TableResult:
     """K mismatched locations per anchor with soft labels (density-aware), written."""
     sampled = sample_geo_negatives(warehouse.read_table("items", city), config)
@@ -90,12 +109,12 @@ def geo_negatives(
             "anchors": anchors,
             "median_km_by_kind": {k: round(float(v), 3) for k, v in kinds.items()},
         },
-        png,
+        {"distance_histogram": Plot(city, "geo_negatives", png)},
     )
 
 
 def cooccurrence_pairs(
-    warehouse: Warehouse, city: str, quantile: float, min_count: int, log: Log = _quiet
+    warehouse: Warehouse, city: str, quantile: float, min_count: int, log: Log = quiet
 ) -> TableResult:
     """D_dc: item pairs co-visited by a user on one day, written."""
     pairs = warehouse.query(
@@ -117,7 +136,7 @@ def train_reward_model(
     folder: Path,
     dagster_run_id: str | None,
     dtype: str = "auto",
-    log: Log = _quiet,
+    log: Log = quiet,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainedModel:
     """The list-wise reward model over the frozen encoder, on every city's negatives;
@@ -168,7 +187,7 @@ def train_reward_model(
         registered.version,
         registered.run_url,
         asdict(config),
-        curve,
+        Plot(GLOBAL, "reward_training", curve),
         {"cities": cities},
     )
 
@@ -181,7 +200,7 @@ def geo_pairs(
     candidates: dict[str, Any],
     seed: int,
     dtype: str = "auto",
-    log: Log = _quiet,
+    log: Log = quiet,
 ) -> TableResult:
     """D_gc: a near item the reward model prefers against a far similar item it rejects,
     written."""
@@ -215,7 +234,7 @@ def train_aligned_encoder(
     max_dc_triples: int,
     folder: Path,
     dagster_run_id: str | None,
-    log: Log = _quiet,
+    log: Log = quiet,
 ) -> TrainedModel:
     """G-DPO with LoRA on D_mix of every city; the adapter is saved to ``folder``,
     registered, and summarised in the report store."""
@@ -287,137 +306,6 @@ def train_aligned_encoder(
         registered.version,
         registered.run_url,
         asdict(config),
-        curve,
+        Plot(GLOBAL, "gdpo_training", curve),
         {"triples": counts, "encoder_version": encoder.version},
     )
-
-
-EMBEDDING_PARTS = ("reference", "aligned")  # the plain encoder's and the aligned one's
-
-
-def embeddings_check_name(part: str) -> str:
-    """The blocking check that every item has one ``part`` embedding of its content."""
-    return f"item_embeddings_{part}_complete"
-
-
-@dataclass
-class StagedEmbeddings:
-    """Both embedding parts of a city, encoded incrementally into a staged version, and the
-    audits of the staged files."""
-
-    results: dict[str, Any]  # part -> embeddings.IncrementalResult
-    encode_seconds: float
-    audits: list[Audit]
-
-    @property
-    def encoded(self) -> int:
-        return sum(r.encoded for r in self.results.values())
-
-    def metadata(self) -> dict[str, Any]:
-        """Counts and speed for the asset's metadata."""
-        out = {
-            "encoded": self.results["aligned"].encoded,
-            "reused": self.results["aligned"].reused,
-            "reference_encoded": self.results["reference"].encoded,
-            "encode_seconds": round(self.encode_seconds, 3),
-        }
-        if self.encoded:
-            out["encoded_items_per_s"] = round(self.encoded / self.encode_seconds, 1)
-        return out
-
-
-def stage_item_embeddings(
-    warehouse: Warehouse,
-    staged: StagedVersion,
-    city: str,
-    items: pd.DataFrame,
-    encoders: dict[str, TextEncoder],
-    dtype: str = "auto",
-    log: Log = _quiet,
-) -> StagedEmbeddings:
-    """Encode the new or changed items of ``city`` with each part's encoder (reusing the
-    published embeddings of the rest), write both parts to ``staged`` and audit them as
-    re-read from disk."""
-    from lgsid_pipeline.encoder.prompt import item_prompts
-
-    results, seconds = {}, 0.0
-    for part in EMBEDDING_PARTS:
-        encoder = encoders[part]
-        previous = (
-            warehouse.read_arrow("item_embeddings", city, part)
-            if warehouse.has_table("item_embeddings", city, part)
-            else None
-        )
-        started = time.perf_counter()
-        result = incremental_embeddings(
-            city,
-            items,
-            previous,
-            encoder.version,
-            lambda frame, e=encoder: e.encode(item_prompts(frame), dtype=dtype, progress=True),
-        )
-        seconds += time.perf_counter() - started
-        staged.write_table("item_embeddings", result.table, part=part)
-        results[part] = result
-        log(f"{city} {part}: encoded {result.encoded}, reused {result.reused}")
-    audits = [
-        Audit(
-            embeddings_check_name(part),
-            "item_embeddings",
-            check_covers(
-                items,
-                staged.read_arrow("item_embeddings", part)
-                .select(["item_id", "content_hash"])
-                .to_pandas(),
-            ),
-        )
-        for part in EMBEDDING_PARTS
-    ]
-    return StagedEmbeddings(results, seconds, audits)
-
-
-def geography_before_after(
-    reports: ReportStore,
-    home: Path,
-    city: str,
-    items: pd.DataFrame,
-    reference: np.ndarray,
-    aligned: np.ndarray,
-    encoder_version: str,
-    changed: bool,
-) -> dict | None:
-    """P/C/T@K, NMI and Similarity@K of the plain and the aligned embeddings of ``city``,
-    computed when some embedding changed (or never were), written to the report store and
-    logged to the aligned encoder's MLflow run; None when nothing changed."""
-    from lgsid_pipeline.alignment.evaluate import geography_metrics
-
-    path = reports.alignment(city)
-    if not changed and path.is_file():
-        return None
-    figures = {
-        "before": geography_metrics(reference, items, reference),
-        "after": geography_metrics(aligned, items, reference),
-        "encoder_version": encoder_version,
-        "items": len(items),
-    }
-    reports.write(path, figures)
-    log_run_metrics(
-        ALIGNED_ENCODER,
-        {
-            f"{city}.{stage}.{k}": v
-            for stage in ("before", "after")
-            for k, v in figures[stage].items()
-        },
-        home=home,
-    )
-    return figures
-
-
-def before_after_markdown(figures: dict) -> str:
-    """The before/after geography as a markdown table."""
-    rows = ["| metric | before | after |", "|---|---:|---:|"]
-    rows += [
-        f"| {k} | {figures['before'][k]:.3f} | {figures['after'][k]:.3f} |"
-        for k in figures["before"]
-    ]
-    return "\n".join(rows)

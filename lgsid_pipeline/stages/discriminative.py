@@ -11,16 +11,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from lgsid_pipeline.catalog import CTR_VARIANTS, ctr_model
 from lgsid_pipeline.metrics.intervals import summarize_auc
 from lgsid_pipeline.metrics.ranking import logloss
-from lgsid_pipeline.plots import curves_png
-from lgsid_pipeline.recommenders.config import CtrConfig, TrainConfig
-from lgsid_pipeline.recommenders.datasets import CityCtrData, load_ctr_data
+from lgsid_pipeline.plots import variant_curves_png
+from lgsid_pipeline.recommenders.config import CtrConfig, DatasetConfig, TrainConfig
+from lgsid_pipeline.recommenders.datasets import (
+    CityCtrData,
+    build_city_ctr_data,
+    file_split_times,
+    load_ctr_data,
+    save_ctr_data,
+)
 from lgsid_pipeline.registry import register_folder
 from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.outcome import Link, Log, Markdown, Metadata, Plot, quiet
 from lgsid_pipeline.tokenizer import level_columns
 
 if TYPE_CHECKING:  # torch is imported by the steps that train
@@ -116,6 +122,20 @@ class BackboneResult:
     mlflow_version: str
     run_url: str
     png: bytes
+    city: str = ""
+    backbone: str = ""
+    seeds: int = 1
+
+    def metadata(self) -> Metadata:
+        return {
+            **{f"auc_{v}": figures["auc"] for v, figures in self.results.items()},
+            **{f"auc_ci95_{v}": list(figures["auc_ci95"]) for v, figures in self.results.items()},
+            "seeds": self.seeds,
+            "results": Markdown(variants_markdown(self.results)),
+            "mlflow_version": self.mlflow_version,
+            "mlflow_run": Link(self.run_url),
+            "training_curve": Plot(self.city, f"{self.backbone}_training.png", self.png),
+        }
 
 
 def train_backbone(
@@ -131,7 +151,7 @@ def train_backbone(
     top_k: int,
     folder: Path,
     dagster_run_id: str | None,
-    log: Callable[[str], None] = lambda message: None,
+    log: Log = quiet,
 ) -> BackboneResult:
     """Train ``backbone`` on the city's CTR samples for every code variant and ``seeds``
     seeds (``train_config.seed``, +1, ...); save and register the first seed's models and
@@ -170,7 +190,7 @@ def train_backbone(
         # the first seed's model is the one registered
         save_ctr_model(runs[0][0], folder / variant, extra={"city": city, "variant": variant})
         curves += [{**h, "variant": variant} for h in runs[0][0].history]
-    png = _variant_curves_png(curves, f"{city}: {backbone}")
+    png = variant_curves_png(curves, "epoch", "valid_auc", f"{city}: {backbone}")
     registered = register_folder(
         ctr_model(backbone, city),
         folder,
@@ -199,7 +219,9 @@ def train_backbone(
             "split": {"t1": data.t1.isoformat(), "t2": data.t2.isoformat()},
         },
     )
-    return BackboneResult(results, registered.version, registered.run_url, png)
+    return BackboneResult(
+        results, registered.version, registered.run_url, png, city, backbone, seeds
+    )
 
 
 def _mlflow_metrics(results: dict[str, dict]) -> dict[str, float]:
@@ -227,18 +249,31 @@ def variants_markdown(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def _variant_curves_png(history: list[dict], title: str) -> bytes:
-    frame = pd.DataFrame(history)
-    rows = []
-    for epoch, group in frame.groupby("epoch"):
-        rows.append(
-            {
-                "epoch": epoch,
-                **{
-                    f"valid_auc_{v}": a
-                    for v, a in zip(group["variant"], group["valid_auc"], strict=True)
-                },
-            }
-        )
-    keys = [f"valid_auc_{v}" for v in frame["variant"].unique()]
-    return curves_png(rows, keys, "epoch", title)
+def build_datasets(
+    warehouse: Warehouse, city: str, config: DatasetConfig, log: Log = quiet
+) -> Metadata:
+    """Write the city's train/validation/test CTR samples (split at absolute times: the
+    source's own files, else ``config.t1``/``t2``, else quantiles) and describe them."""
+    interactions = warehouse.read_table("interactions", city)
+    split_from = (
+        "source files"
+        if file_split_times(interactions) is not None
+        else ("quantiles", "config and quantiles", "config")[bool(config.t1) + bool(config.t2)]
+    )
+    data = build_city_ctr_data(warehouse.read_table("items", city), interactions, config)
+    save_ctr_data(warehouse, city, data)
+    warehouse.refresh_catalog()
+    description = data.describe()
+    samples = [description[f"{s}_samples"] for s in ("train", "valid", "test")]
+    log(
+        f"{city}: split at {description['t1']} / {description['t2']} (from {split_from}); "
+        f"samples {samples}"
+    )
+    return {
+        "t1": description["t1"],
+        "t2": description["t2"],
+        "split_from": split_from,
+        **{k: v for k, v in description.items() if isinstance(v, int)},
+        "users": data.n_users,
+        "items_in_training": data.n_items,
+    }

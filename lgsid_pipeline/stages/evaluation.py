@@ -5,8 +5,16 @@ them)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from lgsid_pipeline.catalog import BACKBONES, CTR_VARIANTS, GENERATIVE_KINDS
+from lgsid_pipeline.metrics.intervals import summarize_ranks
+from lgsid_pipeline.recommenders.config import GenerativeStageConfig
+from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.generative import city_catalogue, floor_ranks, next_item_splits
+from lgsid_pipeline.stages.outcome import Log, Markdown, Metadata, quiet
+from lgsid_pipeline.warehouse import Warehouse
 
 METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")  # the generative table's columns
 
@@ -110,3 +118,65 @@ def generative_markdown(table: dict) -> str:
             f"| floor | {floor} | " + " | ".join(f"{metrics[k]:.4f}" for k in METRIC_KEYS) + " |"
         )
     return "\n".join(rows)
+
+
+def hit_variants_markdown(results: dict[str, dict]) -> str:
+    """One generative model's variants: Hit/NDCG on the test sample, alone and re-ranked."""
+    rows = [
+        "| variant | ranking | hit@5 | hit@10 (95% CI) | ndcg@10 | train s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for variant, r in results.items():
+        for key in ("plain", "blended"):
+            m = r[key]
+            lo, hi = m["hit@10_ci95"]
+            rows.append(
+                f"| {variant} | {key} | {m['hit@5']:.4f} | {m['hit@10']:.4f} "
+                f"({lo:.3f}-{hi:.3f}) | {m['ndcg@10']:.4f} | {r.get('train_seconds', 0):.0f} |"
+            )
+    return "\n".join(rows)
+
+
+def score_floors(
+    warehouse: Warehouse, reports: ReportStore, city: str, config: GenerativeStageConfig
+) -> Metadata:
+    """Score floors (a) and (b) on the same gate and test samples as the generative models,
+    write their report and return their Hit/NDCG@10."""
+    catalogue = city_catalogue(warehouse, city)
+    t1, t2 = split_times_of(warehouse, city)
+    floors = floor_ranks(catalogue, next_item_splits(catalogue, t1, t2, config))
+    metrics = {
+        name: {split: summarize_ranks(r) for split, r in ranks.items()}
+        for name, ranks in floors.items()
+    }
+    reports.write(reports.recommender(city, "baseline"), {"kind": "floors", "floors": metrics})
+    return {
+        f"{name}.{split}.{key}": cast(float, m[key])
+        for name, by_split in metrics.items()
+        for split, m in by_split.items()
+        for key in ("hit@10", "ndcg@10")
+    }
+
+
+def write_city_report(reports: ReportStore, city: str, log: Log = quiet) -> Metadata:
+    """Gather the city's AUC and Hit/NDCG tables into ``reports/<city>.json`` (whichever
+    models have been trained) and return them for display."""
+    sections = {
+        "discriminative": discriminative_table(reports, city),
+        "generative": generative_table(reports, city),
+    }
+    if not any(sections.values()):
+        raise RuntimeError(f"no trained recommenders for {city!r}; materialize them first")
+    path = reports.city_summary(city)
+    report = reports.read(path) or {}
+    report.update({k: v for k, v in sections.items() if v})
+    reports.write(path, report)
+    out: Metadata = {"report_path": path}
+    if sections["discriminative"]:
+        table = sections["discriminative"]
+        log(f"{city}: AUC table\n{auc_markdown(table)}")
+        out["auc_table"] = Markdown(auc_markdown(table))
+        out["split"] = table["split"]
+    if sections["generative"]:
+        out["generative_table"] = Markdown(generative_markdown(sections["generative"]))
+    return out

@@ -21,21 +21,16 @@ import pandas as pd
 from lgsid_pipeline.catalog import generative_model
 from lgsid_pipeline.jsonio import read_json, write_json
 from lgsid_pipeline.metrics.intervals import per_example, summarize_ranks, target_ranks
-from lgsid_pipeline.plots import curves_png
+from lgsid_pipeline.plots import variant_curves_png
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig
+from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.recommenders.next_item import (
     Examples,
     PopularityNearLastBaseline,
     UserHistoryBaseline,
     build_next_item_examples,
-    latest_histories,
 )
-from lgsid_pipeline.recommenders.serving import (
-    FLOOR_SERVED,
-    GateDecision,
-    cache_rows,
-    champion_gate,
-)
+from lgsid_pipeline.recommenders.serving import GateDecision, champion_gate
 from lgsid_pipeline.registry import (
     ModelArtifactError,
     champion_folder,
@@ -43,6 +38,8 @@ from lgsid_pipeline.registry import (
     register_folder,
     set_champion,
 )
+from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.outcome import Link, Log, Markdown, Metadata, Plot, quiet
 from lgsid_pipeline.tokenizer import level_columns
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -300,6 +297,23 @@ class StageOutcome:
     sizes: dict[str, int]
     curves_png: bytes
 
+    def metadata(self, city: str, kind: str) -> Metadata:
+        from lgsid_pipeline.stages.evaluation import hit_variants_markdown
+
+        results = self.variants
+        return {
+            **{f"hit@10_{v}": r["blended"]["hit@10"] for v, r in results.items()},
+            **{f"hit@10_{v}_model_only": r["plain"]["hit@10"] for v, r in results.items()},
+            "results": Markdown(hit_variants_markdown(results)),
+            "examples": self.sizes,
+            "gate": self.decision.reason,
+            "promoted": self.decision.promote,
+            "served_variant": self.served_variant,
+            "mlflow_version": self.version,
+            "mlflow_run": Link(self.run_url),
+            "training_curve": Plot(city, f"{kind}_training.png", self.curves_png),
+        }
+
     def report(self) -> dict:
         """The JSON report of the run (``reports/recommenders/<city>/<kind>.json``)."""
         return {
@@ -373,7 +387,7 @@ def train_and_gate(
     decision = champion_gate(trained[best].gate_hit10, floor_gate, champion)
     write_json(work_dir / SERVED_FILE, {"variant": best})
     trained[best].ranker.save(work_dir / RANKER_FOLDER)
-    png = _curves_png(curves, f"{city}: {kind}")
+    png = variant_curves_png(curves, "step", "valid_hit@10", f"{city}: {kind}")
     registered = register_folder(
         name,
         work_dir,
@@ -404,78 +418,38 @@ def train_and_gate(
     )
 
 
-def _curves_png(history: list[dict], title: str) -> bytes:
-    frame = pd.DataFrame(history)
-    rows = [
-        {
-            "step": step,
-            **dict(
-                zip(
-                    ("valid_hit@10_" + group["variant"]).tolist(),
-                    group["valid_hit@10"].tolist(),
-                    strict=True,
-                )
-            ),
-        }
-        for step, group in frame.groupby("step")
-    ]
-    return curves_png(rows, [f"valid_hit@10_{v}" for v in frame["variant"].unique()], "step", title)
-
-
-@dataclass
-class CacheOutcome:
-    """The per-user top-K table and what produced it."""
-
-    table: pd.DataFrame
-    served: str
-    users: int
-    left_out_checkins: int
-
-
-def build_topk_cache(
+def train_city_generative(
     warehouse: Warehouse,
+    reports: ReportStore,
     home: Path,
     city: str,
     kind: str,
-    k: int,
-    history_window: int,
-    serve_floor: bool,
-    t1: pd.Timestamp,
-    t2: pd.Timestamp,
-) -> CacheOutcome:
-    """Every user's top-``k`` items given their latest ``history_window`` check-ins, from
-    the champion of ``kind`` with its history-aware ranking, or from floor (b) when there is
-    no champion or ``serve_floor`` (the last gate found that no model beats floor (b))."""
-    catalogue = city_catalogue(warehouse, city)
-    name = generative_model(kind, city)
-    version = champion_version(name, home)
-    use_model = version is not None and not serve_floor
-    item_ids = catalogue.item_ids
-    if use_model:
-        ranker, variant, item_ids, code_strings = served_ranker(
-            champion_folder(name, home), catalogue
+    config: GenerativeStageConfig,
+    work_dir: Path,
+    run_id: str | None = None,
+    log: Log = quiet,
+) -> StageOutcome:
+    """Train and gate ``kind`` on ``city`` at the split of its recommender datasets
+    (:func:`train_and_gate`), logging progress, and write the run's report."""
+
+    def log_eval(variant: str, entry: dict) -> None:
+        log(
+            f"{city} {kind}/{variant} step {entry['step']:.0f}: loss {entry['train_loss']:.4f} "
+            f"valid hit@10 {entry['valid_hit@10']:.4f} ({entry['seconds']:.0f}s, "
+            f"ETA {entry['eta_seconds']:.0f}s)"
         )
-    index = pd.Series(np.arange(len(item_ids)), index=item_ids)
-    events = catalogue.events
-    known = events["item_id"].astype(str).isin(index.index)
-    events = events[known]  # items newer than the model wait for its retrain
-    users, histories = latest_histories(
-        events["user_id"].astype(str).to_numpy(),
-        index.loc[events["item_id"].astype(str)].to_numpy(),
-        events["ts"],
-        history_window,
+
+    t1, t2 = split_times_of(warehouse, city)
+    outcome = train_and_gate(
+        warehouse, home, city, kind, t1, t2, config, work_dir, run_id, on_eval=log_eval
     )
-    if use_model:
-        items = ranker.recommend(histories, k)
-        scores = np.broadcast_to(-np.arange(k, dtype=float), items.shape)
-        served = f"{kind}/{variant} v{version} + history"
-    else:
-        settings = GenerativeStageConfig(history_window=history_window)
-        train = next_item_splits(catalogue, t1, t2, settings)["train"]
-        items, scores = floor_models(catalogue, train)["user_history_2km"].recommend(histories, k)
-        _, code_strings = city_codes(warehouse, city, "lgsid", item_ids)
-        served = FLOOR_SERVED
-    table = cache_rows(
-        city, users, items, np.asarray(item_ids), np.asarray(code_strings), scores, served
+    decision = outcome.decision
+    log(
+        f"{city} {kind}: {decision.reason} ({outcome.champion_note}); "
+        f"{'promoted' if decision.promote else 'not promoted'} version {outcome.version}"
     )
-    return CacheOutcome(table, served, len(users), int((~known).sum()))
+    split = {"t1": t1.isoformat(), "t2": t2.isoformat()}
+    reports.write(
+        reports.recommender(city, kind), {"kind": kind, **outcome.report(), "split": split}
+    )
+    return outcome

@@ -8,41 +8,42 @@ results; the three kinds (LGSID, RQ-KMeans, RQ-VAE) go through the same function
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from lgsid_pipeline.catalog import (
     TOKENIZER_EMBEDDING_PARTS,
-    semantic_ids_asset,
     tokenizer_asset,
     tokenizer_model,
 )
 from lgsid_pipeline.plots import curves_png, tokens_map_png
-from lgsid_pipeline.quality import Audit, check_encoder_version, check_unique
+from lgsid_pipeline.quality import Audit, check_encoder_version
 from lgsid_pipeline.registry import (
     ModelArtifactError,
     champion_folder,
-    log_run_metrics,
     register_folder,
 )
-from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.reports import GLOBAL, ReportStore
+from lgsid_pipeline.stages.outcome import (
+    Link,
+    Log,
+    Markdown,
+    Metadata,
+    Plot,
+    quiet,
+    require_passed,
+)
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.codes import (
-    SemanticIdResult,
     aligned_embeddings,
-    incremental_semantic_ids,
-    level_columns,
 )
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
-from lgsid_pipeline.warehouse import StagedVersion, Warehouse
+from lgsid_pipeline.warehouse import Warehouse
 
-Log = Callable[[str], None]
 # the per-city figures shown in the tokenizer's metadata table
 REPORT_KEYS = (
     "items",
@@ -54,18 +55,6 @@ REPORT_KEYS = (
     "reconstruction_error",
     "assign_items_per_s",
 )
-CODE_FIGURES = (
-    "utilisation_min",
-    "collision_rate",
-    "largest_bucket",
-    "nmi_level1",
-    "nmi_level2",
-    "reconstruction_error",
-)
-
-
-def _quiet(message: str) -> None:
-    pass
 
 
 def inputs_check_name(kind: str) -> str:
@@ -122,6 +111,58 @@ class FittedTokenizer:
     mlflow_version: str
     run_url: str
     images: dict[str, bytes] = field(default_factory=dict)
+    audits: list[Audit] = field(default_factory=list)
+
+    def metadata(self, kind: str) -> Metadata:
+        tokenizer = self.tokenizer
+        return {
+            "tokenizer_version": tokenizer.version,
+            "encoder_version": tokenizer.encoder_version or "",
+            "fit_seconds": tokenizer.fit_seconds,
+            "warm_started": tokenizer.warm_started,
+            "retrain_churn": -1.0 if self.retrain_churn is None else self.retrain_churn,
+            "codebook_sizes": list(tokenizer.codebook_sizes),
+            "per_city": Markdown(report_markdown(self.per_city)),
+            "mlflow_version": self.mlflow_version,
+            "mlflow_run": Link(self.run_url),
+            **{
+                name.removesuffix(".png"): Plot(GLOBAL, f"{kind}_{name}", png)
+                for name, png in self.images.items()
+            },
+        }
+
+
+def fit_and_register(
+    warehouse: Warehouse,
+    reports: ReportStore,
+    home: Path,
+    kind: str,
+    cities: list[str],
+    encoder_folder: Path,
+    settings: TokenizerConfig,
+    warm_start: bool,
+    folder: Path,
+    run_id: str | None = None,
+    log: Log = quiet,
+) -> FittedTokenizer:
+    """Fit tokenizer ``kind`` on the embeddings of every city of ``cities`` that has them,
+    after checking they all come from the aligned encoder in ``encoder_folder`` (the
+    champion); raises ``BlockingCheckFailed`` before fitting when some do not."""
+    from lgsid_pipeline.encoder.model import adapter_encoder_versions
+
+    part = TOKENIZER_EMBEDDING_PARTS[kind]
+    cities = [c for c in cities if warehouse.has_table("item_embeddings", c, part)]
+    if not cities:
+        raise RuntimeError("no city has item_embeddings; materialize them first")
+    inputs = {city: city_embeddings(warehouse, city, kind) for city in cities}
+    expected = adapter_encoder_versions(encoder_folder)[part]
+    audits = [inputs_audit(kind, inputs, expected)]
+    require_passed(f"{kind} tokenizer", audits)
+    fitted = fit_tokenizer(
+        kind, inputs, settings, expected, warm_start, folder, home, reports, run_id, log
+    )
+    fitted.audits = audits
+    return fitted
 
 
 def fit_tokenizer(
@@ -134,7 +175,7 @@ def fit_tokenizer(
     home: Path,
     reports: ReportStore,
     dagster_run_id: str | None,
-    log: Log = _quiet,
+    log: Log = quiet,
 ) -> FittedTokenizer:
     """Fit tokenizer ``kind`` on every city of ``inputs`` (warm-started from the champion
     when asked), save it to ``folder``, register it and write its report."""
@@ -234,100 +275,3 @@ def report_markdown(per_city: dict[str, dict]) -> str:
         ]
         rows.append(f"| {city} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
-
-
-def semantic_ids_audits(kind: str, tokenizer: Tokenizer, table: pd.DataFrame) -> list[Audit]:
-    """The blocking checks of a semantic-ID table as persisted: distinct full codes, and
-    every code assigned from embeddings of the encoder the tokenizer was fitted on."""
-    asset = semantic_ids_asset(kind)
-    audits = [Audit(f"{asset}_unique", asset, check_unique(table, ["code"]))]
-    if tokenizer.encoder_version is not None:
-        versions = table["encoder_version"].astype(str).tolist()
-        audits.append(
-            Audit(
-                f"{asset}_encoder_matches",
-                asset,
-                check_encoder_version(
-                    {table["city"].iloc[0] if len(table) else "": versions},
-                    tokenizer.encoder_version,
-                    f"refit {tokenizer_asset(kind)} on these embeddings first",
-                ),
-            )
-        )
-    return audits
-
-
-@dataclass
-class StagedCodes:
-    """A city's semantic IDs of one kind, assigned into a staged version and re-read."""
-
-    result: SemanticIdResult
-    persisted: pd.DataFrame
-    audits: list[Audit]
-    embeddings: pa.Table
-
-    def tokens(self, n_levels: int) -> np.ndarray:
-        return self.persisted[level_columns(n_levels)].to_numpy()
-
-
-def stage_semantic_ids(
-    warehouse: Warehouse,
-    staged: StagedVersion,
-    city: str,
-    kind: str,
-    tokenizer: Tokenizer,
-    items: pd.DataFrame,
-) -> StagedCodes:
-    """Assign codes to the new or changed items of ``city`` (reusing the published ones),
-    write the table to ``staged`` and audit it as re-read from disk."""
-    embeddings = warehouse.read_arrow("item_embeddings", city, TOKENIZER_EMBEDDING_PARTS[kind])
-    previous = (
-        warehouse.read_table("semantic_ids", city, kind)
-        if warehouse.has_table("semantic_ids", city, kind)
-        else None
-    )
-    result = incremental_semantic_ids(city, items, embeddings, tokenizer, previous)
-    staged.write_table("semantic_ids", result.table, part=kind)
-    persisted = staged.read_table("semantic_ids", part=kind)
-    return StagedCodes(
-        result, persisted, semantic_ids_audits(kind, tokenizer, persisted), embeddings
-    )
-
-
-def codes_report(
-    reports: ReportStore,
-    home: Path,
-    city: str,
-    kind: str,
-    tokenizer: Tokenizer,
-    items: pd.DataFrame,
-    codes: StagedCodes,
-) -> tuple[dict, bytes] | None:
-    """Health and geography of a city's published codes and a map of their level-1 tokens,
-    written and logged to the tokenizer's MLflow run when some code was assigned (or never
-    reported); None when nothing changed."""
-    from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
-
-    path = reports.tokenizer_codes(city, kind)
-    if not codes.result.assigned and path.is_file():
-        return None
-    vectors, _ = aligned_embeddings(items, codes.embeddings)
-    figures = tokenizer_report(tokenizer, items, vectors, codes.persisted["code"].tolist())
-    figures.update(version=tokenizer.version, churn=codes.result.churn)
-    reports.write(path, figures)
-    log_run_metrics(
-        tokenizer_model(kind),
-        {
-            f"{city}.{k}": float(v)
-            for k, v in figures.items()
-            if isinstance(v, int | float) and v is not None
-        },
-        home=home,
-    )
-    png = tokens_map_png(items, codes.tokens(tokenizer.n_levels)[:, 0], f"{city} ({kind})")
-    return figures, png
-
-
-def utilisation(tokens: np.ndarray, codebook_sizes: list[int]) -> list[float]:
-    """Share of each level's codebook that the codes use."""
-    return [len(np.unique(tokens[:, i])) / k for i, k in enumerate(codebook_sizes)]

@@ -56,3 +56,11 @@ class TokenizerConfig:
             raise ValueError("warm_start_lr_scale must lie in (0, 1]")
         if self.lr <= 0 or self.temperature <= 0:
             raise ValueError("lr and temperature must be positive")
+
+
+@dataclass(frozen=True)
+class CodeCheckLimits:
+    """Limits of the semantic-ID tables' warning checks."""
+
+    max_churn: float = 0.2  # warn when more than this share of codes changed in one run
+    min_utilisation: float = 0.5  # warn when a level uses less of its codebook

@@ -1,0 +1,229 @@
+"""The embeddings stage as plain functions: encode a city's new or changed items with the
+reference and the aligned encoder, audit both parts as staged, publish them as one version,
+and report the geography of the embeddings before and after alignment."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from lgsid_pipeline.catalog import (
+    ALIGNED_ENCODER,
+)
+from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
+from lgsid_pipeline.quality import Audit, check_covers
+from lgsid_pipeline.registry import log_run_metrics
+from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.outcome import (
+    UNCHANGED,
+    Log,
+    Markdown,
+    Metadata,
+    publish_if_passed,
+    quiet,
+)
+from lgsid_pipeline.warehouse import StagedVersion, Warehouse
+
+if TYPE_CHECKING:
+    from lgsid_pipeline.encoder.model import TextEncoder
+
+
+EMBEDDING_PARTS = ("reference", "aligned")  # the plain encoder's and the aligned one's
+
+
+def embeddings_check_name(part: str) -> str:
+    """The blocking check that every item has one ``part`` embedding of its content."""
+    return f"item_embeddings_{part}_complete"
+
+
+EMBEDDING_CHECKS = {
+    embeddings_check_name(part): f"one {part} embedding per item, of its current content"
+    for part in EMBEDDING_PARTS
+}
+
+
+@dataclass
+class StagedEmbeddings:
+    """Both embedding parts of a city, encoded incrementally into a staged version, and the
+    audits of the staged files."""
+
+    results: dict[str, Any]  # part -> embeddings.IncrementalResult
+    encode_seconds: float
+    audits: list[Audit]
+
+    @property
+    def encoded(self) -> int:
+        return sum(r.encoded for r in self.results.values())
+
+    def metadata(self) -> dict[str, Any]:
+        """Counts and speed for the asset's metadata."""
+        out = {
+            "encoded": self.results["aligned"].encoded,
+            "reused": self.results["aligned"].reused,
+            "reference_encoded": self.results["reference"].encoded,
+            "encode_seconds": round(self.encode_seconds, 3),
+        }
+        if self.encoded:
+            out["encoded_items_per_s"] = round(self.encoded / self.encode_seconds, 1)
+        return out
+
+
+def stage_item_embeddings(
+    warehouse: Warehouse,
+    staged: StagedVersion,
+    city: str,
+    items: pd.DataFrame,
+    encoders: Mapping[str, TextEncoder],
+    dtype: str = "auto",
+    log: Log = quiet,
+) -> StagedEmbeddings:
+    """Encode the new or changed items of ``city`` with each part's encoder (reusing the
+    published embeddings of the rest), write both parts to ``staged`` and audit them as
+    re-read from disk."""
+    from lgsid_pipeline.encoder.prompt import item_prompts
+
+    results, seconds = {}, 0.0
+    for part in EMBEDDING_PARTS:
+        encoder = encoders[part]
+        previous = (
+            warehouse.read_arrow("item_embeddings", city, part)
+            if warehouse.has_table("item_embeddings", city, part)
+            else None
+        )
+
+        def encode(frame: pd.DataFrame, encoder: TextEncoder = encoder) -> np.ndarray:
+            return encoder.encode(item_prompts(frame), dtype=dtype, progress=True)
+
+        started = time.perf_counter()
+        result = incremental_embeddings(city, items, previous, encoder.version, encode)
+        seconds += time.perf_counter() - started
+        staged.write_table("item_embeddings", result.table, part=part)
+        results[part] = result
+        log(f"{city} {part}: encoded {result.encoded}, reused {result.reused}")
+    audits = [
+        Audit(
+            embeddings_check_name(part),
+            "item_embeddings",
+            check_covers(
+                items,
+                staged.read_arrow("item_embeddings", part)
+                .select(["item_id", "content_hash"])
+                .to_pandas(),
+            ),
+        )
+        for part in EMBEDDING_PARTS
+    ]
+    return StagedEmbeddings(results, seconds, audits)
+
+
+@dataclass
+class PublishedEmbeddings:
+    """A city's published embeddings version and the before/after geography (None when no
+    embedding changed)."""
+
+    staged: StagedEmbeddings
+    version: str
+    encoder_version: str
+    items: int
+    geography: dict | None
+    unchanged: bool = False
+
+    def metadata(self) -> Metadata:
+        out: Metadata = {
+            "dagster/row_count": self.items,
+            "version": self.version,
+            "unchanged": self.unchanged,
+            "encoder_version": self.encoder_version,
+            **self.staged.metadata(),
+        }
+        if self.geography:
+            out["geography"] = Markdown(before_after_markdown(self.geography))
+        return out
+
+
+def embed_city(
+    warehouse: Warehouse,
+    reports: ReportStore,
+    home: Path,
+    city: str,
+    encoders: Mapping[str, TextEncoder],
+    run_id: str | None = None,
+    dtype: str = "auto",
+    log: Log = quiet,
+) -> PublishedEmbeddings:
+    """Encode ``city``'s new or changed items with the reference and the aligned encoder,
+    audit both parts as staged and publish them as one version (``BlockingCheckFailed``
+    when an audit fails), then report the geography before and after alignment."""
+    items = warehouse.read_table("items", city)
+    version = encoders["aligned"].version
+    with warehouse.staging(city, "embeddings") as staged:
+        encoded = stage_item_embeddings(warehouse, staged, city, items, encoders, dtype, log)
+        pointer = publish_if_passed(
+            warehouse,
+            staged,
+            f"{city} item_embeddings",
+            encoded.audits,
+            {"run_id": run_id, "encoder_version": version},
+        )
+    figures = geography_before_after(
+        reports,
+        home,
+        city,
+        items,
+        embedding_matrix(encoded.results["reference"].table),
+        embedding_matrix(encoded.results["aligned"].table),
+        version,
+        encoded.encoded > 0,
+    )
+    warehouse.refresh_catalog()
+    return PublishedEmbeddings(
+        encoded, pointer["version"], version, len(items), figures, pointer[UNCHANGED]
+    )
+
+
+def geography_before_after(
+    reports: ReportStore,
+    home: Path,
+    city: str,
+    items: pd.DataFrame,
+    reference: np.ndarray,
+    aligned: np.ndarray,
+    encoder_version: str,
+    changed: bool,
+) -> dict | None:
+    """P/C/T@K, NMI and Similarity@K of the plain and the aligned embeddings of ``city``,
+    computed when some embedding changed (or never were), written to the report store and
+    logged to the aligned encoder's MLflow run; None when nothing changed."""
+    from lgsid_pipeline.alignment.evaluate import geography_metrics
+
+    path = reports.alignment(city)
+    if not changed and path.is_file():
+        return None
+    by_stage = {
+        "before": geography_metrics(reference, items, reference),
+        "after": geography_metrics(aligned, items, reference),
+    }
+    figures = {**by_stage, "encoder_version": encoder_version, "items": len(items)}
+    reports.write(path, figures)
+    log_run_metrics(
+        ALIGNED_ENCODER,
+        {f"{city}.{stage}.{k}": v for stage, m in by_stage.items() for k, v in m.items()},
+        home=home,
+    )
+    return figures
+
+
+def before_after_markdown(figures: dict) -> str:
+    """The before/after geography as a markdown table."""
+    rows = ["| metric | before | after |", "|---|---:|---:|"]
+    rows += [
+        f"| {k} | {figures['before'][k]:.3f} | {figures['after'][k]:.3f} |"
+        for k in figures["before"]
+    ]
+    return "\n".join(rows)
