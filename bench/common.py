@@ -183,6 +183,27 @@ def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
     return runs
 
 
+def land_new_venues(home: Path, city: str, tag: str, n: int, seed: int = 7) -> list[str]:
+    """Land ``n`` new venues for ``city`` in ``items-<tag>.parquet``: more branches of its
+    real venues (their names and categories, no brand column, like the source) about 150 m
+    away, under new ids ``<tag>-NNNN``; returns the ids."""
+    import numpy as np
+
+    from lgsid_pipeline.warehouse import Warehouse
+
+    items = Warehouse().read_table("items", city)
+    rng = np.random.default_rng(seed)
+    sample = items.iloc[rng.choice(len(items), size=n, replace=False)]
+    landed = sample[["name", "category", "latitude", "longitude"]].copy()
+    landed.insert(0, "item_id", [f"{tag}-{i:04d}" for i in range(n)])
+    landed["latitude"] += rng.normal(0, 0.0015, n)
+    landed["longitude"] += rng.normal(0, 0.0015, n)
+    folder = home / "landing" / city
+    folder.mkdir(parents=True, exist_ok=True)
+    landed.to_parquet(folder / f"items-{tag}.parquet", index=False)
+    return landed["item_id"].tolist()
+
+
 def provenance(config: dict) -> dict:
     """What produced a results file: commit (``+dirty`` when the tree has changes), time,
     command line, the full config, and the versions of the packages that matter."""

@@ -34,6 +34,7 @@ from common import (
     SEMANTIC_IDS_SELECTION,
     TOKENIZER_SELECTION,
     isolated_home,
+    land_new_venues,
     register_real_cities,
     write_results,
 )
@@ -74,26 +75,6 @@ def _metadata(instance, run_id: str, asset: str) -> dict:
                     k: v.value for k, v in materialization.metadata.items()
                 }
     return found
-
-
-def _land_new_items(home: Path, n: int) -> list[str]:
-    """Land ``n`` new venues for the backfill city: more branches of real venues (their
-    names and categories, no brand column, like the source) about 150 m away, under new ids."""
-    import numpy as np
-
-    from lgsid_pipeline.warehouse import Warehouse
-
-    items = Warehouse().read_table("items", BACKFILL_CITY)
-    rng = np.random.default_rng(7)
-    sample = items.iloc[rng.choice(len(items), size=n, replace=False)]
-    landed = sample[["name", "category", "latitude", "longitude"]].copy()
-    landed.insert(0, "item_id", [f"bench-new-{i:04d}" for i in range(n)])
-    landed["latitude"] += rng.normal(0, 0.0015, n)
-    landed["longitude"] += rng.normal(0, 0.0015, n)
-    folder = home / "landing" / BACKFILL_CITY
-    folder.mkdir(parents=True, exist_ok=True)
-    landed.to_parquet(folder / "items-bench-backfill.parquet", index=False)
-    return landed["item_id"].tolist()
 
 
 def _champion_versions() -> dict[str, str]:
@@ -138,7 +119,7 @@ def _backfill(instance) -> dict:
 
     before = _champion_versions()
     started = time.perf_counter()
-    new_ids = _land_new_items(lgsid_home(), BACKFILL_ITEMS)
+    new_ids = land_new_venues(lgsid_home(), BACKFILL_CITY, "bench-new", BACKFILL_ITEMS)
     tick = tick_sensor("landing_sensor", instance)
     sensor_seconds = time.perf_counter() - started
     results = [execute_run_request(r, NIGHTLY_JOB_NAME, instance) for r in tick.run_requests]

@@ -16,10 +16,12 @@ That leaves the retrained models as the home's champions.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from common import (
     ALIGNMENT_RUN_CONFIG,
@@ -39,6 +41,25 @@ from lgsid_pipeline.catalog import (
 ENCODER_RETRAIN_SEED = 1
 
 KINDS = {kind: (tokenizer_asset(kind), semantic_ids_asset(kind)) for kind in TOKENIZER_KINDS}
+
+
+def token_digests() -> dict[str, dict[str, str]]:
+    """Per kind and city, the SHA-256 of the published codes (item id and its tokens, in id
+    order): equal digests mean the same tokens."""
+    import hashlib
+
+    from lgsid_pipeline.tokenizer import level_columns
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    out: dict[str, dict[str, str]] = {}
+    for kind in KINDS:
+        for city in REAL_CITIES:
+            table = warehouse.read_table("semantic_ids", city, kind).sort_values("item_id")
+            rows = table[["item_id", *level_columns(3), "dedup"]].astype(str).agg("|".join, axis=1)
+            digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+            out.setdefault(kind, {})[city] = digest
+    return out
 
 
 def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
@@ -136,7 +157,23 @@ def encoder_retrain_churn(seed: int = ENCODER_RETRAIN_SEED) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--digests",
+        metavar="FILE",
+        help="only write the token digests of the home's published codes to FILE and stop",
+    )
+    parser.add_argument(
+        "--fit-only",
+        metavar="FILE",
+        help="stop after the from-scratch fit: write its token digests and per-city figures "
+        "to FILE (not bench/results)",
+    )
+    args = parser.parse_args()
     isolated_home("lgsid-tok-")
+    if args.digests:
+        Path(args.digests).write_text(json.dumps(token_digests(), indent=2))
+        return
 
     from lgsid_pipeline.report import city_report
     from lgsid_pipeline.reports import ReportStore
@@ -167,6 +204,12 @@ def main() -> None:
                 for kind in KINDS
             }
         }
+    digests = token_digests()
+    if args.fit_only:
+        Path(args.fit_only).write_text(
+            json.dumps({"token_digests": digests, "cities": cities}, indent=2, default=str)
+        )
+        return
     churn = {}
     for kind in KINDS:
         churn[kind] = retrain_churn(kind)
@@ -181,6 +224,7 @@ def main() -> None:
     )
     out = {
         "cities": cities,
+        "token_digests": digests,
         "retrain": churn,
         "churn_after_encoder_retrain": {k: v["churn"] for k, v in encoder_retrain["kinds"].items()},
         "encoder_retrain": encoder_retrain,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,6 +70,13 @@ def test_codes_unique_after_dedup_and_save_load(kind: str, city, tmp_path: Path)
     reloaded = Tokenizer.load(tokenizer.save(tmp_path / kind))
     assert reloaded.version == tokenizer.version
     np.testing.assert_array_equal(reloaded.assign(items, x), tokenizer.assign(items, x))
+    # a fresh process (a run the daemon launches) that imported only the base class loads it
+    probe = "import sys; from lgsid_pipeline.tokenizer.base import Tokenizer; "
+    probe += "print(Tokenizer.load(sys.argv[1]).version)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / kind)], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip() == tokenizer.version, out.stderr[-500:]
 
 
 def test_lgsid_level1_is_geographic(city) -> None:

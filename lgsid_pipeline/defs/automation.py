@@ -9,6 +9,7 @@ stage by stage, rebuilding each city's inputs between them (``retrain.py``).
 """
 
 import json
+import os
 
 import dagster as dg
 
@@ -25,6 +26,8 @@ from lgsid_pipeline.retrain import (
 )
 
 NIGHTLY_JOB_NAME = "nightly_retokenization"
+# Seconds between two evaluations of each sensor by the daemon (LGSID_SENSOR_INTERVAL_S).
+SENSOR_INTERVAL_S = int(os.environ.get("LGSID_SENSOR_INTERVAL_S", "60"))
 NIGHTLY_ASSETS = [
     "raw_items",
     "raw_interactions",
@@ -109,7 +112,7 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
     @dg.sensor(
         name=RETRAIN_SENSOR_NAME,
         jobs=jobs,
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def _sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
@@ -137,7 +140,9 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
 
 
 @dg.sensor(
-    job=nightly_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
+    job=nightly_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
     """Watch ``LGSID_HOME/landing/<city>/``: register new cities (source ``landing``) and

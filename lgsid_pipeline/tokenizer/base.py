@@ -208,6 +208,10 @@ class Tokenizer(ABC):
     @staticmethod
     def load(folder: Path) -> Tokenizer:
         """Load any kind of tokenizer saved by ``save``; clear error naming a bad file."""
+        # every kind registers itself when its module is imported; a fresh process (a run
+        # launched by the daemon) may not have imported them yet
+        import lgsid_pipeline.tokenizer.models  # noqa: F401
+
         folder = Path(folder)
         manifest_path, state_path = folder / MANIFEST, folder / STATE
         try:

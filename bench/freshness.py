@@ -1,0 +1,355 @@
+"""Freshness on the real cities: what a run costs when little or nothing changed.
+
+Usage: LGSID_BENCH_HOME=<a home with both real cities through semantic IDs, e.g. the one
+bench/pipeline.py leaves> .venv/bin/python bench/freshness.py
+(writes bench/results/freshness.json; works on a copy of that home, which stays as it was).
+
+Measures, on 2 cores:
+- ``nightly_noop_seconds``: the nightly job (ingest, embeddings, three code tables) of a city
+  with nothing new, in one process, after one run that records the source fingerprints;
+  it must encode nothing and write no table version;
+- ``backfill_1000_items_seconds``: 1,000 venues landed for New York until they have
+  embeddings and codes of all three tokenizers, through the landing sensor and the nightly
+  job in this process; no model is retrained and no earlier item's code changes;
+- ``backfill_1000_items_daemon_seconds``: the same through a real ``dagster-daemon`` (queue,
+  launcher, a run process that imports the code location), whose landing sensor ticks every
+  60 s: the floor is the wait for the next tick (0 to 60 s) plus the in-process figure plus
+  the run process's start;
+- the code location's import time against ``import dagster`` alone (side by side);
+- ``encode_ratio_to_raw_bf16``: two city processes encoding at once with the threads the
+  compute pool gives them (cores / 2 each), against one raw bf16 forward of the same weights
+  over every core, items/s over items/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from code_location import IMPORTS, timed_import
+from common import REAL_CITIES, land_new_venues, write_results
+
+BACKFILL_CITY = "new-york"
+BACKFILL_ITEMS = 1000
+ENCODE_ITEMS = 1200
+IMPORT_REPEATS = 5
+VERSIONED = ("ingest", "embeddings", "semantic_ids")
+DAEMON_TIMEOUT_S = 600
+
+
+def _scratch_home(source: Path) -> Path:
+    """A copy of the bench home's ``home`` and ``dagster`` folders to work on."""
+    scratch = Path(tempfile.mkdtemp(prefix="lgsid-freshness-"))
+    for sub in ("home", "dagster"):
+        shutil.copytree(source / sub, scratch / sub, symlinks=True)
+    os.environ["LGSID_HOME"] = str(scratch / "home")
+    os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
+    return scratch
+
+
+def _versions() -> dict[str, dict[str, str]]:
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    return {
+        city: {s: (warehouse.published(city, s) or {}).get("version", "") for s in VERSIONED}
+        for city in REAL_CITIES
+    }
+
+
+def _coded(new_ids: list[str]) -> dict[str, int]:
+    from lgsid_pipeline.catalog import TOKENIZER_KINDS
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    out = {
+        kind: int(
+            warehouse.read_table("semantic_ids", BACKFILL_CITY, kind)["item_id"].isin(new_ids).sum()
+        )
+        for kind in TOKENIZER_KINDS
+    }
+    embeddings = warehouse.read_table("item_embeddings", BACKFILL_CITY, "aligned")
+    out["embedded"] = int(embeddings["item_id"].isin(new_ids).sum())
+    return out
+
+
+def _codes() -> dict[str, object]:
+    from lgsid_pipeline.catalog import TOKENIZER_KINDS
+    from lgsid_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    return {
+        kind: warehouse.read_table("semantic_ids", BACKFILL_CITY, kind).set_index("item_id")["code"]
+        for kind in TOKENIZER_KINDS
+    }
+
+
+def _nightly(instance, city: str) -> tuple[float, bool]:
+    import dagster as dg
+
+    from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
+    from lgsid_pipeline.runner import execute_run_request
+
+    started = time.perf_counter()
+    result = execute_run_request(dg.RunRequest(partition_key=city), NIGHTLY_JOB_NAME, instance)
+    return time.perf_counter() - started, result.success
+
+
+def nightly_noop(instance) -> dict:
+    """Each city's nightly run with nothing new (after one run that records fingerprints)."""
+    out: dict = {"seconds": {}, "warmup_seconds": {}, "versions_unchanged": {}}
+    for city in REAL_CITIES:
+        out["warmup_seconds"][city] = round(_nightly(instance, city)[0], 2)
+        before = _versions()[city]
+        seconds, ok = _nightly(instance, city)
+        if not ok:
+            sys.exit(f"nightly run of {city} failed")
+        out["seconds"][city] = round(seconds, 2)
+        out["versions_unchanged"][city] = before == _versions()[city]
+        print(f"nightly no-op {city}: {seconds:.1f}s", flush=True)
+    return out
+
+
+def backfill_in_process(instance, home: Path) -> dict:
+    """Land 1,000 venues, tick the landing sensor, run what it asks for, in this process."""
+    from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
+    from lgsid_pipeline.runner import execute_run_request, tick_sensor
+
+    codes_before = _codes()
+    started = time.perf_counter()
+    new_ids = land_new_venues(home, BACKFILL_CITY, "fresh", BACKFILL_ITEMS, seed=11)
+    tick = tick_sensor("landing_sensor", instance)
+    results = [execute_run_request(r, NIGHTLY_JOB_NAME, instance) for r in tick.run_requests]
+    seconds = time.perf_counter() - started
+    codes_after = _codes()
+    kept = {
+        kind: bool((codes_after[kind].loc[old.index] == old).all())
+        for kind, old in codes_before.items()
+    }
+    print(f"backfill in process: {seconds:.1f}s", flush=True)
+    return {
+        "seconds": round(seconds, 2),
+        "success": bool(results) and all(r.success for r in results),
+        "requested": [r.partition_key for r in tick.run_requests],
+        "coded": _coded(new_ids),
+        "earlier_codes_unchanged": kept,
+    }
+
+
+def backfill_daemon(scratch: Path) -> dict:
+    """The same backfill through a real dagster-daemon (default 60 s sensor interval)."""
+    import dagster as dg
+
+    workspace = scratch / "workspace.yaml"
+    workspace.write_text("load_from:\n  - python_module: lgsid_pipeline.definitions\n")
+    instance = dg.DagsterInstance.from_config(str(scratch / "dagster"))
+
+    def sensor_runs() -> list:
+        tags = {"dagster/sensor_name": "landing_sensor"}
+        return list(instance.get_runs(filters=dg.RunsFilter(tags=tags)))
+
+    log = open(scratch / "daemon.log", "w")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=scratch,
+    )
+    try:
+        # the first tick sees the files landed so far (new to the daemon's cursor): wait
+        # until what it launched is done, so the timed landing is the only change
+        time.sleep(20)
+        deadline = time.monotonic() + DAEMON_TIMEOUT_S
+        while any(not r.is_finished for r in sensor_runs()) and time.monotonic() < deadline:
+            time.sleep(2)
+        known = {r.run_id for r in sensor_runs()}
+        started = time.perf_counter()
+        home = scratch / "home"
+        new_ids = land_new_venues(home, BACKFILL_CITY, "fresh2", BACKFILL_ITEMS, seed=13)
+        run = None
+        while time.monotonic() < deadline:
+            fresh = [r for r in sensor_runs() if r.run_id not in known and r.is_finished]
+            if fresh:
+                run = fresh[0]
+                break
+            if daemon.poll() is not None:
+                sys.exit(f"dagster-daemon exited with {daemon.returncode}")
+            time.sleep(1)
+        seconds = time.perf_counter() - started
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        log.close()
+    if run is None:
+        sys.exit("the daemon's landing sensor run did not finish in time")
+    stats = instance.get_run_stats(run.run_id)
+    print(f"backfill through the daemon: {seconds:.1f}s", flush=True)
+    return {
+        "seconds": round(seconds, 2),
+        "status": run.status.value,
+        "run_seconds": round((stats.end_time or 0) - (stats.launch_time or 0), 2),
+        "queued_to_launched_seconds": round(
+            (stats.launch_time or 0) - (stats.enqueued_time or 0), 2
+        ),
+        "coded": _coded(new_ids),
+        "sensor_interval_s": 60,
+    }
+
+
+def import_times() -> dict:
+    """Fresh-process import of the code location and of dagster, alternating."""
+    seconds: dict[str, list[float]] = {name: [] for name in IMPORTS}
+    for repeat in range(IMPORT_REPEATS + 1):
+        for name, statement in IMPORTS.items():
+            took, _ = timed_import(statement)
+            if repeat:  # the first round warms the file cache
+                seconds[name].append(round(took, 3))
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def _prompts(n: int) -> list[str]:
+    from lgsid_pipeline.encoder.prompt import item_prompts
+    from lgsid_pipeline.warehouse import Warehouse
+
+    items = Warehouse().read_table("items", BACKFILL_CITY).head(n)
+    return item_prompts(items)
+
+
+def encode_worker(mode: str, n: int, threads: int, out: Path) -> None:
+    """One encoding process: ``pipeline`` (TextEncoder.encode, bf16) or ``raw`` (the same
+    weights under the same bf16 autocast and batches, a bare forward and mean pool)."""
+    import torch
+
+    from lgsid_pipeline.encoder import TextEncoder
+
+    torch.set_num_threads(threads)
+    prompts = _prompts(n)
+    encoder = TextEncoder.load()
+    encoder.eval()
+    started = time.perf_counter()
+    if mode == "pipeline":
+        encoder.encode(prompts, dtype="bf16")
+    else:  # the library's batching (256, longest first) and autocast, no wrapper
+        ordered = sorted(prompts, key=len, reverse=True)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for start in range(0, len(ordered), 256):
+                batch = encoder.tokenizer(
+                    ordered[start : start + 256],
+                    padding=True,
+                    truncation=True,
+                    max_length=encoder.max_length,
+                    return_tensors="pt",
+                )
+                hidden = encoder.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                (hidden * mask).sum(1) / mask.sum(1)
+    seconds = time.perf_counter() - started
+    out.write_text(json.dumps({"items": len(prompts), "seconds": seconds}))
+
+
+def encode_ratio(scratch: Path) -> dict:
+    """Two pipeline encoders at once (cores / 2 threads each) against one raw forward."""
+    from lgsid_pipeline.threads import available_cores
+
+    cores = available_cores()
+
+    def spawn(mode: str, n: int, threads: int, tag: str) -> tuple[subprocess.Popen, Path]:
+        out = scratch / f"encode-{tag}.json"
+        command = [
+            sys.executable,
+            __file__,
+            "--encode-worker",
+            mode,
+            str(n),
+            str(threads),
+            str(out),
+        ]
+        return subprocess.Popen(command), out
+
+    raw, raw_out = spawn("raw", ENCODE_ITEMS, cores, "raw")
+    raw.wait()
+    started = time.perf_counter()
+    pair = [spawn("pipeline", ENCODE_ITEMS // 2, max(1, cores // 2), f"city{i}") for i in (0, 1)]
+    for process, _ in pair:
+        process.wait()
+    wall = time.perf_counter() - started
+    raw_figures = json.loads(raw_out.read_text())
+    raw_rate = raw_figures["items"] / raw_figures["seconds"]
+    items = sum(json.loads(out.read_text())["items"] for _, out in pair)
+    combined = items / wall  # includes each process's model load
+    encode_only = sum(
+        json.loads(out.read_text())["items"] / json.loads(out.read_text())["seconds"]
+        for _, out in pair
+    )
+    print(f"encode: raw {raw_rate:.0f}/s, two cities {encode_only:.0f}/s", flush=True)
+    return {
+        "raw_bf16_items_per_s": round(raw_rate, 1),
+        "two_cities_items_per_s": round(encode_only, 1),
+        "two_cities_wall_items_per_s": round(combined, 1),
+        "ratio": round(encode_only / raw_rate, 3),
+        "cores": cores,
+        "items": ENCODE_ITEMS,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--encode-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--skip-daemon", action="store_true", help="no dagster-daemon run")
+    args = parser.parse_args()
+    if args.encode_worker:
+        mode, n, threads, out = args.encode_worker
+        encode_worker(mode, int(n), int(threads), Path(out))
+        return
+    source = os.environ.get("LGSID_BENCH_HOME")
+    if not source or not (Path(source) / "home" / "warehouse").is_dir():
+        sys.exit("set LGSID_BENCH_HOME to a home with both real cities through semantic IDs")
+    scratch = _scratch_home(Path(source))
+    os.environ.setdefault("LGSID_EXECUTOR", "in_process")
+    from lgsid_pipeline.runner import get_instance
+
+    instance = get_instance()
+    imports = import_times()
+    print(f"imports: {imports}", flush=True)
+    noop = nightly_noop(instance)
+    backfill = backfill_in_process(instance, scratch / "home")
+    daemon = None if args.skip_daemon else backfill_daemon(scratch)
+    encode = encode_ratio(scratch)
+    out = {
+        "backfill_1000_items_seconds": backfill["seconds"],
+        "backfill_1000_items_daemon_seconds": daemon["seconds"] if daemon else None,
+        "nightly_noop_seconds": noop["seconds"],
+        "code_location_import_seconds": imports["definitions"],
+        "dagster_import_seconds": imports["dagster"],
+        "encode_ratio_to_raw_bf16": encode["ratio"],
+        "pipeline_encode_items_per_s": encode["two_cities_items_per_s"],
+        "demo_seconds": None,
+        "details": {"nightly": noop, "backfill": backfill, "daemon": daemon, "encode": encode},
+        "notes": "demo_seconds is not measured by this script (make demo from a fresh clone); "
+        "the nightly and in-process backfill runs execute in this process (no import cost); "
+        "the daemon backfill includes the wait for the sensor's next 60 s tick.",
+    }
+    print(json.dumps(out, indent=2, default=str))
+    write_results(
+        "freshness",
+        out,
+        {
+            "source_home": source,
+            "backfill": {"city": BACKFILL_CITY, "items": BACKFILL_ITEMS},
+            "encode_items": ENCODE_ITEMS,
+            "import_repeats": IMPORT_REPEATS,
+        },
+    )
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
