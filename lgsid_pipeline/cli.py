@@ -118,7 +118,7 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lgsid_pipeline.demo.run import run_demo
 
-    return run_demo(args.parallel)
+    return run_demo(args.parallel, full=args.full)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--parallel", type=parallel, default=PARALLEL_CITIES, metavar="N", help=parallel_help
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="train every model with the assets' default budgets instead of the demo's small "
+        "ones (much longer)",
+    )
 
     p = sub.add_parser("add-city", help="register a city partition and its data source")
     # Checked by the command itself (exit code 2), as are --path and its kind.

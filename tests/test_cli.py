@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lgsid_pipeline.cli import main
+from lgsid_pipeline.config import PARALLEL_CITIES
 
 
 @pytest.mark.parametrize("slug", ["../etc", "a'b", "Tokyo", "a/b", "x" * 65])
@@ -92,3 +93,14 @@ def test_materialize_split_options_reach_the_dataset_config(
     assert "ingest_tables" not in seen["config"]["ops"]
     assert main(["materialize", "--full-ingest"]) == 0
     assert seen["config"]["ops"]["ingest_tables"]["config"] == {"full": True}
+
+
+def test_demo_full_trains_with_the_asset_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lgsid_pipeline.demo.run as demo_run
+
+    seen: list[tuple[int, bool]] = []
+    monkeypatch.setattr(
+        demo_run, "run_demo", lambda parallel, full=False: seen.append((parallel, full)) or 0
+    )
+    assert main(["demo"]) == 0 and main(["demo", "--full", "--parallel", "1"]) == 0
+    assert seen == [(PARALLEL_CITIES, False), (1, True)]
