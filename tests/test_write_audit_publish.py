@@ -149,12 +149,10 @@ def test_each_blocking_check_fails_and_publishes_nothing(
                 return real_write(self, name, frame, part)
 
             monkeypatch.setattr(StagedVersion, "write_table", lossy_write)
-        [bad] = materialize(
-            [CITY],
-            select=SELECT,
-            instance=instance,
-            run_config=quarantine_config(0.0) if strict else None,
-        )
+        # the sources did not change, so only a full ingest reads them with the broken code
+        config = quarantine_config(0.0) if strict else {}
+        config.setdefault("ops", {})["ingest_tables"] = {"config": {"full": True}}
+        [bad] = materialize([CITY], select=SELECT, instance=instance, run_config=config)
         assert not bad.success
         # A quarantined item also quarantines its check-ins: both rates exceed a zero limit.
         also = {"interactions_quarantine_rate"} if check == "items_quarantine_rate" else set()

@@ -14,6 +14,7 @@ import os
 import dagster as dg
 
 from lgsid_pipeline.catalog import SEMANTIC_ID_ASSETS
+from lgsid_pipeline.defs.executor import light_job_executor
 from lgsid_pipeline.defs.resources import LgsidResource, city_partitions
 from lgsid_pipeline.landing_watch import scan_landing
 from lgsid_pipeline.retrain import (
@@ -47,7 +48,7 @@ nightly_job = dg.define_asset_job(
     description="Ingest what is new and give new or changed items embeddings and semantic "
     "IDs with the frozen models (one city partition per run).",
     op_retry_policy=STEP_RETRIES,
-    executor_def=dg.in_process_executor,  # light steps: no process (and import) per step
+    executor_def=light_job_executor(),
 )
 
 

@@ -62,3 +62,11 @@ def pipeline_executor(environ: Mapping[str, str] | None = None) -> dg.ExecutorDe
         config = k8s_executor_config(environ.get(K8S_CONFIG_ENV))
         return k8s_job_executor.configured(config) if config else k8s_job_executor
     raise ValueError(f"unknown {EXECUTOR_ENV}={name!r}; allowed values: {', '.join(EXECUTORS)}")
+
+
+def light_job_executor(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
+    """The executor of a job of light steps (the nightly one): every step in the run's own
+    process, so no step pays the code location's import; with ``LGSID_EXECUTOR=k8s`` the
+    code location's executor (a pod per step) instead."""
+    environ = os.environ if environ is None else environ
+    return None if environ.get(EXECUTOR_ENV, "").strip() == "k8s" else dg.in_process_executor

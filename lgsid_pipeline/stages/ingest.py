@@ -251,7 +251,10 @@ class PublishedIngest:
         if staged is None:  # nothing read: the published version's row counts
             tables = self.manifest["tables"]
             return {
-                asset: {**common, "dagster/row_count": tables[asset][asset]["rows"]}
+                asset: {
+                    **common,
+                    "dagster/row_count": sum(p["rows"] for p in tables[asset].values()),
+                }
                 for asset in ("raw_items", "raw_interactions", "items", "interactions")
             }
         out: dict[str, Metadata] = {
