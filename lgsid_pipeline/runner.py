@@ -218,10 +218,15 @@ class StageProgress:
 
 
 def _config_for(run_config: dict | None, keys: list[dg.AssetKey]) -> dict | None:
-    """Keep only the ``ops`` entries of assets in this stage (Dagster rejects the others)."""
+    """Keep only the ``ops`` entries of assets (or the ingest op) in this stage (Dagster
+    rejects the others)."""
     if not run_config:
         return None
+    from lgsid_pipeline.defs.ingest import TABLES, ingest_tables
+
     names = {k.to_user_string() for k in keys}
+    if names & set(TABLES):  # the four ingest tables are one op, configured by its name
+        names.add(ingest_tables.op.name)
     config = {k: v for k, v in run_config.items() if k != "ops"}
     ops = {k: v for k, v in run_config.get("ops", {}).items() if k in names}
     if ops:
