@@ -960,6 +960,7 @@ def test_chart_rendering_follows_the_chart_templates() -> None:
 
 def test_executor_selection_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import lgsid_pipeline.definitions as definitions
+    import lgsid_pipeline.defs.automation as automation
 
     helm_config = deployment_env(helm_values())[K8S_CONFIG_ENV]
     assert pipeline_executor({}) is None  # Dagster's default stays
@@ -971,6 +972,7 @@ def test_executor_selection_from_the_environment(monkeypatch: pytest.MonkeyPatch
     try:
         monkeypatch.setenv(EXECUTOR_ENV, "k8s")
         monkeypatch.setenv(K8S_CONFIG_ENV, helm_config)
+        importlib.reload(automation)  # the nightly job picks its executor at import too
         reloaded = importlib.reload(definitions)
         for job in ("city_pipeline", "global_models", "nightly_retokenization"):
             executor = reloaded.defs.resolve_job_def(job).executor_def
@@ -982,6 +984,7 @@ def test_executor_selection_from_the_environment(monkeypatch: pytest.MonkeyPatch
             importlib.reload(definitions)
     finally:
         monkeypatch.undo()  # the session's own LGSID_EXECUTOR (tests/conftest.py) comes back
+        importlib.reload(automation)
         default = importlib.reload(definitions)
     assert default.defs.resolve_job_def("city_pipeline").executor_def.name != "k8s"
 

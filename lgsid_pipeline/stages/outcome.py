@@ -95,7 +95,10 @@ def _same_content(staged: StagedVersion, current: dict[str, Any], extra: Metadat
         }
 
     written, published = digests(staged.files()), digests(current["tables"])
-    if staged.carry_forward:  # parts this version does not write are carried forward
-        published = {key: digest for key, digest in published.items() if key in written}
     same_extra = all(current.get(k) == v for k, v in extra.items() if k != "run_id")
+    if staged.carry_forward:
+        # parts this version does not write are carried forward; the manifest's extras are
+        # those of whichever part was published last (the versions are in the rows anyway)
+        published = {key: digest for key, digest in published.items() if key in written}
+        same_extra = True
     return same_extra and None not in written.values() and written == published
