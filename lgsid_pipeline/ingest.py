@@ -17,6 +17,7 @@ from lgsid_pipeline.cleaning import (
 )
 from lgsid_pipeline.config import shared_data_dir
 from lgsid_pipeline.geo.admin import (
+    ADMIN_COLUMNS,
     BoundarySet,
     assign_admin,
     detect_boundary_set,
@@ -95,17 +96,6 @@ def boundaries_for(config: CityConfig, lat: np.ndarray, lon: np.ndarray) -> Boun
     return detect_boundary_set(real, lat, lon)
 
 
-ADMIN_COLUMNS = (
-    "admin_l1_code",
-    "admin_l1_name",
-    "admin_l2_code",
-    "admin_l2_name",
-    "admin_l3_code",
-    "h3_cell",
-    "outside",
-)
-
-
 ADMIN_DTYPES = {**{c: "string" for c in ADMIN_COLUMNS[:-1]}, "outside": bool}
 
 
@@ -163,13 +153,7 @@ def clean_items(
         "brand_raw",
         "latitude",
         "longitude",
-        "admin_l1_code",
-        "admin_l1_name",
-        "admin_l2_code",
-        "admin_l2_name",
-        "admin_l3_code",
-        "h3_cell",
-        "outside",
+        *ADMIN_COLUMNS,
         "city_name",
         "origin",
         "content_hash",
