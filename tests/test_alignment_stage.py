@@ -104,7 +104,6 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
         embedding_matrix(first.results["reference"].table),
         embedding_matrix(first.results["aligned"].table),
         policy.version,
-        changed=True,
     )
     assert reports.read(reports.alignment(CITY)) == figures
     assert set(figures["before"]) == set(figures["after"])
@@ -115,11 +114,28 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
         embedding_matrix(again.results["aligned"].table),
         embedding_matrix(first.results["aligned"].table),
     )
+    # a report of this encoder is not recomputed (new items do not change what it measures);
+    # a report of another encoder is
     assert (
         embeddings.geography_before_after(
-            reports, home, CITY, items, np.zeros(1), np.zeros(1), policy.version, changed=False
+            reports, home, CITY, items, np.zeros(1), np.zeros(1), policy.version
         )
         is None
+    )
+    other = {**figures, "encoder_version": "an-earlier-encoder"}
+    reports.write(reports.alignment(CITY), other)
+    assert (
+        embeddings.geography_before_after(
+            reports,
+            home,
+            CITY,
+            items,
+            embedding_matrix(first.results["reference"].table),
+            embedding_matrix(first.results["aligned"].table),
+            policy.version,
+        )
+        == reports.read(reports.alignment(CITY))
+        == figures
     )
 
     # the whole embeddings stage: nothing new to encode, the same version's tables published

@@ -179,7 +179,6 @@ def embed_city(
         embedding_matrix(encoded.results["reference"].table),
         embedding_matrix(encoded.results["aligned"].table),
         version,
-        encoded.encoded > 0,
     )
     warehouse.refresh_catalog()
     return PublishedEmbeddings(
@@ -195,15 +194,15 @@ def geography_before_after(
     reference: np.ndarray,
     aligned: np.ndarray,
     encoder_version: str,
-    changed: bool,
 ) -> dict | None:
     """P/C/T@K, NMI and Similarity@K of the plain and the aligned embeddings of ``city``,
-    computed when some embedding changed (or never were), written to the report store and
-    logged to the aligned encoder's MLflow run; None when nothing changed."""
+    written to the report store and logged to the aligned encoder's MLflow run; None when
+    the stored report is already of ``encoder_version``. A backfill of new items does not
+    recompute them: they describe the encoder, and on a whole city they cost minutes."""
     from lgsid_pipeline.alignment.evaluate import geography_metrics
 
     path = reports.alignment(city)
-    if not changed and path.is_file():
+    if (reports.read(path) or {}).get("encoder_version") == encoder_version:
         return None
     by_stage = {
         "before": geography_metrics(reference, items, reference),
