@@ -98,7 +98,7 @@ def ensure_ablation_codes(
     import pandas as pd
 
     from lgsid_pipeline.tokenizer import TOKENIZERS, TokenizerConfig
-    from lgsid_pipeline.tokenizer.codes import aligned_embeddings, incremental_semantic_ids
+    from lgsid_pipeline.tokenizer.semantic_ids import aligned_embeddings, incremental_semantic_ids
     from lgsid_pipeline.warehouse import Warehouse
 
     warehouse = Warehouse()

@@ -70,7 +70,7 @@ GENERATIVE = {
     "early_stop_examples": 500,
     "max_test_examples": 2500,
 }
-ONE_TORCH_THREAD = {"resources": {"lgsid": {"config": {"torch_threads": 1}}}}
+ONE_TORCH_THREAD = {"resources": {"workspace": {"config": {"torch_threads": 1}}}}
 DISCRIMINATIVE_RUN_CONFIG = {
     **ONE_TORCH_THREAD,
     "ops": {

@@ -70,7 +70,7 @@ def retrain_churn(kind: str, seed: int = 1) -> dict[str, float]:
 
     from lgsid_pipeline.registry import champion_folder
     from lgsid_pipeline.tokenizer import TOKENIZERS, Tokenizer, TokenizerConfig
-    from lgsid_pipeline.tokenizer.codes import aligned_embeddings
+    from lgsid_pipeline.tokenizer.semantic_ids import aligned_embeddings
     from lgsid_pipeline.warehouse import Warehouse
 
     champion = Tokenizer.load(champion_folder(tokenizer_model(kind)))

@@ -90,8 +90,8 @@ def _load_run_config(parsed: dict | None, max_quarantine_rate: float | None) -> 
     config: dict = dict(parsed or {})
     extra = quarantine_config(max_quarantine_rate)
     if extra:
-        lgsid = config.setdefault("resources", {}).setdefault("lgsid", {})
-        lgsid.setdefault("config", {}).update(extra["resources"]["lgsid"]["config"])
+        workspace = config.setdefault("resources", {}).setdefault("workspace", {})
+        workspace.setdefault("config", {}).update(extra["resources"]["workspace"]["config"])
     return config or None
 
 
@@ -180,7 +180,7 @@ def _print_item(row: dict) -> None:
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
     from lgsid_pipeline.lookup import lookup_item
-    from lgsid_pipeline.tokenizer.codes import parse_code
+    from lgsid_pipeline.tokenizer.semantic_ids import parse_code
 
     if args.code is not None:
         if len(args.code) > MAX_CODE:

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="existing YAML/JSON file of at most 1 MiB holding Dagster run config: "
         f"a mapping with keys among {', '.join(RUN_CONFIG_KEYS)} (ops: "
-        "per-asset training settings; resources: lgsid settings such as "
+        "per-asset training settings; resources: workspace settings such as "
         "encoder_path)",
     )
     p.add_argument(

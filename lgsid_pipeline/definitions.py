@@ -30,7 +30,7 @@ from lgsid_pipeline.defs.generative import (
 from lgsid_pipeline.defs.ingest import ingest_tables
 from lgsid_pipeline.defs.loggers import LOGGERS
 from lgsid_pipeline.defs.recommenders import CTR_ASSETS, evaluation_report, recommender_datasets
-from lgsid_pipeline.defs.resources import LgsidResource
+from lgsid_pipeline.defs.resources import WorkspaceResource
 from lgsid_pipeline.defs.tokenizer import SEMANTIC_ID_ASSET_DEFS, TOKENIZER_ASSET_DEFS
 
 CITY_ASSETS = [
@@ -67,7 +67,7 @@ defs = dg.Definitions(
     jobs=[city_job, global_job, nightly_job],
     schedules=[nightly_retokenization, weekly_global_models],
     sensors=[landing_sensor, build_retrain_sensor([city_job, global_job])],
-    resources={"lgsid": LgsidResource()},
+    resources={"workspace": WorkspaceResource()},
     loggers=LOGGERS,
     executor=pipeline_executor(),  # LGSID_EXECUTOR=k8s: one pod per step
 )

@@ -8,7 +8,7 @@ import pandas as pd
 
 from lgsid_pipeline.catalog import TOKENIZER_KINDS, semantic_ids_asset
 from lgsid_pipeline.config import validate_city_slug
-from lgsid_pipeline.tokenizer.codes import parse_code
+from lgsid_pipeline.tokenizer.semantic_ids import parse_code
 from lgsid_pipeline.warehouse import TableNotFoundError, Warehouse
 
 

@@ -238,7 +238,7 @@ def quarantine_config(max_quarantine_rate: float | None) -> dict | None:
     """Run config setting the blocking checks' quarantine limit."""
     if max_quarantine_rate is None:
         return None
-    return {"resources": {"lgsid": {"config": {"max_quarantine_rate": max_quarantine_rate}}}}
+    return {"resources": {"workspace": {"config": {"max_quarantine_rate": max_quarantine_rate}}}}
 
 
 def tick_sensor(
@@ -246,13 +246,13 @@ def tick_sensor(
 ) -> dg.SensorResult:
     """Evaluate one sensor of the code location once, as the daemon does on each interval."""
     from lgsid_pipeline.definitions import defs
-    from lgsid_pipeline.defs.resources import LgsidResource
+    from lgsid_pipeline.defs.resources import WorkspaceResource
 
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         repository_def=defs.get_repository_def(),
-        resources={"lgsid": LgsidResource()},
+        resources={"workspace": WorkspaceResource()},
     )
     result = defs.get_sensor_def(name)(context)
     for request in result.dynamic_partitions_requests or []:

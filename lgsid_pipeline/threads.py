@@ -1,7 +1,7 @@
 """How many torch threads a compute step may use, so that threads x concurrent steps never
 exceeds the cores: the cores this process may run on, shared by as many compute steps as the
 ``compute`` pool lets run at once (its limit in the Dagster instance). No config is needed;
-``LgsidResource.torch_threads`` overrides it."""
+``WorkspaceResource.torch_threads`` overrides it."""
 
 from __future__ import annotations
 

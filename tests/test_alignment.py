@@ -126,7 +126,7 @@ def test_alignment_stage_end_to_end(lgsid_env: Path, tiny_encoder_path: Path) ->
     generate_city(tiny_spec(n_items=800), folder)
     CityRegistry(lgsid_env).add(CityConfig("tiny", "synthetic", str(folder)))
     run_config = {
-        "resources": {"lgsid": {"config": {"encoder_path": str(tiny_encoder_path)}}},
+        "resources": {"workspace": {"config": {"encoder_path": str(tiny_encoder_path)}}},
         "ops": {
             "geo_negatives": {"config": {"max_anchors": 400}},
             "reward_model": {"config": {"epochs": 60, "lr": 3e-3}},

@@ -27,7 +27,7 @@ CONFIG_TEXTS: dict[str, str] = {
     "op_scalar": "ops:\n  recommender_datasets: 3\n",
     "op_config_list": "ops:\n  recommender_datasets:\n    config: [1]\n",
     "unknown_op": "ops:\n  no_such_asset:\n    config: {epochs: 1}\n",
-    "bad_resource": "resources:\n  lgsid:\n    config: {no_such_setting: 1}\n",
+    "bad_resource": "resources:\n  workspace:\n    config: {no_such_setting: 1}\n",
     "bad_op_value": "ops:\n  din:\n    config: {epochs: many}\n",
     "bad_reward_value": "ops:\n  reward_model:\n    config: {epochs: many}\n",
 }
@@ -386,7 +386,7 @@ def test_good_values_still_reach_the_run(
         "t1": "2025-02-01T00:00:00Z",
         "t2": "2025-02-15",
     }
-    assert seen["config"]["resources"]["lgsid"]["config"] == {"max_quarantine_rate": 0.0}
+    assert seen["config"]["resources"]["workspace"]["config"] == {"max_quarantine_rate": 0.0}
 
 
 @pytest.mark.parametrize(

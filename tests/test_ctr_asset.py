@@ -16,7 +16,7 @@ import torch
 
 import lgsid_pipeline.stages.discriminative as discriminative
 from lgsid_pipeline.defs.recommenders import CTR_ASSETS, CtrTrainingConfig
-from lgsid_pipeline.defs.resources import LgsidResource
+from lgsid_pipeline.defs.resources import WorkspaceResource
 from lgsid_pipeline.metrics.ranking import auc
 from lgsid_pipeline.recommenders.training import TrainResult
 from lgsid_pipeline.stages.evaluation import auc_markdown, discriminative_table
@@ -109,7 +109,7 @@ def run_din(home: Path, config: dict) -> dg.ExecuteInProcessResult:
         [din],
         partition_key="tiny",
         instance=instance,
-        resources={"lgsid": LgsidResource(home=str(home))},
+        resources={"workspace": WorkspaceResource(home=str(home))},
         run_config={"ops": {"din": {"config": config}}},
         raise_on_error=False,
     )
@@ -132,9 +132,9 @@ def test_several_seeds_report_their_mean_and_a_joint_interval(
     assert registered["params"]["seeds"] == 3
     assert registered["metrics"]["none.auc_ci95_lo"] < registered["metrics"]["none.auc"]
 
-    lgsid = LgsidResource(home=str(tmp_path))
+    workspace = WorkspaceResource(home=str(tmp_path))
     per_seed = [auc(LABELS, seed_probs(s)) for s in (4, 5, 6)]
-    table = discriminative_table(lgsid.reports, "tiny")
+    table = discriminative_table(workspace.reports, "tiny")
     assert table is not None
     assert table["auc"]["din"]["none"] == pytest.approx(np.mean(per_seed))
     assert table["seeds"] == {"din": 3}
@@ -142,7 +142,7 @@ def test_several_seeds_report_their_mean_and_a_joint_interval(
     lo, hi = table["auc_ci95"]["din"]["none"]
     assert lo < np.mean(per_seed) < hi
     assert set(table["auc_ci95"]["din"]) == set(table["auc"]["din"]) == {"none", "lgsid"}
-    figures = lgsid.reports.read(lgsid.reports.recommender("tiny", "din"))
+    figures = workspace.reports.read(workspace.reports.recommender("tiny", "din"))
     variant = figures["variants"]["none"]
     assert variant["auc_seeds"] == pytest.approx(per_seed) and variant["best_epoch"] == 4
     assert variant["valid_auc"] == pytest.approx(0.65)  # mean of 0.64, 0.65, 0.66
@@ -152,7 +152,7 @@ def test_several_seeds_report_their_mean_and_a_joint_interval(
     # one seed: an interval over test examples only, narrower than the one over seeds that
     # disagree (their AUCs differ by far more than the test-set noise)
     assert run_din(tmp_path, {"seeds": 1, "seed": 4, "variants": ["none"]}).success
-    single = discriminative_table(lgsid.reports, "tiny")
+    single = discriminative_table(workspace.reports, "tiny")
     assert single is not None and single["seeds"] == {"din": 1}
     assert single["interval"] == {"din": "bootstrap over test examples"}
     assert single["auc"]["din"]["none"] == pytest.approx(per_seed[0])

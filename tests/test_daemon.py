@@ -68,7 +68,7 @@ def test_landing_sensor_under_the_real_daemon(lgsid_env: Path, tmp_path: Path) -
         "aligned_encoder": {"config": {"steps": 4}},
         **{name: {"config": {"codebook_sizes": [8, 8, 8], "epochs": 2}} for name in TOKENIZERS},
     }
-    config = {"resources": {"lgsid": {"config": {"encoder_path": str(encoder)}}}, "ops": ops}
+    config = {"resources": {"workspace": {"config": {"encoder_path": str(encoder)}}}, "ops": ops}
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(dagster_home))

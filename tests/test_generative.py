@@ -32,7 +32,7 @@ from lgsid_pipeline.recommenders.next_item import (
     latest_histories,
     ranking_metrics,
 )
-from lgsid_pipeline.recommenders.trie import N_SPECIAL, CodeTokenizer, PrefixTrie
+from lgsid_pipeline.recommenders.trie import N_SPECIAL, CodeVocabulary, PrefixTrie
 
 # synthetic walk: 64 items, code (i // 16, (i // 2) % 8, i % 2) - the last level plays the
 # de-duplication token; each user steps to item i + 1 with probability 0.85, else jumps
@@ -111,60 +111,60 @@ def sparse_catalogue(seed: int = 0, n_items: int = 40, sizes: tuple = (5, 6, 3))
 
 def test_tokenizer_round_trip_and_errors() -> None:
     codes = sparse_catalogue()
-    tok = CodeTokenizer(codes)
-    assert tok.depth == 3 and tok.vocab_size == N_SPECIAL + int((codes.max(0) + 1).sum())
-    tokens = tok.item_tokens(np.arange(len(codes)))
-    assert (tok.decode(tokens) == np.arange(len(codes))).all()
-    assert (tokens >= N_SPECIAL).all() and (tokens < tok.vocab_size).all()
-    assert (tok.history_tokens(np.array([[-1, 3]]))[0, :3] == 0).all()  # padding -> PAD
+    vocab = CodeVocabulary(codes)
+    assert vocab.depth == 3 and vocab.vocab_size == N_SPECIAL + int((codes.max(0) + 1).sum())
+    tokens = vocab.item_tokens(np.arange(len(codes)))
+    assert (vocab.decode(tokens) == np.arange(len(codes))).all()
+    assert (tokens >= N_SPECIAL).all() and (tokens < vocab.vocab_size).all()
+    assert (vocab.history_tokens(np.array([[-1, 3]]))[0, :3] == 0).all()  # padding -> PAD
     bad = tokens[0].copy()
     bad[0] = bad[1]  # a level-1 token in the level-0 slot
-    assert tok.decode(bad[None])[0] == -1
+    assert vocab.decode(bad[None])[0] == -1
     with pytest.raises(ValueError, match="unique"):
-        CodeTokenizer(np.array([[0, 1], [0, 1]]))
+        CodeVocabulary(np.array([[0, 1], [0, 1]]))
 
 
 def test_trie_accepts_exactly_the_catalogue() -> None:
     codes = sparse_catalogue()
-    tok = CodeTokenizer(codes)
-    trie = PrefixTrie(tok)
+    vocab = CodeVocabulary(codes)
+    trie = PrefixTrie(vocab)
     code_set = {tuple(c) for c in codes.tolist()}
     for depth in range(3):
         prefixes = sorted({c[:depth] for c in code_set})
         batch = np.array(
-            [tok.offsets[:depth] + np.array(p, dtype=np.int64) for p in prefixes], dtype=np.int64
+            [vocab.offsets[:depth] + np.array(p, dtype=np.int64) for p in prefixes], dtype=np.int64
         ).reshape(len(prefixes), depth)
         mask = trie.allowed_mask(batch)
         for row, p in enumerate(prefixes):
             expected = sorted(
-                {int(tok.offsets[depth] + c[depth]) for c in code_set if c[:depth] == p}
+                {int(vocab.offsets[depth] + c[depth]) for c in code_set if c[:depth] == p}
             )
             assert trie.allowed(batch[row]).tolist() == expected
             assert mask[row].nonzero()[0].tolist() == expected
     missing = next(
         (a, b) for a in range(5) for b in range(6) if not any(c[:2] == (a, b) for c in code_set)
     )
-    invalid = tok.offsets[:2] + np.array(missing)
+    invalid = vocab.offsets[:2] + np.array(missing)
     assert trie.allowed(invalid).size == 0 and not trie.contains(invalid)
     assert not trie.allowed_mask(invalid[None]).any()
-    assert trie.allowed([tok.offsets[1]]).size == 0  # a level-1 token cannot come first
-    assert trie.contains(tok.item_tokens(np.array(7)))
+    assert trie.allowed([vocab.offsets[1]]).size == 0  # a level-1 token cannot come first
+    assert trie.contains(vocab.item_tokens(np.array(7)))
     with pytest.raises(ValueError, match="prefix"):
-        trie.allowed(tok.item_tokens(np.array(7)))  # a full code has no continuation
+        trie.allowed(vocab.item_tokens(np.array(7)))  # a full code has no continuation
 
 
 @pytest.mark.parametrize("kind", ["tiger", "onerec"])
 def test_untrained_beam_search_yields_only_valid_distinct_items(kind: str) -> None:
     codes = sparse_catalogue(seed=1)
-    tok = CodeTokenizer(codes)
-    trie = PrefixTrie(tok)
+    vocab = CodeVocabulary(codes)
+    trie = PrefixTrie(vocab)
     config = small_config(kind, max_history=3, d_model=32, d_ff=64)
     torch.manual_seed(1)
-    model = build_generative_model(config, tok)  # random weights
+    model = build_generative_model(config, vocab)  # random weights
     rng = np.random.default_rng(1)
     histories = rng.integers(-1, len(codes), (12, 3))
     histories[0] = -1  # a user without history
-    batch = torch.from_numpy(tok.history_tokens(histories))
+    batch = torch.from_numpy(vocab.history_tokens(histories))
     for beam, top_k in ((8, 8), (12, 5), (len(codes), len(codes))):
         items, scores = constrained_beam_search(model, batch, trie, beam, top_k)
         assert items.shape == scores.shape == (len(histories), top_k)
@@ -172,7 +172,7 @@ def test_untrained_beam_search_yields_only_valid_distinct_items(kind: str) -> No
         assert all(len(set(row)) == top_k for row in items.tolist())
         full_codes = {tuple(c) for c in codes.tolist()}
         assert all(tuple(c) in full_codes for c in codes[items].reshape(-1, 3).tolist())
-        assert (tok.decode(tok.item_tokens(items)) == items).all()
+        assert (vocab.decode(vocab.item_tokens(items)) == items).all()
         assert np.isfinite(scores).all() and (np.diff(scores, axis=1) <= 1e-6).all()
     # a beam as wide as the catalogue returns every item, each once
     assert all(sorted(row) == list(range(len(codes))) for row in items.tolist())
@@ -323,7 +323,7 @@ def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict, ki
     histories[0] = -1  # a user without history
     histories[1, :2] = -1
     items, scores = recommend_top_k(result, WALK_CODES, histories, 5)
-    tokens = torch.from_numpy(result.tokenizer.history_tokens(histories))
+    tokens = torch.from_numpy(result.vocabulary.history_tokens(histories))
     beam_items, beam_scores = constrained_beam_search(
         result.model, tokens, result.trie, result.config.beam_size, 5
     )
@@ -341,7 +341,7 @@ def test_cached_beam_search_returns_what_the_uncached_one_does(
     result = trained[kind]
     histories = walk_splits["test"][0][:40].copy()
     histories[0] = -1
-    tokens = torch.from_numpy(result.tokenizer.history_tokens(histories))
+    tokens = torch.from_numpy(result.vocabulary.history_tokens(histories))
     for beam, top_k in ((10, 10), (30, 7)):
         cached = constrained_beam_search(
             result.model, tokens, result.trie, beam, top_k, use_cache=True
@@ -352,10 +352,10 @@ def test_cached_beam_search_returns_what_the_uncached_one_does(
         assert np.array_equal(cached[0], plain[0])
         assert np.allclose(cached[1], plain[1], atol=1e-5)
     # teacher-forced scoring gives each beam item the score the beam search summed
-    scored = score_items(result.model, tokens, result.tokenizer, cached[0])
+    scored = score_items(result.model, tokens, result.vocabulary, cached[0])
     assert np.allclose(scored, cached[1], atol=1e-4)
     # a first-level prior that forbids every first token but one keeps the beam inside it
-    bias = torch.full((len(histories), int(result.tokenizer.sizes[0])), -1e9)
+    bias = torch.full((len(histories), int(result.vocabulary.sizes[0])), -1e9)
     bias[:, 2] = 0.0
     items, _ = constrained_beam_search(result.model, tokens, result.trie, 10, 10, first_bias=bias)
     assert (WALK_CODES[items][..., 0] == 2).all()

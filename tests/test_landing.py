@@ -14,7 +14,7 @@ from helpers import tiny_spec
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.definitions import defs
-from lgsid_pipeline.defs.resources import LgsidResource
+from lgsid_pipeline.defs.resources import WorkspaceResource
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
 from lgsid_pipeline.sources.base import SourceError
@@ -76,7 +76,7 @@ def test_sensor_registers_new_cities_and_requests_runs_on_change(
     (lgsid_env / "landing" / "Bad Name").mkdir(parents=True)
     sensor = defs.get_sensor_def("landing_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    resources = {"lgsid": LgsidResource(home=str(lgsid_env))}
+    resources = {"workspace": WorkspaceResource(home=str(lgsid_env))}
     repository = defs.get_repository_def()
     with dg.instance_for_test() as instance:
 
@@ -139,7 +139,7 @@ def test_files_landed_for_a_registered_city_are_additions(
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
             instance=instance,
-            resources={"lgsid": LgsidResource(home=str(lgsid_env))},
+            resources={"workspace": WorkspaceResource(home=str(lgsid_env))},
             repository_def=defs.get_repository_def(),
         )
         result = sensor(context)

@@ -267,7 +267,7 @@ def test_missing_or_corrupt_model_artifact_is_named(
     run_config = {
         **IN_PROCESS,
         "resources": {
-            "lgsid": {"config": {"encoder_path": str(make_tiny_encoder(tmp_path / "encoder"))}}
+            "workspace": {"config": {"encoder_path": str(make_tiny_encoder(tmp_path / "encoder"))}}
         },
         "ops": {
             "geo_negatives": {"config": {"max_anchors": 60}},

@@ -42,7 +42,7 @@ UP_TO_CODES = "*semantic_ids,*rqkmeans_semantic_ids,*rqvae_semantic_ids"
 
 def run_config(encoder: Path, seed: int = 0) -> dict:
     return {
-        "resources": {"lgsid": {"config": {"encoder_path": str(encoder)}}},
+        "resources": {"workspace": {"config": {"encoder_path": str(encoder)}}},
         "ops": {
             "geo_negatives": {"config": {"max_anchors": 100}},
             "reward_model": {"config": {"epochs": 3}},

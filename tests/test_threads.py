@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from lgsid_pipeline.catalog import COMPUTE_POOL
-from lgsid_pipeline.defs.resources import LgsidResource, compute_pool_limit
+from lgsid_pipeline.defs.resources import WorkspaceResource, compute_pool_limit
 from lgsid_pipeline.threads import available_cores, threads_per_step
 
 
@@ -32,36 +32,36 @@ def test_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
     assert available_cores(quota) >= 1
 
 
-def _threads_of_a_compute_step(instance: dg.DagsterInstance, lgsid: LgsidResource) -> dict:
+def _threads_of_a_compute_step(instance: dg.DagsterInstance, workspace: WorkspaceResource) -> dict:
     @dg.asset(pool=COMPUTE_POOL)
     def compute_step(
-        context: dg.AssetExecutionContext, lgsid: LgsidResource
+        context: dg.AssetExecutionContext, workspace: WorkspaceResource
     ) -> dg.MaterializeResult:
         import torch
 
-        set_to = lgsid.limit_threads(context)
+        set_to = workspace.limit_threads(context)
         return dg.MaterializeResult(metadata={"set": set_to, "torch": torch.get_num_threads()})
 
-    result = dg.materialize([compute_step], instance=instance, resources={"lgsid": lgsid})
+    result = dg.materialize([compute_step], instance=instance, resources={"workspace": workspace})
     [event] = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def test_compute_steps_share_the_cores_by_the_pool_limit(tmp_path: Path) -> None:
-    lgsid = LgsidResource(home=str(tmp_path / "home"))
+    workspace = WorkspaceResource(home=str(tmp_path / "home"))
     cores = available_cores()
     with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 2}}}) as inst:
         assert compute_pool_limit(inst) == 2
-        assert _threads_of_a_compute_step(inst, lgsid) == {
+        assert _threads_of_a_compute_step(inst, workspace) == {
             "set": max(1, cores // 2),
             "torch": max(1, cores // 2),
         }
         inst.event_log_storage.set_concurrency_slots(COMPUTE_POOL, 1)
         assert compute_pool_limit(inst) == 1
-        assert _threads_of_a_compute_step(inst, lgsid)["torch"] == cores
+        assert _threads_of_a_compute_step(inst, workspace)["torch"] == cores
     with dg.instance_for_test() as inst:  # no pool limit: nothing shares the cores
         assert compute_pool_limit(inst) is None
-        assert _threads_of_a_compute_step(inst, lgsid)["torch"] == cores
+        assert _threads_of_a_compute_step(inst, workspace)["torch"] == cores
         # an explicit setting wins
-        fixed = LgsidResource(home=str(tmp_path / "home"), torch_threads=3)
+        fixed = WorkspaceResource(home=str(tmp_path / "home"), torch_threads=3)
         assert _threads_of_a_compute_step(inst, fixed) == {"set": 3, "torch": 3}

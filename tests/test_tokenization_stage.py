@@ -82,7 +82,7 @@ def assert_cache_is_what_was_served(
 
 def _run_config(encoder: Path) -> dict:
     return {
-        "resources": {"lgsid": {"config": {"encoder_path": str(encoder)}}},
+        "resources": {"workspace": {"config": {"encoder_path": str(encoder)}}},
         "ops": {
             "geo_negatives": {"config": {"max_anchors": 150}},
             "reward_model": {"config": {"epochs": 5}},

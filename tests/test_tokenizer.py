@@ -28,7 +28,7 @@ from lgsid_pipeline.tokenizer import (
     parse_code,
     tokenizer_report,
 )
-from lgsid_pipeline.tokenizer.codes import assign_dedup
+from lgsid_pipeline.tokenizer.semantic_ids import assign_dedup
 
 SMALL = TokenizerConfig(codebook_sizes=[8, 8, 4], epochs=8, batch_size=256)
 

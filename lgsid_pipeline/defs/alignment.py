@@ -10,7 +10,7 @@ from lgsid_pipeline.alignment.config import (
 )
 from lgsid_pipeline.catalog import ALIGNED_ENCODER, REWARD_MODEL
 from lgsid_pipeline.defs.resources import (
-    LgsidResource,
+    WorkspaceResource,
     audited,
     check_specs,
     city_asset,
@@ -42,92 +42,98 @@ AlignedEncoderConfig = config_class(
 )
 
 
-def _cities_with(lgsid: LgsidResource, table: str) -> list[str]:
-    return stage.cities_with(lgsid.warehouse, [c.slug for c in lgsid.cities.all()], table)
+def _cities_with(workspace: WorkspaceResource, table: str) -> list[str]:
+    return stage.cities_with(workspace.warehouse, [c.slug for c in workspace.cities.all()], table)
 
 
 @city_asset("alignment", {"parquet"}, ["items"])
 def geo_negatives(
-    context: dg.AssetExecutionContext, config: GeoNegativesConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext, config: GeoNegativesConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """K = 15 mismatched locations per anchor with soft labels (density-aware)."""
     settings = settings_from(config, GeoNegativeConfig)
-    result = stage.geo_negatives(lgsid.warehouse, context.partition_key, settings, context.log.info)
-    return materialized(lgsid, result.metadata())
+    result = stage.geo_negatives(
+        workspace.warehouse, context.partition_key, settings, context.log.info
+    )
+    return materialized(workspace, result.metadata())
 
 
 @city_asset("alignment", {"duckdb", "parquet"}, ["interactions"])
 def cooccurrence_pairs(
-    context: dg.AssetExecutionContext, config: CooccurrenceConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext, config: CooccurrenceConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """D_dc: item pairs co-visited by a user on one day (sql/cooccurrence_pairs.sql)."""
     result = stage.cooccurrence_pairs(
-        lgsid.warehouse, context.partition_key, config.quantile, config.min_count, context.log.info
+        workspace.warehouse,
+        context.partition_key,
+        config.quantile,
+        config.min_count,
+        context.log.info,
     )
-    return materialized(lgsid, result.metadata())
+    return materialized(workspace, result.metadata())
 
 
 @model_asset(["geo_negatives"], ["items"])
 def reward_model(
-    context: dg.AssetExecutionContext, config: RewardModelConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext, config: RewardModelConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """List-wise reward model over the frozen encoder, trained on every city's negatives."""
-    lgsid.limit_threads(context)
+    workspace.limit_threads(context)
     model = stage.train_reward_model(
-        lgsid.warehouse,
-        lgsid.reports,
-        lgsid.home_path,
-        lgsid.base_encoder(),
-        _cities_with(lgsid, "geo_negatives"),
+        workspace.warehouse,
+        workspace.reports,
+        workspace.home_path,
+        workspace.base_encoder(),
+        _cities_with(workspace, "geo_negatives"),
         settings_from(config, RewardConfig),
-        lgsid.model_dir(REWARD_MODEL),
+        workspace.model_dir(REWARD_MODEL),
         context.run.run_id,
-        dtype=lgsid.encode_dtype,
+        dtype=workspace.encode_dtype,
         log=context.log.info,
         on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"),
     )
-    return materialized(lgsid, model.metadata())
+    return materialized(workspace, model.metadata())
 
 
 @city_asset("alignment", {"duckdb", "parquet"}, ["reward_model", "items"], compute=True)
 def geo_pairs(
-    context: dg.AssetExecutionContext, config: GeoPairsConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext, config: GeoPairsConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """D_gc: near item the reward model prefers vs far similar item it rejects."""
-    lgsid.limit_threads(context)
+    workspace.limit_threads(context)
     result = stage.geo_pairs(
-        lgsid.warehouse,
+        workspace.warehouse,
         context.partition_key,
-        lgsid.base_encoder(),
-        lgsid.champion_folder(REWARD_MODEL),
+        workspace.base_encoder(),
+        workspace.champion_folder(REWARD_MODEL),
         config.model_dump(),
         config.seed,
-        dtype=lgsid.encode_dtype,
+        dtype=workspace.encode_dtype,
         log=context.log.info,
     )
-    return materialized(lgsid, result.metadata())
+    return materialized(workspace, result.metadata())
 
 
 @model_asset(["geo_pairs", "cooccurrence_pairs"])
 def aligned_encoder(
-    context: dg.AssetExecutionContext, config: AlignedEncoderConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext, config: AlignedEncoderConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
-    lgsid.limit_threads(context)
+    workspace.limit_threads(context)
     model = stage.train_aligned_encoder(
-        lgsid.warehouse,
-        lgsid.reports,
-        lgsid.home_path,
-        lgsid.base_encoder(),
-        _cities_with(lgsid, "geo_pairs"),
+        workspace.warehouse,
+        workspace.reports,
+        workspace.home_path,
+        workspace.base_encoder(),
+        _cities_with(workspace, "geo_pairs"),
         settings_from(config, GdpoConfig),
         config.max_gc_triples,
         config.max_dc_triples,
-        lgsid.model_dir(ALIGNED_ENCODER),
+        workspace.model_dir(ALIGNED_ENCODER),
         context.run.run_id,
         log=context.log.info,
     )
-    return materialized(lgsid, model.metadata())
+    return materialized(workspace, model.metadata())
 
 
 @city_asset(
@@ -137,19 +143,19 @@ def aligned_encoder(
     compute=True,
     check_specs=check_specs(embeddings.EMBEDDING_CHECKS, "item_embeddings", blocking=True),
 )
-def item_embeddings(context: dg.AssetExecutionContext, lgsid: LgsidResource):
+def item_embeddings(context: dg.AssetExecutionContext, workspace: WorkspaceResource):
     """Reference and aligned embeddings of every item, encoded incrementally, with the
     before/after geography metrics; both parts are audited and published as one version."""
-    lgsid.limit_threads(context)
+    workspace.limit_threads(context)
     published = yield from audited(
         embeddings.embed_city,
-        lgsid.warehouse,
-        lgsid.reports,
-        lgsid.home_path,
+        workspace.warehouse,
+        workspace.reports,
+        workspace.home_path,
         context.partition_key,
-        {"reference": lgsid.base_encoder(), "aligned": lgsid.champion_encoder()},
+        {"reference": workspace.base_encoder(), "aligned": workspace.champion_encoder()},
         context.run.run_id,
-        dtype=lgsid.encode_dtype,
+        dtype=workspace.encode_dtype,
         log=context.log.info,
     )
-    yield materialized(lgsid, published.metadata(), published.staged.audits)
+    yield materialized(workspace, published.metadata(), published.staged.audits)

@@ -15,7 +15,7 @@ import dagster as dg
 
 from lgsid_pipeline.catalog import SEMANTIC_ID_ASSETS
 from lgsid_pipeline.defs.executor import light_job_executor
-from lgsid_pipeline.defs.resources import LgsidResource, city_partitions
+from lgsid_pipeline.defs.resources import WorkspaceResource, city_partitions
 from lgsid_pipeline.landing_watch import scan_landing
 from lgsid_pipeline.retrain import (
     RETRAIN_STAGES,
@@ -116,7 +116,7 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def _sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
+    def _sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResource):
         done: list[str] = json.loads(context.cursor) if context.cursor else []
         started = context.instance.get_runs(
             filters=dg.RunsFilter(tags={STAGE_TAG: RETRAIN_STAGES[0].name}), limit=20
@@ -128,7 +128,7 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
         requests = []
         for retrain in retrains:
             step = next_step(
-                retrain_statuses(context.instance, retrain), cities, lgsid.warehouse.has_table
+                retrain_statuses(context.instance, retrain), cities, workspace.warehouse.has_table
             )
             context.log.info(f"{retrain}: {step.state} ({step.reason})")
             if step.state == "launch" and step.stage is not None:
@@ -145,13 +145,13 @@ def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def landing_sensor(context: dg.SensorEvaluationContext, lgsid: LgsidResource):
+def landing_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResource):
     """Watch ``LGSID_HOME/landing/<city>/``: register new cities (source ``landing``) and
     request an ingest + embeddings + semantic-IDs run for each city whose files changed.
 
     Files landed for a city registered with another source are additions to that source."""
     seen = json.loads(context.cursor) if context.cursor else {}
-    scan = scan_landing(lgsid.home_path / "landing", seen, lgsid.cities)
+    scan = scan_landing(workspace.home_path / "landing", seen, workspace.cities)
     for reason in scan.skipped:
         context.log.warning(f"landing folder skipped: {reason}")
     return dg.SensorResult(

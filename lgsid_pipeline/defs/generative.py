@@ -12,7 +12,7 @@ import dagster as dg
 from lgsid_pipeline.catalog import GENERATIVE_KINDS, SEMANTIC_ID_ASSETS, SERVED_KIND
 from lgsid_pipeline.catalog import generative_model as model_name
 from lgsid_pipeline.defs.resources import (
-    LgsidResource,
+    WorkspaceResource,
     city_asset,
     config_class,
     materialized,
@@ -51,22 +51,24 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
         "champion and floor (b) on validation; Hit/NDCG on the test sample.",
     )
     def _asset(
-        context: dg.AssetExecutionContext, config: GenerativeTrainingConfig, lgsid: LgsidResource
+        context: dg.AssetExecutionContext,
+        config: GenerativeTrainingConfig,
+        workspace: WorkspaceResource,
     ) -> dg.MaterializeResult:
         city = context.partition_key
-        lgsid.limit_threads(context)
+        workspace.limit_threads(context)
         outcome = train_city_generative(
-            lgsid.warehouse,
-            lgsid.reports,
-            lgsid.home_path,
+            workspace.warehouse,
+            workspace.reports,
+            workspace.home_path,
             city,
             kind,
             settings_from(config, GenerativeStageConfig),
-            lgsid.model_dir(model_name(kind, city)),
+            workspace.model_dir(model_name(kind, city)),
             context.run.run_id,
             log=context.log.info,
         )
-        return materialized(lgsid, outcome.metadata(city, kind))
+        return materialized(workspace, outcome.metadata(city, kind))
 
     return _asset
 
@@ -76,32 +78,34 @@ GENERATIVE_ASSETS = [build_generative_asset(kind) for kind in GENERATIVE_KINDS]
 
 @city_asset("recommenders", {"python"}, ["recommender_datasets"])
 def generative_baseline(
-    context: dg.AssetExecutionContext, config: GenerativeTrainingConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext,
+    config: GenerativeTrainingConfig,
+    workspace: WorkspaceResource,
 ) -> dg.MaterializeResult:
     """The floors every generative model must beat, on the same examples: (a) training
     popularity within 2 km of the last check-in, (b) the user's own most visited items, then
     list (a)."""
     settings = settings_from(config, GenerativeStageConfig)
-    floors = score_floors(lgsid.warehouse, lgsid.reports, context.partition_key, settings)
-    return materialized(lgsid, floors)
+    floors = score_floors(workspace.warehouse, workspace.reports, context.partition_key, settings)
+    return materialized(workspace, floors)
 
 
 @city_asset("recommenders", {"parquet", "duckdb"}, [SERVED_KIND, *SEMANTIC_ID_ASSETS], compute=True)
 def user_topk_cache(
-    context: dg.AssetExecutionContext, config: TopKCacheConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext, config: TopKCacheConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """Every user's top-K items (code, item id, score) given their latest check-ins, from
     the champion TIGER model with its history-aware ranking, or from floor (b) when no model
     has beaten it on validation: serving is a lookup (Semantic Convergence)."""
-    lgsid.limit_threads(context)
+    workspace.limit_threads(context)
     served = serve_city(
-        lgsid.warehouse,
-        lgsid.reports,
-        lgsid.home_path,
+        workspace.warehouse,
+        workspace.reports,
+        workspace.home_path,
         context.partition_key,
         SERVED_KIND,
         config.k,
         config.history_window,
         log=context.log.info,
     )
-    return materialized(lgsid, served)
+    return materialized(workspace, served)

@@ -11,7 +11,7 @@ import dagster as dg
 
 from lgsid_pipeline.catalog import SOURCE_READ_POOL
 from lgsid_pipeline.defs.resources import (
-    LgsidResource,
+    WorkspaceResource,
     audited,
     check_specs,
     city_partitions,
@@ -61,18 +61,20 @@ TABLES = {
     can_subset=False,
     pool=SOURCE_READ_POOL,
 )
-def ingest_tables(context: dg.AssetExecutionContext, config: IngestConfig, lgsid: LgsidResource):
+def ingest_tables(
+    context: dg.AssetExecutionContext, config: IngestConfig, workspace: WorkspaceResource
+):
     """Read the city's source, clean it, audit the staged tables, publish them as one version
     (nothing is read when no source, landed or boundary file changed, unless ``full``)."""
     published = yield from audited(
         ingest_city,
-        lgsid.warehouse,
-        lgsid.cities.get(context.partition_key),
-        lgsid.home_path / "landing",
-        lgsid.max_quarantine_rate,
+        workspace.warehouse,
+        workspace.cities.get(context.partition_key),
+        workspace.home_path / "landing",
+        workspace.max_quarantine_rate,
         context.run.run_id,
         log=context.log.info,
         full=config.full,
     )
     for asset, metadata in published.asset_metadata().items():
-        yield materialized(lgsid, metadata, published.audits_of(asset), asset_key=asset)
+        yield materialized(workspace, metadata, published.audits_of(asset), asset_key=asset)

@@ -11,7 +11,7 @@ from lgsid_pipeline.catalog import (
     ctr_model,
 )
 from lgsid_pipeline.defs.resources import (
-    LgsidResource,
+    WorkspaceResource,
     city_asset,
     config_class,
     materialized,
@@ -43,15 +43,17 @@ CtrTrainingConfig = config_class(
 
 @city_asset("recommenders", {"parquet"}, ["interactions", "items", *SEMANTIC_ID_ASSETS])
 def recommender_datasets(
-    context: dg.AssetExecutionContext, config: RecommenderDatasetsConfig, lgsid: LgsidResource
+    context: dg.AssetExecutionContext,
+    config: RecommenderDatasetsConfig,
+    workspace: WorkspaceResource,
 ) -> dg.MaterializeResult:
     """Train/validation/test CTR samples split at absolute times, with near and random
     negatives and behaviour sequences (codes are joined at training time)."""
     settings = settings_from(config, DatasetConfig)
     described = stage.build_datasets(
-        lgsid.warehouse, context.partition_key, settings, context.log.info
+        workspace.warehouse, context.partition_key, settings, context.log.info
     )
-    return materialized(lgsid, described)
+    return materialized(workspace, described)
 
 
 def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
@@ -67,14 +69,14 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         "tokenizer's semantic IDs as extra features; test AUC/logloss.",
     )
     def _asset(
-        context: dg.AssetExecutionContext, config: CtrTrainingConfig, lgsid: LgsidResource
+        context: dg.AssetExecutionContext, config: CtrTrainingConfig, workspace: WorkspaceResource
     ) -> dg.MaterializeResult:
-        lgsid.limit_threads(context)
+        workspace.limit_threads(context)
         city = context.partition_key
         trained = stage.train_backbone(
-            lgsid.warehouse,
-            lgsid.reports,
-            lgsid.home_path,
+            workspace.warehouse,
+            workspace.reports,
+            workspace.home_path,
             city,
             backbone,
             config.variants,
@@ -82,11 +84,11 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
             config.seeds,
             config.dim,
             config.top_k,
-            lgsid.model_dir(ctr_model(backbone, city)),
+            workspace.model_dir(ctr_model(backbone, city)),
             context.run.run_id,
             log=context.log.info,
         )
-        return materialized(lgsid, trained.metadata())
+        return materialized(workspace, trained.metadata())
 
     return _asset
 
@@ -96,9 +98,9 @@ CTR_ASSETS = [build_ctr_asset(backbone) for backbone in BACKBONES]
 
 @city_asset("recommenders", {"json"}, [*BACKBONES, *GENERATIVE_KINDS, "generative_baseline"])
 def evaluation_report(
-    context: dg.AssetExecutionContext, lgsid: LgsidResource
+    context: dg.AssetExecutionContext, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """The city's results (``reports/<city>.json``): the backbone x variant AUC table and
     the generative Hit/NDCG table, whichever models have been trained."""
-    report = write_city_report(lgsid.reports, context.partition_key, context.log.info)
-    return materialized(lgsid, report)
+    report = write_city_report(workspace.reports, context.partition_key, context.log.info)
+    return materialized(workspace, report)

@@ -41,7 +41,7 @@ def compute_pool_limit(instance: dg.DagsterInstance) -> int | None:
     return int(limit) if limit else None
 
 
-class LgsidResource(dg.ConfigurableResource):
+class WorkspaceResource(dg.ConfigurableResource):
     """Where the warehouse lives and the limits the checks enforce."""
 
     home: str = ""  # empty: LGSID_HOME or <repo>/.lgsid
@@ -165,7 +165,7 @@ def to_metadata(reports: ReportStore | None, plain: Mapping[str, Any]) -> dict[s
 
 
 def materialized(
-    lgsid: LgsidResource,
+    workspace: WorkspaceResource,
     plain: Mapping[str, Any],
     audits: Sequence[Audit] = (),
     asset_key: str | None = None,
@@ -173,7 +173,7 @@ def materialized(
     """The materialization of a stage result: its metadata and its checks' results."""
     return dg.MaterializeResult(
         asset_key=asset_key,
-        metadata=to_metadata(lgsid.reports, plain),
+        metadata=to_metadata(workspace.reports, plain),
         check_results=[check_result(a) for a in audits],
     )
 

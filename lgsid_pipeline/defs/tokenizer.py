@@ -15,7 +15,7 @@ from lgsid_pipeline.catalog import (
     tokenizer_model,
 )
 from lgsid_pipeline.defs.resources import (
-    LgsidResource,
+    WorkspaceResource,
     audited,
     check_specs,
     city_asset,
@@ -55,23 +55,25 @@ def build_tokenizer_asset(kind: str) -> dg.AssetsDefinition:
         check_specs=check_specs(inputs_check, asset, blocking=True),
         description=f"{TOKENIZER_SUMMARIES[kind]} Registered as `{registered}`.",
     )
-    def _asset(context: dg.AssetExecutionContext, config: TokenizerFitConfig, lgsid: LgsidResource):
-        lgsid.limit_threads(context)
+    def _asset(
+        context: dg.AssetExecutionContext, config: TokenizerFitConfig, workspace: WorkspaceResource
+    ):
+        workspace.limit_threads(context)
         fitted = yield from audited(
             stage.fit_and_register,
-            lgsid.warehouse,
-            lgsid.reports,
-            lgsid.home_path,
+            workspace.warehouse,
+            workspace.reports,
+            workspace.home_path,
             kind,
-            [c.slug for c in lgsid.cities.all()],
-            lgsid.champion_folder(ALIGNED_ENCODER),
+            [c.slug for c in workspace.cities.all()],
+            workspace.champion_folder(ALIGNED_ENCODER),
             settings_from(config, TokenizerConfig),
             config.warm_start,
-            lgsid.model_dir(registered),
+            workspace.model_dir(registered),
             context.run.run_id,
             log=context.log.info,
         )
-        yield materialized(lgsid, fitted.metadata(kind), fitted.audits)
+        yield materialized(workspace, fitted.metadata(kind), fitted.audits)
 
     return _asset
 
@@ -95,22 +97,24 @@ def build_semantic_ids_asset(kind: str) -> dg.AssetsDefinition:
         description=f"Semantic IDs of every item from `{registered}` "
         "(only new or changed items are assigned).",
     )
-    def _asset(context: dg.AssetExecutionContext, config: SemanticIdsConfig, lgsid: LgsidResource):
-        lgsid.limit_threads(context)
+    def _asset(
+        context: dg.AssetExecutionContext, config: SemanticIdsConfig, workspace: WorkspaceResource
+    ):
+        workspace.limit_threads(context)
         city = context.partition_key
         published = yield from audited(
             semantic_ids.assign_city_codes,
-            lgsid.warehouse,
-            lgsid.reports,
-            lgsid.home_path,
+            workspace.warehouse,
+            workspace.reports,
+            workspace.home_path,
             city,
             kind,
-            Tokenizer.load(lgsid.champion_folder(registered)),
+            Tokenizer.load(workspace.champion_folder(registered)),
             settings_from(config, CodeCheckLimits),
             context.run.run_id,
             log=context.log.info,
         )
-        yield materialized(lgsid, published.metadata(city, kind), published.audits)
+        yield materialized(workspace, published.metadata(city, kind), published.audits)
 
     return _asset
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lgsid_pipeline.recommenders.trie import CodeTokenizer, PrefixTrie
+from lgsid_pipeline.recommenders.trie import CodeVocabulary, PrefixTrie
 
 if TYPE_CHECKING:  # the models import this module (their top-K is a beam search)
     from lgsid_pipeline.recommenders.generative import GenerativeModel
@@ -58,15 +58,15 @@ def constrained_beam_search(
         raise ValueError(f"need 1 <= top_k <= beam_size, got top_k={top_k}, beam_size={beam_size}")
     if top_k > trie.n_items:
         raise ValueError(f"top_k {top_k} exceeds the {trie.n_items} items of the catalogue")
-    tok = trie.tokenizer
+    vocab = trie.vocabulary
     was_training = model.training
     model.eval()
     device = _device(model)
     history = _as_tokens(batch, device)
     n = len(history)
-    if first_bias is not None and tuple(first_bias.shape) != (n, int(tok.sizes[0])):
+    if first_bias is not None and tuple(first_bias.shape) != (n, int(vocab.sizes[0])):
         raise ValueError(
-            f"first_bias must be ({n}, {int(tok.sizes[0])}), got {tuple(first_bias.shape)}"
+            f"first_bias must be ({n}, {int(vocab.sizes[0])}), got {tuple(first_bias.shape)}"
         )
     if use_cache:
         state, logits = model.start(history)
@@ -75,12 +75,12 @@ def constrained_beam_search(
     nodes = torch.zeros(n, 1, dtype=torch.long, device=device)  # trie node of each beam
     scores = torch.zeros(n, 1, device=device)
     prefix = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
-    for depth in range(tok.depth):
+    for depth in range(vocab.depth):
         width = nodes.shape[1]
         if not use_cache:
             beams = {k: v.repeat_interleave(width, dim=0) for k, v in reference.items()}
             logits = model.next_logits(beams, prefix.reshape(n * width, depth))
-        offset, size = int(tok.offsets[depth]), int(tok.sizes[depth])
+        offset, size = int(vocab.offsets[depth]), int(vocab.sizes[depth])
         logp = F.log_softmax(logits.float(), dim=-1)[:, offset : offset + size]
         logp = logp.reshape(n, width, size)
         if depth == 0 and first_bias is not None:
@@ -97,7 +97,7 @@ def constrained_beam_search(
             [prefix.gather(1, parent[..., None].expand(-1, -1, depth)), (code + offset)[..., None]],
             dim=2,
         )
-        if use_cache and depth + 1 < tok.depth:
+        if use_cache and depth + 1 < vocab.depth:
             rows = (torch.arange(n, device=device)[:, None] * width + parent).reshape(-1)
             model.select(state, rows)
             logits = model.extend(state, prefix[:, :, -1].reshape(-1, 1))[:, -1]
@@ -110,7 +110,7 @@ def constrained_beam_search(
 def score_items(
     model: GenerativeModel,
     batch: torch.Tensor | np.ndarray,
-    tokenizer: CodeTokenizer,
+    vocabulary: CodeVocabulary,
     candidates: np.ndarray,
 ) -> np.ndarray:
     """Log-probability (B, C) of each candidate item's whole code given history tokens
@@ -126,11 +126,11 @@ def score_items(
     model.eval()
     device = _device(model)
     state, first = model.start(_as_tokens(batch, device))
-    targets = torch.from_numpy(tokenizer.item_tokens(np.clip(cand, 0, None))).to(device)
-    targets = targets.reshape(n * width, tokenizer.depth)
+    targets = torch.from_numpy(vocabulary.item_tokens(np.clip(cand, 0, None))).to(device)
+    targets = targets.reshape(n * width, vocabulary.depth)
     rows = torch.arange(n, device=device).repeat_interleave(width)
     logits = first.index_select(0, rows)[:, None]
-    if tokenizer.depth > 1:
+    if vocabulary.depth > 1:
         model.select(state, rows)
         logits = torch.cat([logits, model.extend(state, targets[:, :-1])], dim=1)
     logp = F.log_softmax(logits.float(), dim=-1).gather(2, targets[..., None])[..., 0]

@@ -41,7 +41,7 @@ from lgsid_pipeline.recommenders.next_item import (
     fit_history,
     ranking_metrics,
 )
-from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeTokenizer, PrefixTrie
+from lgsid_pipeline.recommenders.trie import BOS, EOS, PAD, SEP, CodeVocabulary, PrefixTrie
 
 GENERATIVE_FILES = ModelFiles(
     "generative model", meta_file="generative_config.json", weights_file="generative_model.pt"
@@ -245,9 +245,9 @@ class OneRecModel(GenerativeModel):
 _MODELS: dict[str, type[GenerativeModel]] = {"tiger": TigerModel, "onerec": OneRecModel}
 
 
-def build_generative_model(config: GenerativeConfig, tokenizer: CodeTokenizer) -> GenerativeModel:
-    """A fresh model of ``config.kind`` sized for the tokenizer's vocabulary and depth."""
-    return _MODELS[config.kind](config, tokenizer.vocab_size, tokenizer.depth)
+def build_generative_model(config: GenerativeConfig, vocabulary: CodeVocabulary) -> GenerativeModel:
+    """A fresh model of ``config.kind`` sized for the code vocabulary's size and depth."""
+    return _MODELS[config.kind](config, vocabulary.vocab_size, vocabulary.depth)
 
 
 # --------------------------------------------------------------------------- training
@@ -255,11 +255,11 @@ def build_generative_model(config: GenerativeConfig, tokenizer: CodeTokenizer) -
 
 @dataclass
 class GenerativeResult:
-    """A trained model (best-validation weights), its config, tokenizer, trie and history."""
+    """A trained model (best-validation weights), its config, vocabulary, trie and history."""
 
     model: GenerativeModel
     config: GenerativeConfig
-    tokenizer: CodeTokenizer
+    vocabulary: CodeVocabulary
     trie: PrefixTrie
     history: list[dict[str, float]] = field(default_factory=list)
     best_step: int = 0
@@ -267,7 +267,7 @@ class GenerativeResult:
 
 
 def _check_codes(result: GenerativeResult, codes: np.ndarray) -> None:
-    if not np.array_equal(result.tokenizer.codes, np.asarray(codes)):
+    if not np.array_equal(result.vocabulary.codes, np.asarray(codes)):
         raise ValueError("codes differ from the ones the model was trained with")
 
 
@@ -277,8 +277,8 @@ def recommend_top_k(
     """Items (S, k) and scores (S, k), best first, from the constrained beam search (beam
     ``max(config.beam_size, k)``) for histories (S, N) of item indices (-1 = padding)."""
     _check_codes(result, codes)
-    config, tok = result.config, result.tokenizer
-    tokens = tok.history_tokens(fit_history(histories, config.max_history, tok.n_items))
+    config, vocab = result.config, result.vocabulary
+    tokens = vocab.history_tokens(fit_history(histories, config.max_history, vocab.n_items))
     beam = max(config.beam_size, k)
     items, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k), dtype=np.float32)]
     for start in range(0, len(tokens), config.eval_batch_size):
@@ -310,9 +310,9 @@ def train_generative(
     sampled ``splits["valid"]`` examples, stop after ``patience`` evaluations without
     improvement and keep the best evaluation's weights. ``on_eval`` gets each evaluation's
     entry (step, epoch, train loss since the last one, valid Hit/NDCG@10, seconds, ETA)."""
-    tokenizer = CodeTokenizer(codes)
-    if tokenizer.n_items < VALID_K:
-        raise ValueError(f"need at least {VALID_K} items, got {tokenizer.n_items}")
+    vocabulary = CodeVocabulary(codes)
+    if vocabulary.n_items < VALID_K:
+        raise ValueError(f"need at least {VALID_K} items, got {vocabulary.n_items}")
     (train_h, train_t), (valid_h, valid_t) = splits["train"], splits["valid"]
     if len(train_t) == 0 or len(valid_t) == 0:
         raise ValueError(
@@ -321,12 +321,12 @@ def train_generative(
         )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = build_generative_model(config, tokenizer).to(device)
-    result = GenerativeResult(model, config, tokenizer, PrefixTrie(tokenizer))
+    model = build_generative_model(config, vocabulary).to(device)
+    result = GenerativeResult(model, config, vocabulary, PrefixTrie(vocabulary))
     history = torch.from_numpy(
-        tokenizer.history_tokens(fit_history(train_h, config.max_history, tokenizer.n_items))
+        vocabulary.history_tokens(fit_history(train_h, config.max_history, vocabulary.n_items))
     )
-    targets = torch.from_numpy(tokenizer.item_tokens(np.asarray(train_t)))
+    targets = torch.from_numpy(vocabulary.item_tokens(np.asarray(train_t)))
     pick = np.sort(
         rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)), replace=False)
     )
@@ -364,7 +364,7 @@ def save_generative(result: GenerativeResult, folder: Path, extra: dict | None =
             "best_valid_hit10": result.best_valid_hit10,
             **(extra or {}),
         },
-        arrays={CODES_ARRAY: result.tokenizer.codes},
+        arrays={CODES_ARRAY: result.vocabulary.codes},
     )
 
 
@@ -376,13 +376,13 @@ def load_generative(folder: Path) -> GenerativeResult:
         config = GenerativeConfig(**meta["config"])
     codes_path = Path(folder) / f"{CODES_ARRAY}.npy"
     with GENERATIVE_FILES.reading(codes_path):
-        tokenizer = CodeTokenizer(GENERATIVE_FILES.read_array(folder, CODES_ARRAY))
-    model = GENERATIVE_FILES.load_weights(folder, build_generative_model(config, tokenizer))
+        vocabulary = CodeVocabulary(GENERATIVE_FILES.read_array(folder, CODES_ARRAY))
+    model = GENERATIVE_FILES.load_weights(folder, build_generative_model(config, vocabulary))
     return GenerativeResult(
         model,
         config,
-        tokenizer,
-        PrefixTrie(tokenizer),
+        vocabulary,
+        PrefixTrie(vocabulary),
         meta.get("history", []),
         int(meta.get("best_step", 0)),
         float(meta.get("best_valid_hit10", float("nan"))),

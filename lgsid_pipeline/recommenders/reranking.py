@@ -168,7 +168,7 @@ class HistoryAwareRanker:
         self.result = result
         self.lat = np.asarray(item_lat, dtype=np.float64)
         self.lon = np.asarray(item_lon, dtype=np.float64)
-        n_items = result.tokenizer.n_items
+        n_items = result.vocabulary.n_items
         if self.lat.shape != (n_items,) or self.lon.shape != self.lat.shape:
             raise ValueError(
                 f"need {n_items} item coordinates, got {self.lat.shape} and {self.lon.shape}"
@@ -186,13 +186,13 @@ class HistoryAwareRanker:
     def candidates(self, histories: np.ndarray) -> Candidates:
         """The pooled candidates of each history, each once, with their features."""
         result, config = self.result, self.result.config
-        tok = result.tokenizer
-        hist = fit_history(histories, max(np.asarray(histories).shape[-1], 1), tok.n_items)
+        vocab = result.vocabulary
+        hist = fit_history(histories, max(np.asarray(histories).shape[-1], 1), vocab.n_items)
         last = hist[:, -1]
         own, counts, ago = (a[:, : self.max_own] for a in visit_stats(hist))
-        beam, _ = recommend_top_k(result, tok.codes, hist, config.beam_size)
+        beam, _ = recommend_top_k(result, vocab.codes, hist, config.beam_size)
         # twice the beam, so floor (b)'s top beam_size items are always candidates
-        nearby = self.near.recommend(hist, min(2 * config.beam_size, tok.n_items))[0]
+        nearby = self.near.recommend(hist, min(2 * config.beam_size, vocab.n_items))[0]
         items = _first_occurrence(
             np.concatenate(
                 [own, beam, nearby, self.transitions.top(last, self.max_transitions)], axis=1
@@ -205,11 +205,11 @@ class HistoryAwareRanker:
         recent = hist[:, -config.max_history :]
         recent_visits = (recent[:, None, :] == items[:, :, None]).sum(axis=2)
         logp = np.zeros(items.shape, dtype=np.float64)
-        tokens = tok.history_tokens(fit_history(hist, config.max_history, tok.n_items))
+        tokens = vocab.history_tokens(fit_history(hist, config.max_history, vocab.n_items))
         for start in range(0, len(items), config.eval_batch_size):
             chunk = slice(start, start + config.eval_batch_size)
             logp[chunk] = score_items(
-                result.model, torch.from_numpy(tokens[chunk]), tok, items[chunk]
+                result.model, torch.from_numpy(tokens[chunk]), vocab, items[chunk]
             )
         real = items >= 0
         best = np.where(real, logp, -np.inf).max(axis=1, keepdims=True)

@@ -1,7 +1,7 @@
 """Semantic-ID codes as generative-model tokens, and the prefix trie of valid codes.
 
 Every item has a code of ``depth = L + 1`` tokens (L semantic-ID levels plus the final
-de-duplication token), unique per item. :class:`CodeTokenizer` gives each level its own range
+de-duplication token), unique per item. :class:`CodeVocabulary` gives each level its own range
 of token ids after a few special tokens, so one flat vocabulary serves every level.
 :class:`PrefixTrie` holds every valid code as per-level child tables, so a beam search can
 mask each step to the tokens that continue some real item's code.
@@ -18,7 +18,7 @@ PAD, BOS, EOS, SEP = 0, 1, 2, 3  # BOS doubles as the decoder-start token
 N_SPECIAL = 4
 
 
-class CodeTokenizer:
+class CodeVocabulary:
     """Item codes (n_items, depth) <-> flat token ids: level ``l`` code ``c`` is token
     ``offsets[l] + c``; ids below ``N_SPECIAL`` are PAD, BOS, EOS and SEP."""
 
@@ -69,10 +69,10 @@ class CodeTokenizer:
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Item indices of token rows (..., depth); -1 where the tokens name no item."""
-        tok = np.asarray(tokens, dtype=np.int64)
-        if tok.shape[-1:] != (self.depth,):
-            raise ValueError(f"tokens must end in a dimension of {self.depth}, got {tok.shape}")
-        codes = tok - self.offsets
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.shape[-1:] != (self.depth,):
+            raise ValueError(f"tokens must end in a dimension of {self.depth}, got {ids.shape}")
+        codes = ids - self.offsets
         valid = ((codes >= 0) & (codes < self.sizes)).all(axis=-1)
         keys = np.where(valid, np.clip(codes, 0, None) @ self.radix, -1)
         pos = np.clip(np.searchsorted(self._sorted_keys, keys), 0, self.n_items - 1)
@@ -85,16 +85,16 @@ class PrefixTrie:
     of length d, root = 0) under level-d code ``c``, or -1; at the last level the entry is
     the item index. Memory is sum over levels of (prefixes of length d) x ``sizes[d]``."""
 
-    def __init__(self, tokenizer: CodeTokenizer) -> None:
-        self.tokenizer = tokenizer
-        codes, sizes = tokenizer.codes, tokenizer.sizes
-        parent = np.zeros(tokenizer.n_items, dtype=np.int64)
+    def __init__(self, vocabulary: CodeVocabulary) -> None:
+        self.vocabulary = vocabulary
+        codes, sizes = vocabulary.codes, vocabulary.sizes
+        parent = np.zeros(vocabulary.n_items, dtype=np.int64)
         n_nodes = 1
         self.tables: list[np.ndarray] = []
-        for d in range(tokenizer.depth):
+        for d in range(vocabulary.depth):
             table = np.full((n_nodes, sizes[d]), -1, dtype=np.int64)
-            if d == tokenizer.depth - 1:
-                table[parent, codes[:, d]] = np.arange(tokenizer.n_items)
+            if d == vocabulary.depth - 1:
+                table[parent, codes[:, d]] = np.arange(vocabulary.n_items)
             else:
                 uniq, child = np.unique(parent * sizes[d] + codes[:, d], return_inverse=True)
                 table[uniq // sizes[d], uniq % sizes[d]] = np.arange(len(uniq))
@@ -104,23 +104,23 @@ class PrefixTrie:
 
     @property
     def n_items(self) -> int:
-        return self.tokenizer.n_items
+        return self.vocabulary.n_items
 
     def _walk(self, prefixes: np.ndarray) -> np.ndarray:
         """Node of each token prefix row (B, t), -1 where the prefix is invalid."""
         nodes = np.zeros(len(prefixes), dtype=np.int64)
         for d in range(prefixes.shape[1]):
-            code = prefixes[:, d] - self.tokenizer.offsets[d]
-            ok = (nodes >= 0) & (code >= 0) & (code < self.tokenizer.sizes[d])
-            code = np.clip(code, 0, self.tokenizer.sizes[d] - 1)
+            code = prefixes[:, d] - self.vocabulary.offsets[d]
+            ok = (nodes >= 0) & (code >= 0) & (code < self.vocabulary.sizes[d])
+            code = np.clip(code, 0, self.vocabulary.sizes[d] - 1)
             child = self.tables[d][np.clip(nodes, 0, None), code]
             nodes = np.where(ok, child, -1)
         return nodes
 
     def _check_length(self, length: int) -> None:
-        if not 0 <= length < self.tokenizer.depth:
+        if not 0 <= length < self.vocabulary.depth:
             raise ValueError(
-                f"a prefix must have 0 to {self.tokenizer.depth - 1} tokens, got {length}"
+                f"a prefix must have 0 to {self.vocabulary.depth - 1} tokens, got {length}"
             )
 
     def allowed(self, prefix: Sequence[int]) -> np.ndarray:
@@ -137,8 +137,8 @@ class PrefixTrie:
         depth = tokens.shape[1]
         self._check_length(depth)
         nodes = self._walk(tokens)
-        mask = np.zeros((len(tokens), self.tokenizer.vocab_size), dtype=bool)
-        off, size = self.tokenizer.offsets[depth], self.tokenizer.sizes[depth]
+        mask = np.zeros((len(tokens), self.vocabulary.vocab_size), dtype=bool)
+        off, size = self.vocabulary.offsets[depth], self.vocabulary.sizes[depth]
         children = self.tables[depth][np.clip(nodes, 0, None)]
         mask[:, off : off + size] = (children >= 0) & (nodes >= 0)[:, None]
         return mask
@@ -146,7 +146,7 @@ class PrefixTrie:
     def contains(self, prefix: Sequence[int]) -> bool:
         """Whether ``prefix`` (tokens, up to a full code) starts some item's code."""
         tokens = np.asarray(prefix, dtype=np.int64).reshape(1, -1)
-        if tokens.shape[1] > self.tokenizer.depth:
+        if tokens.shape[1] > self.vocabulary.depth:
             return False
         return bool(self._walk(tokens)[0] >= 0)
 

@@ -32,13 +32,13 @@ from lgsid_pipeline.stages.outcome import (
     quiet,
 )
 from lgsid_pipeline.tokenizer.base import Tokenizer
-from lgsid_pipeline.tokenizer.codes import (
+from lgsid_pipeline.tokenizer.config import CodeCheckLimits
+from lgsid_pipeline.tokenizer.semantic_ids import (
     SemanticIdResult,
     aligned_embeddings,
     incremental_semantic_ids,
     level_columns,
 )
-from lgsid_pipeline.tokenizer.config import CodeCheckLimits
 from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
 # the code-health figures shown in a semantic-ID table's metadata

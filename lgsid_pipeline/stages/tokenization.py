@@ -38,10 +38,10 @@ from lgsid_pipeline.stages.outcome import (
     require_passed,
 )
 from lgsid_pipeline.tokenizer.base import Tokenizer
-from lgsid_pipeline.tokenizer.codes import (
+from lgsid_pipeline.tokenizer.config import TokenizerConfig
+from lgsid_pipeline.tokenizer.semantic_ids import (
     aligned_embeddings,
 )
-from lgsid_pipeline.tokenizer.config import TokenizerConfig
 from lgsid_pipeline.warehouse import Warehouse
 
 # the per-city figures shown in the tokenizer's metadata table
@@ -180,7 +180,7 @@ def fit_tokenizer(
     """Fit tokenizer ``kind`` on every city of ``inputs`` (warm-started from the champion
     when asked), save it to ``folder``, register it and write its report."""
     from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
-    from lgsid_pipeline.tokenizer.models import TOKENIZERS
+    from lgsid_pipeline.tokenizer.kinds import TOKENIZERS
 
     cities = list(inputs)
     items = pd.concat([inputs[c].items for c in cities], ignore_index=True)

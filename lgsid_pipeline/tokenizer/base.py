@@ -112,6 +112,13 @@ class Tokenizer(ABC):
         if not self.fitted:
             raise TokenizerNotFittedError(f"{self.kind} tokenizer is not fitted; fit or load it")
 
+    @property
+    def fitted_dim(self) -> int:
+        """The embedding dimension it was fitted on (``TokenizerNotFittedError`` before)."""
+        if self.dim is None:
+            raise TokenizerNotFittedError(f"{self.kind} tokenizer is not fitted; fit or load it")
+        return self.dim
+
     def fit(
         self,
         items: pd.DataFrame,
@@ -210,7 +217,7 @@ class Tokenizer(ABC):
         """Load any kind of tokenizer saved by ``save``; clear error naming a bad file."""
         # every kind registers itself when its module is imported; a fresh process (a run
         # launched by the daemon) may not have imported them yet
-        import lgsid_pipeline.tokenizer.models  # noqa: F401
+        import lgsid_pipeline.tokenizer.kinds  # noqa: F401
 
         folder = Path(folder)
         manifest_path, state_path = folder / MANIFEST, folder / STATE

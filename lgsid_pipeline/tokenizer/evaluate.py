@@ -11,7 +11,7 @@ from lgsid_pipeline.alignment.evaluate import admin_labels
 from lgsid_pipeline.metrics.codebook import collision_rate, largest_bucket, perplexity, utilisation
 from lgsid_pipeline.metrics.geography import nmi_of_assignment
 from lgsid_pipeline.tokenizer.base import Tokenizer
-from lgsid_pipeline.tokenizer.codes import unique_codes
+from lgsid_pipeline.tokenizer.semantic_ids import unique_codes
 
 # The keys every tokenizer entry of reports and bench/results/tokenizer.json carries.
 SUMMARY_KEYS = (

@@ -267,3 +267,25 @@ def train_codebooks(
         if on_epoch:
             on_epoch(row)
     return history
+
+
+def codebook_state(quantizer: ResidualQuantizer) -> dict:
+    """The quantizer's codebooks keyed ``codebook_<level>`` (the saved state's layout)."""
+    return {f"codebook_{i}": c for i, c in enumerate(quantizer.codebook_arrays())}
+
+
+def load_codebooks(
+    quantizer: ResidualQuantizer, state: dict, prefix: str | None = "codebook"
+) -> None:
+    """Copy codebooks from ``state`` (keyed ``codebook_<level>``, or by level without prefix)."""
+    with torch.no_grad():
+        for i, codebook in enumerate(quantizer.codebooks):
+            key = f"{prefix}_{i}" if prefix else i
+            codebook.copy_(torch.from_numpy(np.asarray(state[key], dtype=np.float32)))
+
+
+def permute_codebooks(quantizer: ResidualQuantizer, orders: list[np.ndarray]) -> None:
+    """Reorder each level's codewords (``orders[level][new] = old``)."""
+    with torch.no_grad():
+        for codebook, order in zip(quantizer.codebooks, orders, strict=True):
+            codebook.copy_(codebook[torch.from_numpy(order)].clone())
