@@ -18,6 +18,7 @@ from lgsid_pipeline.cli_args import MAX_CODE, CliError, check_run, utc
 from lgsid_pipeline.cli_parser import build_parser
 from lgsid_pipeline.config import InvalidCityError, validate_city_slug
 from lgsid_pipeline.lookup import cached_recommendations, lookup_code
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.warehouse import TableNotFoundError, Warehouse
 
 
@@ -265,7 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # bad options: one line, SystemExit(2)
     try:
         return COMMANDS[args.command](args)
-    except (CliError, InvalidCityError, FileNotFoundError, TableNotFoundError, ValueError) as exc:
+    except (
+        CliError,
+        InvalidCityError,
+        FileNotFoundError,
+        TableNotFoundError,
+        ModelFileError,
+        ValueError,
+    ) as exc:
         # Known errors found later (unknown city, no tables, bad selection): one line.
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"lgsid: error: {message}", file=sys.stderr)

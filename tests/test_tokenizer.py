@@ -16,6 +16,7 @@ from lgsid_pipeline.cities import CityConfig
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.embeddings import embedding_table
 from lgsid_pipeline.ingest import clean_items, read_city_source
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.tokenizer import (
     TOKENIZERS,
     LgsidTokenizer,
@@ -182,9 +183,9 @@ def test_bad_input_is_a_clear_error(city, tmp_path: Path) -> None:
         LgsidTokenizer(TokenizerConfig(codebook_sizes=[1024])).fit(items, x)
     folder = tokenizer.save(tmp_path / "t")
     (folder / "state.npz").write_bytes(b"not a zip")
-    with pytest.raises(FileNotFoundError, match="state.npz"):
+    with pytest.raises(ModelFileError, match="state.npz"):
         Tokenizer.load(folder)
-    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+    with pytest.raises(ModelFileError, match="tokenizer.json"):
         Tokenizer.load(tmp_path / "missing")
     with pytest.raises(ValueError, match="invalid code"):
         parse_code("12-x")

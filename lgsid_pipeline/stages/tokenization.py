@@ -20,6 +20,7 @@ from lgsid_pipeline.catalog import (
     tokenizer_asset,
     tokenizer_model,
 )
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.plots import curves_png, tokens_map_png
 from lgsid_pipeline.quality import Audit, check_encoder_version
 from lgsid_pipeline.registry import (
@@ -97,7 +98,7 @@ def previous_tokenizer(kind: str, home: Path) -> Tokenizer | None:
     """The champion tokenizer of ``kind`` (warm start, churn), None when there is none."""
     try:
         return Tokenizer.load(champion_folder(tokenizer_model(kind), home=home))
-    except (ModelArtifactError, FileNotFoundError):
+    except (ModelArtifactError, ModelFileError):
         return None
 
 

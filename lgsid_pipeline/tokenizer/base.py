@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lgsid_pipeline.atomic import atomic_folder
+from lgsid_pipeline.model_files import ModelFileError
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
 
 MANIFEST = "tokenizer.json"
@@ -226,7 +227,7 @@ class Tokenizer(ABC):
             kind = manifest["kind"]
             cls = Tokenizer.registry[kind]
         except (OSError, ValueError, KeyError) as exc:
-            raise FileNotFoundError(
+            raise ModelFileError(
                 f"tokenizer manifest {manifest_path} is missing or corrupt: {exc}"
             ) from exc
         try:
@@ -240,11 +241,11 @@ class Tokenizer(ABC):
             tokenizer.warm_started = bool(manifest.get("warm_started", False))
             tokenizer._load_state(state, manifest["extra"])
         except Exception as exc:  # noqa: BLE001 - numpy/zip raise many types for a bad file
-            raise FileNotFoundError(
+            raise ModelFileError(
                 f"tokenizer state {state_path} is missing or corrupt: {exc}"
             ) from exc
         if tokenizer.version != manifest["version"]:
-            raise FileNotFoundError(
+            raise ModelFileError(
                 f"tokenizer state {state_path} does not match its manifest "
                 f"(version {tokenizer.version} != {manifest['version']})"
             )
