@@ -616,6 +616,7 @@ def test_dagster_yaml_validates_and_a_broken_copy_is_rejected(
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 def test_ingest_materializes_with_postgres_storage(
     postgres: Postgres,
     mlflow_server: MlflowServer,

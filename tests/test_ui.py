@@ -26,7 +26,7 @@ import pytest
 
 from lgsid_pipeline.definitions import defs
 
-pytestmark = pytest.mark.slow  # a webserver and headless Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.browser]  # a webserver and headless Chromium
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "lgsid_pipeline.definitions"
