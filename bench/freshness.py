@@ -15,6 +15,8 @@ Measures, on 2 cores:
   launcher, a run process that imports the code location), whose landing sensor ticks every
   60 s: the floor is the wait for the next tick (0 to 60 s) plus the in-process figure plus
   the run process's start;
+- ``nightly_job_executor``: the nightly selection of New York with nothing new through
+  ``lgsid materialize`` under the in-process and the multiprocess executor, alternating;
 - the code location's import time against ``import dagster`` alone (side by side);
 - ``encode_ratio_to_raw_bf16``: two city processes encoding at once with the threads the
   compute pool gives them (cores / 2 each), against one raw bf16 forward of the same weights
@@ -41,6 +43,7 @@ BACKFILL_CITY = "new-york"
 BACKFILL_ITEMS = 1000
 ENCODE_ITEMS = 1200
 IMPORT_REPEATS = 5
+EXECUTOR_REPEATS = 2
 VERSIONED = ("ingest", "embeddings", "semantic_ids")
 DAEMON_TIMEOUT_S = 600
 
@@ -116,6 +119,35 @@ def nightly_noop(instance) -> dict:
         out["versions_unchanged"][city] = before == _versions()[city]
         print(f"nightly no-op {city}: {seconds:.1f}s", flush=True)
     return out
+
+
+def executor_choice(city: str) -> dict:
+    """The nightly job's selection for ``city`` with nothing new, run by ``lgsid materialize``
+    in a fresh process under each executor, alternating (``EXECUTOR_REPEATS`` each, median):
+    the per-step process start-up the in-process executor saves, behind the nightly job's
+    choice. Heavy training steps are minutes each, so their one start-up is noise."""
+    from lgsid_pipeline.defs.automation import NIGHTLY_ASSETS
+
+    lgsid = Path(sys.executable).with_name("lgsid")
+    command = [str(lgsid), "materialize", "--city", city, "--select", ",".join(NIGHTLY_ASSETS)]
+    seconds: dict[str, list[float]] = {"in_process": [], "multiprocess": []}
+    for _ in range(EXECUTOR_REPEATS):
+        for executor, runs in seconds.items():
+            started = time.perf_counter()
+            proc = subprocess.run(
+                command, env={**os.environ, "LGSID_EXECUTOR": executor}, capture_output=True
+            )
+            if proc.returncode:
+                sys.exit(f"{executor} nightly selection failed: {proc.stderr.decode()[-2000:]}")
+            runs.append(time.perf_counter() - started)
+    median = {name: round(statistics.median(runs), 2) for name, runs in seconds.items()}
+    print(f"nightly selection of {city} by executor: {median}", flush=True)
+    return {
+        "city": city,
+        "median_seconds": median,
+        "runs": {name: [round(r, 2) for r in runs] for name, runs in seconds.items()},
+        "chosen_for_nightly_job": min(median, key=lambda name: median[name]),
+    }
 
 
 def backfill_in_process(instance, home: Path) -> dict:
@@ -320,6 +352,7 @@ def main() -> None:
     imports = import_times()
     print(f"imports: {imports}", flush=True)
     noop = nightly_noop(instance)
+    executors = executor_choice(BACKFILL_CITY)
     backfill = backfill_in_process(instance, scratch / "home")
     daemon = None if args.skip_daemon else backfill_daemon(scratch)
     encode = encode_ratio(scratch)
@@ -332,6 +365,7 @@ def main() -> None:
         "encode_ratio_to_raw_bf16": encode["ratio"],
         "pipeline_encode_items_per_s": encode["two_cities_items_per_s"],
         "demo_seconds": None,
+        "nightly_job_executor": executors,
         "details": {"nightly": noop, "backfill": backfill, "daemon": daemon, "encode": encode},
         "notes": "demo_seconds is not measured by this script (make demo from a fresh clone); "
         "the nightly and in-process backfill runs execute in this process (no import cost); "
