@@ -115,7 +115,10 @@ def _write_parquet(arrow: pa.Table, path: Path) -> None:
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
-    """Write a JSON file atomically (sorted keys)."""
+    """Write a JSON file atomically (sorted keys), sweeping dead writers' temp files beside
+    it first (a writer killed before its pointer switch leaves one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temp_files(path.parent)
     write_file_atomic(
         path,
         lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8"),

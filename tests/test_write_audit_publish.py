@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from helpers import tiny_spec
+from table_sets import CITY, PARTS, publish, visible_sizes
 from test_reliability import failure_text
 
 from lgsid_pipeline import warehouse as warehouse_module
@@ -23,15 +24,10 @@ from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize, quarantine_config
 from lgsid_pipeline.stages import ingest as ingest_stage
-from lgsid_pipeline.warehouse import TABLES, StagedVersion, VersionError, Warehouse
+from lgsid_pipeline.warehouse import StagedVersion, VersionError, Warehouse
 
-CITY = "wap"
 # `geo_negatives` stands for the downstream steps: it must not run after a failed audit.
 SELECT = "items,geo_negatives"
-PARTS = [(t, "data") for t in TABLES if t != "quarantine"] + [
-    ("quarantine", "items"),
-    ("quarantine", "interactions"),
-]
 
 
 def register(home: Path) -> None:
@@ -167,33 +163,6 @@ def test_each_blocking_check_fails_and_publishes_nothing(
     assert city_report(warehouse, CITY)["items"]["reconciles"]
     root = warehouse.version_root(CITY, "ingest")
     assert [p.name for p in root.iterdir()] == [version]  # the staged version is gone
-
-
-def frames(n: int, city: str = CITY) -> dict[tuple[str, str], pd.DataFrame]:
-    """A table set whose every table has ``n`` rows (so a mix of sets is visible)."""
-    return {
-        (table, part): pd.DataFrame(
-            {"city": [city] * n, "source_row": [str(i) for i in range(n)], "table_name": [part] * n}
-        )
-        for table, part in PARTS
-    }
-
-
-def publish(warehouse: Warehouse, n: int) -> dict:
-    with warehouse.staging(CITY, "ingest") as staged:
-        for (table, part), frame in frames(n).items():
-            staged.write_table(table, frame, part)
-        return warehouse.publish(staged)
-
-
-def visible_sizes(warehouse: Warehouse) -> set[int]:
-    """Row counts readers see across the whole set, via the library and the DuckDB views."""
-    sizes = {warehouse.read_arrow(table, CITY, part).num_rows for table, part in PARTS}
-    with warehouse.connect() as con:
-        for table in TABLES:
-            n = con.execute(f"select count(*) from {table}").fetchone()[0]
-            sizes.add(n // 2 if table == "quarantine" else n)
-    return sizes
 
 
 def _fail_nth_parquet_write(monkeypatch: pytest.MonkeyPatch) -> None:
