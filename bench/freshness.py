@@ -10,7 +10,8 @@ Measures, on 2 cores:
   it must encode nothing and write no table version;
 - ``backfill_1000_items_seconds``: 1,000 venues landed for New York until they have
   embeddings and codes of all three tokenizers, through the landing sensor and the nightly
-  job in this process; no model is retrained and no earlier item's code changes;
+  job in this process; no model is retrained and no earlier item's code changes unless its
+  content changed (a new branch can make its name a chain's);
 - ``backfill_1000_items_daemon_seconds``: the same through a real ``dagster-daemon`` (queue,
   launcher, a run process that imports the code location), whose landing sensor ticks every
   60 s: the floor is the wait for the next tick (0 to 60 s) plus the in-process figure plus
@@ -95,6 +96,14 @@ def _codes() -> dict[str, object]:
     }
 
 
+def _content():
+    """Each New York item's content hash (what its embedding is computed from)."""
+    from lgsid_pipeline.warehouse import Warehouse
+
+    items = Warehouse().read_table("items", BACKFILL_CITY)
+    return items.set_index("item_id")["content_hash"]
+
+
 def _nightly(instance, city: str) -> tuple[float, bool]:
     import dagster as dg
 
@@ -155,15 +164,24 @@ def backfill_in_process(instance, home: Path) -> dict:
     from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
     from lgsid_pipeline.runner import execute_run_request, tick_sensor
 
-    codes_before = _codes()
+    codes_before, content_before = _codes(), _content()
     started = time.perf_counter()
     new_ids = land_new_venues(home, BACKFILL_CITY, "fresh", BACKFILL_ITEMS, seed=11)
     tick = tick_sensor("landing_sensor", instance)
     results = [execute_run_request(r, NIGHTLY_JOB_NAME, instance) for r in tick.run_requests]
     seconds = time.perf_counter() - started
-    codes_after = _codes()
+    codes_after, content_after = _codes(), _content()
+    # an earlier item may get a new code only when its content changed (a new branch can
+    # turn its name into a chain's, which changes its brand)
+    same = content_before.index[
+        content_before.eq(content_after.reindex(content_before.index)).to_numpy()
+    ]
     kept = {
-        kind: bool((codes_after[kind].loc[old.index] == old).all())
+        kind: bool((codes_after[kind].loc[same] == old.loc[same]).all())
+        for kind, old in codes_before.items()
+    }
+    recoded = {
+        kind: int((codes_after[kind].loc[old.index] != old).sum())
         for kind, old in codes_before.items()
     }
     print(f"backfill in process: {seconds:.1f}s", flush=True)
@@ -173,6 +191,8 @@ def backfill_in_process(instance, home: Path) -> dict:
         "requested": [r.partition_key for r in tick.run_requests],
         "coded": _coded(new_ids),
         "earlier_codes_unchanged": kept,
+        "earlier_items_content_changed": int(len(content_before) - len(same)),
+        "earlier_items_recoded": recoded,
     }
 
 
