@@ -96,15 +96,14 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
         assert all(a.outcome.passed for a in first.audits)
         warehouse.publish(staged, {})
     assert first.encoded == 2 * len(items) and first.metadata()["reused"] == 0
-    figures = embeddings.geography_before_after(
-        reports,
-        home,
-        CITY,
-        items,
-        embedding_matrix(first.results["reference"].table),
-        embedding_matrix(first.results["aligned"].table),
-        policy.version,
-    )
+
+    def before_after(reference: np.ndarray, aligned: np.ndarray) -> dict | None:
+        return embeddings.geography_before_after(
+            reports, home, CITY, items, reference, aligned, policy.version
+        )
+
+    matrices = [embedding_matrix(first.results[p].table) for p in ("reference", "aligned")]
+    figures = before_after(*matrices)
     assert reports.read(reports.alignment(CITY)) == figures
     assert set(figures["before"]) == set(figures["after"])
     with warehouse.staging(CITY, "embeddings") as staged:  # nothing new: all reused
@@ -116,27 +115,10 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     )
     # a report of this encoder is not recomputed (new items do not change what it measures);
     # a report of another encoder is
-    assert (
-        embeddings.geography_before_after(
-            reports, home, CITY, items, np.zeros(1), np.zeros(1), policy.version
-        )
-        is None
-    )
+    assert before_after(np.zeros(1), np.zeros(1)) is None
     other = {**figures, "encoder_version": "an-earlier-encoder"}
     reports.write(reports.alignment(CITY), other)
-    assert (
-        embeddings.geography_before_after(
-            reports,
-            home,
-            CITY,
-            items,
-            embedding_matrix(first.results["reference"].table),
-            embedding_matrix(first.results["aligned"].table),
-            policy.version,
-        )
-        == reports.read(reports.alignment(CITY))
-        == figures
-    )
+    assert before_after(*matrices) == reports.read(reports.alignment(CITY)) == figures
 
     # the whole embeddings stage: nothing new to encode, the same version's tables published
     published = embeddings.embed_city(warehouse, reports, home, CITY, encoders)
