@@ -41,6 +41,11 @@ def lgsid_home() -> Path:
     return Path(os.environ.get("LGSID_HOME", REPO_ROOT / ".lgsid")).expanduser().resolve()
 
 
+def landing_root(home: Path) -> Path:
+    """Where files for a city land (``<home>/landing/<city>/``), watched by the sensor."""
+    return home / "landing"
+
+
 def dagster_home() -> Path:
     """The Dagster instance folder (``DAGSTER_HOME``, default ``<repo>/dagster_home``)."""
     return Path(os.environ.get("DAGSTER_HOME", REPO_ROOT / "dagster_home")).expanduser().resolve()

@@ -8,14 +8,14 @@ import pytest
 from helpers import ingested_home, make_tiny_encoder
 
 from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
-from lgsid_pipeline.catalog import REWARD_MODEL_ASSET
+from lgsid_pipeline.catalog import REWARD_MODEL, REWARD_MODEL_ASSET
+from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.embeddings import embedding_matrix
 from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig
-from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.stages import alignment as stage
 from lgsid_pipeline.stages import embeddings
-from lgsid_pipeline.warehouse import Warehouse
+from lgsid_pipeline.stages.context import StageContext
 
 CITY = "tiny"
 PNG = b"\x89PNG"
@@ -23,47 +23,35 @@ PNG = b"\x89PNG"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ingested_home(tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("source"), CITY)
+    source = tmp_path_factory.mktemp("source")
+    home = ingested_home(tmp_path_factory.mktemp("home"), source, CITY)
+    for city in (CITY, "elsewhere"):  # registered, but only CITY gets tables
+        CityRegistry(home).add(CityConfig(city, "synthetic", str(source)))
+    return home
 
 
 def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
-    warehouse, reports = Warehouse(home), ReportStore(home)
+    ctx = StageContext.at(home)
+    warehouse, reports = ctx.warehouse, ctx.reports
     encoder_path = make_tiny_encoder(tmp_path / "encoder")
-    negatives = stage.geo_negatives(warehouse, CITY, GeoNegativeConfig(max_anchors=150))
+    negatives = stage.geo_negatives(ctx, CITY, GeoNegativeConfig(max_anchors=150))
     assert negatives.rows == len(warehouse.read_table("geo_negatives", CITY)) == 150 * 16
     assert negatives.metrics["anchors"] == 150 and negatives.png.startswith(PNG)
-    pairs = stage.cooccurrence_pairs(warehouse, CITY, 0.9, 2)
+    pairs = stage.cooccurrence_pairs(ctx, CITY, 0.9, 2)
     assert pairs.rows == len(warehouse.read_table("cooccurrence_pairs", CITY))
 
-    reward = stage.train_reward_model(
-        warehouse,
-        reports,
-        home,
-        TextEncoder.load(encoder_path),
-        stage.cities_with(warehouse, [CITY, "elsewhere"], "geo_negatives"),
-        RewardConfig(epochs=2),
-        home / "models" / "reward",
-        dagster_run_id=None,
-    )
+    # the registered cities that have geo_negatives
+    reward = stage.train_reward_model(ctx, TextEncoder.load(encoder_path), RewardConfig(epochs=2))
     assert reward.details["cities"] == [CITY] and reward.png.startswith(PNG)
     assert reports.read(reports.global_model(REWARD_MODEL_ASSET))["version"] == reward.version
     with pytest.raises(RuntimeError, match="no city has geo_negatives"):
-        stage.train_reward_model(
-            warehouse,
-            reports,
-            home,
-            TextEncoder.load(encoder_path),
-            [],
-            RewardConfig(),
-            home / "models" / "r",
-            None,
-        )
+        stage.train_reward_model(ctx, TextEncoder.load(encoder_path), RewardConfig(), cities=[])
 
     gc = stage.geo_pairs(
-        warehouse,
+        ctx,
         CITY,
         TextEncoder.load(encoder_path),
-        home / "models" / "reward",
+        ctx.model_dir(REWARD_MODEL),
         {"n_anchors": 150, "near_km": 1.5, "per_side": 8, "cell_deg": 0.02, "seed": 0},
         seed=0,
     )
@@ -71,16 +59,7 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
 
     policy = TextEncoder.load(encoder_path)
     aligned = stage.train_aligned_encoder(
-        warehouse,
-        reports,
-        home,
-        policy,
-        [CITY],
-        GdpoConfig(steps=4, batch_size=8),
-        max_gc_triples=40,
-        max_dc_triples=40,
-        folder=home / "models" / "aligned",
-        dagster_run_id=None,
+        ctx, policy, GdpoConfig(steps=4, batch_size=8), max_gc_triples=40, max_dc_triples=40
     )
     assert (
         aligned.details["encoder_version"]
@@ -99,7 +78,7 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
 
     def before_after(reference: np.ndarray, aligned: np.ndarray) -> dict | None:
         return embeddings.geography_before_after(
-            reports, home, CITY, items, reference, aligned, policy.version
+            ctx, CITY, items, reference, aligned, policy.version
         )
 
     matrices = [embedding_matrix(first.results[p].table) for p in ("reference", "aligned")]
@@ -121,6 +100,6 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     assert before_after(*matrices) == reports.read(reports.alignment(CITY)) == figures
 
     # the whole embeddings stage: nothing new to encode, the same version's tables published
-    published = embeddings.embed_city(warehouse, reports, home, CITY, encoders)
+    published = embeddings.embed_city(ctx, CITY, encoders)
     assert published.metadata()["encoded"] == 0 and published.geography is None
     assert warehouse.published(CITY, "embeddings")["version"] == published.version

@@ -11,6 +11,7 @@ from helpers import tiny_spec
 from lgsid_pipeline.cities import CityConfig
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.stages import ingest as stage
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.warehouse import Warehouse
 
 CITY = "tiny"
@@ -60,18 +61,19 @@ def test_landed_files_merge_like_a_full_rebuild(tmp_path: Path) -> None:
     source, home = tmp_path / "source", tmp_path / "home"
     generate_city(tiny_spec(n_items=150), source)
     config = CityConfig(CITY, "synthetic", str(source))
-    warehouse, landing = Warehouse(home), home / "landing"
-    first = stage.ingest_city(warehouse, config, landing, 0.25)
+    ctx = StageContext.at(home)
+    warehouse, landing = ctx.warehouse, ctx.landing
+    first = stage.ingest_city(ctx, config, 0.25)
     assert not first.unchanged
 
     # nothing new: nothing read, the same version
-    again = stage.ingest_city(warehouse, config, landing, 0.25)
+    again = stage.ingest_city(ctx, config, 0.25)
     assert again.unchanged and again.staged is None and again.version == first.version
     assert {a.name for a in again.audits_of("items")} == set(stage.INGEST_CHECKS["items"])
 
     # two new files: merged, not read from the source
     land(source, landing / CITY, "a", 12, duplicate=True)
-    merged = stage.ingest_city(warehouse, config, landing, 0.25)
+    merged = stage.ingest_city(ctx, config, 0.25)
     assert merged.staged is not None and merged.staged.merged == [
         "checkins-a.parquet",
         "items-a.parquet",
@@ -84,8 +86,11 @@ def test_landed_files_merge_like_a_full_rebuild(tmp_path: Path) -> None:
     assert figures["raw_rows"] == figures["dagster/row_count"] + figures["quarantined"]
 
     # the same files read from scratch give the same tables
-    rebuilt = Warehouse(tmp_path / "rebuilt")
-    full = stage.ingest_city(rebuilt, config, landing, 0.25, full=True)
+    rebuilt_ctx = StageContext.at(tmp_path / "rebuilt")  # another home, the same landed files
+    rebuilt_ctx.home.mkdir(parents=True, exist_ok=True)
+    rebuilt_ctx.landing.symlink_to(landing, target_is_directory=True)
+    rebuilt = rebuilt_ctx.warehouse
+    full = stage.ingest_city(rebuilt_ctx, config, 0.25, full=True)
     assert full.staged is not None and full.staged.merged == []
     merged_tables, full_tables = tables(warehouse), tables(rebuilt)
     for name, frame in full_tables.items():
@@ -94,6 +99,6 @@ def test_landed_files_merge_like_a_full_rebuild(tmp_path: Path) -> None:
     # a landed file rewritten: everything is read again
     rewritten = landing / CITY / "items-a.parquet"
     os.utime(rewritten, ns=(rewritten.stat().st_atime_ns, rewritten.stat().st_mtime_ns + 10**9))
-    reread = stage.ingest_city(warehouse, config, landing, 0.25)
+    reread = stage.ingest_city(ctx, config, 0.25)
     assert reread.staged is not None and reread.staged.merged == []
-    assert stage.ingest_city(warehouse, config, landing, 0.25).unchanged  # and then nothing
+    assert stage.ingest_city(ctx, config, 0.25).unchanged  # and then nothing

@@ -23,6 +23,7 @@ from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.serving import FLOOR_SERVED, champion_gate
 from lgsid_pipeline.registry import champion_version
 from lgsid_pipeline.stages.cache import build_topk_cache
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.generative import (
     city_catalogue,
     floor_models,
@@ -141,23 +142,20 @@ def stage_config(**overrides: object) -> GenerativeStageConfig:
 
 
 def test_gate_refuses_a_worse_model_and_the_cache_stays_on_the_champion(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    warehouse = Warehouse(home)
+    ctx = StageContext.at(tmp_path / "home")
+    warehouse, home = ctx.warehouse, ctx.home
     walk_city(warehouse, "walk")
     name = model_name("tiger", "walk")
 
-    good = train_and_gate(
-        warehouse, home, "walk", "tiger", T1, T2, stage_config(), tmp_path / "work-good"
-    )
+    good = train_and_gate(ctx, "walk", "tiger", T1, T2, stage_config(), tmp_path / "work-good")
     assert good.decision.promote, good.decision.reason
     assert champion_version(name, home) == good.version
-    cache = build_topk_cache(warehouse, home, "walk", "tiger", 10, 20, False, T1, T2)
+    cache = build_topk_cache(ctx, "walk", "tiger", 10, 20, False, T1, T2)
     assert cache.served == f"tiger/lgsid v{good.version} + history"
     before = cache.table.drop(columns="refreshed_at")
 
     worse = train_and_gate(
-        warehouse,
-        home,
+        ctx,
         "walk",
         "tiger",
         T1,
@@ -170,19 +168,17 @@ def test_gate_refuses_a_worse_model_and_the_cache_stays_on_the_champion(tmp_path
     assert worse.decision.candidate < worse.decision.champion
     assert worse.version != good.version
     assert champion_version(name, home) == good.version  # still the first model
-    again = build_topk_cache(
-        warehouse, home, "walk", "tiger", 10, 20, worse.decision.serve == "floor", T1, T2
-    )
+    again = build_topk_cache(ctx, "walk", "tiger", 10, 20, worse.decision.serve == "floor", T1, T2)
     assert again.served == cache.served
     pd.testing.assert_frame_equal(again.table.drop(columns="refreshed_at"), before)
 
 
 def test_without_a_qualifying_model_the_cache_serves_floor_b(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    warehouse = Warehouse(home)
+    ctx = StageContext.at(tmp_path / "home")
+    warehouse, home = ctx.warehouse, ctx.home
     walk_city(warehouse, "walk", seed=1, revisit=True)
     # no model at all: floor (b), exactly as the floor ranks each user's latest history
-    cache = build_topk_cache(warehouse, home, "walk", "tiger", 10, 20, False, T1, T2)
+    cache = build_topk_cache(ctx, "walk", "tiger", 10, 20, False, T1, T2)
     assert cache.served == FLOOR_SERVED
     catalogue = city_catalogue(warehouse, "walk")
     train = next_item_splits(catalogue, T1, T2, stage_config())["train"]
@@ -197,8 +193,7 @@ def test_without_a_qualifying_model_the_cache_serves_floor_b(tmp_path: Path) -> 
     # floor (b) is perfect here: a trained model cannot beat it, so it is registered but
     # not promoted, and the cache keeps serving the floor
     model = train_and_gate(
-        warehouse,
-        home,
+        ctx,
         "walk",
         "tiger",
         T1,
@@ -208,8 +203,6 @@ def test_without_a_qualifying_model_the_cache_serves_floor_b(tmp_path: Path) -> 
     )
     assert model.decision.floor == 1.0
     assert not model.decision.promote and model.decision.serve == "floor"
-    again = build_topk_cache(
-        warehouse, home, "walk", "tiger", 10, 20, model.decision.serve == "floor", T1, T2
-    )
+    again = build_topk_cache(ctx, "walk", "tiger", 10, 20, model.decision.serve == "floor", T1, T2)
     assert again.served == FLOOR_SERVED
     assert champion_version(model_name("tiger", "walk"), home) is None

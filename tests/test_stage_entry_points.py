@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 from helpers import make_tiny_encoder, tiny_spec
 
+from lgsid_pipeline.catalog import tokenizer_model
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.encoder.model import ADAPTER_META
 from lgsid_pipeline.landing_watch import scan_landing
-from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.stages import embeddings, semantic_ids, tokenization
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.ingest import ingest_city
 from lgsid_pipeline.stages.outcome import BlockingCheckFailed, Plot
 from lgsid_pipeline.tokenizer.config import CodeCheckLimits, TokenizerConfig
-from lgsid_pipeline.warehouse import Warehouse
 
 CITY = "tiny"
 
@@ -28,10 +28,11 @@ def test_stage_entry_points_publish_and_block(tmp_path: Path) -> None:
     source, home = tmp_path / "source", tmp_path / "home"
     generate_city(tiny_spec(n_items=200), source)
     config = CityConfig(CITY, "synthetic", str(source))
-    warehouse, reports = Warehouse(home), ReportStore(home)
+    ctx = StageContext.at(home)
+    warehouse = ctx.warehouse
 
     # ingest: the four tables in one version, metadata per asset, checks per asset
-    published = ingest_city(warehouse, config, home / "landing", 0.25)
+    published = ingest_city(ctx, config, 0.25)
     metadata = published.asset_metadata()
     assert set(metadata) == {"raw_items", "raw_interactions", "items", "interactions"}
     assert metadata["raw_items"]["dagster/row_count"] == 200
@@ -46,7 +47,7 @@ def test_stage_entry_points_publish_and_block(tmp_path: Path) -> None:
     pd.concat([frame, frame, frame]).to_parquet(items_file, index=False)
     before = warehouse.published(CITY, "ingest")
     with pytest.raises(BlockingCheckFailed, match="items_quarantine_rate") as blocked:
-        ingest_city(warehouse, config, home / "landing", 0.25)
+        ingest_city(ctx, config, 0.25)
     assert "items_quarantine_rate" in {a.name for a in blocked.value.failed}
     assert warehouse.published(CITY, "ingest") == before
 
@@ -68,35 +69,27 @@ def test_stage_entry_points_publish_and_block(tmp_path: Path) -> None:
     (adapter / ADAPTER_META).write_text(json.dumps(stale))
     with pytest.raises(BlockingCheckFailed, match="inputs_current"):
         tokenization.fit_and_register(
-            warehouse,
-            reports,
-            home,
+            ctx,
             "rqkmeans",
-            [CITY],
             adapter,
             TokenizerConfig(codebook_sizes=[8, 8, 8], epochs=1),
             warm_start=False,
-            folder=home / "models" / "tok",
+            cities=[CITY],
         )
-    assert not (home / "models" / "tok").exists()
+    assert not ctx.model_dir(tokenizer_model("rqkmeans")).exists()
 
     # semantic IDs: published with their blocking audits and two warnings
     fitted = tokenization.fit_tokenizer(
+        ctx,
         "rqkmeans",
         {CITY: tokenization.city_embeddings(warehouse, CITY, "rqkmeans")},
         TokenizerConfig(codebook_sizes=[8, 8, 8], seed=0),
         encoders["reference"].version,
         False,
-        home / "models" / "rqkmeans",
-        home,
-        reports,
-        None,
     )
     tokenizer = fitted.tokenizer
     strict = CodeCheckLimits(min_utilisation=1.01)  # no codebook can be used beyond full
-    codes = semantic_ids.assign_city_codes(
-        warehouse, reports, home, CITY, "rqkmeans", tokenizer, strict
-    )
+    codes = semantic_ids.assign_city_codes(ctx, CITY, "rqkmeans", tokenizer, strict)
     assert codes.metadata(CITY, "rqkmeans")["assigned"] == n_items
     warnings = {a.name: a for a in codes.audits if not a.blocking}
     assert set(warnings) == {"rqkmeans_semantic_ids_utilisation", "rqkmeans_semantic_ids_churn"}

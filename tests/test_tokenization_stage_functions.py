@@ -10,8 +10,8 @@ from helpers import ingested_home, make_tiny_encoder
 from lgsid_pipeline.catalog import TOKENIZER_KINDS, tokenizer_model
 from lgsid_pipeline.encoder import TextEncoder
 from lgsid_pipeline.registry import champion_folder
-from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.stages import embeddings, semantic_ids, tokenization
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
 from lgsid_pipeline.warehouse import Warehouse
@@ -38,7 +38,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 @pytest.mark.parametrize("kind", TOKENIZER_KINDS)
 def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]], kind: str) -> None:
     root, versions = home
-    warehouse, reports = Warehouse(root), ReportStore(root)
+    ctx = StageContext.at(root)
+    warehouse, reports = ctx.warehouse, ctx.reports
     inputs = {CITY: tokenization.city_embeddings(warehouse, CITY, kind)}
     part = "aligned" if kind == "lgsid" else "reference"
     stale = tokenization.inputs_audit(kind, inputs, "another-encoder")
@@ -47,17 +48,7 @@ def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]], k
     assert current.outcome.passed, current.outcome.description
 
     settings = TokenizerConfig(codebook_sizes=[8, 8, 8], epochs=2, seed=0)
-    fitted = tokenization.fit_tokenizer(
-        kind,
-        inputs,
-        settings,
-        versions[part],
-        warm_start=True,
-        folder=root / "models" / tokenizer_model(kind),
-        home=root,
-        reports=reports,
-        dagster_run_id=None,
-    )
+    fitted = tokenization.fit_tokenizer(ctx, kind, inputs, settings, versions[part], True)
     assert fitted.tokenizer.encoder_version == versions[part]
     assert fitted.retrain_churn is None  # no champion before
     assert reports.read(reports.tokenizer(kind))["mlflow_version"] == fitted.mlflow_version
@@ -71,7 +62,7 @@ def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]], k
         assert all(a.outcome.passed for a in codes.audits)
         warehouse.publish(staged, {})
     assert codes.result.assigned == len(items) == len(codes.persisted)
-    report = semantic_ids.codes_report(reports, root, CITY, kind, champion, items, codes)
+    report = semantic_ids.codes_report(ctx, CITY, kind, champion, items, codes)
     assert report is not None and reports.read(reports.tokenizer_codes(CITY, kind)) == report[0]
     usage = semantic_ids.utilisation(codes.tokens(champion.n_levels), champion.codebook_sizes)
     assert len(usage) == 3 and all(0 < u <= 1 for u in usage)
@@ -79,7 +70,7 @@ def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]], k
     with warehouse.staging(CITY, "semantic_ids") as staged:  # nothing new: all reused
         again = semantic_ids.stage_semantic_ids(warehouse, staged, CITY, kind, champion, items)
     assert again.result.assigned == 0 and again.result.reused == len(items)
-    assert semantic_ids.codes_report(reports, root, CITY, kind, champion, items, again) is None
+    assert semantic_ids.codes_report(ctx, CITY, kind, champion, items, again) is None
 
     # a duplicated code fails the uniqueness audit of the persisted table
     broken = codes.persisted.copy()

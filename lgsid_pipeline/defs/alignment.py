@@ -8,7 +8,7 @@ from lgsid_pipeline.alignment.config import (
     GeoPairSettings,
     RewardConfig,
 )
-from lgsid_pipeline.catalog import ALIGNED_ENCODER, REWARD_MODEL
+from lgsid_pipeline.catalog import REWARD_MODEL
 from lgsid_pipeline.defs.resources import (
     WorkspaceResource,
     audited,
@@ -42,19 +42,13 @@ AlignedEncoderConfig = config_class(
 )
 
 
-def _cities_with(workspace: WorkspaceResource, table: str) -> list[str]:
-    return stage.cities_with(workspace.warehouse, [c.slug for c in workspace.cities.all()], table)
-
-
 @city_asset("alignment", {"parquet"}, ["items"])
 def geo_negatives(
     context: dg.AssetExecutionContext, config: GeoNegativesConfig, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     """K = 15 mismatched locations per anchor with soft labels (density-aware)."""
     settings = settings_from(config, GeoNegativeConfig)
-    result = stage.geo_negatives(
-        workspace.warehouse, context.partition_key, settings, context.log.info
-    )
+    result = stage.geo_negatives(workspace.stage_context(context), context.partition_key, settings)
     return materialized(workspace, result.metadata())
 
 
@@ -64,11 +58,7 @@ def cooccurrence_pairs(
 ) -> dg.MaterializeResult:
     """D_dc: item pairs co-visited by a user on one day (sql/cooccurrence_pairs.sql)."""
     result = stage.cooccurrence_pairs(
-        workspace.warehouse,
-        context.partition_key,
-        config.quantile,
-        config.min_count,
-        context.log.info,
+        workspace.stage_context(context), context.partition_key, config.quantile, config.min_count
     )
     return materialized(workspace, result.metadata())
 
@@ -80,16 +70,10 @@ def reward_model(
     """List-wise reward model over the frozen encoder, trained on every city's negatives."""
     workspace.limit_threads(context)
     model = stage.train_reward_model(
-        workspace.warehouse,
-        workspace.reports,
-        workspace.home_path,
+        workspace.stage_context(context),
         workspace.base_encoder(),
-        _cities_with(workspace, "geo_negatives"),
         settings_from(config, RewardConfig),
-        workspace.model_dir(REWARD_MODEL),
-        context.run.run_id,
         dtype=workspace.encode_dtype,
-        log=context.log.info,
         on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"),
     )
     return materialized(workspace, model.metadata())
@@ -102,14 +86,13 @@ def geo_pairs(
     """D_gc: near item the reward model prefers vs far similar item it rejects."""
     workspace.limit_threads(context)
     result = stage.geo_pairs(
-        workspace.warehouse,
+        workspace.stage_context(context),
         context.partition_key,
         workspace.base_encoder(),
         workspace.champion_folder(REWARD_MODEL),
         config.model_dump(),
         config.seed,
         dtype=workspace.encode_dtype,
-        log=context.log.info,
     )
     return materialized(workspace, result.metadata())
 
@@ -121,17 +104,11 @@ def aligned_encoder(
     """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
     workspace.limit_threads(context)
     model = stage.train_aligned_encoder(
-        workspace.warehouse,
-        workspace.reports,
-        workspace.home_path,
+        workspace.stage_context(context),
         workspace.base_encoder(),
-        _cities_with(workspace, "geo_pairs"),
         settings_from(config, GdpoConfig),
         config.max_gc_triples,
         config.max_dc_triples,
-        workspace.model_dir(ALIGNED_ENCODER),
-        context.run.run_id,
-        log=context.log.info,
     )
     return materialized(workspace, model.metadata())
 
@@ -149,13 +126,9 @@ def item_embeddings(context: dg.AssetExecutionContext, workspace: WorkspaceResou
     workspace.limit_threads(context)
     published = yield from audited(
         embeddings.embed_city,
-        workspace.warehouse,
-        workspace.reports,
-        workspace.home_path,
+        workspace.stage_context(context),
         context.partition_key,
         {"reference": workspace.base_encoder(), "aligned": workspace.champion_encoder()},
-        context.run.run_id,
         dtype=workspace.encode_dtype,
-        log=context.log.info,
     )
     yield materialized(workspace, published.metadata(), published.staged.audits)

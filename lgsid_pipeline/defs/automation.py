@@ -14,6 +14,7 @@ import os
 import dagster as dg
 
 from lgsid_pipeline.catalog import SEMANTIC_ID_ASSETS
+from lgsid_pipeline.config import landing_root
 from lgsid_pipeline.defs.executor import light_job_executor
 from lgsid_pipeline.defs.resources import WorkspaceResource, city_partitions
 from lgsid_pipeline.landing_watch import scan_landing
@@ -151,7 +152,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceReso
 
     Files landed for a city registered with another source are additions to that source."""
     seen = json.loads(context.cursor) if context.cursor else {}
-    scan = scan_landing(workspace.home_path / "landing", seen, workspace.cities)
+    scan = scan_landing(landing_root(workspace.home_path), seen, workspace.cities)
     for reason in scan.skipped:
         context.log.warning(f"landing folder skipped: {reason}")
     return dg.SensorResult(

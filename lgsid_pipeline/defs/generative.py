@@ -10,7 +10,6 @@ the cache serves the champion or, when no model beats floor (b), floor (b) itsel
 import dagster as dg
 
 from lgsid_pipeline.catalog import GENERATIVE_KINDS, SEMANTIC_ID_ASSETS, SERVED_KIND
-from lgsid_pipeline.catalog import generative_model as model_name
 from lgsid_pipeline.defs.resources import (
     WorkspaceResource,
     city_asset,
@@ -57,17 +56,8 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         city = context.partition_key
         workspace.limit_threads(context)
-        outcome = train_city_generative(
-            workspace.warehouse,
-            workspace.reports,
-            workspace.home_path,
-            city,
-            kind,
-            settings_from(config, GenerativeStageConfig),
-            workspace.model_dir(model_name(kind, city)),
-            context.run.run_id,
-            log=context.log.info,
-        )
+        settings = settings_from(config, GenerativeStageConfig)
+        outcome = train_city_generative(workspace.stage_context(context), city, kind, settings)
         return materialized(workspace, outcome.metadata(city, kind))
 
     return _asset
@@ -86,7 +76,7 @@ def generative_baseline(
     popularity within 2 km of the last check-in, (b) the user's own most visited items, then
     list (a)."""
     settings = settings_from(config, GenerativeStageConfig)
-    floors = score_floors(workspace.warehouse, workspace.reports, context.partition_key, settings)
+    floors = score_floors(workspace.stage_context(context), context.partition_key, settings)
     return materialized(workspace, floors)
 
 
@@ -99,13 +89,10 @@ def user_topk_cache(
     has beaten it on validation: serving is a lookup (Semantic Convergence)."""
     workspace.limit_threads(context)
     served = serve_city(
-        workspace.warehouse,
-        workspace.reports,
-        workspace.home_path,
+        workspace.stage_context(context),
         context.partition_key,
         SERVED_KIND,
         config.k,
         config.history_window,
-        log=context.log.info,
     )
     return materialized(workspace, served)

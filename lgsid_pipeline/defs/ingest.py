@@ -68,12 +68,9 @@ def ingest_tables(
     (nothing is read when no source, landed or boundary file changed, unless ``full``)."""
     published = yield from audited(
         ingest_city,
-        workspace.warehouse,
+        workspace.stage_context(context),
         workspace.cities.get(context.partition_key),
-        workspace.home_path / "landing",
         workspace.max_quarantine_rate,
-        context.run.run_id,
-        log=context.log.info,
         full=config.full,
     )
     for asset, metadata in published.asset_metadata().items():

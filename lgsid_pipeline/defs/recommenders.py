@@ -8,7 +8,6 @@ from lgsid_pipeline.catalog import (
     CTR_VARIANTS,
     GENERATIVE_KINDS,
     SEMANTIC_ID_ASSETS,
-    ctr_model,
 )
 from lgsid_pipeline.defs.resources import (
     WorkspaceResource,
@@ -51,7 +50,7 @@ def recommender_datasets(
     negatives and behaviour sequences (codes are joined at training time)."""
     settings = settings_from(config, DatasetConfig)
     described = stage.build_datasets(
-        workspace.warehouse, context.partition_key, settings, context.log.info
+        workspace.stage_context(context), context.partition_key, settings
     )
     return materialized(workspace, described)
 
@@ -74,9 +73,7 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         workspace.limit_threads(context)
         city = context.partition_key
         trained = stage.train_backbone(
-            workspace.warehouse,
-            workspace.reports,
-            workspace.home_path,
+            workspace.stage_context(context),
             city,
             backbone,
             config.variants,
@@ -84,9 +81,6 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
             config.seeds,
             config.dim,
             config.top_k,
-            workspace.model_dir(ctr_model(backbone, city)),
-            context.run.run_id,
-            log=context.log.info,
         )
         return materialized(workspace, trained.metadata())
 
@@ -102,5 +96,5 @@ def evaluation_report(
 ) -> dg.MaterializeResult:
     """The city's results (``reports/<city>.json``): the backbone x variant AUC table and
     the generative Hit/NDCG table, whichever models have been trained."""
-    report = write_city_report(workspace.reports, context.partition_key, context.log.info)
+    report = write_city_report(workspace.stage_context(context), context.partition_key)
     return materialized(workspace, report)

@@ -20,6 +20,7 @@ from lgsid_pipeline.defs.executor import EXECUTOR_ENV
 from lgsid_pipeline.quality import MAX_QUARANTINE_RATE, Audit
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.outcome import BlockingCheckFailed, Link, Markdown, Plot
 from lgsid_pipeline.threads import set_torch_threads, step_threads
 from lgsid_pipeline.warehouse import Warehouse
@@ -87,10 +88,6 @@ class WorkspaceResource(dg.ConfigurableResource):
         encoder.load_adapter(self.champion_folder(ALIGNED_ENCODER))
         return encoder
 
-    def model_dir(self, name: str) -> Path:
-        """Local working folder of a trained model before it is registered."""
-        return self.home_path / "models" / name
-
     def champion_folder(self, name: str) -> Path:
         """The champion's artifact folder of a registered model. A missing or damaged model
         fails the step without retries: it would fail the same way every time."""
@@ -102,6 +99,12 @@ class WorkspaceResource(dg.ConfigurableResource):
     @property
     def reports(self) -> ReportStore:
         return ReportStore(self.home_path)
+
+    def stage_context(self, context: dg.AssetExecutionContext) -> StageContext:
+        """What the stage functions work against, for the run of ``context``."""
+        return StageContext(
+            self.warehouse, self.reports, self.home_path, context.run.run_id, context.log.info
+        )
 
 
 def check_result(audit: Audit) -> dg.AssetCheckResult:

@@ -61,17 +61,11 @@ def build_tokenizer_asset(kind: str) -> dg.AssetsDefinition:
         workspace.limit_threads(context)
         fitted = yield from audited(
             stage.fit_and_register,
-            workspace.warehouse,
-            workspace.reports,
-            workspace.home_path,
+            workspace.stage_context(context),
             kind,
-            [c.slug for c in workspace.cities.all()],
             workspace.champion_folder(ALIGNED_ENCODER),
             settings_from(config, TokenizerConfig),
             config.warm_start,
-            workspace.model_dir(registered),
-            context.run.run_id,
-            log=context.log.info,
         )
         yield materialized(workspace, fitted.metadata(kind), fitted.audits)
 
@@ -104,15 +98,11 @@ def build_semantic_ids_asset(kind: str) -> dg.AssetsDefinition:
         city = context.partition_key
         published = yield from audited(
             semantic_ids.assign_city_codes,
-            workspace.warehouse,
-            workspace.reports,
-            workspace.home_path,
+            workspace.stage_context(context),
             city,
             kind,
             Tokenizer.load(workspace.champion_folder(registered)),
             settings_from(config, CodeCheckLimits),
-            context.run.run_id,
-            log=context.log.info,
         )
         yield materialized(workspace, published.metadata(city, kind), published.audits)
 

@@ -1,7 +1,7 @@
 """The alignment stage as plain functions: geo negatives, co-visit pairs, the reward model,
 D_gc pairs, the G-DPO aligned encoder and the before/after geography of the embeddings.
 
-Each takes the warehouse, the report store and the LGSID home (for the MLflow registry),
+Each takes a ``StageContext`` (the warehouse, the report store, the MLflow registry),
 writes what the stage owns, and returns a small result; the assets in ``defs/alignment.py``
 turn that into Dagster metadata. Torch and the encoder are imported by the functions that
 compute.
@@ -27,15 +27,13 @@ from lgsid_pipeline.catalog import (
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig, sample_geo_negatives
 from lgsid_pipeline.plots import curves_png, distance_histogram_png
 from lgsid_pipeline.registry import register_folder
-from lgsid_pipeline.reports import GLOBAL, ReportStore
+from lgsid_pipeline.reports import GLOBAL
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.outcome import (
     Link,
-    Log,
     Metadata,
     Plot,
-    quiet,
 )
-from lgsid_pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from lgsid_pipeline.encoder.model import TextEncoder
@@ -83,15 +81,9 @@ class TrainedModel:
         }
 
 
-def cities_with(warehouse: Warehouse, cities: list[str], table: str) -> list[str]:
-    """The cities (of ``cities``) that have ``table``."""
-    return [city for city in cities if warehouse.has_table(table, city)]
-
-
-def geo_negatives(
-    warehouse: Warehouse, city: str, config: GeoNegativeConfig, log: Log = quiet
-) -> TableResult:
+def geo_negatives(ctx: StageContext, city: str, config: GeoNegativeConfig) -> TableResult:
     """K mismatched locations per anchor with soft labels (density-aware), written."""
+    warehouse, log = ctx.warehouse, ctx.log
     sampled = sample_geo_negatives(warehouse.read_table("items", city), config)
     warehouse.write_table("geo_negatives", city, sampled.assign(city=city))
     kinds = sampled[sampled["slot"] > 0].groupby("kind")["distance_km"].median()
@@ -114,9 +106,10 @@ def geo_negatives(
 
 
 def cooccurrence_pairs(
-    warehouse: Warehouse, city: str, quantile: float, min_count: int, log: Log = quiet
+    ctx: StageContext, city: str, quantile: float, min_count: int
 ) -> TableResult:
     """D_dc: item pairs co-visited by a user on one day, written."""
+    warehouse, log = ctx.warehouse, ctx.log
     pairs = warehouse.query(
         "cooccurrence_pairs.sql", {"city": city, "quantile": quantile, "min_count": min_count}
     )
@@ -127,24 +120,22 @@ def cooccurrence_pairs(
 
 
 def train_reward_model(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
+    ctx: StageContext,
     encoder: TextEncoder,
-    cities: list[str],
     config: RewardConfig,
-    folder: Path,
-    dagster_run_id: str | None,
+    cities: list[str] | None = None,
     dtype: str = "auto",
-    log: Log = quiet,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainedModel:
-    """The list-wise reward model over the frozen encoder, on every city's negatives;
-    saved to ``folder``, registered, and summarised in the report store."""
+    """The list-wise reward model over the frozen encoder, on the negatives of ``cities``
+    (default: every registered city that has them); saved, registered, and summarised in
+    the report store."""
     from lgsid_pipeline.alignment.reward import save_reward_model
     from lgsid_pipeline.alignment.reward import train_reward_model as train
     from lgsid_pipeline.alignment.stage import reward_dataset
 
+    warehouse, log, folder = ctx.warehouse, ctx.log, ctx.model_dir(REWARD_MODEL)
+    cities = ctx.cities_with("geo_negatives") if cities is None else cities
     if not cities:
         raise RuntimeError("no city has geo_negatives; materialize them first")
     parts = []
@@ -174,12 +165,12 @@ def train_reward_model(
         folder,
         params={**asdict(config), "cities": ",".join(cities), "encoder_version": encoder.version},
         metrics=result.metrics,
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=ctx.run_id,
         images={"reward_training.png": curve},
-        home=home,
+        home=ctx.home,
     )
-    reports.write(
-        reports.global_model(REWARD_MODEL_ASSET),
+    ctx.reports.write(
+        ctx.reports.global_model(REWARD_MODEL_ASSET),
         {**result.metrics, "version": registered.version, "run_id": registered.run_id},
     )
     return TrainedModel(
@@ -193,14 +184,13 @@ def train_reward_model(
 
 
 def geo_pairs(
-    warehouse: Warehouse,
+    ctx: StageContext,
     city: str,
     encoder: TextEncoder,
     reward_folder: Path,
     candidates: dict[str, Any],
     seed: int,
     dtype: str = "auto",
-    log: Log = quiet,
 ) -> TableResult:
     """D_gc: a near item the reward model prefers against a far similar item it rejects,
     written."""
@@ -208,6 +198,7 @@ def geo_pairs(
     from lgsid_pipeline.alignment.reward import load_reward_model
     from lgsid_pipeline.alignment.stage import reward_scorer
 
+    warehouse, log = ctx.warehouse, ctx.log
     items = warehouse.read_table("items", city)
     found = warehouse.query("geo_pair_candidates.sql", {"city": city, **candidates})
     scorer = reward_scorer(encoder, load_reward_model(reward_folder), items, dtype=dtype)
@@ -224,26 +215,23 @@ def geo_pairs(
 
 
 def train_aligned_encoder(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
+    ctx: StageContext,
     encoder: TextEncoder,
-    cities: list[str],
     config: GdpoConfig,
     max_gc_triples: int,
     max_dc_triples: int,
-    folder: Path,
-    dagster_run_id: str | None,
-    log: Log = quiet,
+    cities: list[str] | None = None,
 ) -> TrainedModel:
-    """G-DPO with LoRA on D_mix of every city; the adapter is saved to ``folder``,
-    registered, and summarised in the report store."""
+    """G-DPO with LoRA on D_mix of ``cities`` (default: every registered city that has
+    D_gc pairs); the adapter is saved, registered, and summarised in the report store."""
     from lgsid_pipeline.alignment.gdpo import train_gdpo
     from lgsid_pipeline.alignment.stage import gdpo_triples
 
+    log, folder = ctx.log, ctx.model_dir(ALIGNED_ENCODER)
+    cities = ctx.cities_with("geo_pairs") if cities is None else cities
     if not cities:
         raise RuntimeError("no city has geo_pairs; materialize them first")
-    triples = gdpo_triples(warehouse, cities, max_gc_triples, max_dc_triples, seed=config.seed)
+    triples = gdpo_triples(ctx.warehouse, cities, max_gc_triples, max_dc_triples, seed=config.seed)
     counts = triples.counts
     log(f"G-DPO on {len(triples.anchors)} triples: {counts}")
     started = time.perf_counter()
@@ -286,13 +274,13 @@ def train_aligned_encoder(
             "max_gc_triples": max_gc_triples,
         },
         metrics=metrics,
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=ctx.run_id,
         tags={"encoder_version": encoder.version},
         images={"gdpo_training.png": curve},
-        home=home,
+        home=ctx.home,
     )
-    reports.write(
-        reports.global_model(ALIGNED_ENCODER_ASSET),
+    ctx.reports.write(
+        ctx.reports.global_model(ALIGNED_ENCODER_ASSET),
         {
             **metrics,
             "version": registered.version,

@@ -5,7 +5,6 @@ floor (b) when no model has beaten it on validation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.recommenders.next_item import latest_histories
 from lgsid_pipeline.recommenders.serving import FLOOR_SERVED, cache_rows
 from lgsid_pipeline.registry import champion_folder, champion_version
-from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.generative import (
     city_catalogue,
     city_codes,
@@ -24,8 +23,7 @@ from lgsid_pipeline.stages.generative import (
     next_item_splits,
     served_ranker,
 )
-from lgsid_pipeline.stages.outcome import Log, Metadata, quiet
-from lgsid_pipeline.warehouse import Warehouse
+from lgsid_pipeline.stages.outcome import Metadata
 
 CACHE_TABLE = "user_topk_cache"
 
@@ -41,8 +39,7 @@ class CacheOutcome:
 
 
 def build_topk_cache(
-    warehouse: Warehouse,
-    home: Path,
+    ctx: StageContext,
     city: str,
     kind: str,
     k: int,
@@ -54,6 +51,7 @@ def build_topk_cache(
     """Every user's top-``k`` items given their latest ``history_window`` check-ins, from
     the champion of ``kind`` with its history-aware ranking, or from floor (b) when there is
     no champion or ``serve_floor`` (the last gate found that no model beats floor (b))."""
+    warehouse, home = ctx.warehouse, ctx.home
     catalogue = city_catalogue(warehouse, city)
     name = generative_model(kind, city)
     version = champion_version(name, home)
@@ -89,22 +87,13 @@ def build_topk_cache(
     return CacheOutcome(table, served, len(users), int((~known).sum()))
 
 
-def serve_city(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
-    city: str,
-    kind: str,
-    k: int,
-    history_window: int,
-    log: Log = quiet,
-) -> Metadata:
+def serve_city(ctx: StageContext, city: str, kind: str, k: int, history_window: int) -> Metadata:
     """Rebuild and publish ``city``'s top-``k`` cache from what the last gate of ``kind``
     chose to serve (the champion, or floor (b)), and say which and why."""
+    warehouse, reports = ctx.warehouse, ctx.reports
     gate = (reports.read(reports.recommender(city, kind)) or {}).get("gate", {})
     outcome = build_topk_cache(
-        warehouse,
-        home,
+        ctx,
         city,
         kind,
         k,
@@ -115,7 +104,7 @@ def serve_city(
     warehouse.write_table(CACHE_TABLE, city, outcome.table)
     warehouse.refresh_catalog()
     why = gate.get("reason", "no gate has run")
-    log(f"{city}: cached top-{k} of {outcome.users} users from {outcome.served} ({why})")
+    ctx.log(f"{city}: cached top-{k} of {outcome.users} users from {outcome.served} ({why})")
     return {
         "dagster/row_count": len(outcome.table),
         "users": outcome.users,

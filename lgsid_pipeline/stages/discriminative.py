@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,8 +24,8 @@ from lgsid_pipeline.recommenders.datasets import (
     save_ctr_data,
 )
 from lgsid_pipeline.registry import register_folder
-from lgsid_pipeline.reports import ReportStore
-from lgsid_pipeline.stages.outcome import Link, Log, Markdown, Metadata, Plot, quiet
+from lgsid_pipeline.stages.context import StageContext
+from lgsid_pipeline.stages.outcome import Link, Markdown, Metadata, Plot
 from lgsid_pipeline.tokenizer import level_columns
 
 if TYPE_CHECKING:  # torch is imported by the steps that train
@@ -139,9 +138,7 @@ class BackboneResult:
 
 
 def train_backbone(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
+    ctx: StageContext,
     city: str,
     backbone: str,
     variants: Sequence[str],
@@ -149,15 +146,14 @@ def train_backbone(
     seeds: int,
     dim: int,
     top_k: int,
-    folder: Path,
-    dagster_run_id: str | None,
-    log: Log = quiet,
 ) -> BackboneResult:
     """Train ``backbone`` on the city's CTR samples for every code variant and ``seeds``
     seeds (``train_config.seed``, +1, ...); save and register the first seed's models and
     write the backbone's report."""
     from lgsid_pipeline.recommenders.training import save_ctr_model
 
+    warehouse, reports, log = ctx.warehouse, ctx.reports, ctx.log
+    folder = ctx.model_dir(ctr_model(backbone, city))
     unknown = sorted(set(variants) - set(CTR_VARIANTS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {CTR_VARIANTS}")
@@ -204,10 +200,10 @@ def train_backbone(
             "seeds": seeds,
         },
         metrics=_mlflow_metrics(results),
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=ctx.run_id,
         tags={"city": city},
         images={"training.png": png},
-        home=home,
+        home=ctx.home,
     )
     reports.write(
         reports.recommender(city, backbone),
@@ -249,11 +245,10 @@ def variants_markdown(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def build_datasets(
-    warehouse: Warehouse, city: str, config: DatasetConfig, log: Log = quiet
-) -> Metadata:
+def build_datasets(ctx: StageContext, city: str, config: DatasetConfig) -> Metadata:
     """Write the city's train/validation/test CTR samples (split at absolute times: the
     source's own files, else ``config.t1``/``t2``, else quantiles) and describe them."""
+    warehouse = ctx.warehouse
     interactions = warehouse.read_table("interactions", city)
     split_from = (
         "source files"
@@ -265,7 +260,7 @@ def build_datasets(
     warehouse.refresh_catalog()
     description = data.describe()
     samples = [description[f"{s}_samples"] for s in ("train", "valid", "test")]
-    log(
+    ctx.log(
         f"{city}: split at {description['t1']} / {description['t2']} (from {split_from}); "
         f"samples {samples}"
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from lgsid_pipeline.catalog import (
 from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
 from lgsid_pipeline.quality import Audit, check_covers
 from lgsid_pipeline.registry import log_run_metrics
-from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.outcome import (
     UNCHANGED,
     Log,
@@ -148,32 +147,25 @@ class PublishedEmbeddings:
 
 
 def embed_city(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
-    city: str,
-    encoders: Mapping[str, TextEncoder],
-    run_id: str | None = None,
-    dtype: str = "auto",
-    log: Log = quiet,
+    ctx: StageContext, city: str, encoders: Mapping[str, TextEncoder], dtype: str = "auto"
 ) -> PublishedEmbeddings:
     """Encode ``city``'s new or changed items with the reference and the aligned encoder,
     audit both parts as staged and publish them as one version (``BlockingCheckFailed``
     when an audit fails), then report the geography before and after alignment."""
+    warehouse = ctx.warehouse
     items = warehouse.read_table("items", city)
     version = encoders["aligned"].version
     with warehouse.staging(city, "embeddings") as staged:
-        encoded = stage_item_embeddings(warehouse, staged, city, items, encoders, dtype, log)
+        encoded = stage_item_embeddings(warehouse, staged, city, items, encoders, dtype, ctx.log)
         pointer = publish_if_passed(
             warehouse,
             staged,
             f"{city} item_embeddings",
             encoded.audits,
-            {"run_id": run_id, "encoder_version": version},
+            {"run_id": ctx.run_id, "encoder_version": version},
         )
     figures = geography_before_after(
-        reports,
-        home,
+        ctx,
         city,
         items,
         embedding_matrix(encoded.results["reference"].table),
@@ -187,8 +179,7 @@ def embed_city(
 
 
 def geography_before_after(
-    reports: ReportStore,
-    home: Path,
+    ctx: StageContext,
     city: str,
     items: pd.DataFrame,
     reference: np.ndarray,
@@ -201,6 +192,7 @@ def geography_before_after(
     recompute them: they describe the encoder, and on a whole city they cost minutes."""
     from lgsid_pipeline.alignment.evaluate import geography_metrics
 
+    reports = ctx.reports
     path = reports.alignment(city)
     if (reports.read(path) or {}).get("encoder_version") == encoder_version:
         return None
@@ -213,7 +205,7 @@ def geography_before_after(
     log_run_metrics(
         ALIGNED_ENCODER,
         {f"{city}.{stage}.{k}": v for stage, m in by_stage.items() for k, v in m.items()},
-        home=home,
+        home=ctx.home,
     )
     return figures
 

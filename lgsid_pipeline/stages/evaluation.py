@@ -12,9 +12,9 @@ from lgsid_pipeline.metrics.intervals import summarize_ranks
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.datasets import split_times_of
 from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.generative import city_catalogue, floor_ranks, next_item_splits
-from lgsid_pipeline.stages.outcome import Log, Markdown, Metadata, quiet
-from lgsid_pipeline.warehouse import Warehouse
+from lgsid_pipeline.stages.outcome import Markdown, Metadata
 
 METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")  # the generative table's columns
 
@@ -137,11 +137,10 @@ def hit_variants_markdown(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def score_floors(
-    warehouse: Warehouse, reports: ReportStore, city: str, config: GenerativeStageConfig
-) -> Metadata:
+def score_floors(ctx: StageContext, city: str, config: GenerativeStageConfig) -> Metadata:
     """Score floors (a) and (b) on the same gate and test samples as the generative models,
     write their report and return their Hit/NDCG@10."""
+    warehouse, reports = ctx.warehouse, ctx.reports
     catalogue = city_catalogue(warehouse, city)
     t1, t2 = split_times_of(warehouse, city)
     floors = floor_ranks(catalogue, next_item_splits(catalogue, t1, t2, config))
@@ -158,9 +157,10 @@ def score_floors(
     }
 
 
-def write_city_report(reports: ReportStore, city: str, log: Log = quiet) -> Metadata:
+def write_city_report(ctx: StageContext, city: str) -> Metadata:
     """Gather the city's AUC and Hit/NDCG tables into ``reports/<city>.json`` (whichever
     models have been trained) and return them for display."""
+    reports, log = ctx.reports, ctx.log
     sections = {
         "discriminative": discriminative_table(reports, city),
         "generative": generative_table(reports, city),

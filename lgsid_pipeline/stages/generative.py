@@ -38,8 +38,8 @@ from lgsid_pipeline.registry import (
     register_folder,
     set_champion,
 )
-from lgsid_pipeline.reports import ReportStore
-from lgsid_pipeline.stages.outcome import Link, Log, Markdown, Metadata, Plot, quiet
+from lgsid_pipeline.stages.context import StageContext
+from lgsid_pipeline.stages.outcome import Link, Markdown, Metadata, Plot
 from lgsid_pipeline.tokenizer import level_columns
 from lgsid_pipeline.warehouse import Warehouse
 
@@ -330,22 +330,23 @@ class StageOutcome:
 
 
 def train_and_gate(
-    warehouse: Warehouse,
-    home: Path,
+    ctx: StageContext,
     city: str,
     kind: str,
     t1: pd.Timestamp,
     t2: pd.Timestamp,
     config: GenerativeStageConfig,
-    work_dir: Path,
-    dagster_run_id: str | None = None,
+    work_dir: Path | None = None,
     on_eval: Callable[[str, dict[str, float]], None] | None = None,
 ) -> StageOutcome:
     """Train ``kind`` on every code variant of ``city``, register the models in one MLflow
     version and promote it to ``champion`` only if its best variant beats floor (b) and the
-    current champion on the gate examples (:func:`champion_gate`)."""
+    current champion on the gate examples (:func:`champion_gate`). The models are saved to
+    ``work_dir`` (default: the model's folder of the context) before they are registered."""
     from lgsid_pipeline.recommenders.generative import save_generative
 
+    warehouse, home, name = ctx.warehouse, ctx.home, generative_model(kind, city)
+    work_dir = ctx.model_dir(name) if work_dir is None else work_dir
     catalogue = city_catalogue(warehouse, city)
     splits = next_item_splits(catalogue, t1, t2, config)
     sizes = {name: len(targets) for name, (_, targets) in splits.items()}
@@ -382,7 +383,6 @@ def train_and_gate(
         )
         curves += [{**h, "variant": variant} for h in outcome.result.history]
     best = max(trained, key=lambda v: trained[v].gate_hit10)
-    name = generative_model(kind, city)
     champion, note = champion_gate_score(name, home, catalogue, splits["gate"])
     decision = champion_gate(trained[best].gate_hit10, floor_gate, champion)
     write_json(work_dir / SERVED_FILE, {"variant": best})
@@ -405,7 +405,7 @@ def train_and_gate(
             if isinstance(x, float)
         }
         | {"gate_hit@10": trained[best].gate_hit10},
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=ctx.run_id,
         tags={"city": city, "gate": decision.reason},
         images={"training.png": png},
         home=home,
@@ -419,18 +419,12 @@ def train_and_gate(
 
 
 def train_city_generative(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
-    city: str,
-    kind: str,
-    config: GenerativeStageConfig,
-    work_dir: Path,
-    run_id: str | None = None,
-    log: Log = quiet,
+    ctx: StageContext, city: str, kind: str, config: GenerativeStageConfig
 ) -> StageOutcome:
     """Train and gate ``kind`` on ``city`` at the split of its recommender datasets
     (:func:`train_and_gate`), logging progress, and write the run's report."""
+
+    log = ctx.log
 
     def log_eval(variant: str, entry: dict) -> None:
         log(
@@ -439,17 +433,15 @@ def train_city_generative(
             f"ETA {entry['eta_seconds']:.0f}s)"
         )
 
-    t1, t2 = split_times_of(warehouse, city)
-    outcome = train_and_gate(
-        warehouse, home, city, kind, t1, t2, config, work_dir, run_id, on_eval=log_eval
-    )
+    t1, t2 = split_times_of(ctx.warehouse, city)
+    outcome = train_and_gate(ctx, city, kind, t1, t2, config, on_eval=log_eval)
     decision = outcome.decision
     log(
         f"{city} {kind}: {decision.reason} ({outcome.champion_note}); "
         f"{'promoted' if decision.promote else 'not promoted'} version {outcome.version}"
     )
     split = {"t1": t1.isoformat(), "t2": t2.isoformat()}
-    reports.write(
-        reports.recommender(city, kind), {"kind": kind, **outcome.report(), "split": split}
+    ctx.reports.write(
+        ctx.reports.recommender(city, kind), {"kind": kind, **outcome.report(), "split": split}
     )
     return outcome

@@ -27,7 +27,8 @@ from lgsid_pipeline.plots import items_map_png
 from lgsid_pipeline.quality import Audit, CheckOutcome
 from lgsid_pipeline.sources.base import CHECKIN_ONLY_ORIGIN, checkin_only_items
 from lgsid_pipeline.sources.landing import landed_file_stats, read_landing_files
-from lgsid_pipeline.stages.outcome import UNCHANGED, Log, Metadata, Plot, publish_if_passed, quiet
+from lgsid_pipeline.stages.context import StageContext
+from lgsid_pipeline.stages.outcome import UNCHANGED, Metadata, Plot, publish_if_passed
 from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
 STAGE = "ingest"  # the warehouse stage the four tables (and the quarantine) are published in
@@ -290,13 +291,7 @@ class PublishedIngest:
 
 
 def ingest_city(
-    warehouse: Warehouse,
-    config: CityConfig,
-    landing_root: Path,
-    max_quarantine_rate: float,
-    run_id: str | None = None,
-    log: Log = quiet,
-    full: bool = False,
+    ctx: StageContext, config: CityConfig, max_quarantine_rate: float, full: bool = False
 ) -> PublishedIngest:
     """Stage, audit and publish one ingest of ``config``'s city as one version (raises
     ``BlockingCheckFailed`` and publishes nothing when a blocking audit fails).
@@ -304,6 +299,7 @@ def ingest_city(
     When nothing it reads has changed since the published version (``input_fingerprint``),
     nothing is read and no version is written; ``full`` reads and cleans everything anyway."""
     city, started = config.slug, time.perf_counter()
+    warehouse, landing_root, log = ctx.warehouse, ctx.landing, ctx.log
     inputs = input_state(config, landing_root, max_quarantine_rate)
     current = warehouse.published(city, STAGE)
     if not full and current is not None and current.get("inputs") == inputs:
@@ -329,7 +325,7 @@ def ingest_city(
             staged,
             f"{city} ingest",
             ingest.audits,
-            {"run_id": run_id, "checks": checks, "inputs": inputs},
+            {"run_id": ctx.run_id, "checks": checks, "inputs": inputs},
         )
     warehouse.refresh_catalog()
     seconds = time.perf_counter() - started

@@ -5,7 +5,6 @@ publish it, and report the codes' health (utilisation, collisions, geography, ch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,14 +21,12 @@ from lgsid_pipeline.quality import Audit, CheckOutcome, check_encoder_version, c
 from lgsid_pipeline.registry import (
     log_run_metrics,
 )
-from lgsid_pipeline.reports import ReportStore
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.outcome import (
     UNCHANGED,
-    Log,
     Metadata,
     Plot,
     publish_if_passed,
-    quiet,
 )
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.config import CodeCheckLimits
@@ -126,8 +123,7 @@ def stage_semantic_ids(
 
 
 def codes_report(
-    reports: ReportStore,
-    home: Path,
+    ctx: StageContext,
     city: str,
     kind: str,
     tokenizer: Tokenizer,
@@ -139,6 +135,7 @@ def codes_report(
     reported); None when nothing changed."""
     from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
 
+    reports = ctx.reports
     path = reports.tokenizer_codes(city, kind)
     if not codes.result.assigned and path.is_file():
         return None
@@ -153,7 +150,7 @@ def codes_report(
             for k, v in figures.items()
             if isinstance(v, int | float) and v is not None
         },
-        home=home,
+        home=ctx.home,
     )
     png = tokens_map_png(items, codes.tokens(tokenizer.n_levels)[:, 0], f"{city} ({kind})")
     return figures, png
@@ -227,19 +224,11 @@ def code_warnings(
 
 
 def assign_city_codes(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
-    city: str,
-    kind: str,
-    tokenizer: Tokenizer,
-    limits: CodeCheckLimits,
-    run_id: str | None = None,
-    log: Log = quiet,
+    ctx: StageContext, city: str, kind: str, tokenizer: Tokenizer, limits: CodeCheckLimits
 ) -> PublishedCodes:
     """Assign codes to ``city``'s new or changed items, audit the staged table and publish
     it (``BlockingCheckFailed`` when an audit fails), then report the codes' health."""
-    asset = semantic_ids_asset(kind)
+    asset, warehouse = semantic_ids_asset(kind), ctx.warehouse
     items = warehouse.read_table("items", city)
     with warehouse.staging(city, "semantic_ids") as staged:
         codes = stage_semantic_ids(warehouse, staged, city, kind, tokenizer, items)
@@ -248,11 +237,11 @@ def assign_city_codes(
             staged,
             f"{city} {asset}",
             codes.audits,
-            {"run_id": run_id, "tokenizer_version": tokenizer.version},
+            {"run_id": ctx.run_id, "tokenizer_version": tokenizer.version},
         )
     warehouse.refresh_catalog()
     result = codes.result
-    log(
+    ctx.log(
         f"{city}: published {asset} in version {pointer['version']}: assigned "
         f"{result.assigned}, reused {result.reused}, churn {result.churn}"
     )
@@ -266,5 +255,5 @@ def assign_city_codes(
             )
         )
     audits += code_warnings(kind, codes, tokenizer, limits)
-    report = codes_report(reports, home, city, kind, tokenizer, items, codes)
+    report = codes_report(ctx, city, kind, tokenizer, items, codes)
     return PublishedCodes(codes, pointer["version"], tokenizer, audits, report, pointer[UNCHANGED])

@@ -28,14 +28,13 @@ from lgsid_pipeline.registry import (
     champion_folder,
     register_folder,
 )
-from lgsid_pipeline.reports import GLOBAL, ReportStore
+from lgsid_pipeline.reports import GLOBAL
+from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.stages.outcome import (
     Link,
-    Log,
     Markdown,
     Metadata,
     Plot,
-    quiet,
     require_passed,
 )
 from lgsid_pipeline.tokenizer.base import Tokenizer
@@ -134,59 +133,54 @@ class FittedTokenizer:
 
 
 def fit_and_register(
-    warehouse: Warehouse,
-    reports: ReportStore,
-    home: Path,
+    ctx: StageContext,
     kind: str,
-    cities: list[str],
     encoder_folder: Path,
     settings: TokenizerConfig,
     warm_start: bool,
-    folder: Path,
-    run_id: str | None = None,
-    log: Log = quiet,
+    cities: list[str] | None = None,
 ) -> FittedTokenizer:
-    """Fit tokenizer ``kind`` on the embeddings of every city of ``cities`` that has them,
-    after checking they all come from the aligned encoder in ``encoder_folder`` (the
-    champion); raises ``BlockingCheckFailed`` before fitting when some do not."""
+    """Fit tokenizer ``kind`` on the embeddings of every city of ``cities`` (default: every
+    registered city) that has them, after checking they all come from the aligned encoder in
+    ``encoder_folder`` (the champion); raises ``BlockingCheckFailed`` before fitting when
+    some do not."""
     from lgsid_pipeline.encoder.model import adapter_encoder_versions
 
-    part = TOKENIZER_EMBEDDING_PARTS[kind]
-    cities = [c for c in cities if warehouse.has_table("item_embeddings", c, part)]
+    warehouse, part = ctx.warehouse, TOKENIZER_EMBEDDING_PARTS[kind]
+    cities = [
+        c
+        for c in (ctx.cities() if cities is None else cities)
+        if warehouse.has_table("item_embeddings", c, part)
+    ]
     if not cities:
         raise RuntimeError("no city has item_embeddings; materialize them first")
     inputs = {city: city_embeddings(warehouse, city, kind) for city in cities}
     expected = adapter_encoder_versions(encoder_folder)[part]
     audits = [inputs_audit(kind, inputs, expected)]
     require_passed(f"{kind} tokenizer", audits)
-    fitted = fit_tokenizer(
-        kind, inputs, settings, expected, warm_start, folder, home, reports, run_id, log
-    )
+    fitted = fit_tokenizer(ctx, kind, inputs, settings, expected, warm_start)
     fitted.audits = audits
     return fitted
 
 
 def fit_tokenizer(
+    ctx: StageContext,
     kind: str,
     inputs: dict[str, CityEmbeddings],
     settings: TokenizerConfig,
     encoder_version: str,
     warm_start: bool,
-    folder: Path,
-    home: Path,
-    reports: ReportStore,
-    dagster_run_id: str | None,
-    log: Log = quiet,
 ) -> FittedTokenizer:
     """Fit tokenizer ``kind`` on every city of ``inputs`` (warm-started from the champion
-    when asked), save it to ``folder``, register it and write its report."""
+    when asked), save it, register it and write its report."""
     from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
     from lgsid_pipeline.tokenizer.kinds import TOKENIZERS
 
+    log, folder = ctx.log, ctx.model_dir(tokenizer_model(kind))
     cities = list(inputs)
     items = pd.concat([inputs[c].items for c in cities], ignore_index=True)
     vectors = np.concatenate([inputs[c].vectors for c in cities])
-    previous = previous_tokenizer(kind, home)
+    previous = previous_tokenizer(kind, ctx.home)
     log(
         f"fitting {kind} on {len(items)} items of {cities}, codebooks "
         f"{settings.codebook_sizes}, previous version {previous.version if previous else None}"
@@ -244,13 +238,13 @@ def fit_tokenizer(
             "warm_started": tokenizer.warm_started,
         },
         metrics=metrics,
-        dagster_run_id=dagster_run_id,
+        dagster_run_id=ctx.run_id,
         tags={"tokenizer_version": tokenizer.version, "encoder_version": encoder_version},
         images=images,
-        home=home,
+        home=ctx.home,
     )
-    reports.write(
-        reports.tokenizer(kind),
+    ctx.reports.write(
+        ctx.reports.tokenizer(kind),
         {
             "version": tokenizer.version,
             "mlflow_version": registered.version,
