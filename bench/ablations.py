@@ -30,51 +30,28 @@ def ensure_no_similarity_embeddings(fit_cities: list[str], cities: list[str]) ->
     """Align an encoder with G-DPO at lambda 0 on ``fit_cities``' triples (the pipeline's
     settings otherwise; the adapter is kept in the home and reused) and write the
     embeddings of every city of ``cities`` that lacks them; returns those cities."""
-    import time
-
     from common import ALIGNMENT_RUN_CONFIG
 
     from lgsid_pipeline.alignment.config import GdpoConfig
-    from lgsid_pipeline.alignment.gdpo import train_gdpo
-    from lgsid_pipeline.alignment.stage import gdpo_triples
-    from lgsid_pipeline.config import lgsid_home
     from lgsid_pipeline.embeddings import incremental_embeddings
     from lgsid_pipeline.encoder import TextEncoder, item_prompts
-    from lgsid_pipeline.warehouse import Warehouse
+    from lgsid_pipeline.stages.alignment import align_encoder
+    from lgsid_pipeline.stages.context import StageContext
 
-    warehouse = Warehouse()
+    ctx = StageContext.at(log=lambda line: print(line, flush=True))
+    warehouse = ctx.warehouse
     todo = [c for c in cities if not warehouse.has_table("item_embeddings", c, NO_SIMILARITY_PART)]
     if not todo:
         return []
     encoder = TextEncoder.load()
-    adapter = lgsid_home() / "models" / NO_SIMILARITY_ADAPTER
+    adapter = ctx.model_dir(NO_SIMILARITY_ADAPTER)
     if adapter.is_dir():
         encoder.load_adapter(adapter)
     else:
         settings = dict(ALIGNMENT_RUN_CONFIG["ops"]["aligned_encoder"]["config"])
         max_gc, max_dc = settings.pop("max_gc_triples"), settings.pop("max_dc_triples")
         config = GdpoConfig(**settings, lam=0.0)
-        triples = gdpo_triples(warehouse, fit_cities, max_gc, max_dc, seed=config.seed)
-        started = time.perf_counter()
-
-        def progress(step: int, parts: dict[str, float]) -> None:
-            if step % max(1, config.steps // 10) == 0:
-                eta = (time.perf_counter() - started) / step * (config.steps - step)
-                print(
-                    f"G-DPO lambda 0: step {step}/{config.steps} loss {parts['loss']:.4f} "
-                    f"ETA {eta:.0f}s",
-                    flush=True,
-                )
-
-        train_gdpo(
-            encoder,
-            triples.anchors,
-            triples.chosen,
-            triples.rejected,
-            config,
-            margins=np.asarray(triples.margins),
-            on_step=progress,
-        )
+        align_encoder(ctx, encoder, config, max_gc, max_dc, fit_cities)
         encoder.save_adapter(adapter)
     for city in todo:
         items = warehouse.read_table("items", city)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lgsid_pipeline.catalog import (
     BACKBONES,
+    CITY_CODE_ASSETS,
     SEMANTIC_ID_ASSETS,
     TOKENIZER_ASSETS,
     TOKENIZER_KINDS,
@@ -140,9 +141,7 @@ def ensure_item_embeddings() -> list[str]:
 
 TOKENIZER_SELECTION = ",".join(TOKENIZER_ASSETS)
 SEMANTIC_IDS_SELECTION = ",".join(SEMANTIC_ID_ASSETS)
-CITY_CODE_ASSETS = (
-    "raw_items,raw_interactions,items,interactions,item_embeddings," + SEMANTIC_IDS_SELECTION
-)
+CITY_CODES_SELECTION = ",".join(CITY_CODE_ASSETS)
 
 
 def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
@@ -168,7 +167,7 @@ def ensure_semantic_ids(cities: list[str] | None = None) -> list[str]:
     # the tokenizers fit on today's embeddings
     plans = [
         (missing(list(REAL_CITIES)), f"{TOKENIZER_SELECTION},{SEMANTIC_IDS_SELECTION}"),
-        (missing([c for c in cities or [] if c not in REAL_CITIES]), CITY_CODE_ASSETS),
+        (missing([c for c in cities or [] if c not in REAL_CITIES]), CITY_CODES_SELECTION),
     ]
     for todo, select in plans:
         if not todo:

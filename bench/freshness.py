@@ -135,10 +135,10 @@ def executor_choice(city: str) -> dict:
     in a fresh process under each executor, alternating (``EXECUTOR_REPEATS`` each, median):
     the per-step process start-up the in-process executor saves, behind the nightly job's
     choice. Heavy training steps are minutes each, so their one start-up is noise."""
-    from lgsid_pipeline.defs.automation import NIGHTLY_ASSETS
+    from lgsid_pipeline.catalog import CITY_CODE_ASSETS
 
     lgsid = Path(sys.executable).with_name("lgsid")
-    command = [str(lgsid), "materialize", "--city", city, "--select", ",".join(NIGHTLY_ASSETS)]
+    command = [str(lgsid), "materialize", "--city", city, "--select", ",".join(CITY_CODE_ASSETS)]
     seconds: dict[str, list[float]] = {"in_process": [], "multiprocess": []}
     for _ in range(EXECUTOR_REPEATS):
         for executor, runs in seconds.items():

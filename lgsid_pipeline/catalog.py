@@ -64,6 +64,11 @@ def tokenizer_model(kind: str) -> str:
 
 TOKENIZER_ASSETS = tuple(tokenizer_asset(k) for k in TOKENIZER_KINDS)
 SEMANTIC_ID_ASSETS = tuple(semantic_ids_asset(k) for k in TOKENIZER_KINDS)
+# The ingest step's four assets (one version of the city's ``ingest`` stage).
+INGEST_ASSETS = ("raw_items", "raw_interactions", "items", "interactions")
+ITEM_EMBEDDINGS_ASSET = "item_embeddings"
+# What the nightly run refreshes per city: ingest, then embeddings and codes of new items.
+CITY_CODE_ASSETS = (*INGEST_ASSETS, ITEM_EMBEDDINGS_ASSET, *SEMANTIC_ID_ASSETS)
 # Dagster pools: steps that read the raw sources, and steps that compute with torch (their
 # torch threads are the cores divided by the compute pool's limit, lgsid_pipeline.threads).
 SOURCE_READ_POOL = "source_read"

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from helpers import make_tiny_encoder, tiny_spec
 
-from lgsid_pipeline.catalog import BACKBONES
+from lgsid_pipeline.catalog import BACKBONES, CITY_CODE_ASSETS
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
-from lgsid_pipeline.defs.automation import NIGHTLY_ASSETS, NIGHTLY_JOB_NAME
+from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.datasets import split_times_of
@@ -164,7 +164,7 @@ def test_tokenization_stage(
         stages = ("ingest", "embeddings", "semantic_ids")
         before = {stage: warehouse.published("tiny", stage)["version"] for stage in stages}
         noop = materialize(
-            ["tiny"], select=",".join(NIGHTLY_ASSETS), instance=instance, run_config=run_config
+            ["tiny"], select=",".join(CITY_CODE_ASSETS), instance=instance, run_config=run_config
         )
         assert all(r.success for r in noop), noop
         assert {stage: warehouse.published("tiny", stage)["version"] for stage in stages} == before

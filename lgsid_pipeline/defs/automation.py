@@ -13,7 +13,7 @@ import os
 
 import dagster as dg
 
-from lgsid_pipeline.catalog import SEMANTIC_ID_ASSETS
+from lgsid_pipeline.catalog import CITY_CODE_ASSETS
 from lgsid_pipeline.config import landing_root
 from lgsid_pipeline.defs.executor import light_job_executor
 from lgsid_pipeline.defs.resources import WorkspaceResource, city_partitions
@@ -30,14 +30,6 @@ from lgsid_pipeline.retrain import (
 NIGHTLY_JOB_NAME = "nightly_retokenization"
 # Seconds between two evaluations of each sensor by the daemon (LGSID_SENSOR_INTERVAL_S).
 SENSOR_INTERVAL_S = int(os.environ.get("LGSID_SENSOR_INTERVAL_S", "60"))
-NIGHTLY_ASSETS = [
-    "raw_items",
-    "raw_interactions",
-    "items",
-    "interactions",
-    "item_embeddings",
-    *SEMANTIC_ID_ASSETS,
-]
 
 # Failures worth another try: a locked SQLite/DuckDB file, an MLflow store busy, a worker
 # killed for memory. Each retry waits twice as long as the one before.
@@ -45,7 +37,7 @@ STEP_RETRIES = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONE
 
 nightly_job = dg.define_asset_job(
     NIGHTLY_JOB_NAME,
-    selection=dg.AssetSelection.assets(*NIGHTLY_ASSETS),
+    selection=dg.AssetSelection.assets(*CITY_CODE_ASSETS),
     description="Ingest what is new and give new or changed items embeddings and semantic "
     "IDs with the frozen models (one city partition per run).",
     op_retry_policy=STEP_RETRIES,

@@ -36,6 +36,7 @@ from lgsid_pipeline.stages.outcome import (
 )
 
 if TYPE_CHECKING:
+    from lgsid_pipeline.alignment.stage import GdpoTriples
     from lgsid_pipeline.encoder.model import TextEncoder
 
 
@@ -214,26 +215,26 @@ def geo_pairs(
     )
 
 
-def train_aligned_encoder(
+def align_encoder(
     ctx: StageContext,
     encoder: TextEncoder,
     config: GdpoConfig,
     max_gc_triples: int,
     max_dc_triples: int,
     cities: list[str] | None = None,
-) -> TrainedModel:
-    """G-DPO with LoRA on D_mix of ``cities`` (default: every registered city that has
-    D_gc pairs); the adapter is saved, registered, and summarised in the report store."""
+) -> tuple[list[dict[str, float]], GdpoTriples, list[str]]:
+    """Train ``encoder``'s LoRA adapter in place with G-DPO on D_mix of ``cities`` (default:
+    every registered city that has D_gc pairs), logging progress with an ETA; returns the
+    per-step history, the triples and the cities used."""
     from lgsid_pipeline.alignment.gdpo import train_gdpo
     from lgsid_pipeline.alignment.stage import gdpo_triples
 
-    log, folder = ctx.log, ctx.model_dir(ALIGNED_ENCODER)
+    log = ctx.log
     cities = ctx.cities_with("geo_pairs") if cities is None else cities
     if not cities:
         raise RuntimeError("no city has geo_pairs; materialize them first")
     triples = gdpo_triples(ctx.warehouse, cities, max_gc_triples, max_dc_triples, seed=config.seed)
-    counts = triples.counts
-    log(f"G-DPO on {len(triples.anchors)} triples: {counts}")
+    log(f"G-DPO (lambda {config.lam}) on {len(triples.anchors)} triples: {triples.counts}")
     started = time.perf_counter()
 
     def log_step(step: int, parts: dict[str, float]) -> None:
@@ -254,6 +255,25 @@ def train_aligned_encoder(
         margins=np.asarray(triples.margins),
         on_step=log_step,
     )
+    return history, triples, cities
+
+
+def train_aligned_encoder(
+    ctx: StageContext,
+    encoder: TextEncoder,
+    config: GdpoConfig,
+    max_gc_triples: int,
+    max_dc_triples: int,
+    cities: list[str] | None = None,
+) -> TrainedModel:
+    """G-DPO with LoRA on D_mix of ``cities`` (default: every registered city that has
+    D_gc pairs); the adapter is saved, registered, and summarised in the report store."""
+    folder = ctx.model_dir(ALIGNED_ENCODER)
+    started = time.perf_counter()
+    history, triples, cities = align_encoder(
+        ctx, encoder, config, max_gc_triples, max_dc_triples, cities
+    )
+    counts = triples.counts
     encoder.save_adapter(folder)
     last = history[-max(1, len(history) // 10) :]
     metrics = {

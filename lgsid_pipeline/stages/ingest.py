@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from lgsid_pipeline.catalog import INGEST_ASSETS
 from lgsid_pipeline.cities import CityConfig
 from lgsid_pipeline.cleaning import QUARANTINE_COLUMNS, Validated
 from lgsid_pipeline.config import shared_data_dir
@@ -256,7 +257,7 @@ class PublishedIngest:
                     **common,
                     "dagster/row_count": sum(p["rows"] for p in tables[asset].values()),
                 }
-                for asset in ("raw_items", "raw_interactions", "items", "interactions")
+                for asset in INGEST_ASSETS
             }
         out: dict[str, Metadata] = {
             "raw_items": {
