@@ -11,13 +11,28 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+VALID_K = 10  # the next-item models' early stopping watches validation Hit@10 (then NDCG@10)
+
+
+class StepBudget(Protocol):
+    """The training budget fields every next-item model config has."""
+
+    steps: int
+    eval_every: int
+    patience: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    grad_clip: float
+    max_valid_eval: int
 
 
 @dataclass
@@ -121,3 +136,37 @@ def fit(
     model.eval()
     result.best_score = best or ()
     return result
+
+
+def validation_sample(n_valid: int, budget: StepBudget, rng: np.random.Generator) -> np.ndarray:
+    """Rows (sorted) of the ``max_valid_eval`` validation examples early stopping scores."""
+    return np.sort(rng.choice(n_valid, min(budget.max_valid_eval, n_valid), replace=False))
+
+
+def fit_next_item(
+    model: nn.Module,
+    budget: StepBudget,
+    n_train: int,
+    step_loss: Callable[[torch.Tensor], torch.Tensor],
+    validate: Callable[[], dict[str, float]],
+    rng: np.random.Generator,
+    extra: Callable[[int], dict[str, float]] | None = None,
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """:func:`fit` for a next-item model: shuffled batches of its ``n_train`` examples for
+    ``budget.steps`` steps, early stopping on validation Hit@``VALID_K`` then NDCG."""
+    return fit(
+        model,
+        shuffled_batches(n_train, budget.batch_size, budget.steps, rng),
+        step_loss,
+        validate,
+        lambda m: (m[f"hit@{VALID_K}"], m[f"ndcg@{VALID_K}"]),
+        steps=budget.steps,
+        eval_every=budget.eval_every,
+        patience=budget.patience,
+        lr=budget.lr,
+        weight_decay=budget.weight_decay,
+        grad_clip=budget.grad_clip,
+        extra=extra,
+        on_eval=on_eval,
+    )

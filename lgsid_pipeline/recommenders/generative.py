@@ -35,7 +35,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from lgsid_pipeline.model_files import ModelFiles
 from lgsid_pipeline.recommenders.config import GenerativeConfig
 from lgsid_pipeline.recommenders.decoding import constrained_beam_search
-from lgsid_pipeline.recommenders.fitting import fit, shuffled_batches
+from lgsid_pipeline.recommenders.fitting import VALID_K, fit_next_item, validation_sample
 from lgsid_pipeline.recommenders.next_item import (
     Examples,
     fit_history,
@@ -47,7 +47,6 @@ GENERATIVE_FILES = ModelFiles(
     "generative model", meta_file="generative_config.json", weights_file="generative_model.pt"
 )
 CODES_ARRAY = "codes"  # the item codes the model generates (codes.npy)
-VALID_K = 10  # early stopping watches validation Hit@10
 
 # --------------------------------------------------------------------------- models
 
@@ -327,22 +326,15 @@ def train_generative(
         vocabulary.history_tokens(fit_history(train_h, config.max_history, vocabulary.n_items))
     )
     targets = torch.from_numpy(vocabulary.item_tokens(np.asarray(train_t)))
-    pick = np.sort(
-        rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)), replace=False)
-    )
+    pick = validation_sample(len(valid_t), config, rng)
     valid = (np.asarray(valid_h)[pick], np.asarray(valid_t)[pick])
-    fitted = fit(
+    fitted = fit_next_item(
         model,
-        shuffled_batches(len(targets), config.batch_size, config.steps, rng),
+        config,
+        len(targets),
         lambda rows: model.loss(history[rows].to(device), targets[rows].to(device)),
         lambda: evaluate_generative(result, codes, valid, ks=(VALID_K,)),
-        lambda m: (m[f"hit@{VALID_K}"], m[f"ndcg@{VALID_K}"]),
-        steps=config.steps,
-        eval_every=config.eval_every,
-        patience=config.patience,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip,
+        rng,
         extra=lambda step: {"epoch": step * config.batch_size / len(targets)},
         on_eval=on_eval,
     )

@@ -32,8 +32,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from lgsid_pipeline.atomic import atomic_folder
 from lgsid_pipeline.geo.distance import haversine_km
 from lgsid_pipeline.recommenders.decoding import score_items
+from lgsid_pipeline.recommenders.fitting import VALID_K
 from lgsid_pipeline.recommenders.generative import (
-    VALID_K,
     GenerativeResult,
     load_generative,
     recommend_top_k,

@@ -48,13 +48,12 @@ from torch.nn import functional as F
 
 from lgsid_pipeline.model_files import ModelFiles
 from lgsid_pipeline.recommenders.config import SasrecConfig
-from lgsid_pipeline.recommenders.fitting import fit, shuffled_batches
+from lgsid_pipeline.recommenders.fitting import VALID_K, fit_next_item, validation_sample
 from lgsid_pipeline.recommenders.next_item import Examples, fit_history, ranking_metrics
 
 SASREC_FILES = ModelFiles(
     "SASRec model", meta_file="sasrec_config.json", weights_file="sasrec_model.pt"
 )
-VALID_K = 10  # early stopping watches validation Hit@10
 # the training loss holds at most this many logits (positions x items) at a time
 LOSS_CHUNK_LOGITS = 1 << 26
 
@@ -319,23 +318,16 @@ def train_sasrec(
     rng = np.random.default_rng(config.seed)
     model = SasrecModel(config, n_items).to(device)
     result = SasrecResult(model, config)
-    pick = np.sort(
-        rng.choice(len(valid_t), min(config.max_valid_eval, len(valid_t)), replace=False)
-    )
+    pick = validation_sample(len(valid_t), config, rng)
     valid = (valid_h[pick], valid_t[pick])
     history, targets = torch.from_numpy(train_h), torch.from_numpy(train_t)
-    fitted = fit(
+    fitted = fit_next_item(
         model,
-        shuffled_batches(len(targets), config.batch_size, config.steps, rng),
+        config,
+        len(targets),
         lambda rows: model.loss(history[rows].to(device), targets[rows].to(device)),
         lambda: evaluate_sasrec(result, valid, ks=(VALID_K,)),
-        lambda m: (m[f"hit@{VALID_K}"], m[f"ndcg@{VALID_K}"]),
-        steps=config.steps,
-        eval_every=config.eval_every,
-        patience=config.patience,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip,
+        rng,
         on_eval=on_eval,
     )
     result.history, result.best_step = fitted.history, fitted.best_step

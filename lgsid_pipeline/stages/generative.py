@@ -270,7 +270,7 @@ def champion_gate_score(
 ) -> tuple[float | None, str]:
     """The current champion's Hit@10 on today's gate examples, or None (and why) when there
     is none or its catalogue is not today's (it cannot rank today's items)."""
-    from lgsid_pipeline.recommenders.generative import VALID_K
+    from lgsid_pipeline.recommenders.fitting import VALID_K
 
     version = champion_version(name, home)
     if version is None:
