@@ -11,9 +11,10 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test test-fast lint ui mlflow-ui bench install clean
 
+# pip -qq: errors only (a pip config naming missing find-links folders warns once per package)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
