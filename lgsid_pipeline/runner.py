@@ -159,7 +159,8 @@ def materialize(
     results: list[RunResult] = []
     for number, (is_global, keys) in enumerate(stages, start=1):
         started, done = time.perf_counter(), len(results)
-        config = _config_for(run_config, keys)
+        runs_at_once = 1 if is_global or parallel <= 1 else min(parallel, len(cities))
+        config = with_step_threads(_config_for(run_config, keys), runs_at_once)
         names = [k.to_user_string() for k in keys]
         if is_global:
             results.append(_execute("global_job", ref, names, {}, config, GLOBAL))
@@ -215,6 +216,34 @@ class StageProgress:
             f"[{self.number}/{self.total}] {shown}: {len(self.runs)} "
             f"run{'s' if len(self.runs) != 1 else ''} {state} in {self.seconds:.0f}s"
         )
+
+
+def with_step_threads(
+    run_config: dict | None, runs_at_once: int, environ: dict[str, str] | None = None
+) -> dict | None:
+    """With the in-process executor a run's steps run one after another, so a stage of
+    ``runs_at_once`` runs has that many compute steps at once: give each the cores divided
+    by it (``torch_threads``), unless the run config sets threads itself. Under another
+    executor the compute pool's limit decides (``WorkspaceResource.limit_threads``)."""
+    from lgsid_pipeline.defs.executor import EXECUTOR_ENV
+    from lgsid_pipeline.threads import available_cores, threads_per_step
+
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get(EXECUTOR_ENV, "").strip() != "in_process":
+        return run_config
+    config = dict(run_config or {})
+    resources = dict(config.get("resources", {}))
+    workspace = dict(resources.get("workspace", {}))
+    settings = dict(workspace.get("config", {}))
+    if settings.get("torch_threads"):
+        return run_config
+    settings["torch_threads"] = threads_per_step(available_cores(), runs_at_once)
+    workspace["config"], resources["workspace"], config["resources"] = (
+        settings,
+        workspace,
+        resources,
+    )
+    return config
 
 
 def _config_for(run_config: dict | None, keys: list[dg.AssetKey]) -> dict | None:

@@ -65,3 +65,24 @@ def test_compute_steps_share_the_cores_by_the_pool_limit(tmp_path: Path) -> None
         # an explicit setting wins
         fixed = WorkspaceResource(home=str(tmp_path / "home"), torch_threads=3)
         assert _threads_of_a_compute_step(inst, fixed) == {"set": 3, "torch": 3}
+
+
+def test_in_process_stages_share_the_cores_by_the_runs_at_once() -> None:
+    from lgsid_pipeline.runner import with_step_threads
+    from lgsid_pipeline.threads import available_cores
+
+    cores, in_process = available_cores(), {"LGSID_EXECUTOR": "in_process"}
+
+    def threads(config: dict | None) -> int:
+        return config["resources"]["workspace"]["config"]["torch_threads"]
+
+    base = {"ops": {"din": {"config": {"epochs": 1}}}}
+    alone = with_step_threads(base, 1, in_process)
+    assert threads(alone) == cores and alone["ops"] == base["ops"]
+    assert threads(with_step_threads(None, 2, in_process)) == max(1, cores // 2)
+    assert "resources" not in base  # the caller's config is not changed
+    # threads the run config sets itself win; other executors leave it to the pool limit
+    own = {"resources": {"workspace": {"config": {"torch_threads": 3}}}}
+    assert with_step_threads(own, 2, in_process) == own
+    assert with_step_threads(base, 1, {"LGSID_EXECUTOR": "multiprocess"}) is base
+    assert with_step_threads(base, 1, {}) is base

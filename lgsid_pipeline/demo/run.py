@@ -8,21 +8,27 @@ import os
 import time
 from datetime import UTC, datetime
 
-from lgsid_pipeline.catalog import BACKBONES, GENERATIVE_KINDS
+from lgsid_pipeline.catalog import BACKBONES, GENERATIVE_KINDS, TOKENIZER_ASSETS
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.config import PARALLEL_CITIES, lgsid_home
+from lgsid_pipeline.defs.executor import EXECUTOR_ENV
 from lgsid_pipeline.demo.spec import DEMO_CITIES
 from lgsid_pipeline.demo.summary import demo_summary
 from lgsid_pipeline.demo.writer import generate_city
 from lgsid_pipeline.warehouse import Warehouse
 
-# The demo trains every model on three cities with the real encoder; smaller samples keep
-# it to a few minutes on a laptop. `lgsid materialize` uses the full defaults.
+# The demo trains every model on three cities with the real encoder; small samples and short
+# budgets keep it to minutes on two cores (encoding each item twice, plain and aligned, is
+# most of what is left). `lgsid demo --full` and `lgsid materialize` use the full defaults.
 DEMO_RUN_CONFIG = {
     "ops": {
-        "geo_negatives": {"config": {"max_anchors": 800}},
-        "geo_pairs": {"config": {"n_anchors": 600}},
-        "aligned_encoder": {"config": {"steps": 60, "max_dc_triples": 600, "max_gc_triples": 600}},
+        "geo_negatives": {"config": {"max_anchors": 150}},
+        "geo_pairs": {"config": {"n_anchors": 150}},
+        "reward_model": {"config": {"epochs": 20}},
+        "aligned_encoder": {
+            "config": {"steps": 30, "batch_size": 16, "max_dc_triples": 300, "max_gc_triples": 300}
+        },
+        **{asset: {"config": {"epochs": 10}} for asset in TOKENIZER_ASSETS},
         "recommender_datasets": {
             "config": {"max_train_positives": 3000, "max_eval_positives": 1000}
         },
@@ -30,7 +36,7 @@ DEMO_RUN_CONFIG = {
         **{
             name: {
                 "config": {
-                    "steps": 300,
+                    "steps": 200,
                     "eval_every": 100,
                     "beam_size": 10,
                     "max_train_examples": 3000,
@@ -47,6 +53,10 @@ DEMO_RUN_CONFIG = {
 def run_demo(parallel: int = PARALLEL_CITIES, full: bool = False) -> int:
     """Run the demo; the exit code (0 when every run succeeded). The demo trains with the
     small budgets of ``DEMO_RUN_CONFIG``; ``full`` trains with the assets' own defaults."""
+    # Every step in its run's process: no per-step start-up (each would import the code
+    # location and the models) and no step worker lines on the console; materialize then
+    # gives each step the cores divided by the runs at once.
+    os.environ.setdefault(EXECUTOR_ENV, "in_process")
     from lgsid_pipeline.runner import get_instance, materialize, sync_city_partitions
 
     started = time.perf_counter()

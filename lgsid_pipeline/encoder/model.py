@@ -366,13 +366,15 @@ class TextEncoder(nn.Module):
         if not texts:
             return out
         order = np.argsort([-len(t) for t in texts], kind="stable")
+        # TQDM_DISABLE (tqdm's own switch, set by `lgsid demo`) silences asked-for bars too
+        show = progress and os.environ.get("TQDM_DISABLE", "") in ("", "0")
         was_training = self.training
         self.eval()
         try:
             with (
                 torch.inference_mode(),
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16),
-                tqdm(total=len(texts), disable=not progress, unit="text", desc="encode") as bar,
+                tqdm(total=len(texts), disable=not show, unit="text", desc="encode") as bar,
             ):
                 for start in range(0, len(texts), batch_size):
                     index = order[start : start + batch_size]
