@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,18 @@ def test_demo_full_trains_with_the_asset_defaults(monkeypatch: pytest.MonkeyPatc
     )
     assert main(["demo"]) == 0 and main(["demo", "--full", "--parallel", "1"]) == 0
     assert seen == [(PARALLEL_CITIES, False), (1, True)]
+
+
+def test_demo_output_of_its_runs_goes_to_the_log_not_the_console(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from lgsid_pipeline.demo.run import stderr_into
+
+    log = tmp_path / "logs" / "demo.log"
+    with stderr_into(log):
+        print("from this process", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('from a child\\n')"])
+    text = log.read_text()
+    assert "from this process" in text and "from a child" in text
+    assert os.fstat(2).st_ino != log.stat().st_ino  # standard error is restored

@@ -5,8 +5,12 @@ closing summary."""
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from datetime import UTC, datetime
+from pathlib import Path
 
 from lgsid_pipeline.catalog import BACKBONES, GENERATIVE_KINDS, TOKENIZER_ASSETS
 from lgsid_pipeline.cities import CityConfig, CityRegistry
@@ -50,6 +54,23 @@ DEMO_RUN_CONFIG = {
 }
 
 
+@contextmanager
+def stderr_into(path: Path) -> Iterator[None]:
+    """Send this process's standard error, and that of every process it starts, to the end
+    of ``path`` (the console keeps standard output)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a", encoding="utf-8", buffering=1) as sink, redirect_stderr(sink):
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def run_demo(parallel: int = PARALLEL_CITIES, full: bool = False) -> int:
     """Run the demo; the exit code (0 when every run succeeded). The demo trains with the
     small budgets of ``DEMO_RUN_CONFIG``; ``full`` trains with the assets' own defaults."""
@@ -77,6 +98,7 @@ def run_demo(parallel: int = PARALLEL_CITIES, full: bool = False) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     config = {
         **({} if full else DEMO_RUN_CONFIG),
         "loggers": {
@@ -84,13 +106,18 @@ def run_demo(parallel: int = PARALLEL_CITIES, full: bool = False) -> int:
             "file": {"config": {"path": str(events)}},
         },
     }
-    print(f"materializing {len(DEMO_CITIES)} cities; Dagster's event log: {events}")
-    results = materialize(
-        list(DEMO_CITIES),
-        parallel=parallel,
-        run_config=config,
-        on_stage=lambda stage: print(stage.line(), flush=True),
+    print(
+        f"materializing {len(DEMO_CITIES)} cities; Dagster's event log and the runs' "
+        f"own output: {events}",
+        flush=True,
     )
+    with stderr_into(events):  # MLflow's registration notes, warnings, tracebacks
+        results = materialize(
+            list(DEMO_CITIES),
+            parallel=parallel,
+            run_config=config,
+            on_stage=lambda stage: print(stage.line(), flush=True),
+        )
     ok = all(r.success for r in results)
     if not ok:
         failed = [r for r in results if not r.success]
