@@ -29,7 +29,12 @@ def measure_demo(repo: Path = REPO) -> dict:
     clone = scratch / "repo"
     try:
         subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LGSID_", "DAGSTER_"))}
+        # nothing of the caller's set-up: its home, instance or a PYTHONPATH to other code
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LGSID_", "DAGSTER_")) and k != "PYTHONPATH"
+        }
         started = time.perf_counter()
         stamps: list[tuple[float, str]] = []
         with subprocess.Popen(
