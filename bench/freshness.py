@@ -110,7 +110,7 @@ def _content():
 def _nightly(instance, city: str) -> tuple[float, bool]:
     import dagster as dg
 
-    from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
+    from lgsid_pipeline.catalog import NIGHTLY_JOB_NAME
     from lgsid_pipeline.runner import execute_run_request
 
     started = time.perf_counter()
@@ -164,7 +164,7 @@ def executor_choice(city: str) -> dict:
 
 def backfill_in_process(instance, home: Path) -> dict:
     """Land 1,000 venues, tick the landing sensor, run what it asks for, in this process."""
-    from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
+    from lgsid_pipeline.catalog import NIGHTLY_JOB_NAME
     from lgsid_pipeline.runner import execute_run_request, tick_sensor
 
     codes_before, content_before = _codes(), _content()

@@ -112,8 +112,8 @@ def run_stage(name: str) -> dict:
 def _backfill(instance) -> dict:
     """Land 1,000 new items, tick the landing sensor, run what it requests; check that the
     new items got embeddings and codes and that no model was retrained."""
+    from lgsid_pipeline.catalog import NIGHTLY_JOB_NAME
     from lgsid_pipeline.config import lgsid_home
-    from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
     from lgsid_pipeline.runner import execute_run_request, tick_sensor
     from lgsid_pipeline.warehouse import Warehouse
 

@@ -122,3 +122,10 @@ def _city_model(family: str, asset: str, city: str) -> str:
     if asset not in _FAMILIES[family]:
         raise ValueError(f"unknown {family} model {asset!r}; one of {', '.join(_FAMILIES[family])}")
     return f"{family}-{asset}-{city}"
+
+
+# Dagster jobs and the sensor that drives a retrain (jobs: lgsid_pipeline.definitions).
+CITY_JOB_NAME = "city_pipeline"
+GLOBAL_JOB_NAME = "global_models"
+NIGHTLY_JOB_NAME = "nightly_retokenization"
+RETRAIN_SENSOR_NAME = "retrain_stages"

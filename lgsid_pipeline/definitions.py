@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from lgsid_pipeline.catalog import CITY_JOB_NAME, GLOBAL_JOB_NAME, NIGHTLY_JOB_NAME
 from lgsid_pipeline.defs.alignment import (
     aligned_encoder,
     cooccurrence_pairs,
@@ -11,9 +12,6 @@ from lgsid_pipeline.defs.alignment import (
     reward_model,
 )
 from lgsid_pipeline.defs.automation import (
-    CITY_JOB_NAME,
-    GLOBAL_JOB_NAME,
-    NIGHTLY_JOB_NAME,
     STEP_RETRIES,
     build_retrain_sensor,
     landing_sensor,

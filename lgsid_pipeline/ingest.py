@@ -201,6 +201,19 @@ ITEM_COLUMNS = (
 INTERACTION_COLUMNS = ("city", "user_id", "item_id", "ts")
 
 
+# The ingest tables (catalog.INGEST_ASSETS): the tables each is derived from, and what it holds.
+INGEST_TABLES: dict[str, tuple[list[str], str]] = {
+    "raw_items": ([], "Every item row of the city's source, as text, nothing dropped."),
+    "raw_interactions": ([], "Every check-in row of the city's source, as text."),
+    "items": (
+        ["raw_items"],
+        "Clean items with admin levels (spatial join), H3 cell, brand key and content hash.",
+    ),
+    "interactions": (
+        ["raw_interactions", "items"],
+        "Clean check-ins (user, item, UTC time) whose item is a clean item of the city.",
+    ),
+}
 # The blocking checks of each clean table (names and descriptions), as ``audit_ingest`` runs them.
 INGEST_CHECKS: dict[str, dict[str, str]] = {
     "items": {

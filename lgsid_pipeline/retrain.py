@@ -13,7 +13,7 @@ never run on a half-built lineage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -104,3 +104,44 @@ def next_step(
         if running:
             return RetrainStep("wait", stage, running, f"{stage.name} is running")
     return RetrainStep("done", None, [], "every stage succeeded")
+
+
+def latest_statuses(
+    runs: Iterable[tuple[Mapping[str, str], str]],
+) -> dict[tuple[str, str | None], str]:
+    """Status of the latest run per (stage, city), from each run's tags and status (newest
+    run first, as Dagster lists them)."""
+    statuses: dict[tuple[str, str | None], str] = {}
+    for tags, status in runs:
+        statuses.setdefault((tags.get(STAGE_TAG, ""), tags.get("dagster/partition")), status)
+    return statuses
+
+
+@dataclass
+class RetrainAdvance:
+    """One sensor tick over every open retrain: the stage runs to launch as (retrain, stage,
+    city or None), the retrains now done (the cursor), and a line per retrain for the log."""
+
+    launches: list[tuple[str, RetrainStage, str | None]]
+    done: list[str]
+    lines: list[str]
+
+
+def advance_retrains(
+    started: Iterable[Mapping[str, str]],
+    done: Sequence[str],
+    statuses: Callable[[str], Mapping[tuple[str, str | None], str]],
+    cities: Sequence[str],
+    has_table: Callable[[str, str], bool],
+) -> RetrainAdvance:
+    """Move every retrain that has started (the tags of first-stage runs) and is not done to
+    its next step; ``statuses(retrain)`` reads its runs (``latest_statuses``)."""
+    advance = RetrainAdvance([], list(done), [])
+    for retrain in sorted({t[RETRAIN_TAG] for t in started if RETRAIN_TAG in t} - set(done)):
+        step = next_step(statuses(retrain), cities, has_table)
+        advance.lines.append(f"{retrain}: {step.state} ({step.reason})")
+        if step.state == "launch" and step.stage is not None:
+            advance.launches += [(retrain, step.stage, city) for city in step.partitions]
+        elif step.state == "done":
+            advance.done.append(retrain)
+    return advance

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from lgsid_pipeline.catalog import INGEST_ASSETS
 from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import PARALLEL_CITIES, dagster_home, validate_city_slug
 from lgsid_pipeline.retrain import RetrainStep, next_step
@@ -251,10 +252,10 @@ def _config_for(run_config: dict | None, keys: list[dg.AssetKey]) -> dict | None
     rejects the others)."""
     if not run_config:
         return None
-    from lgsid_pipeline.defs.ingest import TABLES, ingest_tables
+    from lgsid_pipeline.defs.ingest import ingest_tables
 
     names = {k.to_user_string() for k in keys}
-    if names & set(TABLES):  # the four ingest tables are one op, configured by its name
+    if names & set(INGEST_ASSETS):  # the four ingest tables are one op, configured by its name
         names.add(ingest_tables.op.name)
     config = {k: v for k, v in run_config.items() if k != "ops"}
     ops = {k: v for k, v in run_config.get("ops", {}).items() if k in names}

@@ -7,6 +7,7 @@ import pytest
 
 from lgsid_pipeline import catalog
 from lgsid_pipeline.definitions import defs
+from lgsid_pipeline.ingest import INGEST_TABLES
 from lgsid_pipeline.tokenizer import TOKENIZERS
 
 
@@ -20,8 +21,13 @@ def test_every_listed_kind_and_asset_exists() -> None:
         *catalog.BACKBONES,
         *catalog.GENERATIVE_KINDS,
         *catalog.GLOBAL_MODEL_ASSETS.values(),
+        *catalog.CITY_CODE_ASSETS,
     }
     assert listed <= names, listed - names
+    assert tuple(INGEST_TABLES) == catalog.INGEST_ASSETS  # described where they are checked
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {catalog.CITY_JOB_NAME, catalog.GLOBAL_JOB_NAME, catalog.NIGHTLY_JOB_NAME} <= jobs
+    assert defs.resolve_sensor_def(catalog.RETRAIN_SENSOR_NAME)
     for kind in catalog.TOKENIZER_KINDS:  # global models, per-city codes
         assert graph.get(dg.AssetKey(catalog.tokenizer_asset(kind))).partitions_def is None
         assert graph.get(dg.AssetKey(catalog.semantic_ids_asset(kind))).partitions_def

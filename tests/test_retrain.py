@@ -13,10 +13,10 @@ from helpers import make_tiny_encoder, tiny_spec
 from test_reliability import failure_text
 from test_write_audit_publish import step_events
 
-from lgsid_pipeline.catalog import ALIGNED_ENCODER, GLOBAL_MODEL_ASSETS
+from lgsid_pipeline.catalog import ALIGNED_ENCODER, GLOBAL_MODEL_ASSETS, RETRAIN_SENSOR_NAME
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.definitions import defs
-from lgsid_pipeline.defs.automation import RETRAIN_SENSOR_NAME, retrain_statuses
+from lgsid_pipeline.defs.automation import retrain_statuses
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.embeddings import IncrementalResult
 from lgsid_pipeline.encoder.model import adapter_encoder_versions

@@ -12,10 +12,9 @@ import pandas as pd
 import pytest
 from helpers import make_tiny_encoder, tiny_spec
 
-from lgsid_pipeline.catalog import BACKBONES, CITY_CODE_ASSETS
+from lgsid_pipeline.catalog import BACKBONES, CITY_CODE_ASSETS, NIGHTLY_JOB_NAME
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.cli import main
-from lgsid_pipeline.defs.automation import NIGHTLY_JOB_NAME
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig
 from lgsid_pipeline.recommenders.datasets import split_times_of

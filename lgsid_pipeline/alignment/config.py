@@ -27,7 +27,7 @@ class GeoPairSettings:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Reward-model training choices (recorded with the model)."""
+    """List-wise reward-model training (METHOD section 2; recorded with the model)."""
 
     hidden: int = 256
     dropout: float = 0.1
@@ -41,7 +41,7 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class GdpoConfig:
-    """G-DPO choices (recorded with the aligned encoder)."""
+    """G-DPO with LoRA (METHOD section 3; recorded with the aligned encoder)."""
 
     lora_r: int = 8
     lora_alpha: int = 16

@@ -9,53 +9,40 @@ from lgsid_pipeline.alignment.config import (
     RewardConfig,
 )
 from lgsid_pipeline.catalog import REWARD_MODEL
+from lgsid_pipeline.defs.resources import WorkspaceResource as Workspace
 from lgsid_pipeline.defs.resources import (
-    WorkspaceResource,
     audited,
     check_specs,
     city_asset,
     config_class,
     materialized,
     model_asset,
-    settings_from,
 )
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig
 from lgsid_pipeline.stages import alignment as stage
 from lgsid_pipeline.stages import embeddings
 
-GeoNegativesConfig = config_class(
-    "GeoNegativesConfig", GeoNegativeConfig, "Density-aware list-wise sampling (METHOD section 1)."
-)
-CooccurrenceConfig = config_class(
-    "CooccurrenceConfig", CooccurrenceSettings, "D_dc: co-visits at or above the count quantile."
-)
-GeoPairsConfig = config_class("GeoPairsConfig", GeoPairSettings, "D_gc candidate generation.")
-RewardModelConfig = config_class(
-    "RewardModelConfig", RewardConfig, "List-wise reward model training (METHOD section 2)."
-)
+Context = dg.AssetExecutionContext
+GeoNegativesConfig = config_class("GeoNegativesConfig", GeoNegativeConfig)
+CooccurrenceConfig = config_class("CooccurrenceConfig", CooccurrenceSettings)
+GeoPairsConfig = config_class("GeoPairsConfig", GeoPairSettings)
+RewardModelConfig = config_class("RewardModelConfig", RewardConfig)
 AlignedEncoderConfig = config_class(
-    "AlignedEncoderConfig",
-    GdpoConfig,
-    "G-DPO with LoRA (METHOD section 3).",
-    max_dc_triples=(int, 1500),
-    max_gc_triples=(int, 1500),
+    "AlignedEncoderConfig", GdpoConfig, max_dc_triples=(int, 1500), max_gc_triples=(int, 1500)
 )
 
 
 @city_asset("alignment", {"parquet"}, ["items"])
-def geo_negatives(
-    context: dg.AssetExecutionContext, config: GeoNegativesConfig, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
+def geo_negatives(context: Context, config: GeoNegativesConfig, workspace: Workspace):
     """K = 15 mismatched locations per anchor with soft labels (density-aware)."""
-    settings = settings_from(config, GeoNegativeConfig)
-    result = stage.geo_negatives(workspace.stage_context(context), context.partition_key, settings)
-    return materialized(workspace, result.metadata())
+    ctx = workspace.stage_context(context)
+    return materialized(
+        workspace, stage.geo_negatives(ctx, context.partition_key, config.settings()).metadata()
+    )
 
 
 @city_asset("alignment", {"duckdb", "parquet"}, ["interactions"])
-def cooccurrence_pairs(
-    context: dg.AssetExecutionContext, config: CooccurrenceConfig, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
+def cooccurrence_pairs(context: Context, config: CooccurrenceConfig, workspace: Workspace):
     """D_dc: item pairs co-visited by a user on one day (sql/cooccurrence_pairs.sql)."""
     result = stage.cooccurrence_pairs(
         workspace.stage_context(context), context.partition_key, config.quantile, config.min_count
@@ -64,15 +51,12 @@ def cooccurrence_pairs(
 
 
 @model_asset(["geo_negatives"], ["items"])
-def reward_model(
-    context: dg.AssetExecutionContext, config: RewardModelConfig, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
+def reward_model(context: Context, config: RewardModelConfig, workspace: Workspace):
     """List-wise reward model over the frozen encoder, trained on every city's negatives."""
-    workspace.limit_threads(context)
     model = stage.train_reward_model(
-        workspace.stage_context(context),
+        workspace.stage_context(context, compute=True),
         workspace.base_encoder(),
-        settings_from(config, RewardConfig),
+        config.settings(),
         dtype=workspace.encode_dtype,
         on_epoch=lambda e: context.log.debug(f"epoch {e['epoch']:.0f}: {e}"),
     )
@@ -80,13 +64,10 @@ def reward_model(
 
 
 @city_asset("alignment", {"duckdb", "parquet"}, ["reward_model", "items"], compute=True)
-def geo_pairs(
-    context: dg.AssetExecutionContext, config: GeoPairsConfig, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
+def geo_pairs(context: Context, config: GeoPairsConfig, workspace: Workspace):
     """D_gc: near item the reward model prefers vs far similar item it rejects."""
-    workspace.limit_threads(context)
     result = stage.geo_pairs(
-        workspace.stage_context(context),
+        workspace.stage_context(context, compute=True),
         context.partition_key,
         workspace.base_encoder(),
         workspace.champion_folder(REWARD_MODEL),
@@ -98,15 +79,12 @@ def geo_pairs(
 
 
 @model_asset(["geo_pairs", "cooccurrence_pairs"])
-def aligned_encoder(
-    context: dg.AssetExecutionContext, config: AlignedEncoderConfig, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
+def aligned_encoder(context: Context, config: AlignedEncoderConfig, workspace: Workspace):
     """The encoder aligned with G-DPO (a LoRA adapter), trained on D_mix of every city."""
-    workspace.limit_threads(context)
     model = stage.train_aligned_encoder(
-        workspace.stage_context(context),
+        workspace.stage_context(context, compute=True),
         workspace.base_encoder(),
-        settings_from(config, GdpoConfig),
+        config.settings(),
         config.max_gc_triples,
         config.max_dc_triples,
     )
@@ -120,13 +98,12 @@ def aligned_encoder(
     compute=True,
     check_specs=check_specs(embeddings.EMBEDDING_CHECKS, "item_embeddings", blocking=True),
 )
-def item_embeddings(context: dg.AssetExecutionContext, workspace: WorkspaceResource):
+def item_embeddings(context: Context, workspace: Workspace):
     """Reference and aligned embeddings of every item, encoded incrementally, with the
     before/after geography metrics; both parts are audited and published as one version."""
-    workspace.limit_threads(context)
     published = yield from audited(
         embeddings.embed_city,
-        workspace.stage_context(context),
+        workspace.stage_context(context, compute=True),
         context.partition_key,
         {"reference": workspace.base_encoder(), "aligned": workspace.champion_encoder()},
         dtype=workspace.encode_dtype,

@@ -1,20 +1,15 @@
-"""Schedules and sensors: nightly re-tokenization of every city, new data in the landing
-folder, weekly retraining of the global models in lineage order.
-
-The nightly job re-reads each city's source, re-cleans it and brings embeddings and semantic
-IDs up to date with the frozen models: only new or changed items are encoded and assigned,
-so a night with nothing new changes nothing. Global models (reward model, aligned encoder,
-tokenizers) retrain weekly when that schedule is switched on, or by hand (``lgsid retrain``):
-stage by stage, rebuilding each city's inputs between them (``retrain.py``).
-"""
+"""Schedules and sensors: nightly re-tokenization of every city (only new or changed items
+are encoded and assigned, with the frozen models), new data in the landing folder, and the
+weekly retrain of the global models in lineage order (``retrain.py``; by hand: ``lgsid
+retrain``)."""
 
 import json
 import os
 
 import dagster as dg
 
-from lgsid_pipeline.catalog import CITY_CODE_ASSETS
-from lgsid_pipeline.config import landing_root
+from lgsid_pipeline import catalog
+from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.defs.executor import light_job_executor
 from lgsid_pipeline.defs.resources import WorkspaceResource, city_partitions
 from lgsid_pipeline.landing_watch import scan_landing
@@ -23,11 +18,11 @@ from lgsid_pipeline.retrain import (
     RETRAIN_TAG,
     STAGE_TAG,
     RetrainStage,
-    next_step,
+    advance_retrains,
+    latest_statuses,
     retrain_id,
 )
 
-NIGHTLY_JOB_NAME = "nightly_retokenization"
 # Seconds between two evaluations of each sensor by the daemon (LGSID_SENSOR_INTERVAL_S).
 SENSOR_INTERVAL_S = int(os.environ.get("LGSID_SENSOR_INTERVAL_S", "60"))
 
@@ -36,8 +31,8 @@ SENSOR_INTERVAL_S = int(os.environ.get("LGSID_SENSOR_INTERVAL_S", "60"))
 STEP_RETRIES = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 
 nightly_job = dg.define_asset_job(
-    NIGHTLY_JOB_NAME,
-    selection=dg.AssetSelection.assets(*CITY_CODE_ASSETS),
+    catalog.NIGHTLY_JOB_NAME,
+    selection=dg.AssetSelection.assets(*catalog.CITY_CODE_ASSETS),
     description="Ingest what is new and give new or changed items embeddings and semantic "
     "IDs with the frozen models (one city partition per run).",
     op_retry_policy=STEP_RETRIES,
@@ -60,16 +55,11 @@ def nightly_retokenization(context: dg.ScheduleEvaluationContext):
     return [dg.RunRequest(run_key=f"{city}:{day}", partition_key=city) for city in cities]
 
 
-GLOBAL_JOB_NAME = "global_models"
-CITY_JOB_NAME = "city_pipeline"
-RETRAIN_SENSOR_NAME = "retrain_stages"
-
-
 def retrain_request(retrain: str, stage: RetrainStage, city: str | None) -> dg.RunRequest:
     """The run of one retrain stage (for one city, or global), with its de-duplication key."""
     return dg.RunRequest(
         run_key=f"{retrain}:{stage.name}:{city or 'global'}",
-        job_name=CITY_JOB_NAME if stage.per_city else GLOBAL_JOB_NAME,
+        job_name=catalog.CITY_JOB_NAME if stage.per_city else catalog.GLOBAL_JOB_NAME,
         partition_key=city,
         asset_selection=[dg.AssetKey(name) for name in stage.assets],
         tags={RETRAIN_TAG: retrain, STAGE_TAG: stage.name},
@@ -77,7 +67,7 @@ def retrain_request(retrain: str, stage: RetrainStage, city: str | None) -> dg.R
 
 
 @dg.schedule(
-    job_name=GLOBAL_JOB_NAME,
+    job_name=catalog.GLOBAL_JOB_NAME,
     cron_schedule="0 3 * * 0",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
@@ -93,42 +83,34 @@ def retrain_statuses(
     instance: dg.DagsterInstance, retrain: str
 ) -> dict[tuple[str, str | None], str]:
     """Status of the latest run per (stage, city) of one retrain."""
-    statuses: dict[tuple[str, str | None], str] = {}
-    for run in instance.get_runs(filters=dg.RunsFilter(tags={RETRAIN_TAG: retrain})):
-        key = (run.tags.get(STAGE_TAG, ""), run.tags.get("dagster/partition"))
-        statuses.setdefault(key, run.status.value)  # newest first
-    return statuses
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={RETRAIN_TAG: retrain}))
+    return latest_statuses((run.tags, run.status.value) for run in runs)
 
 
 def build_retrain_sensor(jobs: list) -> dg.SensorDefinition:
     """The sensor that moves every started retrain to its next stage (see ``retrain.py``)."""
 
     @dg.sensor(
-        name=RETRAIN_SENSOR_NAME,
+        name=catalog.RETRAIN_SENSOR_NAME,
         jobs=jobs,
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def _sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResource):
-        done: list[str] = json.loads(context.cursor) if context.cursor else []
-        started = context.instance.get_runs(
-            filters=dg.RunsFilter(tags={STAGE_TAG: RETRAIN_STAGES[0].name}), limit=20
+        first = dg.RunsFilter(tags={STAGE_TAG: RETRAIN_STAGES[0].name})
+        advance = advance_retrains(
+            [run.tags for run in context.instance.get_runs(filters=first, limit=20)],
+            json.loads(context.cursor) if context.cursor else [],
+            lambda retrain: retrain_statuses(context.instance, retrain),
+            sorted(context.instance.get_dynamic_partitions("city")),
+            workspace.stage_context().warehouse.has_table,
         )
-        retrains = sorted(
-            {r.tags[RETRAIN_TAG] for r in started if RETRAIN_TAG in r.tags} - set(done)
+        for line in advance.lines:
+            context.log.info(line)
+        return dg.SensorResult(
+            run_requests=[retrain_request(*launch) for launch in advance.launches],
+            cursor=json.dumps(advance.done[-50:]),
         )
-        cities = sorted(context.instance.get_dynamic_partitions("city"))
-        requests = []
-        for retrain in retrains:
-            step = next_step(
-                retrain_statuses(context.instance, retrain), cities, workspace.warehouse.has_table
-            )
-            context.log.info(f"{retrain}: {step.state} ({step.reason})")
-            if step.state == "launch" and step.stage is not None:
-                requests += [retrain_request(retrain, step.stage, city) for city in step.partitions]
-            elif step.state == "done":
-                done.append(retrain)
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(done[-50:]))
 
     return _sensor
 
@@ -144,7 +126,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceReso
 
     Files landed for a city registered with another source are additions to that source."""
     seen = json.loads(context.cursor) if context.cursor else {}
-    scan = scan_landing(landing_root(workspace.home_path), seen, workspace.cities)
+    store = workspace.stage_context()
+    scan = scan_landing(store.landing, seen, CityRegistry(store.home))
     for reason in scan.skipped:
         context.log.warning(f"landing folder skipped: {reason}")
     return dg.SensorResult(

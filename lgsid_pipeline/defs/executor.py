@@ -1,12 +1,7 @@
-"""Which executor the code location's jobs use: Dagster's default or one Kubernetes pod per step.
-
-``LGSID_EXECUTOR``: unset or ``multiprocess`` keeps Dagster's default (multiprocess) executor;
-``in_process`` runs every step in the run's own process (no per-step start-up, which imports
-the whole code location: the test suite and debugging use it); ``k8s`` selects
-``dagster_k8s.k8s_job_executor``, configured from ``LGSID_K8S_EXECUTOR_CONFIG`` (a YAML
-mapping of the executor's config: ``max_concurrent``, ``step_k8s_config``,
-``per_step_k8s_config`` ...), as deploy/helm/values.yaml sets them.
-"""
+"""The executor of the code location's jobs (``LGSID_EXECUTOR``): unset or ``multiprocess``,
+Dagster's default; ``in_process``, every step in the run's process (no per-step import of the
+code location: tests and debugging); ``k8s``, ``dagster_k8s.k8s_job_executor`` (one pod per
+step) configured from the YAML mapping in ``LGSID_K8S_EXECUTOR_CONFIG`` (deploy/helm)."""
 
 from __future__ import annotations
 

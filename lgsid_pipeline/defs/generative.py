@@ -1,27 +1,18 @@
 """Generative recommenders per city (TIGER, OneRec-style decoder), the floors they must beat,
-and the per-user top-K cache served by `lgsid recommend` (METHOD section 5).
-
-Thin adapters over :mod:`lgsid_pipeline.stages.generative` and
-:mod:`lgsid_pipeline.stages.cache`: a trained model is registered in MLflow and becomes
-``champion`` only through the gate (:func:`lgsid_pipeline.recommenders.serving.champion_gate`);
-the cache serves the champion or, when no model beats floor (b), floor (b) itself.
-"""
+and the per-user top-K cache served by `lgsid recommend` (METHOD section 5). A trained model
+becomes ``champion`` only through the gate (``recommenders.serving.champion_gate``)."""
 
 import dagster as dg
 
 from lgsid_pipeline.catalog import GENERATIVE_KINDS, SEMANTIC_ID_ASSETS, SERVED_KIND
-from lgsid_pipeline.defs.resources import (
-    WorkspaceResource,
-    city_asset,
-    config_class,
-    materialized,
-    settings_from,
-)
+from lgsid_pipeline.defs.resources import WorkspaceResource as Workspace
+from lgsid_pipeline.defs.resources import city_asset, config_class, materialized
 from lgsid_pipeline.recommenders.config import GenerativeStageConfig, TopKCacheSettings
 from lgsid_pipeline.stages.cache import serve_city
 from lgsid_pipeline.stages.evaluation import score_floors
 from lgsid_pipeline.stages.generative import train_city_generative
 
+Context = dg.AssetExecutionContext
 GenerativeTrainingConfig = config_class(
     "GenerativeTrainingConfig",
     GenerativeStageConfig,
@@ -29,11 +20,7 @@ GenerativeTrainingConfig = config_class(
     "the re-ranker on validation; the test sample is drawn once with `seed` and shared by "
     "every model, variant and floor).",
 )
-TopKCacheConfig = config_class(
-    "TopKCacheConfig",
-    TopKCacheSettings,
-    "How many items each user's cache holds, and how many latest check-ins it reads.",
-)
+TopKCacheConfig = config_class("TopKCacheConfig", TopKCacheSettings)
 
 
 def build_generative_asset(kind: str) -> dg.AssetsDefinition:
@@ -49,15 +36,9 @@ def build_generative_asset(kind: str) -> dg.AssetsDefinition:
         "history-aware ranking; promoted to champion only if it beats the "
         "champion and floor (b) on validation; Hit/NDCG on the test sample.",
     )
-    def _asset(
-        context: dg.AssetExecutionContext,
-        config: GenerativeTrainingConfig,
-        workspace: WorkspaceResource,
-    ) -> dg.MaterializeResult:
-        city = context.partition_key
-        workspace.limit_threads(context)
-        settings = settings_from(config, GenerativeStageConfig)
-        outcome = train_city_generative(workspace.stage_context(context), city, kind, settings)
+    def _asset(context: Context, config: GenerativeTrainingConfig, workspace: Workspace):
+        city, ctx = context.partition_key, workspace.stage_context(context, compute=True)
+        outcome = train_city_generative(ctx, city, kind, config.settings())
         return materialized(workspace, outcome.metadata(city, kind))
 
     return _asset
@@ -67,32 +48,21 @@ GENERATIVE_ASSETS = [build_generative_asset(kind) for kind in GENERATIVE_KINDS]
 
 
 @city_asset("recommenders", {"python"}, ["recommender_datasets"])
-def generative_baseline(
-    context: dg.AssetExecutionContext,
-    config: GenerativeTrainingConfig,
-    workspace: WorkspaceResource,
-) -> dg.MaterializeResult:
+def generative_baseline(context: Context, config: GenerativeTrainingConfig, workspace: Workspace):
     """The floors every generative model must beat, on the same examples: (a) training
     popularity within 2 km of the last check-in, (b) the user's own most visited items, then
     list (a)."""
-    settings = settings_from(config, GenerativeStageConfig)
-    floors = score_floors(workspace.stage_context(context), context.partition_key, settings)
-    return materialized(workspace, floors)
+    ctx = workspace.stage_context(context)
+    return materialized(workspace, score_floors(ctx, context.partition_key, config.settings()))
 
 
 @city_asset("recommenders", {"parquet", "duckdb"}, [SERVED_KIND, *SEMANTIC_ID_ASSETS], compute=True)
-def user_topk_cache(
-    context: dg.AssetExecutionContext, config: TopKCacheConfig, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
+def user_topk_cache(context: Context, config: TopKCacheConfig, workspace: Workspace):
     """Every user's top-K items (code, item id, score) given their latest check-ins, from
     the champion TIGER model with its history-aware ranking, or from floor (b) when no model
     has beaten it on validation: serving is a lookup (Semantic Convergence)."""
-    workspace.limit_threads(context)
+    ctx, settings = workspace.stage_context(context, compute=True), config.settings()
     served = serve_city(
-        workspace.stage_context(context),
-        context.partition_key,
-        SERVED_KIND,
-        config.k,
-        config.history_window,
+        ctx, context.partition_key, SERVED_KIND, settings.k, settings.history_window
     )
     return materialized(workspace, served)

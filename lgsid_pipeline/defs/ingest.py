@@ -10,6 +10,7 @@ files: a failed check is reported, the step fails naming it, and nothing is publ
 import dagster as dg
 
 from lgsid_pipeline.catalog import SOURCE_READ_POOL
+from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.defs.resources import (
     WorkspaceResource,
     audited,
@@ -17,7 +18,7 @@ from lgsid_pipeline.defs.resources import (
     city_partitions,
     materialized,
 )
-from lgsid_pipeline.ingest import INGEST_CHECKS
+from lgsid_pipeline.ingest import INGEST_CHECKS, INGEST_TABLES
 from lgsid_pipeline.stages.ingest import ingest_city
 
 
@@ -25,20 +26,6 @@ class IngestConfig(dg.Config):
     """``full``: read and clean the whole source even when no input file changed."""
 
     full: bool = False
-
-
-TABLES = {
-    "raw_items": ([], "Every item row of the city's source, as text, nothing dropped."),
-    "raw_interactions": ([], "Every check-in row of the city's source, as text."),
-    "items": (
-        ["raw_items"],
-        "Clean items with admin levels (spatial join), H3 cell, brand key and content hash.",
-    ),
-    "interactions": (
-        ["raw_interactions", "items"],
-        "Clean check-ins (user, item, UTC time) whose item is a clean item of the city.",
-    ),
-}
 
 
 @dg.multi_asset(
@@ -50,7 +37,7 @@ TABLES = {
             kinds={"parquet", "duckdb"} if deps else {"parquet"},
             description=description,
         )
-        for name, (deps, description) in TABLES.items()
+        for name, (deps, description) in INGEST_TABLES.items()
     ],
     check_specs=[
         spec
@@ -66,10 +53,11 @@ def ingest_tables(
 ):
     """Read the city's source, clean it, audit the staged tables, publish them as one version
     (nothing is read when no source, landed or boundary file changed, unless ``full``)."""
+    store = workspace.stage_context(context)
     published = yield from audited(
         ingest_city,
-        workspace.stage_context(context),
-        workspace.cities.get(context.partition_key),
+        store,
+        CityRegistry(store.home).get(context.partition_key),
         workspace.max_quarantine_rate,
         full=config.full,
     )

@@ -3,29 +3,15 @@ and the evaluation report (METHOD section 5)."""
 
 import dagster as dg
 
-from lgsid_pipeline.catalog import (
-    BACKBONES,
-    CTR_VARIANTS,
-    GENERATIVE_KINDS,
-    SEMANTIC_ID_ASSETS,
-)
-from lgsid_pipeline.defs.resources import (
-    WorkspaceResource,
-    city_asset,
-    config_class,
-    materialized,
-    settings_from,
-)
+from lgsid_pipeline.catalog import BACKBONES, CTR_VARIANTS, GENERATIVE_KINDS, SEMANTIC_ID_ASSETS
+from lgsid_pipeline.defs.resources import WorkspaceResource as Workspace
+from lgsid_pipeline.defs.resources import city_asset, config_class, materialized
 from lgsid_pipeline.recommenders.config import CtrConfig, DatasetConfig, TrainConfig
 from lgsid_pipeline.stages import discriminative as stage
 from lgsid_pipeline.stages.evaluation import write_city_report
 
-RecommenderDatasetsConfig = config_class(
-    "RecommenderDatasetsConfig",
-    DatasetConfig,
-    "Time-based split (t1/t2 as ISO times, empty: quantiles q1/q2; a source with its own "
-    "train/valid/test files sets both), negatives, sequences.",
-)
+Context = dg.AssetExecutionContext
+RecommenderDatasetsConfig = config_class("RecommenderDatasetsConfig", DatasetConfig)
 CtrTrainingConfig = config_class(
     "CtrTrainingConfig",
     TrainConfig,
@@ -41,18 +27,13 @@ CtrTrainingConfig = config_class(
 
 
 @city_asset("recommenders", {"parquet"}, ["interactions", "items", *SEMANTIC_ID_ASSETS])
-def recommender_datasets(
-    context: dg.AssetExecutionContext,
-    config: RecommenderDatasetsConfig,
-    workspace: WorkspaceResource,
-) -> dg.MaterializeResult:
+def recommender_datasets(context: Context, config: RecommenderDatasetsConfig, workspace: Workspace):
     """Train/validation/test CTR samples split at absolute times, with near and random
     negatives and behaviour sequences (codes are joined at training time)."""
-    settings = settings_from(config, DatasetConfig)
-    described = stage.build_datasets(
-        workspace.stage_context(context), context.partition_key, settings
+    ctx = workspace.stage_context(context)
+    return materialized(
+        workspace, stage.build_datasets(ctx, context.partition_key, config.settings())
     )
-    return materialized(workspace, described)
 
 
 def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
@@ -67,17 +48,13 @@ def build_ctr_asset(backbone: str) -> dg.AssetsDefinition:
         description=f"{backbone.upper()} CTR model with item ids only and with each "
         "tokenizer's semantic IDs as extra features; test AUC/logloss.",
     )
-    def _asset(
-        context: dg.AssetExecutionContext, config: CtrTrainingConfig, workspace: WorkspaceResource
-    ) -> dg.MaterializeResult:
-        workspace.limit_threads(context)
-        city = context.partition_key
+    def _asset(context: Context, config: CtrTrainingConfig, workspace: Workspace):
         trained = stage.train_backbone(
-            workspace.stage_context(context),
-            city,
+            workspace.stage_context(context, compute=True),
+            context.partition_key,
             backbone,
             config.variants,
-            settings_from(config, TrainConfig),
+            config.settings(),
             config.seeds,
             config.dim,
             config.top_k,
@@ -91,9 +68,7 @@ CTR_ASSETS = [build_ctr_asset(backbone) for backbone in BACKBONES]
 
 
 @city_asset("recommenders", {"json"}, [*BACKBONES, *GENERATIVE_KINDS, "generative_baseline"])
-def evaluation_report(
-    context: dg.AssetExecutionContext, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
+def evaluation_report(context: Context, workspace: Workspace):
     """The city's results (``reports/<city>.json``): the backbone x variant AUC table and
     the generative Hit/NDCG table, whichever models have been trained."""
     report = write_city_report(workspace.stage_context(context), context.partition_key)

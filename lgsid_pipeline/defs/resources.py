@@ -14,16 +14,14 @@ import dagster as dg
 import pydantic
 
 from lgsid_pipeline.catalog import ALIGNED_ENCODER, COMPUTE_POOL
-from lgsid_pipeline.cities import CityRegistry
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.defs.executor import EXECUTOR_ENV
 from lgsid_pipeline.quality import MAX_QUARANTINE_RATE, Audit
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.reports import ReportStore
 from lgsid_pipeline.stages.context import StageContext
-from lgsid_pipeline.stages.outcome import BlockingCheckFailed, Link, Markdown, Plot
+from lgsid_pipeline.stages.outcome import BlockingCheckFailed, Link, Markdown, Plot, quiet
 from lgsid_pipeline.threads import set_torch_threads, step_threads
-from lgsid_pipeline.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from lgsid_pipeline.encoder.model import TextEncoder
@@ -69,12 +67,18 @@ class WorkspaceResource(dg.ConfigurableResource):
         return Path(self.home).resolve() if self.home else lgsid_home()
 
     @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse(self.home_path, keep_versions=self.keep_versions)
+    def reports(self) -> ReportStore:
+        return ReportStore(self.home_path)
 
-    @property
-    def cities(self) -> CityRegistry:
-        return CityRegistry(self.home_path)
+    def stage_context(
+        self, context: dg.AssetExecutionContext | None = None, compute: bool = False
+    ) -> StageContext:
+        """What the stage functions work against, for the run of ``context`` (none: a sensor
+        or a check); ``compute`` first sets the step's torch threads (``limit_threads``)."""
+        if compute and context is not None:
+            self.limit_threads(context)
+        run_id, log = (context.run.run_id, context.log.info) if context else (None, quiet)
+        return StageContext.at(self.home_path, run_id, log, self.keep_versions)
 
     def base_encoder(self) -> TextEncoder:
         """The frozen reference encoder."""
@@ -95,16 +99,6 @@ class WorkspaceResource(dg.ConfigurableResource):
             return champion_folder(name, home=self.home_path)
         except ModelArtifactError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-
-    @property
-    def reports(self) -> ReportStore:
-        return ReportStore(self.home_path)
-
-    def stage_context(self, context: dg.AssetExecutionContext) -> StageContext:
-        """What the stage functions work against, for the run of ``context``."""
-        return StageContext(
-            self.warehouse, self.reports, self.home_path, context.run.run_id, context.log.info
-        )
 
 
 def check_result(audit: Audit) -> dg.AssetCheckResult:
@@ -217,12 +211,22 @@ def check_specs(checks: Mapping[str, str], asset: str, blocking: bool) -> list[d
     ]
 
 
-def config_class(name: str, settings: type, doc: str, **extra: tuple[type, Any]) -> type:
-    """A Dagster Config class whose fields mirror a library settings dataclass.
+class StageConfig(dg.Config):
+    """Run config whose fields mirror a library settings dataclass (see ``config_class``)."""
 
-    The library keeps its plain dataclass (defaults live there once); the asset gets the same
-    fields as run config, plus ``extra`` (name -> (type, default)) for orchestration knobs.
-    """
+    def settings(self) -> Any:
+        """The library settings dataclass from this config (orchestration knobs left out)."""
+        kind = type(self).__settings__  # type: ignore[attr-defined]
+        names = {f.name for f in dataclasses.fields(kind)}
+        return kind(**{k: v for k, v in self.model_dump().items() if k in names})
+
+
+def config_class(
+    name: str, settings: type, doc: str | None = None, **extra: tuple[type, Any]
+) -> type:
+    """A ``StageConfig`` class with the fields of a library settings dataclass (defaults live
+    there once), plus ``extra`` (name -> (type, default)) for orchestration knobs; its
+    description is ``doc`` or the dataclass's docstring."""
     hints = typing.get_type_hints(settings)
     fields = {
         f.name: (
@@ -231,10 +235,8 @@ def config_class(name: str, settings: type, doc: str, **extra: tuple[type, Any])
         )
         for f in dataclasses.fields(settings)
     }
-    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, **fields, **extra)
-
-
-def settings_from(config: dg.Config, settings: type) -> Any:
-    """The library settings dataclass from a config built by ``config_class``."""
-    names = {f.name for f in dataclasses.fields(settings)}
-    return settings(**{k: v for k, v in config.model_dump().items() if k in names})
+    model = pydantic.create_model(
+        name, __base__=StageConfig, __doc__=doc or settings.__doc__, **fields, **extra
+    )
+    model.__settings__ = settings
+    return model

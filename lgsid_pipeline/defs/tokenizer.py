@@ -14,57 +14,43 @@ from lgsid_pipeline.catalog import (
     tokenizer_asset,
     tokenizer_model,
 )
+from lgsid_pipeline.defs.resources import WorkspaceResource as Workspace
 from lgsid_pipeline.defs.resources import (
-    WorkspaceResource,
     audited,
     check_specs,
     city_asset,
     config_class,
     materialized,
     model_asset,
-    settings_from,
 )
 from lgsid_pipeline.stages import semantic_ids
 from lgsid_pipeline.stages import tokenization as stage
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.config import CodeCheckLimits, TokenizerConfig
 
-TokenizerFitConfig = config_class(
-    "TokenizerFitConfig",
-    TokenizerConfig,
-    "Codebook sizes, primary-feature weights and training of a tokenizer (METHOD section 4).",
-    warm_start=(bool, True),
-)
-SemanticIdsConfig = config_class(
-    "SemanticIdsConfig", CodeCheckLimits, "Limits of the semantic-ID warning checks."
-)
+Context = dg.AssetExecutionContext
+TokenizerFitConfig = config_class("TokenizerFitConfig", TokenizerConfig, warm_start=(bool, True))
+SemanticIdsConfig = config_class("SemanticIdsConfig", CodeCheckLimits)
 
 
 def build_tokenizer_asset(kind: str) -> dg.AssetsDefinition:
     """The global asset that fits one kind of tokenizer on every city's embeddings."""
     asset, registered = tokenizer_asset(kind), tokenizer_model(kind)
-    inputs_check = {
-        stage.inputs_check_name(kind): "every embedding it fits on comes from the champion "
-        "encoder (checked before fitting)"
-    }
 
     @model_asset(
         ["item_embeddings"],
         ["items"],
         name=asset,
-        check_specs=check_specs(inputs_check, asset, blocking=True),
+        check_specs=check_specs(stage.tokenizer_checks(kind), asset, blocking=True),
         description=f"{TOKENIZER_SUMMARIES[kind]} Registered as `{registered}`.",
     )
-    def _asset(
-        context: dg.AssetExecutionContext, config: TokenizerFitConfig, workspace: WorkspaceResource
-    ):
-        workspace.limit_threads(context)
+    def _asset(context: Context, config: TokenizerFitConfig, workspace: Workspace):
         fitted = yield from audited(
             stage.fit_and_register,
-            workspace.stage_context(context),
+            workspace.stage_context(context, compute=True),
             kind,
             workspace.champion_folder(ALIGNED_ENCODER),
-            settings_from(config, TokenizerConfig),
+            config.settings(),
             config.warm_start,
         )
         yield materialized(workspace, fitted.metadata(kind), fitted.audits)
@@ -84,25 +70,19 @@ def build_semantic_ids_asset(kind: str) -> dg.AssetsDefinition:
         [tokenizer_asset(kind), "item_embeddings", "items"],
         compute=True,
         name=asset,
-        check_specs=[
-            *check_specs(blocking, asset, blocking=True),
-            *check_specs(warnings, asset, blocking=False),
-        ],
+        check_specs=check_specs(blocking, asset, True) + check_specs(warnings, asset, False),
         description=f"Semantic IDs of every item from `{registered}` "
         "(only new or changed items are assigned).",
     )
-    def _asset(
-        context: dg.AssetExecutionContext, config: SemanticIdsConfig, workspace: WorkspaceResource
-    ):
-        workspace.limit_threads(context)
+    def _asset(context: Context, config: SemanticIdsConfig, workspace: Workspace):
         city = context.partition_key
         published = yield from audited(
             semantic_ids.assign_city_codes,
-            workspace.stage_context(context),
+            workspace.stage_context(context, compute=True),
             city,
             kind,
             Tokenizer.load(workspace.champion_folder(registered)),
-            settings_from(config, CodeCheckLimits),
+            config.settings(),
         )
         yield materialized(workspace, published.metadata(city, kind), published.audits)
 

@@ -33,7 +33,8 @@ NEGATIVE_COLUMNS = (
 
 @dataclass(frozen=True)
 class GeoNegativeConfig:
-    """Sampling choices; recorded with every model trained on the samples."""
+    """Density-aware list-wise sampling of geo negatives (METHOD section 1); recorded with
+    every model trained on the samples."""
 
     k: int = 15
     max_anchors: int = 4000

@@ -62,6 +62,14 @@ def inputs_check_name(kind: str) -> str:
     return f"{tokenizer_asset(kind)}_inputs_current"
 
 
+def tokenizer_checks(kind: str) -> dict[str, str]:
+    """The blocking checks of a tokenizer fit, with descriptions."""
+    return {
+        inputs_check_name(kind): "every embedding it fits on comes from the champion encoder "
+        "(checked before fitting)"
+    }
+
+
 @dataclass
 class CityEmbeddings:
     """A city's items, their embeddings (one part) in item order, and each one's encoder."""
