@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import ingested_home, make_tiny_encoder
 
 from lgsid_pipeline.alignment.config import GdpoConfig, RewardConfig
@@ -12,6 +13,7 @@ from lgsid_pipeline.catalog import REWARD_MODEL, REWARD_MODEL_ASSET
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.embeddings import embedding_matrix
 from lgsid_pipeline.encoder import TextEncoder
+from lgsid_pipeline.encoder.prompt import item_prompts
 from lgsid_pipeline.geo.negatives import GeoNegativeConfig
 from lgsid_pipeline.stages import alignment as stage
 from lgsid_pipeline.stages import embeddings
@@ -103,3 +105,56 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     published = embeddings.embed_city(ctx, CITY, encoders)
     assert published.metadata()["encoded"] == 0 and published.geography is None
     assert warehouse.published(CITY, "embeddings")["version"] == published.version
+
+
+def test_champion_encoders_load_only_what_a_run_encodes(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = StageContext.at(home)
+    encoder_path = make_tiny_encoder(tmp_path / "encoder")
+    policy = TextEncoder.load(encoder_path)
+    policy.add_lora()
+    with torch.no_grad():  # a trained-looking adapter: LoRA B starts at zero
+        for name, weight in policy.model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0, 0.5)
+    adapter = policy.save_adapter(tmp_path / "adapter")
+    loads: list[str] = []
+    real_load = TextEncoder.load.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type, path: object = None, max_length: int = 64) -> TextEncoder:
+        loads.append(str(path))
+        return real_load(cls, path, max_length)
+
+    monkeypatch.setattr(TextEncoder, "load", classmethod(counted))
+    items = ctx.warehouse.read_table("items", CITY).head(40)
+    champion = embeddings.ChampionEncoders(adapter, str(encoder_path))
+    assert champion.version("aligned") == policy.version
+    with ctx.warehouse.staging("elsewhere", "embeddings") as staged:  # nothing published yet
+        fresh = embeddings.stage_item_embeddings(
+            ctx.warehouse, staged, "elsewhere", items, champion
+        )
+        ctx.warehouse.publish(staged, {})
+    assert fresh.encoded == 2 * len(items) and loads == [str(encoder_path)]  # one base load
+    with ctx.warehouse.staging("elsewhere", "embeddings") as staged:  # nothing new: no load
+        again = embeddings.stage_item_embeddings(
+            ctx.warehouse, staged, "elsewhere", items, embeddings.ChampionEncoders(adapter)
+        )
+    assert again.encoded == 0 and loads == [str(encoder_path)]
+    loaded = {"reference": real_load(TextEncoder, encoder_path), "aligned": policy}
+    for part, encoder in loaded.items():  # the same vectors as encoders loaded one by one
+        np.testing.assert_allclose(
+            embedding_matrix(fresh.results[part].table),
+            encoder.encode(item_prompts(items)),
+            atol=1e-6,
+        )
+        assert fresh.results[part].table["encoder_version"][0].as_py() == encoder.version
+
+    assert not np.allclose(
+        embedding_matrix(fresh.results["aligned"].table),
+        embedding_matrix(fresh.results["reference"].table),
+    )
+    # weights other than the adapter's base: a clear error, not embeddings of another model
+    other = make_tiny_encoder(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="reference encoder .* has version"):
+        embeddings.ChampionEncoders(adapter, str(other)).encoder("reference")

@@ -8,7 +8,7 @@ from lgsid_pipeline.alignment.config import (
     GeoPairSettings,
     RewardConfig,
 )
-from lgsid_pipeline.catalog import REWARD_MODEL
+from lgsid_pipeline.catalog import ALIGNED_ENCODER, REWARD_MODEL
 from lgsid_pipeline.defs.resources import WorkspaceResource as Workspace
 from lgsid_pipeline.defs.resources import (
     audited,
@@ -105,7 +105,9 @@ def item_embeddings(context: Context, workspace: Workspace):
         embeddings.embed_city,
         workspace.stage_context(context, compute=True),
         context.partition_key,
-        {"reference": workspace.base_encoder(), "aligned": workspace.champion_encoder()},
+        embeddings.ChampionEncoders(
+            workspace.champion_folder(ALIGNED_ENCODER), workspace.encoder_path or None
+        ),
         dtype=workspace.encode_dtype,
     )
     yield materialized(workspace, published.metadata(), published.staged.audits)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import dagster as dg
 import pydantic
 
-from lgsid_pipeline.catalog import ALIGNED_ENCODER, COMPUTE_POOL
+from lgsid_pipeline.catalog import COMPUTE_POOL
 from lgsid_pipeline.config import lgsid_home
 from lgsid_pipeline.defs.executor import EXECUTOR_ENV
 from lgsid_pipeline.quality import MAX_QUARANTINE_RATE, Audit
@@ -85,12 +85,6 @@ class WorkspaceResource(dg.ConfigurableResource):
         from lgsid_pipeline.encoder.model import TextEncoder
 
         return TextEncoder.load(self.encoder_path or None)
-
-    def champion_encoder(self) -> TextEncoder:
-        """The reference encoder with the champion aligned adapter loaded."""
-        encoder = self.base_encoder()
-        encoder.load_adapter(self.champion_folder(ALIGNED_ENCODER))
-        return encoder
 
     def champion_folder(self, name: str) -> Path:
         """The champion's artifact folder of a registered model. A missing or damaged model

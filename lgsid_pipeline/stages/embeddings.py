@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,67 @@ if TYPE_CHECKING:
 
 
 EMBEDDING_PARTS = ("reference", "aligned")  # the plain encoder's and the aligned one's
+
+
+class PartEncoders(Protocol):
+    """The encoder of each embedding part, and its version (known before any weights load)."""
+
+    def version(self, part: str) -> str: ...
+
+    def encoder(self, part: str) -> TextEncoder: ...
+
+
+@dataclass
+class LoadedEncoders:
+    """Encoders already in memory, one per part."""
+
+    encoders: Mapping[str, TextEncoder]
+
+    def version(self, part: str) -> str:
+        return self.encoders[part].version
+
+    def encoder(self, part: str) -> TextEncoder:
+        return self.encoders[part]
+
+
+@dataclass
+class ChampionEncoders:
+    """The frozen base encoder (``reference``) and the base with the champion adapter
+    (``aligned``), loaded only when a part has something to encode. Versions come from the
+    adapter's recorded metadata, so a run with nothing new loads no weights; a run that
+    encodes both parts loads the base weights once and attaches the adapter to them after the
+    reference part is done (``EMBEDDING_PARTS`` order)."""
+
+    adapter: Path
+    base_path: str | None = None
+    _loaded: TextEncoder | None = field(default=None, repr=False)
+
+    def version(self, part: str) -> str:
+        from lgsid_pipeline.encoder.model import adapter_encoder_versions
+
+        return adapter_encoder_versions(self.adapter)[part]
+
+    def encoder(self, part: str) -> TextEncoder:
+        from lgsid_pipeline.encoder.model import TextEncoder
+
+        if part not in EMBEDDING_PARTS:
+            raise KeyError(f"no encoder for embedding part {part!r}; parts: {EMBEDDING_PARTS}")
+        if self._loaded is None or (self._loaded.has_adapter and part == "reference"):
+            self._loaded = TextEncoder.load(self.base_path)
+        if part == "aligned" and not self._loaded.has_adapter:
+            self._loaded.load_adapter(self.adapter)
+        if self._loaded.version != self.version(part):
+            raise ValueError(
+                f"the {part} encoder loaded from {self._loaded.name_or_path} has version "
+                f"{self._loaded.version}, but the champion adapter {self.adapter} records "
+                f"{self.version(part)}: the base weights differ from the ones it was trained on"
+            )
+        return self._loaded
+
+
+def part_encoders(encoders: Mapping[str, TextEncoder] | PartEncoders) -> PartEncoders:
+    """``encoders`` as ``PartEncoders`` (a mapping of loaded encoders is wrapped)."""
+    return LoadedEncoders(encoders) if isinstance(encoders, Mapping) else encoders
 
 
 def embeddings_check_name(part: str) -> str:
@@ -78,29 +140,30 @@ def stage_item_embeddings(
     staged: StagedVersion,
     city: str,
     items: pd.DataFrame,
-    encoders: Mapping[str, TextEncoder],
+    encoders: Mapping[str, TextEncoder] | PartEncoders,
     dtype: str = "auto",
     log: Log = quiet,
 ) -> StagedEmbeddings:
     """Encode the new or changed items of ``city`` with each part's encoder (reusing the
-    published embeddings of the rest), write both parts to ``staged`` and audit them as
-    re-read from disk."""
+    published embeddings of the rest; an encoder is asked for only when a part has items to
+    encode), write both parts to ``staged`` and audit them as re-read from disk."""
     from lgsid_pipeline.encoder.prompt import item_prompts
 
+    source = part_encoders(encoders)
     results, seconds = {}, 0.0
     for part in EMBEDDING_PARTS:
-        encoder = encoders[part]
         previous = (
             warehouse.read_arrow("item_embeddings", city, part)
             if warehouse.has_table("item_embeddings", city, part)
             else None
         )
 
-        def encode(frame: pd.DataFrame, encoder: TextEncoder = encoder) -> np.ndarray:
-            return encoder.encode(item_prompts(frame), dtype=dtype, progress=True)
+        def encode(frame: pd.DataFrame, part: str = part) -> np.ndarray:
+            prompts = item_prompts(frame)
+            return source.encoder(part).encode(prompts, dtype=dtype, progress=True)
 
         started = time.perf_counter()
-        result = incremental_embeddings(city, items, previous, encoder.version, encode)
+        result = incremental_embeddings(city, items, previous, source.version(part), encode)
         seconds += time.perf_counter() - started
         staged.write_table("item_embeddings", result.table, part=part)
         results[part] = result
@@ -147,14 +210,18 @@ class PublishedEmbeddings:
 
 
 def embed_city(
-    ctx: StageContext, city: str, encoders: Mapping[str, TextEncoder], dtype: str = "auto"
+    ctx: StageContext,
+    city: str,
+    encoders: Mapping[str, TextEncoder] | PartEncoders,
+    dtype: str = "auto",
 ) -> PublishedEmbeddings:
     """Encode ``city``'s new or changed items with the reference and the aligned encoder,
     audit both parts as staged and publish them as one version (``BlockingCheckFailed``
     when an audit fails), then report the geography before and after alignment."""
     warehouse = ctx.warehouse
     items = warehouse.read_table("items", city)
-    version = encoders["aligned"].version
+    encoders = part_encoders(encoders)
+    version = encoders.version("aligned")
     with warehouse.staging(city, "embeddings") as staged:
         encoded = stage_item_embeddings(warehouse, staged, city, items, encoders, dtype, ctx.log)
         pointer = publish_if_passed(
