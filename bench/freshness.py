@@ -22,8 +22,9 @@ Measures, on 2 cores:
   (``bench/demo.py``, which also runs on its own);
 - the code location's import time against ``import dagster`` alone (side by side);
 - ``encode_ratio_to_raw_bf16``: two city processes encoding at once with the threads the
-  compute pool gives them (cores / 2 each), against one raw bf16 forward of the same weights
-  over every core, items/s over items/s.
+  compute pool gives them (cores / 2 each), against one raw forward of the same weights
+  over every core, items/s over items/s, both in the precision ``auto`` picks (bf16 where
+  the CPU has it natively, else fp32; ``details.encode.dtype`` says which).
 """
 
 from __future__ import annotations
@@ -279,25 +280,32 @@ def _prompts(n: int) -> list[str]:
 
 
 def encode_worker(mode: str, n: int, threads: int, out: Path) -> None:
-    """One encoding process: ``pipeline`` (TextEncoder.encode, bf16) or ``raw`` (the same
-    weights under the same bf16 autocast and batches, a bare forward and mean pool)."""
+    """One encoding process: ``pipeline`` (TextEncoder.encode) or ``raw`` (the same weights,
+    batches and precision, a bare forward and mean pool). Both use the precision the
+    pipeline's ``auto`` picks on this CPU: bf16 autocast where the CPU has native bf16, else
+    fp32 (emulated bf16 is far slower than fp32, so no pipeline run would use it)."""
     import torch
 
     from lgsid_pipeline.encoder import TextEncoder
+    from lgsid_pipeline.encoder.model import ENCODE_BATCH_SIZE, resolve_bf16
 
     torch.set_num_threads(threads)
+    use_bf16 = resolve_bf16("auto")
     prompts = _prompts(n)
     encoder = TextEncoder.load()
     encoder.eval()
     started = time.perf_counter()
     if mode == "pipeline":
-        encoder.encode(prompts, dtype="bf16")
-    else:  # the library's batching (256, longest first) and autocast, no wrapper
+        encoder.encode(prompts, dtype="auto")
+    else:  # the library's batching (longest first) and precision, no wrapper
         ordered = sorted(prompts, key=len, reverse=True)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            for start in range(0, len(ordered), 256):
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16),
+        ):
+            for start in range(0, len(ordered), ENCODE_BATCH_SIZE):
                 batch = encoder.tokenizer(
-                    ordered[start : start + 256],
+                    ordered[start : start + ENCODE_BATCH_SIZE],
                     padding=True,
                     truncation=True,
                     max_length=encoder.max_length,
@@ -307,7 +315,8 @@ def encode_worker(mode: str, n: int, threads: int, out: Path) -> None:
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 (hidden * mask).sum(1) / mask.sum(1)
     seconds = time.perf_counter() - started
-    out.write_text(json.dumps({"items": len(prompts), "seconds": seconds}))
+    dtype = "bf16" if use_bf16 else "fp32"
+    out.write_text(json.dumps({"items": len(prompts), "seconds": seconds, "dtype": dtype}))
 
 
 def encode_ratio(scratch: Path) -> dict:
@@ -346,7 +355,8 @@ def encode_ratio(scratch: Path) -> dict:
     )
     print(f"encode: raw {raw_rate:.0f}/s, two cities {encode_only:.0f}/s", flush=True)
     return {
-        "raw_bf16_items_per_s": round(raw_rate, 1),
+        "dtype": raw_figures["dtype"],
+        "raw_items_per_s": round(raw_rate, 1),
         "two_cities_items_per_s": round(encode_only, 1),
         "two_cities_wall_items_per_s": round(combined, 1),
         "ratio": round(encode_only / raw_rate, 3),

