@@ -54,7 +54,7 @@ _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 ENCODER_PATH_ENV = "LGSID_ENCODER_PATH"  # a local encoder folder instead of the package's
 
 
-ENCODE_BATCH_SIZE = 256  # texts per forward when encoding
+ENCODE_BATCH_SIZE = 64  # texts per forward (on 2 cores 64 to 128 beat 256 by about 15%)
 
 
 def default_encoder_path() -> Path:
