@@ -64,6 +64,8 @@ def measure_demo(repo: Path = REPO) -> dict:
                 round(demo_started, 1) if demo_started is not None else None
             ),
             "last_lines": lines[-40:],
+            # every printed line with the second it came: the stage lines show where time goes
+            "timed_lines": [f"{t:7.1f}s {line}" for t, line in stamps[:200]],
         }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -106,6 +106,32 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     assert published.metadata()["encoded"] == 0 and published.geography is None
     assert warehouse.published(CITY, "embeddings")["version"] == published.version
 
+    # published under this encoder version: the next run with nothing new stages nothing
+    def no_staging(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a run with nothing new must not stage a version")
+
+    original_staging = warehouse.staging
+    warehouse.staging = no_staging  # type: ignore[method-assign]
+    kept = embeddings.embed_city(ctx, CITY, encoders)
+    assert kept.unchanged and kept.version == published.version
+    assert kept.metadata()["encoded"] == 0 and kept.metadata()["reused"] == len(items)
+    assert all(a.outcome.passed for a in kept.staged.audits)
+    warehouse.staging = original_staging  # type: ignore[method-assign]
+    # one item's content changed: that item is encoded again, in a new version
+    changed = items.copy()
+    changed.loc[0, "content_hash"] = "changed"
+    assert (
+        embeddings.nothing_to_encode(ctx, CITY, changed, embeddings.part_encoders(encoders)) is None
+    )
+    assert (
+        embeddings.nothing_to_encode(ctx, CITY, items.iloc[1:], embeddings.part_encoders(encoders))
+        is None
+    )
+    assert (
+        embeddings.nothing_to_encode(ctx, CITY, items, embeddings.part_encoders(encoders))
+        is not None
+    )
+
 
 def test_champion_encoders_load_only_what_a_run_encodes(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

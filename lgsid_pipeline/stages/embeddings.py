@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from lgsid_pipeline.catalog import (
     ALIGNED_ENCODER,
 )
-from lgsid_pipeline.embeddings import embedding_matrix, incremental_embeddings
+from lgsid_pipeline.embeddings import (
+    IncrementalResult,
+    embedding_matrix,
+    incremental_embeddings,
+)
 from lgsid_pipeline.quality import Audit, check_covers
 from lgsid_pipeline.registry import log_run_metrics
 from lgsid_pipeline.stages.context import StageContext
@@ -27,6 +32,7 @@ from lgsid_pipeline.stages.outcome import (
     Metadata,
     publish_if_passed,
     quiet,
+    require_passed,
 )
 from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
@@ -209,6 +215,49 @@ class PublishedEmbeddings:
         return out
 
 
+KEY_COLUMNS = ["item_id", "content_hash", "encoder_version"]
+
+
+def published_keys(warehouse: Warehouse, city: str) -> dict[str, pd.DataFrame] | None:
+    """The key columns of each published embedding part of ``city`` (no vectors read); None
+    when a part is missing."""
+    import pyarrow.parquet as pq
+
+    if warehouse.published(city, "embeddings") is None:
+        return None
+    keys = {}
+    for part in EMBEDDING_PARTS:
+        path = warehouse.resolve_table("item_embeddings", city, part)
+        if path is None or not path.is_file():
+            return None
+        keys[part] = pq.read_table(path, columns=KEY_COLUMNS).to_pandas()
+    return keys
+
+
+def nothing_to_encode(
+    ctx: StageContext, city: str, items: pd.DataFrame, source: PartEncoders
+) -> dict[str, pd.DataFrame] | None:
+    """The published key columns when a run would publish exactly what is published: every
+    part holds these items in this order with this content from the part's current encoder
+    (its rows' ``encoder_version``), and the geography report is of the aligned encoder. None
+    when there is something to do."""
+    keys = published_keys(ctx.warehouse, city)
+    report = ctx.reports.read(ctx.reports.alignment(city)) or {}
+    if keys is None or report.get("encoder_version") != source.version("aligned"):
+        return None
+    ids = items["item_id"].astype(str).to_numpy()
+    hashes = items["content_hash"].astype(str).to_numpy()
+    for part, frame in keys.items():
+        if not (
+            len(frame) == len(ids)
+            and (frame["item_id"].astype(str).to_numpy() == ids).all()
+            and (frame["content_hash"].astype(str).to_numpy() == hashes).all()
+            and (frame["encoder_version"] == source.version(part)).all()
+        ):
+            return None
+    return keys
+
+
 def embed_city(
     ctx: StageContext,
     city: str,
@@ -222,6 +271,27 @@ def embed_city(
     items = warehouse.read_table("items", city)
     encoders = part_encoders(encoders)
     version = encoders.version("aligned")
+    published = nothing_to_encode(ctx, city, items, encoders)
+    if published is not None:  # a night with nothing new: no staging, no write, no re-read
+        audits = [
+            Audit(embeddings_check_name(part), "item_embeddings", check_covers(items, keys))
+            for part, keys in published.items()
+        ]
+        require_passed(f"{city} item_embeddings (published)", audits)
+        reused = {
+            part: IncrementalResult(pa.table({}), encoded=0, reused=len(items))
+            for part in EMBEDDING_PARTS
+        }
+        pointer = warehouse.published(city, "embeddings") or {}
+        ctx.log(f"{city}: nothing to encode; embeddings version {pointer.get('version')} kept")
+        return PublishedEmbeddings(
+            StagedEmbeddings(reused, 0.0, audits),
+            pointer["version"],
+            version,
+            len(items),
+            None,
+            True,
+        )
     with warehouse.staging(city, "embeddings") as staged:
         encoded = stage_item_embeddings(warehouse, staged, city, items, encoders, dtype, ctx.log)
         pointer = publish_if_passed(
