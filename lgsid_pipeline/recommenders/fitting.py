@@ -138,6 +138,14 @@ def fit(
     return result
 
 
+def require_examples(train: int, valid: int) -> None:
+    """ValueError unless both the train and the valid split hold examples."""
+    if train == 0 or valid == 0:
+        raise ValueError(
+            f"train and valid splits must be non-empty, got {train} and {valid} examples"
+        )
+
+
 def validation_sample(n_valid: int, budget: StepBudget, rng: np.random.Generator) -> np.ndarray:
     """Rows (sorted) of the ``max_valid_eval`` validation examples early stopping scores."""
     return np.sort(rng.choice(n_valid, min(budget.max_valid_eval, n_valid), replace=False))

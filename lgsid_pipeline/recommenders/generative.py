@@ -35,7 +35,12 @@ from transformers.modeling_outputs import BaseModelOutput
 from lgsid_pipeline.model_files import ModelFiles
 from lgsid_pipeline.recommenders.config import GenerativeConfig
 from lgsid_pipeline.recommenders.decoding import constrained_beam_search
-from lgsid_pipeline.recommenders.fitting import VALID_K, fit_next_item, validation_sample
+from lgsid_pipeline.recommenders.fitting import (
+    VALID_K,
+    fit_next_item,
+    require_examples,
+    validation_sample,
+)
 from lgsid_pipeline.recommenders.next_item import (
     Examples,
     fit_history,
@@ -313,11 +318,7 @@ def train_generative(
     if vocabulary.n_items < VALID_K:
         raise ValueError(f"need at least {VALID_K} items, got {vocabulary.n_items}")
     (train_h, train_t), (valid_h, valid_t) = splits["train"], splits["valid"]
-    if len(train_t) == 0 or len(valid_t) == 0:
-        raise ValueError(
-            f"train and valid splits must be non-empty, got {len(train_t)} and "
-            f"{len(valid_t)} examples"
-        )
+    require_examples(len(train_t), len(valid_t))
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_generative_model(config, vocabulary).to(device)

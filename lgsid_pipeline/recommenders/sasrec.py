@@ -48,7 +48,12 @@ from torch.nn import functional as F
 
 from lgsid_pipeline.model_files import ModelFiles
 from lgsid_pipeline.recommenders.config import SasrecConfig
-from lgsid_pipeline.recommenders.fitting import VALID_K, fit_next_item, validation_sample
+from lgsid_pipeline.recommenders.fitting import (
+    VALID_K,
+    fit_next_item,
+    require_examples,
+    validation_sample,
+)
 from lgsid_pipeline.recommenders.next_item import Examples, fit_history, ranking_metrics
 
 SASREC_FILES = ModelFiles(
@@ -309,11 +314,7 @@ def train_sasrec(
             raise ValueError(f"splits needs a {name!r} split, got {sorted(splits)}")
     train_h, train_t = _examples(splits["train"], config, n_items, "splits['train']")
     valid_h, valid_t = _examples(splits["valid"], config, n_items, "splits['valid']")
-    if len(train_t) == 0 or len(valid_t) == 0:
-        raise ValueError(
-            f"train and valid splits must be non-empty, got {len(train_t)} and "
-            f"{len(valid_t)} examples"
-        )
+    require_examples(len(train_t), len(valid_t))
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = SasrecModel(config, n_items).to(device)

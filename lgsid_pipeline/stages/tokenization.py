@@ -37,6 +37,7 @@ from lgsid_pipeline.stages.outcome import (
     Plot,
     require_passed,
 )
+from lgsid_pipeline.stages.semantic_ids import CODE_FIGURES
 from lgsid_pipeline.tokenizer.base import Tokenizer
 from lgsid_pipeline.tokenizer.config import TokenizerConfig
 from lgsid_pipeline.tokenizer.semantic_ids import (
@@ -45,16 +46,7 @@ from lgsid_pipeline.tokenizer.semantic_ids import (
 from lgsid_pipeline.warehouse import Warehouse
 
 # the per-city figures shown in the tokenizer's metadata table
-REPORT_KEYS = (
-    "items",
-    "utilisation_min",
-    "collision_rate",
-    "largest_bucket",
-    "nmi_level1",
-    "nmi_level2",
-    "reconstruction_error",
-    "assign_items_per_s",
-)
+REPORT_KEYS = ("items", *CODE_FIGURES, "assign_items_per_s")
 
 
 def inputs_check_name(kind: str) -> str:
