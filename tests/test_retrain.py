@@ -239,6 +239,9 @@ def test_embedding_and_code_audits_block_publish(
 
         with monkeypatch.context() as patched:
             patched.setattr(embeddings_stage, "incremental_embeddings", lossy)
+            # nothing is new, so the step would keep the published version without staging;
+            # make it stage, as a run with a changed item does
+            patched.setattr(embeddings_stage, "nothing_to_encode", lambda *a, **k: None)
             [bad] = materialize(
                 [CITY], select="item_embeddings,semantic_ids", instance=instance, run_config=config
             )
