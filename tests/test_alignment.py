@@ -32,6 +32,8 @@ from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import materialize
 from lgsid_pipeline.warehouse import Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def tiny_city(tmp_path_factory: pytest.TempPathFactory) -> tuple[CityConfig, pd.DataFrame]:

@@ -19,6 +19,8 @@ from lgsid_pipeline.stages import alignment as stage
 from lgsid_pipeline.stages import embeddings
 from lgsid_pipeline.stages.context import StageContext
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 CITY = "tiny"
 PNG = b"\x89PNG"
 

@@ -28,6 +28,8 @@ from lgsid_pipeline.encoder import (
 )
 from lgsid_pipeline.encoder.model import attention_projection_names
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 FULL = (
     "Blue Bottle. Category: Coffee Shop. Brand: blue bottle. "
     "Located in Chelsea, Manhattan, New York."

@@ -34,6 +34,8 @@ from lgsid_pipeline.recommenders.next_item import (
 )
 from lgsid_pipeline.recommenders.trie import N_SPECIAL, CodeVocabulary, PrefixTrie
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 # synthetic walk: 64 items, code (i // 16, (i // 2) % 8, i % 2) - the last level plays the
 # de-duplication token; each user steps to item i + 1 with probability 0.85, else jumps
 N_ITEMS, STEP_P, MAX_HISTORY = 64, 0.85, 4

@@ -20,6 +20,8 @@ from table_sets import CITY, publish, visible_sizes
 
 from lgsid_pipeline.warehouse import KEEP_VERSIONS, TABLES, Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 TESTS = Path(__file__).parent
 OLD, NEW, NEXT = 3, 5, 7  # rows of every table in the versions published before, by, after
 MIN_KILL_POINTS = 10

@@ -21,6 +21,8 @@ from lgsid_pipeline.recommenders.datasets import build_city_ctr_data, load_ctr_d
 from lgsid_pipeline.tokenizer import LgsidTokenizer, TokenizerConfig
 from lgsid_pipeline.warehouse import Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 CONFIG = DatasetConfig(short_len=10, long_len=40, max_train_positives=6000, max_eval_positives=1500)
 
 

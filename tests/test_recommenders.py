@@ -27,6 +27,8 @@ from lgsid_pipeline.recommenders import (
 from lgsid_pipeline.recommenders.blocks import AUGRUCell, run_augru, run_masked_gru
 from lgsid_pipeline.recommenders.config import CtrConfig, TrainConfig
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 N_USERS, N_ITEMS, N_CATEGORIES, SIZES = 300, 400, 6, [8, 8]
 SHORT, LONG, SAMPLES_PER_USER = 10, 50, 25
 

@@ -33,6 +33,8 @@ from lgsid_pipeline.report import city_report
 from lgsid_pipeline.runner import get_instance, materialize
 from lgsid_pipeline.warehouse import Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 REPO = Path(__file__).resolve().parents[1]
 INGEST = "raw_items,raw_interactions,items,interactions"
 

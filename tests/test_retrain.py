@@ -35,6 +35,8 @@ from lgsid_pipeline.stages import semantic_ids as semantic_ids_stage
 from lgsid_pipeline.tokenizer import Tokenizer
 from lgsid_pipeline.warehouse import Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 CITY = "rt"
 TOKENIZERS = {"tokenizer": "lgsid", "rqkmeans_tokenizer": "rqkmeans", "rqvae_tokenizer": "rqvae"}
 UP_TO_CODES = "*semantic_ids,*rqkmeans_semantic_ids,*rqvae_semantic_ids"

@@ -32,6 +32,8 @@ from lgsid_pipeline.stages.generative import (
 )
 from lgsid_pipeline.warehouse import Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 N_ITEMS = 64
 T1, T2 = pd.Timestamp("2024-01-01 11:00", tz="UTC"), pd.Timestamp("2024-01-01 14:00", tz="UTC")
 

@@ -39,6 +39,8 @@ from lgsid_pipeline.cleaning import Validated
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
 from lgsid_pipeline.sources.base import SourceData, SourceError
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 SLUG = "fuzz-city"
 # The fuzzed city: a 0.2 x 0.2 degree box around (40.0, -3.7), cut into 2 / 4 / 8 areas.
 LAT0, LAT1, LON0, LON1 = 39.9, 40.1, -3.8, -3.6

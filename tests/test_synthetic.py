@@ -29,6 +29,8 @@ from lgsid_pipeline.demo import (
     writer,
 )
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 VARIANT_TO_CHAIN = {v: c.key for c in CHAINS for v in c.variants}
 RESTAURANTS = {
     "Pizza Place",

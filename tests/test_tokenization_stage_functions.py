@@ -18,6 +18,8 @@ from lgsid_pipeline.tokenizer.evaluate import tokenizer_report
 from lgsid_pipeline.tokenizer.semantic_ids import aligned_embeddings
 from lgsid_pipeline.warehouse import Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 CITY = "tiny"
 
 

@@ -31,6 +31,8 @@ from lgsid_pipeline.tokenizer import (
 )
 from lgsid_pipeline.tokenizer.semantic_ids import assign_dedup
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 SMALL = TokenizerConfig(codebook_sizes=[8, 8, 4], epochs=8, batch_size=256)
 
 

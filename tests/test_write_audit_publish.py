@@ -26,6 +26,8 @@ from lgsid_pipeline.runner import materialize, quarantine_config
 from lgsid_pipeline.stages import ingest as ingest_stage
 from lgsid_pipeline.warehouse import StagedVersion, VersionError, Warehouse
 
+pytestmark = pytest.mark.slow  # seconds per test: left out of `make test-fast`
+
 # `geo_negatives` stands for the downstream steps: it must not run after a failed audit.
 SELECT = "items,geo_negatives"
 
