@@ -75,11 +75,14 @@ class ChampionEncoders:
     adapter: Path
     base_path: str | None = None
     _loaded: TextEncoder | None = field(default=None, repr=False)
+    _versions: dict[str, str] | None = field(default=None, repr=False)
 
     def version(self, part: str) -> str:
         from lgsid_pipeline.encoder.model import adapter_encoder_versions
 
-        return adapter_encoder_versions(self.adapter)[part]
+        if self._versions is None:  # read the adapter's metadata once
+            self._versions = adapter_encoder_versions(self.adapter)
+        return self._versions[part]
 
     def encoder(self, part: str) -> TextEncoder:
         from lgsid_pipeline.encoder.model import TextEncoder
@@ -282,8 +285,9 @@ def embed_city(
             part: IncrementalResult(pa.table({}), encoded=0, reused=len(items))
             for part in EMBEDDING_PARTS
         }
-        pointer = warehouse.published(city, "embeddings") or {}
-        ctx.log(f"{city}: nothing to encode; embeddings version {pointer.get('version')} kept")
+        pointer = warehouse.published(city, "embeddings")
+        assert pointer is not None  # nothing_to_encode needs a published version
+        ctx.log(f"{city}: nothing to encode; embeddings version {pointer['version']} kept")
         return PublishedEmbeddings(
             StagedEmbeddings(reused, 0.0, audits),
             pointer["version"],
