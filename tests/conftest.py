@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,26 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 from lgsid_pipeline.config import shared_data_dir  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with MLflow's schema already migrated: creating one runs
+    every migration (about 4 s), which each test's fresh home would otherwise pay again."""
+    import mlflow
+
+    store = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}").search_experiments()
+    return store
+
+
 @pytest.fixture
-def lgsid_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh LGSID_HOME and DAGSTER_HOME under tmp_path; returns the LGSID home."""
+def lgsid_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_store_template: Path) -> Path:
+    """A fresh LGSID_HOME and DAGSTER_HOME under tmp_path; returns the LGSID home. Its MLflow
+    store is a copy of the migrated empty one (no experiments or models in it)."""
     home = tmp_path / "lgsid_home"
     dagster_home = tmp_path / "dagster_home"
     home.mkdir()
+    (home / "mlflow").mkdir()
+    shutil.copy(mlflow_store_template, home / "mlflow" / "mlflow.db")
     dagster_home.mkdir()
     monkeypatch.setenv("LGSID_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))

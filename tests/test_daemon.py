@@ -135,7 +135,7 @@ def test_landing_sensor_under_the_real_daemon(lgsid_env: Path, tmp_path: Path) -
         assert (after.loc[old.index, "code"] == old).all()
 
         # more ticks over the same files: nothing more is launched
-        time.sleep(4 * SENSOR_INTERVAL_S + 5)
+        time.sleep(3 * SENSOR_INTERVAL_S + 1)
         assert [r.run_id for r in _sensor_runs(instance)] == [run.run_id]
     finally:
         for process in processes:

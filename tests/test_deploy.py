@@ -1062,6 +1062,8 @@ def test_mlflow_server_with_postgres_backend_registers_and_loads(
 ) -> None:
     from lgsid_pipeline import registry
 
+    shutil.rmtree(lgsid_env / "mlflow")  # the fixture's seeded local store: none must appear
+
     mlflow_server.wait_healthy()
     monkeypatch.setenv("LGSID_MLFLOW_TRACKING_URI", mlflow_server.uri)
     folder = tmp_path / "model"

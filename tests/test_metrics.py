@@ -262,6 +262,17 @@ def test_mean_kendall_tau() -> None:
         mean_kendall_tau(np.ones((2, 3)), np.arange(6.0).reshape(2, 3))
 
 
+def test_mean_kendall_tau_matches_scipy_with_ties() -> None:
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(300, 16)).astype(float)  # many ties in both
+    distances = rng.integers(0, 5, size=(300, 16)).astype(float)
+    pairs = zip(scores, distances, strict=True)
+    expected = np.mean([kendalltau(s, -d).statistic for s, d in pairs])
+    assert mean_kendall_tau(scores, distances) == pytest.approx(expected, abs=1e-12)
+
+
 def test_auc_hand_example_and_sklearn() -> None:
     # positives 0.35, 0.8 vs negatives 0.1, 0.4: 0.35 beats 0.1 only, 0.8 beats both -> 3/4
     assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
