@@ -25,6 +25,34 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 from lgsid_pipeline.config import shared_data_dir  # noqa: E402
 
+# The files whose tests run the pipeline end to end, a minute or more each, longest first.
+# `make test` hands files to its workers in collection order (--no-loadscope-reorder): a
+# long file dealt out last would leave one worker running it alone at the end.
+LONGEST_FILES = (
+    "test_alignment.py",
+    "test_retrain.py",
+    "test_daemon.py",
+    "test_tokenization_stage.py",
+    "test_reliability.py",
+    "test_source_fuzz.py",
+    "test_deploy.py",
+    "test_serving.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest files first, then the other files with slow tests, then the rest
+    (each file's tests keep their order)."""
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        if name in LONGEST_FILES:
+            return LONGEST_FILES.index(name)
+        return len(LONGEST_FILES) + (0 if name in slow_files else 1)
+
+    items.sort(key=rank)  # stable: collection order within a rank
+
 
 @pytest.fixture(scope="session")
 def mlflow_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -169,7 +169,9 @@ def test_champion_encoders_load_only_what_a_run_encodes(
             ctx.warehouse, staged, "elsewhere", items, embeddings.ChampionEncoders(adapter)
         )
     assert again.encoded == 0 and loads == [str(encoder_path)]
-    loaded = {"reference": real_load(TextEncoder, encoder_path), "aligned": policy}
+    aligned = real_load(TextEncoder, encoder_path)
+    aligned.load_adapter(adapter)
+    loaded = {"reference": real_load(TextEncoder, encoder_path), "aligned": aligned}
     for part, encoder in loaded.items():  # the same vectors as encoders loaded one by one
         np.testing.assert_allclose(
             embedding_matrix(fresh.results[part].table),

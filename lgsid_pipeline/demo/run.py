@@ -42,7 +42,7 @@ DEMO_RUN_CONFIG = {
         },
         **{asset: {"config": {"epochs": 10}} for asset in TOKENIZER_ASSETS},
         "recommender_datasets": {
-            "config": {"max_train_positives": 2000, "max_eval_positives": 1000}
+            "config": {"max_train_positives": 1000, "max_eval_positives": 500, "long_len": 50}
         },
         **{backbone: {"config": {"epochs": 1, "dim": 16}} for backbone in BACKBONES},
         **{
