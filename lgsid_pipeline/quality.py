@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+
+from lgsid_pipeline.frames import positions_in
 
 # Share of a source's rows quarantined above which the ingest's blocking checks fail.
 MAX_QUARANTINE_RATE = 0.25
@@ -66,18 +69,19 @@ def check_encoder_version(
 def check_covers(items: pd.DataFrame, table: pd.DataFrame) -> CheckOutcome:
     """``table`` has exactly one row per item of ``items``, computed from its current
     content (same ``content_hash``)."""
-    keyed = table.drop_duplicates("item_id").set_index("item_id")["content_hash"]
+    keyed = table.drop_duplicates("item_id")
     duplicated = len(table) - len(keyed)
     ids = items["item_id"].astype(str)
-    missing = int((~ids.isin(keyed.index)).sum())
-    present = items[ids.isin(keyed.index)]
+    rows = positions_in(keyed["item_id"], ids)
+    found = rows >= 0
+    missing = int((~found).sum())
     stale = int(
         (
-            keyed.loc[present["item_id"].astype(str)].to_numpy()
-            != present["content_hash"].astype(str).to_numpy()
+            keyed["content_hash"].astype(str).to_numpy()[rows[found]]
+            != items["content_hash"].astype(str).to_numpy()[found]
         ).sum()
     )
-    extra = int((~keyed.index.isin(ids)).sum())
+    extra = len(keyed) - len(np.unique(rows[found]))
     bad = duplicated + missing + stale + extra
     return CheckOutcome(
         bad == 0,

@@ -28,10 +28,6 @@ _BLOCK_ELEMENTS = 1 << 24  # similarity entries per block: 64 MiB of float32
 _MINIBATCH_ABOVE = 20_000
 
 
-def _is_missing(value: object) -> bool:
-    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
-
-
 def _encode(
     values: Sequence, name: str, n: int | None = None, missing_ok: bool = True
 ) -> np.ndarray:
@@ -40,22 +36,26 @@ def _encode(
     A 2-D array is read as one tuple per row (a full multi-level code).
     """
     if isinstance(values, np.ndarray) and values.ndim == 2:
+        if values.dtype.kind in "iub" and len(values):  # integer tokens: no missing value
+            _check_length(len(values), name, n)
+            _, inverse = np.unique(values, axis=0, return_inverse=True)
+            return inverse.reshape(-1).astype(np.int64)
         values = [tuple(row) for row in values.tolist()]
-    values = list(values)
-    if not values:
+    objects = np.fromiter(values, dtype=object)  # tuples stay one element each
+    _check_length(len(objects), name, n)
+    missing = pd.isna(objects)  # element by element: None, NaN, NaT, pd.NA
+    if missing.any() and not missing_ok:
+        raise ValueError(f"{name} has a missing value at position {int(np.argmax(missing))}")
+    codes, _ = pd.factorize(objects)
+    codes[missing] = _OUTSIDE
+    return codes.astype(np.int64)
+
+
+def _check_length(length: int, name: str, n: int | None) -> None:
+    if not length:
         raise ValueError(f"{name} is empty")
-    if n is not None and len(values) != n:
-        raise ValueError(f"{name} has {len(values)} entries but there are {n} items")
-    seen: dict[object, int] = {}
-    codes = np.empty(len(values), dtype=np.int64)
-    for i, value in enumerate(values):
-        if _is_missing(value):
-            if not missing_ok:
-                raise ValueError(f"{name} has a missing value at position {i}")
-            codes[i] = _OUTSIDE
-        else:
-            codes[i] = seen.setdefault(value, len(seen))
-    return codes
+    if n is not None and length != n:
+        raise ValueError(f"{name} has {length} entries but there are {n} items")
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:

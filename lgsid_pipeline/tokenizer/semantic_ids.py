@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lgsid_pipeline.embeddings import embedding_matrix
+from lgsid_pipeline.frames import positions_in
 from lgsid_pipeline.tokenizer.base import Tokenizer
 
 _CODE = re.compile(r"^\d+(-\d+)*$")
@@ -107,15 +108,19 @@ def aligned_embeddings(items: pd.DataFrame, embeddings: pa.Table) -> tuple[np.nd
     content (re-materialize ``item_embeddings`` first).
     """
     meta = embeddings.select(["item_id", "content_hash", "encoder_version"]).to_pandas()
-    row_of = pd.Series(np.arange(len(meta)), index=meta["item_id"].astype(str).to_numpy())
     ids = items["item_id"].astype(str)
-    found = ids.isin(row_of.index)
+    try:
+        rows = positions_in(meta["item_id"], ids)
+    except ValueError as error:
+        raise StaleEmbeddingsError(
+            f"the embeddings table has {error}; re-materialize item_embeddings"
+        ) from error
+    found = rows >= 0
     if not found.all():
         raise StaleEmbeddingsError(
             f"{int((~found).sum())} items have no embedding (first {ids[~found].iloc[0]!r}); "
             "materialize item_embeddings for this city first"
         )
-    rows = row_of.loc[ids.to_numpy()].to_numpy()
     stale = (
         meta["content_hash"].astype(str).to_numpy()[rows]
         != items["content_hash"].astype(str).to_numpy()
