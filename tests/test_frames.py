@@ -1,0 +1,35 @@
+"""Id lookups by hash index (lgsid_pipeline.frames)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lgsid_pipeline.frames import positions_in
+
+
+def test_positions_in_finds_rows_and_marks_absent_ids() -> None:
+    keys = pd.Series(["b", "a", "c"], dtype="string")
+    wanted = pd.Series(["a", "x", "c", "a"])
+    np.testing.assert_array_equal(positions_in(keys, wanted), [1, -1, 2, 1])
+
+
+def test_positions_in_reads_both_sides_as_strings() -> None:
+    np.testing.assert_array_equal(positions_in(pd.Series([1, 2]), pd.Series(["2", "1"])), [1, 0])
+
+
+def test_positions_in_refuses_duplicated_keys() -> None:
+    with pytest.raises(ValueError, match="1 duplicated keys"):
+        positions_in(pd.Series(["a", "b", "a"]), pd.Series(["a"]))
+
+
+def test_check_covers_counts_missing_stale_unknown_and_duplicated_rows() -> None:
+    from lgsid_pipeline.quality import check_covers
+
+    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "content_hash": ["1", "2", "3", "4"]})
+    table = pd.DataFrame(
+        {"item_id": ["a", "b", "b", "c", "z"], "content_hash": ["1", "2", "2", "9", "5"]}
+    )
+    outcome = check_covers(items, table)
+    assert not outcome.passed
+    assert outcome.metadata == {"missing": 1, "stale": 1, "unknown": 1, "duplicated": 1}
+    assert check_covers(items, items).passed
