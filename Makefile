@@ -65,6 +65,7 @@ bench: export LGSID_BENCH_HOME ?= $(CURDIR)/.lgsid-bench
 bench: $(STAMP)
 	$(BIN)/python bench/code_location.py
 	$(BIN)/python bench/pipeline.py --fresh
+	$(BIN)/python bench/backfill.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alignment.py
 	$(BIN)/python bench/tokenizer.py
