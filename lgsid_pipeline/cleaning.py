@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from lgsid_pipeline.sources.base import OPTIONAL_INTERACTION_COLUMNS
@@ -121,8 +122,14 @@ def brand_key(name: str | None) -> str | None:
     return key or None
 
 
-def content_hash(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """Stable 16-hex digest of each row's content columns (for incremental work)."""
+def content_hash(
+    frame: pd.DataFrame, columns: list[str], known: pd.DataFrame | None = None
+) -> pd.Series:
+    """Stable 16-hex digest of each row's content columns (for incremental work).
+
+    ``known`` (rows aligned with ``frame``, all NA where there is none) holds earlier values of
+    ``columns`` and their ``content_hash``: a row whose content equals its earlier one takes
+    that hash instead of being hashed again."""
 
     def digest(row: tuple) -> str:
         payload = json.dumps(
@@ -130,11 +137,17 @@ def content_hash(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
-    return pd.Series(
-        [digest(r) for r in frame[columns].itertuples(index=False, name=None)],
-        index=frame.index,
-        dtype="string",
-    )
+    hashes = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if known is not None:
+        same = known["content_hash"].notna().to_numpy().copy()
+        for column in columns:
+            now, before = frame[column], known[column]
+            same &= ((now == before).fillna(False) | (now.isna() & before.isna())).to_numpy()
+        hashes[same] = known["content_hash"].to_numpy()[same]
+    todo = hashes.isna().to_numpy()
+    rows = frame.loc[todo, columns].itertuples(index=False, name=None)
+    hashes[todo] = [digest(r) for r in rows]
+    return hashes
 
 
 def _reasons(rules: list[tuple[str, pd.Series]], index: pd.Index) -> pd.Series:
@@ -239,9 +252,9 @@ def assign_brands(items: pd.DataFrame) -> pd.Series:
     """
 
     def keys(column: str) -> pd.Series:
-        return pd.Series(
-            [brand_key(v) for v in items[column].tolist()], index=items.index, dtype="string"
-        )
+        codes, values = pd.factorize(items[column])  # each distinct name normalised once
+        normalised = np.asarray([brand_key(v) for v in values.tolist()] + [None], dtype=object)
+        return pd.Series(normalised[codes], index=items.index, dtype="string")
 
     from_brand = keys("brand_raw")
     origin = items["origin"] if "origin" in items else pd.Series("", index=items.index)

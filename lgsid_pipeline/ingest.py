@@ -112,6 +112,7 @@ def clean_items(
     the boundaries; brands and content hashes are derived over every row either way."""
     validated = validate_items(raw_items, config.slug)
     items = validated.clean.reset_index(drop=True)
+    known = None  # the published items by source row, when their admin join can be reused
     if items.empty:
         for column in ADMIN_COLUMNS[:-1]:
             items[column] = pd.Series(dtype="string")
@@ -119,7 +120,6 @@ def clean_items(
     else:
         lat, lon = items["latitude"].to_numpy(), items["longitude"].to_numpy()
         boundaries = boundaries_for(config, lat, lon)
-        known = None
         if enriched is not None and len(enriched):
             previous = boundaries_for(
                 config, enriched["latitude"].to_numpy(), enriched["longitude"].to_numpy()
@@ -142,7 +142,11 @@ def clean_items(
         items = pd.concat([items, admin], axis=1)
     items["brand"] = assign_brands(items)
     items["city_name"] = pd.Series([display_name] * len(items), dtype="string")
-    items["content_hash"] = content_hash(items, CONTENT_COLUMNS)
+    earlier = None
+    if known is not None:  # the published rows of the same source rows, to reuse their hashes
+        earlier = known.reindex(items["source_row"])[[*CONTENT_COLUMNS, "content_hash"]]
+        earlier = earlier.set_axis(items.index)
+    items["content_hash"] = content_hash(items, CONTENT_COLUMNS, earlier)
     ordered = [
         "city",
         "item_id",

@@ -8,6 +8,7 @@ import pytest
 from lgsid_pipeline.cleaning import (
     assign_brands,
     brand_key,
+    content_hash,
     parse_timestamps,
     validate_interactions,
     validate_items,
@@ -171,3 +172,22 @@ def test_interactions_quarantine_reasons_and_reconcile() -> None:
         "invalid_utf8",
     ]
     assert str(result.clean["ts"].dt.tz) == "UTC"
+
+
+def test_content_hash_reuses_only_the_hashes_of_unchanged_rows():
+    frame = pd.DataFrame(
+        {"name": ["Cafe", "Deli", None, "Bar"], "latitude": [40.1, 40.2, 40.3, 40.4]}
+    )
+    fresh = content_hash(frame, ["name", "latitude"])
+    assert fresh.str.fullmatch("[0-9a-f]{16}").all() and fresh.is_unique
+    # earlier values: row 0 and 2 unchanged (a missing name equals a missing name), row 1
+    # renamed since, row 3 new; the earlier hashes are marked to see which were reused
+    known = pd.DataFrame(
+        {
+            "name": ["Cafe", "Old Deli", None, None],
+            "latitude": [40.1, 40.2, 40.3, None],
+            "content_hash": ["reused-0", "stale-1", "reused-2", None],
+        }
+    )
+    mixed = content_hash(frame, ["name", "latitude"], known)
+    assert mixed.tolist() == ["reused-0", fresh[1], "reused-2", fresh[3]]

@@ -44,7 +44,12 @@ def level_columns(n_levels: int) -> list[str]:
 def format_codes(tokens: np.ndarray, dedup: np.ndarray) -> list[str]:
     """``a-b-c-d`` strings from (n, L) tokens and the (n,) de-duplication tokens."""
     full = np.concatenate([np.asarray(tokens), np.asarray(dedup)[:, None]], axis=1)
-    return ["-".join(map(str, row)) for row in full.tolist()]
+    if not len(full):
+        return []
+    codes = full[:, 0].astype(str)
+    for column in full[:, 1:].T:
+        codes = np.strings.add(np.strings.add(codes, "-"), column.astype(str))
+    return codes.tolist()
 
 
 def parse_code(code: str) -> tuple[int, ...]:
@@ -69,24 +74,39 @@ def assign_dedup(
     """
     n = len(tokens)
     dedup = np.full(n, -1, dtype=np.int64)
-    taken: dict[tuple, set[int]] = {}
-    keys = [tuple(row) for row in np.asarray(tokens).tolist()]
-    for i in np.flatnonzero(fixed >= 0):
-        if fixed[i] in taken.setdefault(keys[i], set()):
-            raise ValueError(f"previous semantic IDs repeat code {keys[i]}+{fixed[i]}")
-        taken[keys[i]].add(int(fixed[i]))
-        dedup[i] = fixed[i]
-    order = sorted(np.flatnonzero(fixed < 0), key=lambda i: item_ids[i])
+    if n == 0:
+        return dedup
+    rows = np.asarray(tokens).reshape(n, -1)
+    group = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
+    held = np.flatnonzero(fixed >= 0)
+    pairs, counts = np.unique(
+        np.stack([group[held], fixed[held]], axis=1), axis=0, return_counts=True
+    )
+    if (counts > 1).any():
+        g, d = pairs[np.argmax(counts > 1)]
+        i = held[np.flatnonzero(group[held] == g)[0]]
+        raise ValueError(f"previous semantic IDs repeat code {tuple(rows[i].tolist())}+{d}")
+    dedup[held] = fixed[held]
+    todo = np.flatnonzero(fixed < 0)
+    if not len(todo):
+        return dedup
+    # only the code groups of items still to place need their taken dedups
+    near = held[np.isin(group[held], group[todo])]
+    taken: dict[int, set[int]] = {}
+    for g, d in zip(group[near].tolist(), fixed[near].tolist(), strict=True):
+        taken.setdefault(g, set()).add(d)
+    order = sorted(todo.tolist(), key=lambda i: item_ids[i])
+    groups, wishes = group.tolist(), preferred.tolist()
     waiting = []
     for i in order:
-        used = taken.setdefault(keys[i], set())
-        if preferred[i] >= 0 and preferred[i] not in used:
-            used.add(int(preferred[i]))
-            dedup[i] = preferred[i]
+        used = taken.setdefault(groups[i], set())
+        if wishes[i] >= 0 and wishes[i] not in used:
+            used.add(wishes[i])
+            dedup[i] = wishes[i]
         else:
             waiting.append(i)
     for i in waiting:
-        used = taken[keys[i]]
+        used = taken[groups[i]]
         free = 0
         while free in used:
             free += 1
@@ -154,29 +174,26 @@ def incremental_semantic_ids(
     tokens = np.zeros((len(ids), tokenizer.n_levels), dtype=np.int64)
     fixed = np.full(len(ids), -1, dtype=np.int64)
     preferred = np.full(len(ids), -1, dtype=np.int64)
-    old_codes: dict[str, str] = {}
+    old_codes: np.ndarray | None = None  # each item's previous code (None: not coded before)
     todo = np.ones(len(ids), dtype=bool)
     changed_rows: pd.DataFrame | None = None  # previous rows of items assigned again
     changed_idx = np.zeros(0, dtype=np.int64)
     if previous is not None and len(previous):
-        prev = previous.set_index(previous["item_id"].astype(str))
-        prev = prev[~prev.index.duplicated()]
-        old_codes = prev["code"].astype(str).to_dict()
-        known = [i for i, item in enumerate(ids) if item in prev.index]
-        if known and all(c in prev.columns for c in columns):
-            rows = prev.loc[[ids[i] for i in known]]
+        prev = previous[~previous["item_id"].astype(str).duplicated()].reset_index(drop=True)
+        at = positions_in(prev["item_id"], ids)
+        known_idx = np.flatnonzero(at >= 0)
+        old_codes = np.full(len(ids), None, dtype=object)
+        old_codes[known_idx] = prev["code"].astype(str).to_numpy()[at[known_idx]]
+        if len(known_idx) and all(c in prev.columns for c in columns):
+            rows = prev.iloc[at[known_idx]]
             same = (
-                (
-                    rows["content_hash"].astype(str).to_numpy()
-                    == np.asarray([hashes[i] for i in known])
-                )
+                (rows["content_hash"].astype(str).to_numpy() == np.asarray(hashes)[known_idx])
                 & (
                     rows["encoder_version"].astype(str).to_numpy()
-                    == np.asarray([encoder_versions[i] for i in known])
+                    == np.asarray(encoder_versions)[known_idx]
                 )
                 & (rows["tokenizer_version"].astype(str).to_numpy() == version)
             )
-            known_idx = np.asarray(known)
             reuse = known_idx[same]
             tokens[reuse] = rows.loc[same, columns].to_numpy(dtype=np.int64)
             fixed[reuse] = rows.loc[same, "dedup"].to_numpy(dtype=np.int64)
@@ -206,7 +223,7 @@ def incremental_semantic_ids(
         }
     )
     churn = None
-    if old_codes:
-        both = [(old_codes[i], c) for i, c in zip(ids, codes, strict=True) if i in old_codes]
-        churn = float(np.mean([a != b for a, b in both])) if both else 0.0
+    if old_codes is not None:
+        coded = np.flatnonzero(old_codes != None)  # noqa: E711 (element-wise)
+        churn = float((old_codes[coded] != np.asarray(codes)[coded]).mean()) if len(coded) else 0.0
     return SemanticIdResult(table, int(todo.sum()), int((~todo).sum()), churn, assign_seconds)
