@@ -6,14 +6,18 @@ exceeds the cores: the cores this process may run on, shared by as many compute 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
-def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+def available_cores(
+    cpu_max: Path = CGROUP_CPU_MAX, environ: Mapping[str, str] | None = None
+) -> int:
     """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
-    container's limit), at least 1."""
+    container's limit) and by ``OMP_NUM_THREADS`` when set (what whoever started the process
+    gave it, e.g. one test worker of several), at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -24,6 +28,9 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
             cores = min(cores, max(1, int(int(quota) / int(period))))
     except (OSError, ValueError):
         pass
+    given = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        cores = min(cores, int(given))
     return max(1, cores)
 
 

@@ -32,6 +32,15 @@ def test_cgroup_quota_caps_the_cores(tmp_path: Path) -> None:
     assert available_cores(quota) >= 1
 
 
+def test_omp_num_threads_caps_the_cores(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    uncapped = available_cores(missing, {})
+    assert available_cores(missing, {"OMP_NUM_THREADS": "1"}) == 1
+    assert available_cores(missing, {"OMP_NUM_THREADS": "512"}) == uncapped
+    for ignored in ("", "0", "two", "-1"):
+        assert available_cores(missing, {"OMP_NUM_THREADS": ignored}) == uncapped
+
+
 def _threads_of_a_compute_step(instance: dg.DagsterInstance, workspace: WorkspaceResource) -> dict:
     @dg.asset(pool=COMPUTE_POOL)
     def compute_step(
