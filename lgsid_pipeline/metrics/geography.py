@@ -21,6 +21,8 @@ import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
+from lgsid_pipeline.frames import row_groups
+
 _OUTSIDE = -1  # code shared by every missing label
 _LEVEL_PREFIX = {"level1": "p", "level2": "c", "level3": "t"}
 _MAX_BLOCK_ROWS = 2048
@@ -38,8 +40,7 @@ def _encode(
     if isinstance(values, np.ndarray) and values.ndim == 2:
         if values.dtype.kind in "iub" and len(values):  # integer tokens: no missing value
             _check_length(len(values), name, n)
-            _, inverse = np.unique(values, axis=0, return_inverse=True)
-            return inverse.reshape(-1).astype(np.int64)
+            return row_groups(values)
         values = [tuple(row) for row in values.tolist()]
     objects = np.fromiter(values, dtype=object)  # tuples stay one element each
     _check_length(len(objects), name, n)

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lgsid_pipeline.embeddings import embedding_matrix
-from lgsid_pipeline.frames import positions_in
+from lgsid_pipeline.frames import positions_in, row_groups
 from lgsid_pipeline.tokenizer.base import Tokenizer
 
 _CODE = re.compile(r"^\d+(-\d+)*$")
@@ -77,7 +77,7 @@ def assign_dedup(
     if n == 0:
         return dedup
     rows = np.asarray(tokens).reshape(n, -1)
-    group = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
+    group = row_groups(rows)
     held = np.flatnonzero(fixed >= 0)
     pairs, counts = np.unique(
         np.stack([group[held], fixed[held]], axis=1), axis=0, return_counts=True
