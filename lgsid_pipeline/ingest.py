@@ -109,7 +109,8 @@ def clean_items(
 
     ``enriched`` (the published clean items of an earlier ingest, same boundaries) lends its
     admin columns to the rows it holds (by ``source_row``), so only new rows are joined with
-    the boundaries; brands and content hashes are derived over every row either way."""
+    the boundaries, and unchanged rows keep their content hash; brands are derived over every
+    row either way."""
     validated = validate_items(raw_items, config.slug)
     items = validated.clean.reset_index(drop=True)
     known = None  # the published items by source row, when their admin join can be reused
