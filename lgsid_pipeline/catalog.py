@@ -32,6 +32,8 @@ BACKBONES = ("din", "dien", "sim", "twin", "eta")
 # backbones that also attend over top-k behaviours of the long sequence
 LONG_SEQUENCE_BACKBONES = ("sim", "twin", "eta")
 GENERATIVE_KINDS = ("tiger", "onerec")
+# how a generative model reads the history (GenerativeConfig.history_encoding)
+HISTORY_ENCODINGS = ("tokens", "items")
 SERVED_KIND = "tiger"  # the generative kind whose champion `user_topk_cache` serves
 
 REWARD_MODEL = "lgsid-reward-model"

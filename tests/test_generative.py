@@ -93,12 +93,38 @@ def small_config(kind: str, **overrides: object) -> GenerativeConfig:
     return GenerativeConfig(**{**values, **overrides})
 
 
+# every model kind, reading the history as code tokens and (``<kind>/items``) as check-ins
+TRAINED = ("tiger", "onerec", "tiger/items", "onerec/items")
+
+
 @pytest.fixture(scope="module")
 def trained(walk_splits: dict) -> dict[str, GenerativeResult]:
-    return {
-        kind: train_generative(small_config(kind), WALK_CODES, walk_splits)
-        for kind in ("tiger", "onerec")
-    }
+    out = {}
+    for name in TRAINED:
+        kind, _, encoding = name.partition("/")
+        config = small_config(kind, history_encoding=encoding or "tokens")
+        out[name] = train_generative(config, WALK_CODES, walk_splits)
+    return out
+
+
+def test_items_encoding_reads_one_position_per_check_in(trained: dict, walk_splits: dict) -> None:
+    """The ``items`` encoding gives the network one position per check-in; a history that
+    differs only in a check-in beyond the first ``max_history`` tokens' worth still differs
+    in the model's scores (every check-in is read, not only the first tokens)."""
+    tokens_model, items_model = trained["tiger"].model, trained["tiger/items"].model
+    assert tokens_model.history_positions == MAX_HISTORY * WALK_CODES.shape[1]
+    assert items_model.history_positions == MAX_HISTORY
+    vocab = trained["tiger/items"].vocabulary
+    histories = walk_splits["test"][0][:8].copy()
+    changed = histories.copy()
+    changed[:, 0] = (changed[:, 0] + 1) % N_ITEMS  # the oldest check-in only
+    with torch.no_grad():
+        a = items_model.prepare(torch.from_numpy(vocab.history_tokens(histories)))["hidden"]
+        b = items_model.prepare(torch.from_numpy(vocab.history_tokens(changed)))["hidden"]
+    assert a.shape[1] == MAX_HISTORY + 1  # the check-ins and EOS
+    assert not torch.allclose(a[:, -1], b[:, -1])
+    with pytest.raises(ValueError, match="history_encoding"):
+        small_config("tiger", history_encoding="characters")
 
 
 # ----------------------------------------------------------------- trie and beam search
@@ -155,12 +181,15 @@ def test_trie_accepts_exactly_the_catalogue() -> None:
         trie.allowed(vocab.item_tokens(np.array(7)))  # a full code has no continuation
 
 
-@pytest.mark.parametrize("kind", ["tiger", "onerec"])
+@pytest.mark.parametrize("kind", TRAINED)
 def test_untrained_beam_search_yields_only_valid_distinct_items(kind: str) -> None:
     codes = sparse_catalogue(seed=1)
     vocab = CodeVocabulary(codes)
     trie = PrefixTrie(vocab)
-    config = small_config(kind, max_history=3, d_model=32, d_ff=64)
+    kind, _, encoding = kind.partition("/")
+    config = small_config(
+        kind, max_history=3, d_model=32, d_ff=64, history_encoding=encoding or "tokens"
+    )
     torch.manual_seed(1)
     model = build_generative_model(config, vocab)  # random weights
     rng = np.random.default_rng(1)
@@ -300,8 +329,11 @@ def test_split_never_leaks_future_events() -> None:
 # ----------------------------------------------------------------- persistence and cache
 
 
-def test_save_load_reproduces_top_k(trained: dict, walk_splits: dict, tmp_path: Path) -> None:
-    result = trained["tiger"]
+@pytest.mark.parametrize("kind", ["tiger", "onerec/items"])
+def test_save_load_reproduces_top_k(
+    trained: dict, walk_splits: dict, tmp_path: Path, kind: str
+) -> None:
+    result = trained[kind]
     histories = walk_splits["test"][0][:40]
     folder = save_generative(result, tmp_path / "tiger", extra={"codes_variant": "walk"})
     loaded = load_generative(folder)
@@ -318,7 +350,7 @@ def test_save_load_reproduces_top_k(trained: dict, walk_splits: dict, tmp_path: 
         recommend_top_k(result, WALK_CODES[::-1], histories, 10)
 
 
-@pytest.mark.parametrize("kind", ["tiger", "onerec"])
+@pytest.mark.parametrize("kind", TRAINED)
 def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict, kind: str) -> None:
     result = trained[kind]
     histories = walk_splits["valid"][0][:50].copy()
@@ -336,7 +368,7 @@ def test_recommend_top_k_equals_beam_search(trained: dict, walk_splits: dict, ki
     assert wide.shape == (50, 15) and all(len(set(row)) == 15 for row in wide.tolist())
 
 
-@pytest.mark.parametrize("kind", ["tiger", "onerec"])
+@pytest.mark.parametrize("kind", TRAINED)
 def test_cached_beam_search_returns_what_the_uncached_one_does(
     trained: dict, walk_splits: dict, kind: str
 ) -> None:

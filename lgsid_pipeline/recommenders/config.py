@@ -13,6 +13,7 @@ from lgsid_pipeline.catalog import (
     BACKBONES,
     CODE_VARIANTS,
     GENERATIVE_KINDS,
+    HISTORY_ENCODINGS,
     LONG_SEQUENCE_BACKBONES,
 )
 
@@ -209,6 +210,11 @@ class GenerativeConfig:
     # profiler on TIGER at d_model 64); early stopping guards the short step budgets instead.
     dropout: float = 0.0
     max_history: int = 20  # check-ins the model reads
+    # how the model reads the history: "tokens", every code token of every check-in in one
+    # sequence (the paper's TIGER); "items", one position per check-in, the sum of its code
+    # tokens' embeddings (depth times shorter: a TIGER step at d_model 64 and 20 check-ins
+    # of 4 tokens takes a quarter of the time, bench/results/generative_speed.json)
+    history_encoding: str = "tokens"
     steps: int = 2000  # optimizer steps (the training budget)
     eval_every: int = 250  # steps between validations (early stopping, best weights)
     batch_size: int = 128
@@ -224,6 +230,11 @@ class GenerativeConfig:
     def __post_init__(self) -> None:
         if self.kind not in GENERATIVE_KINDS:
             raise ValueError(f"kind must be one of {GENERATIVE_KINDS}, got {self.kind!r}")
+        if self.history_encoding not in HISTORY_ENCODINGS:
+            raise ValueError(
+                f"history_encoding must be one of {HISTORY_ENCODINGS}, "
+                f"got {self.history_encoding!r}"
+            )
         for name in (
             "d_model",
             "n_layers",
@@ -262,6 +273,7 @@ class GenerativeStageConfig:
     lr: float = GenerativeConfig.lr
     beam_size: int = GenerativeConfig.beam_size
     max_history: int = GenerativeConfig.max_history
+    history_encoding: str = GenerativeConfig.history_encoding
     history_window: int = 200  # check-ins floor (b) and the history-aware ranking count
     max_train_examples: int = 50_000  # seeded sample of the training examples (0: all)
     # validation sample; its halves: ``tune`` fits the re-ranking, ``gate`` scores models
@@ -293,6 +305,7 @@ class GenerativeStageConfig:
             lr=self.lr,
             beam_size=self.beam_size,
             max_history=self.max_history,
+            history_encoding=self.history_encoding,
             max_valid_eval=min(self.early_stop_examples, self.max_valid_eval),
             seed=self.seed if seed is None else seed,
         )

@@ -76,6 +76,10 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.config, self.vocab_size, self.depth = config, vocab_size, depth
         self.history_len = config.max_history * depth
+        # positions the history takes in the network: one per token, or one per check-in
+        self.history_positions = (
+            config.max_history if config.history_encoding == "items" else self.history_len
+        )
 
     def _check(self, history: torch.Tensor) -> None:
         if history.ndim != 2 or history.shape[1] != self.history_len:
@@ -104,6 +108,17 @@ class GenerativeModel(nn.Module):
         """Feed ``tokens`` (B, t) after what ``state`` holds (updated in place); logits
         (B, t, vocab) of the token after each of them."""
         raise NotImplementedError
+
+    def _history_inputs(
+        self, history: torch.Tensor, embed: nn.Embedding
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The history as network inputs: embeddings (B, history_positions, D) and the mask
+        (1 = real) of ``config.history_encoding``; a padded check-in is masked."""
+        self._check(history)
+        if self.config.history_encoding == "tokens":
+            return embed(history), (history != PAD).long()
+        per_item = history.view(len(history), self.config.max_history, self.depth)
+        return embed(per_item).sum(dim=2), (per_item != PAD).any(dim=2).long()
 
     @staticmethod
     def select(state: DecodeState, rows: torch.Tensor) -> None:
@@ -145,20 +160,23 @@ class TigerModel(GenerativeModel):
         )
 
     def _encoder_inputs(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(history)
-        ids = torch.cat([history, _column(history, EOS)], dim=1)
-        return ids, (ids != PAD).long()
+        """Embeddings and mask of the history followed by EOS."""
+        embedded, mask = self._history_inputs(history, self.t5.shared)
+        eos = self.t5.shared(_column(history, EOS))
+        return torch.cat([embedded, eos], dim=1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
 
     def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        ids, mask = self._encoder_inputs(history)
+        embedded, mask = self._encoder_inputs(history)
         decoder = torch.cat([_column(targets, BOS), targets[:, :-1]], dim=1)
         return self.t5(
-            input_ids=ids, attention_mask=mask, decoder_input_ids=decoder, use_cache=False
+            inputs_embeds=embedded, attention_mask=mask, decoder_input_ids=decoder, use_cache=False
         ).logits
 
     def prepare(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
-        ids, mask = self._encoder_inputs(history)
-        hidden = self.t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        embedded, mask = self._encoder_inputs(history)
+        hidden = self.t5.get_encoder()(
+            inputs_embeds=embedded, attention_mask=mask
+        ).last_hidden_state
         return {"hidden": hidden, "mask": mask}
 
     def next_logits(self, state: dict[str, torch.Tensor], prefix: torch.Tensor) -> torch.Tensor:
@@ -199,7 +217,7 @@ class OneRecModel(GenerativeModel):
         self.gpt = GPT2LMHeadModel(
             GPT2Config(
                 vocab_size=vocab_size,
-                n_positions=self.history_len + 1 + depth,
+                n_positions=self.history_positions + 1 + depth,
                 n_embd=config.d_model,
                 n_layer=2 * config.n_layers,
                 n_head=config.n_heads,
@@ -214,13 +232,23 @@ class OneRecModel(GenerativeModel):
             )
         )
 
+    def _prefix(
+        self, history: torch.Tensor, tail: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and mask of [history, SEP, tail] (``tail``: code tokens, never PAD)."""
+        embedded, mask = self._history_inputs(history, self.gpt.transformer.wte)
+        after = torch.cat([_column(history, SEP), tail], dim=1)
+        return (
+            torch.cat([embedded, self.gpt.transformer.wte(after)], dim=1),
+            torch.cat([mask, torch.ones_like(after)], dim=1),
+        )
+
     def _logits(self, history: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
-        self._check(history)
-        seq = torch.cat([history, _column(history, SEP), tail], dim=1)
-        return self.gpt(input_ids=seq, attention_mask=(seq != PAD).long(), use_cache=False).logits
+        embedded, mask = self._prefix(history, tail)
+        return self.gpt(inputs_embeds=embedded, attention_mask=mask, use_cache=False).logits
 
     def target_logits(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self._logits(history, targets[:, :-1])[:, history.shape[1] :]
+        return self._logits(history, targets[:, :-1])[:, self.history_positions :]
 
     def prepare(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
         self._check(history)
@@ -230,10 +258,9 @@ class OneRecModel(GenerativeModel):
         return self._logits(state["history"], prefix)[:, -1]
 
     def start(self, history: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
-        self._check(history)
-        seq = torch.cat([history, _column(history, SEP)], dim=1)
-        state: DecodeState = {"mask": (seq != PAD).long()}
-        out = self.gpt(input_ids=seq, attention_mask=state["mask"], use_cache=True)
+        embedded, mask = self._prefix(history, history[:, :0])
+        state: DecodeState = {"mask": mask}
+        out = self.gpt(inputs_embeds=embedded, attention_mask=mask, use_cache=True)
         state["cache"] = out.cache
         return state, out.logits[:, -1]
 
