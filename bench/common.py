@@ -48,23 +48,25 @@ DATASET = {
     "long_len": 100,
 }
 TRAINING = {"epochs": 4, "patience": 1, "batch_size": 512, "lr": 2e-3, "dim": 32}
-# The generative stage on two cores: budget in optimizer steps (300 steps of 128 take about
-# 4 minutes per model with three cities sharing the cores; validation was still rising at
-# the last step, so larger budgets help where time allows). The validation sample's halves
-# fit the re-ranker (800 examples) and gate the models; 2,500 test examples give Hit@10
-# intervals near +-0.02 (the paired difference to floor (b) is much narrower). Re-ranking
-# these 4,100 examples costs about as much as training.
+# The generative stage on two cores: budget in optimizer steps. The models read the history
+# one position per check-in (history_encoding "items"), a quarter of the per-token step's
+# time at the same validation Hit@10, so 1,200 steps cost what 300 did; validation Hit@10
+# of TIGER alone rose from 0.28 to 0.42 (Tokyo) and 0.07 to 0.12 (New York) with them
+# (bench/results/generative_speed.json). The validation sample's halves fit the re-ranker
+# (800 examples) and gate the models; 2,500 test examples give Hit@10 intervals near +-0.02
+# (the paired difference to floor (b) is much narrower).
 GENERATIVE = {
     "d_model": 64,
     "n_layers": 2,
     "dropout": 0.0,
-    "steps": 300,
+    "steps": 1200,
     "eval_every": 150,
     "patience": 2,
     "batch_size": 128,
     "lr": 2e-3,
     "beam_size": 20,
     "max_history": 20,
+    "history_encoding": "items",
     "history_window": 200,
     "max_train_examples": 40_000,
     "max_valid_eval": 1600,

@@ -4,6 +4,7 @@ and consistency of the top-K cache with the model."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -329,7 +330,7 @@ def test_split_never_leaks_future_events() -> None:
 # ----------------------------------------------------------------- persistence and cache
 
 
-@pytest.mark.parametrize("kind", ["tiger", "onerec/items"])
+@pytest.mark.parametrize("kind", ["tiger/items", "onerec"])
 def test_save_load_reproduces_top_k(
     trained: dict, walk_splits: dict, tmp_path: Path, kind: str
 ) -> None:
@@ -341,6 +342,12 @@ def test_save_load_reproduces_top_k(
     items, scores = recommend_top_k(result, WALK_CODES, histories, 10)
     items2, scores2 = recommend_top_k(loaded, WALK_CODES, histories, 10)
     assert np.array_equal(items, items2) and np.allclose(scores, scores2, atol=1e-5)
+    # a model saved before history_encoding existed read the history as tokens
+    meta_path = folder / "generative_config.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["history_encoding"]
+    meta_path.write_text(json.dumps(meta))
+    assert load_generative(folder).config.history_encoding == "tokens"
     with pytest.raises(ModelFileError, match="generative_config.json"):
         load_generative(tmp_path / "nowhere")
     (folder / "generative_model.pt").write_bytes(b"not a checkpoint")

@@ -193,6 +193,9 @@ class SasrecConfig:
             )
 
 
+LEGACY_HISTORY_ENCODING = "tokens"  # what a saved config without the setting used
+
+
 @dataclass
 class GenerativeConfig:
     """Model size and training choices (recorded with the model).
@@ -210,11 +213,13 @@ class GenerativeConfig:
     # profiler on TIGER at d_model 64); early stopping guards the short step budgets instead.
     dropout: float = 0.0
     max_history: int = 20  # check-ins the model reads
-    # how the model reads the history: "tokens", every code token of every check-in in one
-    # sequence (the paper's TIGER); "items", one position per check-in, the sum of its code
-    # tokens' embeddings (depth times shorter: a TIGER step at d_model 64 and 20 check-ins
-    # of 4 tokens takes a quarter of the time, bench/results/generative_speed.json)
-    history_encoding: str = "tokens"
+    # how the model reads the history: "items", one position per check-in, the sum of its
+    # code tokens' embeddings; "tokens", every code token of every check-in in one sequence
+    # (the paper's TIGER). "items" is depth times shorter: a TIGER step at d_model 64 and
+    # 20 check-ins of 4 to 5 tokens takes a quarter of the time at the same validation
+    # Hit@10 (bench/results/generative_speed.json). Models saved before the setting existed
+    # read tokens (LEGACY_HISTORY_ENCODING).
+    history_encoding: str = "items"
     steps: int = 2000  # optimizer steps (the training budget)
     eval_every: int = 250  # steps between validations (early stopping, best weights)
     batch_size: int = 128

@@ -33,7 +33,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditional
 from transformers.modeling_outputs import BaseModelOutput
 
 from lgsid_pipeline.model_files import ModelFiles
-from lgsid_pipeline.recommenders.config import GenerativeConfig
+from lgsid_pipeline.recommenders.config import LEGACY_HISTORY_ENCODING, GenerativeConfig
 from lgsid_pipeline.recommenders.decoding import constrained_beam_search
 from lgsid_pipeline.recommenders.fitting import (
     VALID_K,
@@ -393,7 +393,7 @@ def load_generative(folder: Path) -> GenerativeResult:
     raises :class:`~lgsid_pipeline.model_files.ModelFileError` naming it."""
     meta = GENERATIVE_FILES.read_meta(folder)
     with GENERATIVE_FILES.reading(Path(folder) / GENERATIVE_FILES.meta_file):
-        config = GenerativeConfig(**meta["config"])
+        config = GenerativeConfig(**{"history_encoding": LEGACY_HISTORY_ENCODING, **meta["config"]})
     codes_path = Path(folder) / f"{CODES_ARRAY}.npy"
     with GENERATIVE_FILES.reading(codes_path):
         vocabulary = CodeVocabulary(GENERATIVE_FILES.read_array(folder, CODES_ARRAY))
