@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/discriminative.py
 	$(BIN)/python bench/ablations.py
 	$(BIN)/python bench/discriminative.py --ablations
+	$(BIN)/python bench/generative_speed.py
 	# one run per city (each under 100 minutes on two cores), then merged
 	for city in tokyo new-york sthgcn-nyc; do \
 	  $(BIN)/python bench/generative.py --cities $$city --out $(LGSID_BENCH_HOME)/generative-$$city.json || exit 1; \
