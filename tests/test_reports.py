@@ -51,3 +51,23 @@ def test_reads_and_writes(tmp_path: Path) -> None:
     assert store.tokenizer_codes_reports("ny") == {"lgsid": {"n": 2}, "rqvae": {"n": 1}}
     assert store.tokenizer_codes_reports("tokyo") == {}
     assert not list(tmp_path.rglob("*.tmp*"))  # written whole, no leftovers
+
+
+def test_demo_summary_gives_the_served_lists_hit_at_10() -> None:
+    from lgsid_pipeline.demo.summary import served_lines
+
+    floors = {"popularity_2km": {"hit@10": 0.1}, "user_history_2km": {"hit@10": 0.295}}
+    floor = {"gate": {"serve": "floor", "reason": "candidate does not beat floor (b)"}}
+    assert served_lines(floor, floors) == [
+        "  served: floor (b), test Hit@10 0.295 (floors: popularity_2km 0.100, "
+        "user_history_2km 0.295)",
+        "  gate: candidate does not beat floor (b)",
+    ]
+    model = {
+        "gate": {"serve": "candidate", "reason": "beats floor (b)"},
+        "served_variant": "lgsid",
+        "variants": {"lgsid": {"blended": {"hit@10": 0.31}}},
+    }
+    assert served_lines(model, floors)[0].startswith(
+        "  served: tiger/lgsid + history, test Hit@10 0.310"
+    )

@@ -44,17 +44,28 @@ def _city_lines(warehouse: Warehouse, reports: ReportStore, city: str) -> list[s
         cells = ", ".join(f"{v} {a:.3f}" for v, a in variants.items())
         lines.append(f"  AUC {backbone}: {cells}")
     served = reports.read(reports.recommender(city, SERVED_KIND))
-    floors = report.get("generative", {}).get("floors", {})
     if served:
-        gate = served.get("gate", {})
-        variant = served.get("served_variant")
-        blended = served.get("variants", {}).get(variant, {}).get("blended", {})
-        what = "floor (b)" if gate.get("serve") == "floor" else f"{SERVED_KIND}/{variant} + history"
-        hit = f"{blended['hit@10']:.3f}" if gate.get("serve") != "floor" and blended else "-"
-        floor_cells = ", ".join(f"{name} {m['hit@10']:.3f}" for name, m in floors.items())
-        lines.append(f"  served: {what}, test Hit@10 {hit} (floors: {floor_cells})")
-        lines.append(f"  gate: {gate.get('reason', '-')}")
+        floors = report.get("generative", {}).get("floors", {})
+        lines += served_lines(served, floors)
     return lines
+
+
+def served_lines(served: dict, floors: dict) -> list[str]:
+    """What the cache serves, its test Hit@10 (floor (b)'s when the floor is served) beside
+    the floors', and the gate's reason; ``served`` is the served kind's training report."""
+    gate = served.get("gate", {})
+    if gate.get("serve") == "floor":
+        what, metrics = "floor (b)", floors.get("user_history_2km", {})
+    else:
+        variant = served.get("served_variant")
+        what = f"{SERVED_KIND}/{variant} + history"
+        metrics = served.get("variants", {}).get(variant, {}).get("blended", {})
+    hit = f"{metrics['hit@10']:.3f}" if "hit@10" in metrics else "-"
+    floor_cells = ", ".join(f"{name} {m['hit@10']:.3f}" for name, m in floors.items())
+    return [
+        f"  served: {what}, test Hit@10 {hit} (floors: {floor_cells})",
+        f"  gate: {gate.get('reason', '-')}",
+    ]
 
 
 def demo_summary(warehouse: Warehouse, cities: list[str], events_log: str) -> str:
