@@ -193,7 +193,9 @@ def test_version_stable_across_processes(tiny_path: Path, tiny: TextEncoder) -> 
 
 
 def test_encode_restores_order(tiny: TextEncoder) -> None:
-    batched = tiny.encode(TEXTS, batch_size=3, dtype="fp32")
+    batches: list[int] = []
+    batched = tiny.encode(TEXTS, batch_size=3, dtype="fp32", before_batch=lambda: batches.append(1))
+    assert len(batches) == -(-len(TEXTS) // 3)  # asked before every batch (thread re-balancing)
     single = np.stack([tiny.encode([t], dtype="fp32")[0] for t in TEXTS])
     np.testing.assert_allclose(batched, single, atol=1e-5)
     assert not np.allclose(batched[0], batched[1])

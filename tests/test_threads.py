@@ -1,4 +1,5 @@
-"""Torch threads per compute step add up to the cores: cores / compute pool limit."""
+"""Torch threads per compute step add up to the cores: cores / compute pool limit, and for a
+step that re-balances between batches, cores / the compute steps running now."""
 
 from pathlib import Path
 
@@ -7,7 +8,12 @@ import pytest
 
 from lgsid_pipeline.catalog import COMPUTE_POOL
 from lgsid_pipeline.defs.resources import WorkspaceResource, compute_pool_limit
-from lgsid_pipeline.threads import available_cores, threads_per_step
+from lgsid_pipeline.threads import (
+    ThreadRebalancer,
+    available_cores,
+    step_threads,
+    threads_per_step,
+)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +101,66 @@ def test_in_process_stages_share_the_cores_by_the_runs_at_once() -> None:
     assert with_step_threads(own, 2, in_process) == own
     assert with_step_threads(base, 1, {"LGSID_EXECUTOR": "multiprocess"}) is base
     assert with_step_threads(base, 1, {}) is base
+
+
+def test_running_steps_share_the_cores_up_to_the_pool_limit() -> None:
+    cores = available_cores()
+    assert step_threads(0, "compute", 2, 1)[0] == cores  # alone: every core
+    assert step_threads(0, "compute", 2, 2)[0] == max(1, cores // 2)
+    assert step_threads(0, "compute", 2, 5)[0] == max(1, cores // 2)  # never below the limit's
+    assert step_threads(0, "compute", 2, 0)[0] == max(1, cores // 2)  # unknown: the limit's
+    assert step_threads(3, "compute", 2, 1) == (3, "torch_threads")
+
+
+def test_rebalancer_asks_at_most_once_per_interval_and_sets_torch() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    answers, logged = [(1, "two running"), (2, "alone")], []
+    rebalance = ThreadRebalancer(lambda: answers[0], logged.append, every_s=3600, threads=1)
+    try:
+        assert rebalance() == 1 and logged == []  # unchanged: nothing set or logged
+        answers.pop(0)
+        assert rebalance() == 1  # asked within the interval: the last answer stands
+        rebalance.every_s = 0
+        assert rebalance() == 2 and torch.get_num_threads() == 2
+        assert logged == ["torch threads: 2 (alone)"]
+    finally:
+        torch.set_num_threads(before)
+
+
+def _rebalanced_threads(instance: dg.DagsterInstance, workspace: WorkspaceResource) -> dict:
+    """Threads a batching compute step gets alone, then with a step of another run holding
+    a compute slot, then alone again."""
+
+    @dg.asset(pool=COMPUTE_POOL)
+    def batching_step(
+        context: dg.AssetExecutionContext, workspace: WorkspaceResource
+    ) -> dg.MaterializeResult:
+        storage = context.instance.event_log_storage
+        rebalance = workspace.thread_rebalancer(context, workspace.limit_threads(context))
+        rebalance.every_s = 0
+        seen = {"alone": rebalance()}
+        storage.claim_concurrency_slot(COMPUTE_POOL, "another-run", "another_step")
+        seen["shared"] = rebalance()
+        storage.free_concurrency_slot_for_step("another-run", "another_step")
+        seen["alone_again"] = rebalance()
+        return dg.MaterializeResult(metadata=seen)
+
+    result = dg.materialize([batching_step], instance=instance, resources={"workspace": workspace})
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_a_batching_step_gives_cores_back_when_another_compute_step_starts(
+    tmp_path: Path,
+) -> None:
+    cores = available_cores()
+    workspace = WorkspaceResource(home=str(tmp_path / "home"))
+    with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 2}}}) as inst:
+        seen = _rebalanced_threads(inst, workspace)
+    half = max(1, cores // 2)
+    assert seen == {"alone": cores, "shared": half, "alone_again": cores}
+    fixed = WorkspaceResource(home=str(tmp_path / "home"), torch_threads=1)
+    with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 2}}}) as inst:
+        assert set(_rebalanced_threads(inst, fixed).values()) == {1}

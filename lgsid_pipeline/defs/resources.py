@@ -19,9 +19,9 @@ from lgsid_pipeline.defs.executor import EXECUTOR_ENV
 from lgsid_pipeline.quality import MAX_QUARANTINE_RATE, Audit
 from lgsid_pipeline.registry import ModelArtifactError, champion_folder
 from lgsid_pipeline.reports import ReportStore
-from lgsid_pipeline.stages.context import StageContext
+from lgsid_pipeline.stages.context import StageContext, no_rebalance
 from lgsid_pipeline.stages.outcome import BlockingCheckFailed, Link, Markdown, Plot, quiet
-from lgsid_pipeline.threads import set_torch_threads, step_threads
+from lgsid_pipeline.threads import ThreadRebalancer, set_torch_threads, step_threads
 
 if TYPE_CHECKING:
     from lgsid_pipeline.encoder.model import TextEncoder
@@ -30,14 +30,21 @@ city_partitions = dg.DynamicPartitionsDefinition(name="city")
 T = TypeVar("T")
 
 
-def compute_pool_limit(instance: dg.DagsterInstance) -> int | None:
+def compute_pool_state(instance: dg.DagsterInstance) -> tuple[int | None, int | None]:
     """The ``compute`` pool's limit in ``instance`` (its own or the instance's default pool
-    limit); None when nothing limits it."""
+    limit) and how many steps hold its slots now; (None, None) when nothing limits it."""
     try:
-        limit = instance.event_log_storage.get_concurrency_info(COMPUTE_POOL).limit
+        info = instance.event_log_storage.get_concurrency_info(COMPUTE_POOL)
     except Exception:  # noqa: BLE001 - a storage without pools limits nothing
-        return None
-    return int(limit) if limit else None
+        return None, None
+    if not info.limit:
+        return None, None
+    return int(info.limit), int(info.active_slot_count)
+
+
+def compute_pool_limit(instance: dg.DagsterInstance) -> int | None:
+    """The ``compute`` pool's limit in ``instance``; None when nothing limits it."""
+    return compute_pool_state(instance)[0]
 
 
 class WorkspaceResource(dg.ConfigurableResource):
@@ -53,14 +60,34 @@ class WorkspaceResource(dg.ConfigurableResource):
     def limit_threads(self, context: dg.AssetExecutionContext) -> int:
         """Set this compute step's torch threads and return them: ``torch_threads`` when set,
         else the cores divided by the ``compute`` pool's limit (the most compute steps that
-        run at once across runs); a step in its own pod (``LGSID_EXECUTOR=k8s``) gets its
-        pod's cores."""
-        own_pod = os.environ.get(EXECUTOR_ENV, "").strip() == "k8s"
-        limit = None if own_pod or self.torch_threads > 0 else compute_pool_limit(context.instance)
+        run at once across runs), which holds for a step however long it runs; a step in its
+        own pod (``LGSID_EXECUTOR=k8s``) gets its pod's cores."""
+        limit = None if self._fixed_threads() else compute_pool_limit(context.instance)
         threads, why = step_threads(self.torch_threads, COMPUTE_POOL, limit)
         set_torch_threads(threads)
         context.log.info(f"torch threads: {threads} ({why})")
         return threads
+
+    def thread_rebalancer(
+        self, context: dg.AssetExecutionContext, threads: int
+    ) -> ThreadRebalancer:
+        """For a step that works in batches and calls it between them: its torch threads
+        (``threads`` now) follow the compute steps that hold the ``compute`` pool's slots
+        across runs (at most its limit), so a step alone gets every core and gives half back
+        within a batch when a second starts. Fixed threads stay fixed."""
+        instance, fixed = context.instance, self._fixed_threads()
+
+        def threads_now() -> tuple[int, str]:
+            if fixed:
+                return threads, "fixed"
+            limit, running = compute_pool_state(instance)
+            return step_threads(0, COMPUTE_POOL, limit, running)
+
+        return ThreadRebalancer(threads_now, context.log.info, threads=threads)
+
+    def _fixed_threads(self) -> bool:
+        """Whether threads are not the pool's to share: set in config, or a pod per step."""
+        return self.torch_threads > 0 or os.environ.get(EXECUTOR_ENV, "").strip() == "k8s"
 
     @property
     def home_path(self) -> Path:
@@ -74,11 +101,13 @@ class WorkspaceResource(dg.ConfigurableResource):
         self, context: dg.AssetExecutionContext | None = None, compute: bool = False
     ) -> StageContext:
         """What the stage functions work against, for the run of ``context`` (none: a sensor
-        or a check); ``compute`` first sets the step's torch threads (``limit_threads``)."""
+        or a check); ``compute`` first sets the step's torch threads (``limit_threads``) and
+        lets a stage that works in batches re-balance them (``thread_rebalancer``)."""
+        rebalance: Callable[[], object] = no_rebalance
         if compute and context is not None:
-            self.limit_threads(context)
+            rebalance = self.thread_rebalancer(context, self.limit_threads(context))
         run_id, log = (context.run.run_id, context.log.info) if context else (None, quiet)
-        return StageContext.at(self.home_path, run_id, log, self.keep_versions)
+        return StageContext.at(self.home_path, run_id, log, self.keep_versions, rebalance)
 
     def base_encoder(self) -> TextEncoder:
         """The frozen reference encoder."""

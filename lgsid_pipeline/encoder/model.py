@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -375,11 +375,13 @@ class TextEncoder(nn.Module):
         batch_size: int = ENCODE_BATCH_SIZE,
         dtype: str = "auto",
         progress: bool = False,
+        before_batch: Callable[[], object] | None = None,
     ) -> np.ndarray:
         """Float32 L2-normalised embeddings (len(texts), dim), in input order.
 
         Texts are batched longest first (little padding) and the order is restored.
-        ``dtype``: "fp32", "bf16" (CPU autocast) or "auto" (bf16 where supported).
+        ``dtype``: "fp32", "bf16" (CPU autocast) or "auto" (bf16 where supported);
+        ``before_batch`` is called before each batch (a step re-balancing its threads).
         """
         texts = check_texts(texts)
         if batch_size < 1:
@@ -401,6 +403,8 @@ class TextEncoder(nn.Module):
                 tqdm(total=len(texts), disable=not show, unit="text", desc="encode") as bar,
             ):
                 for start in range(0, len(texts), batch_size):
+                    if before_batch is not None:
+                        before_batch()
                     index = order[start : start + batch_size]
                     vectors = self._embed(model, [texts[i] for i in index])
                     out[index] = vectors.float().cpu().numpy()

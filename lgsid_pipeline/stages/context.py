@@ -3,6 +3,7 @@ model registry), the run that asks, and where progress lines go."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,16 +14,23 @@ from lgsid_pipeline.stages.outcome import Log, quiet
 from lgsid_pipeline.warehouse import KEEP_VERSIONS, Warehouse
 
 
+def no_rebalance() -> None:
+    """Leave torch's threads as they are (outside a compute step)."""
+
+
 @dataclass(frozen=True)
 class StageContext:
     """The warehouse, the report store and the MLflow registry under ``home``; ``run_id`` is
-    the Dagster run that asks (None outside Dagster), recorded with what gets registered."""
+    the Dagster run that asks (None outside Dagster), recorded with what gets registered;
+    ``rebalance_threads`` is called between batches of long torch work (a compute step's
+    threads follow how many compute steps run at once)."""
 
     warehouse: Warehouse
     reports: ReportStore
     home: Path
     run_id: str | None = None
     log: Log = quiet
+    rebalance_threads: Callable[[], object] = no_rebalance
 
     @classmethod
     def at(
@@ -31,11 +39,17 @@ class StageContext:
         run_id: str | None = None,
         log: Log = quiet,
         keep_versions: int = KEEP_VERSIONS,
+        rebalance_threads: Callable[[], object] = no_rebalance,
     ) -> StageContext:
         """The context of ``home`` (default ``LGSID_HOME``)."""
         root = Path(home).resolve() if home else lgsid_home()
         return cls(
-            Warehouse(root, keep_versions=keep_versions), ReportStore(root), root, run_id, log
+            Warehouse(root, keep_versions=keep_versions),
+            ReportStore(root),
+            root,
+            run_id,
+            log,
+            rebalance_threads,
         )
 
     @property

@@ -5,7 +5,7 @@ and report the geography of the embeddings before and after alignment."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -152,10 +152,12 @@ def stage_item_embeddings(
     encoders: Mapping[str, TextEncoder] | PartEncoders,
     dtype: str = "auto",
     log: Log = quiet,
+    before_batch: Callable[[], object] | None = None,
 ) -> StagedEmbeddings:
     """Encode the new or changed items of ``city`` with each part's encoder (reusing the
     published embeddings of the rest; an encoder is asked for only when a part has items to
-    encode), write both parts to ``staged`` and audit them as re-read from disk."""
+    encode; ``before_batch`` runs before each batch), write both parts to ``staged`` and
+    audit them as re-read from disk."""
     from lgsid_pipeline.encoder.prompt import item_prompts
 
     source = part_encoders(encoders)
@@ -169,7 +171,9 @@ def stage_item_embeddings(
 
         def encode(frame: pd.DataFrame, part: str = part) -> np.ndarray:
             prompts = item_prompts(frame)
-            return source.encoder(part).encode(prompts, dtype=dtype, progress=True)
+            return source.encoder(part).encode(
+                prompts, dtype=dtype, progress=True, before_batch=before_batch
+            )
 
         started = time.perf_counter()
         result = incremental_embeddings(city, items, previous, source.version(part), encode)
@@ -297,7 +301,9 @@ def embed_city(
             True,
         )
     with warehouse.staging(city, "embeddings") as staged:
-        encoded = stage_item_embeddings(warehouse, staged, city, items, encoders, dtype, ctx.log)
+        encoded = stage_item_embeddings(
+            warehouse, staged, city, items, encoders, dtype, ctx.log, ctx.rebalance_threads
+        )
         pointer = publish_if_passed(
             warehouse,
             staged,
