@@ -97,11 +97,15 @@ def isolated_home(prefix: str) -> Path:
     scratch = Path(kept) if kept else Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["LGSID_HOME"] = str(scratch / "home")
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
-    (scratch / "dagster").mkdir(parents=True, exist_ok=True)
-    instance_config = scratch / "dagster" / "dagster.yaml"
-    if not instance_config.is_file():  # the same instance settings as the local one
-        shutil.copy(Path(__file__).parents[1] / "dagster_home" / "dagster.yaml", instance_config)
+    use_instance_settings(scratch / "dagster")
     return scratch
+
+
+def use_instance_settings(dagster_home: Path) -> None:
+    """Give a bench's Dagster home the instance settings of the checkout being measured
+    (``dagster_home/dagster.yaml``), also when the home was kept from an earlier run."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).parents[1] / "dagster_home" / "dagster.yaml", dagster_home)
 
 
 def register_real_cities() -> list:

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from code_location import IMPORTS, timed_import
-from common import REAL_CITIES, land_new_venues, write_results
+from common import REAL_CITIES, land_new_venues, use_instance_settings, write_results
 from demo import measure_demo
 
 BACKFILL_CITY = "new-york"
@@ -58,6 +58,7 @@ def _scratch_home(source: Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix="lgsid-freshness-"))
     for sub in ("home", "dagster"):
         shutil.copytree(source / sub, scratch / sub, symlinks=True)
+    use_instance_settings(scratch / "dagster")
     os.environ["LGSID_HOME"] = str(scratch / "home")
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
     return scratch

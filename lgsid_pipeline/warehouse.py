@@ -107,11 +107,22 @@ def sweep_stale_temp_files(folder: Path, max_age_s: float = STALE_TEMP_SECONDS) 
     return removed
 
 
+def parquet_compression(arrow: pa.Table) -> str:
+    """zstd, except for tables of float vectors (embeddings): those shrink by a fifth under
+    zstd but read four times slower than under lz4, and every incremental run re-reads them."""
+    vectors = any(
+        pa.types.is_fixed_size_list(field.type) and pa.types.is_floating(field.type.value_type)
+        for field in arrow.schema
+    )
+    return "lz4" if vectors else "zstd"
+
+
 def _write_parquet(arrow: pa.Table, path: Path) -> None:
     """Write a Parquet file atomically, sweeping dead writers' temp files beside it first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temp_files(path.parent)
-    write_file_atomic(path, lambda tmp: pq.write_table(arrow, tmp, compression="zstd"))
+    compression = parquet_compression(arrow)
+    write_file_atomic(path, lambda tmp: pq.write_table(arrow, tmp, compression=compression))
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
@@ -172,9 +183,11 @@ class StagedVersion:
         _write_parquet(_as_arrow(frame), path)
         return path
 
-    def read_arrow(self, table: str, part: str = DATA_PART) -> pa.Table:
-        """Re-read one staged table part from disk."""
-        return pq.read_table(self.table_path(table, part))
+    def read_arrow(
+        self, table: str, part: str = DATA_PART, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Re-read one staged table part (or only ``columns`` of it) from disk."""
+        return pq.read_table(self.table_path(table, part), columns=columns)
 
     def read_table(self, table: str, part: str = DATA_PART) -> pd.DataFrame:
         return self.read_arrow(table, part).to_pandas()

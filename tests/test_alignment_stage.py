@@ -135,48 +135,73 @@ def test_alignment_stage_without_dagster(home: Path, tmp_path: Path) -> None:
     )
 
 
-def test_champion_encoders_load_only_what_a_run_encodes(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ctx = StageContext.at(home)
-    encoder_path = make_tiny_encoder(tmp_path / "encoder")
+def _trained_looking_adapter(encoder_path: Path, folder: Path) -> tuple[TextEncoder, Path]:
     policy = TextEncoder.load(encoder_path)
     policy.add_lora()
-    with torch.no_grad():  # a trained-looking adapter: LoRA B starts at zero
+    with torch.no_grad():  # LoRA B starts at zero
         for name, weight in policy.model.named_parameters():
             if "lora_B" in name:
                 weight.normal_(0, 0.5)
-    adapter = policy.save_adapter(tmp_path / "adapter")
+    return policy, policy.save_adapter(folder)
+
+
+@pytest.mark.parametrize("frozen_path", [True, False], ids=["frozen", "transformers"])
+def test_champion_encoders_load_only_what_a_run_encodes(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frozen_path: bool
+) -> None:
+    """A plain BERT and LoRA load as FrozenEncoders (no transformers); anything else through
+    transformers and peft, the base weights once. Either gives the vectors and versions of
+    TextEncoders loaded one by one, and a run with nothing new loads nothing."""
+    from lgsid_pipeline.encoder import frozen
+
+    ctx = StageContext.at(home)
+    # another base per case: the module's home keeps what the other case published
+    encoder_path = make_tiny_encoder(tmp_path / "encoder", seed=0 if frozen_path else 3)
+    policy, adapter = _trained_looking_adapter(encoder_path, tmp_path / "adapter")
     loads: list[str] = []
     real_load = TextEncoder.load.__func__  # type: ignore[attr-defined]
+    real_frozen = frozen.FrozenEncoder.load.__func__  # type: ignore[attr-defined]
 
     def counted(cls: type, path: object = None, max_length: int = 64) -> TextEncoder:
-        loads.append(str(path))
+        loads.append(f"transformers {path}")
         return real_load(cls, path, max_length)
 
+    def counted_frozen(cls: type, base: Path, adapter: Path | None = None) -> object:
+        loads.append(f"frozen {base} {adapter is not None}")
+        return real_frozen(cls, base, adapter)
+
     monkeypatch.setattr(TextEncoder, "load", classmethod(counted))
+    monkeypatch.setattr(frozen.FrozenEncoder, "load", classmethod(counted_frozen))
+    if not frozen_path:
+        monkeypatch.setattr(frozen, "supports", lambda base, adapter=None: False)
     items = ctx.warehouse.read_table("items", CITY).head(40)
     champion = embeddings.ChampionEncoders(adapter, str(encoder_path))
     assert champion.version("aligned") == policy.version
     with ctx.warehouse.staging("elsewhere", "embeddings") as staged:  # nothing published yet
         fresh = embeddings.stage_item_embeddings(
-            ctx.warehouse, staged, "elsewhere", items, champion
+            ctx.warehouse, staged, "elsewhere", items, champion, dtype="fp32"
         )
         ctx.warehouse.publish(staged, {})
-    assert fresh.encoded == 2 * len(items) and loads == [str(encoder_path)]  # one base load
+    base = encoder_path.resolve()
+    expected = (
+        [f"frozen {base} False", f"frozen {base} True"]
+        if frozen_path
+        else [f"transformers {base}"]  # one base load, the adapter attached to it
+    )
+    assert fresh.encoded == 2 * len(items) and loads == expected
     with ctx.warehouse.staging("elsewhere", "embeddings") as staged:  # nothing new: no load
         again = embeddings.stage_item_embeddings(
             ctx.warehouse, staged, "elsewhere", items, embeddings.ChampionEncoders(adapter)
         )
-    assert again.encoded == 0 and loads == [str(encoder_path)]
+    assert again.encoded == 0 and loads == expected
     aligned = real_load(TextEncoder, encoder_path)
     aligned.load_adapter(adapter)
     loaded = {"reference": real_load(TextEncoder, encoder_path), "aligned": aligned}
     for part, encoder in loaded.items():  # the same vectors as encoders loaded one by one
         np.testing.assert_allclose(
             embedding_matrix(fresh.results[part].table),
-            encoder.encode(item_prompts(items)),
-            atol=1e-6,
+            encoder.encode(item_prompts(items), dtype="fp32"),
+            atol=1e-5,
         )
         assert fresh.results[part].table["encoder_version"][0].as_py() == encoder.version
 
@@ -188,3 +213,5 @@ def test_champion_encoders_load_only_what_a_run_encodes(
     other = make_tiny_encoder(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="reference encoder .* has version"):
         embeddings.ChampionEncoders(adapter, str(other)).encoder("reference")
+    with pytest.raises(ValueError, match="another base encoder"):
+        embeddings.ChampionEncoders(adapter, str(other)).encoder("aligned")

@@ -169,6 +169,45 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(summed / counts, p=2, dim=-1)
 
 
+def encode_batched(
+    embed: Callable[[list[str]], torch.Tensor],
+    texts: Sequence[str],
+    dim: int,
+    batch_size: int = ENCODE_BATCH_SIZE,
+    dtype: str = "auto",
+    progress: bool = False,
+    before_batch: Callable[[], object] | None = None,
+    device_type: str = "cpu",
+) -> np.ndarray:
+    """Float32 embeddings (len(texts), dim) from ``embed`` (a batch of texts -> a tensor),
+    in input order: texts batched longest first (little padding), no autograd, bf16
+    autocast on ``device_type`` when ``dtype`` says so; ``before_batch`` runs before each
+    batch."""
+    texts = check_texts(texts)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    use_bf16 = resolve_bf16(dtype)
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    if not texts:
+        return out
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    # TQDM_DISABLE (tqdm's own switch, set by `lgsid demo`) silences asked-for bars too
+    show = progress and os.environ.get("TQDM_DISABLE", "") in ("", "0")
+    with (
+        torch.inference_mode(),
+        torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16),
+        tqdm(total=len(texts), disable=not show, unit="text", desc="encode") as bar,
+    ):
+        for start in range(0, len(texts), batch_size):
+            if before_batch is not None:
+                before_batch()
+            index = order[start : start + batch_size]
+            vectors = embed([texts[i] for i in index])
+            out[index] = vectors.float().cpu().numpy()
+            bar.update(len(index))
+    return out
+
+
 def check_texts(texts: Sequence[str]) -> list[str]:
     """``texts`` as a list of strings (TypeError for a bare string or non-strings)."""
     if isinstance(texts, str):
@@ -209,8 +248,14 @@ def adapter_digest(peft_model: nn.Module) -> str:
         "use_rslora": config.use_rslora,
         "use_dora": config.use_dora,
     }
+    return lora_digest(described, get_peft_model_state_dict(peft_model))
+
+
+def lora_digest(described: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a LoRA config's ``r``, ``lora_alpha``, sorted ``target_modules``,
+    ``use_rslora`` and ``use_dora``, and its weights keyed as peft saves them (the same for
+    a peft model and for its saved folder)."""
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
-    state = get_peft_model_state_dict(peft_model)
     for key in sorted(state):
         tensor = state[key].detach().to("cpu", torch.float32).contiguous()
         digest.update(f"{key}:{tuple(tensor.shape)}\n".encode())
@@ -383,35 +428,22 @@ class TextEncoder(nn.Module):
         ``dtype``: "fp32", "bf16" (CPU autocast) or "auto" (bf16 where supported);
         ``before_batch`` is called before each batch (a step re-balancing its threads).
         """
-        texts = check_texts(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        use_bf16 = resolve_bf16(dtype)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        # TQDM_DISABLE (tqdm's own switch, set by `lgsid demo`) silences asked-for bars too
-        show = progress and os.environ.get("TQDM_DISABLE", "") in ("", "0")
         was_training = self.training
         self.eval()
         model = self.inference_model()
         try:
-            with (
-                torch.inference_mode(),
-                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16),
-                tqdm(total=len(texts), disable=not show, unit="text", desc="encode") as bar,
-            ):
-                for start in range(0, len(texts), batch_size):
-                    if before_batch is not None:
-                        before_batch()
-                    index = order[start : start + batch_size]
-                    vectors = self._embed(model, [texts[i] for i in index])
-                    out[index] = vectors.float().cpu().numpy()
-                    bar.update(len(index))
+            return encode_batched(
+                lambda batch: self._embed(model, batch),
+                texts,
+                self.dim,
+                batch_size,
+                dtype,
+                progress,
+                before_batch,
+                self.device.type,
+            )
         finally:
             self.train(was_training)
-        return out
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters that require grad (only the LoRA weights once an adapter is added)."""

@@ -37,6 +37,7 @@ from lgsid_pipeline.stages.outcome import (
 from lgsid_pipeline.warehouse import StagedVersion, Warehouse
 
 if TYPE_CHECKING:
+    from lgsid_pipeline.encoder.frozen import FrozenEncoder
     from lgsid_pipeline.encoder.model import TextEncoder
 
 
@@ -48,7 +49,7 @@ class PartEncoders(Protocol):
 
     def version(self, part: str) -> str: ...
 
-    def encoder(self, part: str) -> TextEncoder: ...
+    def encoder(self, part: str) -> TextEncoder | FrozenEncoder: ...
 
 
 @dataclass
@@ -68,13 +69,14 @@ class LoadedEncoders:
 class ChampionEncoders:
     """The frozen base encoder (``reference``) and the base with the champion adapter
     (``aligned``), loaded only when a part has something to encode. Versions come from the
-    adapter's recorded metadata, so a run with nothing new loads no weights; a run that
-    encodes both parts loads the base weights once and attaches the adapter to them after the
-    reference part is done (``EMBEDDING_PARTS`` order)."""
+    adapter's recorded metadata, so a run with nothing new loads no weights. A plain BERT with
+    a plain LoRA adapter (the default MiniLM) loads as a ``FrozenEncoder``, without importing
+    transformers or peft (3 s of a backfill); any other loads through them, the base weights
+    once, the adapter attached after the reference part is done (``EMBEDDING_PARTS`` order)."""
 
     adapter: Path
     base_path: str | None = None
-    _loaded: TextEncoder | None = field(default=None, repr=False)
+    _loaded: Any = field(default=None, repr=False)  # (part, encoder) last loaded
     _versions: dict[str, str] | None = field(default=None, repr=False)
 
     def version(self, part: str) -> str:
@@ -84,22 +86,36 @@ class ChampionEncoders:
             self._versions = adapter_encoder_versions(self.adapter)
         return self._versions[part]
 
-    def encoder(self, part: str) -> TextEncoder:
-        from lgsid_pipeline.encoder.model import TextEncoder
-
+    def encoder(self, part: str) -> TextEncoder | FrozenEncoder:
         if part not in EMBEDDING_PARTS:
             raise KeyError(f"no encoder for embedding part {part!r}; parts: {EMBEDDING_PARTS}")
-        if self._loaded is None or (self._loaded.has_adapter and part == "reference"):
-            self._loaded = TextEncoder.load(self.base_path)
-        if part == "aligned" and not self._loaded.has_adapter:
-            self._loaded.load_adapter(self.adapter)
-        if self._loaded.version != self.version(part):
+        if self._loaded is None or self._loaded[0] != part:
+            self._loaded = (part, self._load(part))
+        encoder = self._loaded[1]
+        if encoder.version != self.version(part):
             raise ValueError(
-                f"the {part} encoder loaded from {self._loaded.name_or_path} has version "
-                f"{self._loaded.version}, but the champion adapter {self.adapter} records "
+                f"the {part} encoder loaded from {encoder.name_or_path} has version "
+                f"{encoder.version}, but the champion adapter {self.adapter} records "
                 f"{self.version(part)}: the base weights differ from the ones it was trained on"
             )
-        return self._loaded
+        return encoder
+
+    def _load(self, part: str) -> TextEncoder | FrozenEncoder:
+        from lgsid_pipeline.encoder import frozen
+        from lgsid_pipeline.encoder.model import TextEncoder, default_encoder_path
+
+        base = Path(self.base_path) if self.base_path else default_encoder_path()
+        adapter = self.adapter if part == "aligned" else None
+        if frozen.supports(base, adapter):
+            return frozen.FrozenEncoder.load(base, adapter)
+        previous = self._loaded[1] if self._loaded else None
+        if isinstance(previous, TextEncoder) and not previous.has_adapter and adapter:
+            encoder = previous  # the reference part's weights, with the adapter attached
+        else:
+            encoder = TextEncoder.load(base)
+        if adapter is not None:
+            encoder.load_adapter(adapter)
+        return encoder
 
 
 def part_encoders(encoders: Mapping[str, TextEncoder] | PartEncoders) -> PartEncoders:
@@ -187,9 +203,9 @@ def stage_item_embeddings(
             "item_embeddings",
             check_covers(
                 items,
-                staged.read_arrow("item_embeddings", part)
-                .select(["item_id", "content_hash"])
-                .to_pandas(),
+                staged.read_arrow(
+                    "item_embeddings", part, columns=["item_id", "content_hash"]
+                ).to_pandas(),
             ),
         )
         for part in EMBEDDING_PARTS
