@@ -88,39 +88,99 @@ def supports(base: Path, adapter: Path | None = None) -> bool:
     )
 
 
+class Projections(nn.Module):
+    """An attention's query, key and value projections."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+
+
+class DenseNorm(nn.Module):
+    """A projection added to the residual, then LayerNorm (BERT's post-norm sublayer end)."""
+
+    def __init__(self, fan_in: int, hidden: int, eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(fan_in, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the real tokens, then its output sublayer."""
+
+    def __init__(self, hidden: int, heads: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.self = Projections(hidden)
+        self.output = DenseNorm(hidden, hidden, eps)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+
+        def split(projection: nn.Linear) -> torch.Tensor:
+            return projection(x).view(batch, length, self.heads, -1).transpose(1, 2)
+
+        context = nn.functional.scaled_dot_product_attention(
+            split(self.self.query), split(self.self.key), split(self.self.value), attn_mask=keep
+        )
+        return self.output(context.transpose(1, 2).reshape(batch, length, hidden), x)
+
+
+class Intermediate(nn.Module):
+    """The feed-forward expansion with GELU."""
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, intermediate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(self.dense(x))
+
+
 class BertLayer(nn.Module):
     """One post-LayerNorm transformer layer with BERT's parameter names."""
 
     def __init__(self, hidden: int, heads: int, intermediate: int, eps: float) -> None:
         super().__init__()
-        self.heads = heads
-        self.attention = nn.Module()
-        self.attention.self = nn.Module()
-        for name in ("query", "key", "value"):
-            setattr(self.attention.self, name, nn.Linear(hidden, hidden))
-        self.attention.output = nn.Module()
-        self.attention.output.dense = nn.Linear(hidden, hidden)
-        self.attention.output.LayerNorm = nn.LayerNorm(hidden, eps=eps)
-        self.intermediate = nn.Module()
-        self.intermediate.dense = nn.Linear(hidden, intermediate)
-        self.output = nn.Module()
-        self.output.dense = nn.Linear(intermediate, hidden)
-        self.output.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+        self.attention = Attention(hidden, heads, eps)
+        self.intermediate = Intermediate(hidden, intermediate)
+        self.output = DenseNorm(intermediate, hidden, eps)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        batch, length, hidden = x.shape
-        attention = self.attention.self
+        x = self.attention(x, keep)
+        return self.output(self.intermediate(x), x)
 
-        def heads(projection: nn.Linear) -> torch.Tensor:
-            return projection(x).view(batch, length, self.heads, -1).transpose(1, 2)
 
-        context = nn.functional.scaled_dot_product_attention(
-            heads(attention.query), heads(attention.key), heads(attention.value), attn_mask=keep
+class Embeddings(nn.Module):
+    """Token, absolute position and (all zero) segment embeddings, then LayerNorm."""
+
+    def __init__(self, config: dict[str, Any], hidden: int, eps: float) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config["vocab_size"], hidden)
+        self.position_embeddings = nn.Embedding(config["max_position_embeddings"], hidden)
+        self.token_type_embeddings = nn.Embedding(config.get("type_vocab_size", 2), hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.LayerNorm(
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(torch.zeros_like(input_ids))
         )
-        context = context.transpose(1, 2).reshape(batch, length, hidden)
-        x = self.attention.output.LayerNorm(self.attention.output.dense(context) + x)
-        inner = nn.functional.gelu(self.intermediate.dense(x))
-        return self.output.LayerNorm(self.output.dense(inner) + x)
+
+
+class Encoder(nn.Module):
+    """The stack of layers."""
+
+    def __init__(self, layers: list[BertLayer]) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(layers)
 
 
 class FrozenBert(nn.Module):
@@ -130,32 +190,17 @@ class FrozenBert(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         hidden, eps = int(config["hidden_size"]), float(config.get("layer_norm_eps", 1e-12))
-        self.embeddings = nn.Module()
-        self.embeddings.word_embeddings = nn.Embedding(config["vocab_size"], hidden)
-        self.embeddings.position_embeddings = nn.Embedding(
-            config["max_position_embeddings"], hidden
-        )
-        self.embeddings.token_type_embeddings = nn.Embedding(
-            config.get("type_vocab_size", 2), hidden
-        )
-        self.embeddings.LayerNorm = nn.LayerNorm(hidden, eps=eps)
-        self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(
-            BertLayer(hidden, config["num_attention_heads"], config["intermediate_size"], eps)
-            for _ in range(config["num_hidden_layers"])
+        self.dim = hidden
+        self.embeddings = Embeddings(config, hidden, eps)
+        heads, inner = int(config["num_attention_heads"]), int(config["intermediate_size"])
+        self.encoder = Encoder(
+            [BertLayer(hidden, heads, inner, eps) for _ in range(config["num_hidden_layers"])]
         )
         self.eval()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The last hidden states (batch, length, hidden) of one padded batch."""
-        embeddings = self.embeddings
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = (
-            embeddings.word_embeddings(input_ids)
-            + embeddings.position_embeddings(positions)
-            + embeddings.token_type_embeddings(torch.zeros_like(input_ids))
-        )
-        x = embeddings.LayerNorm(x)
+        x = self.embeddings(input_ids)
         keep = attention_mask.bool()[:, None, None, :]  # attend to real tokens only
         for layer in self.encoder.layer:
             x = layer(x, keep)
@@ -195,7 +240,7 @@ class FrozenEncoder:
         self.name_or_path = name_or_path
         self.max_length = max_length
         self.version = version
-        self.dim = int(model.embeddings.word_embeddings.embedding_dim)
+        self.dim = model.dim
 
     @classmethod
     def load(
