@@ -507,3 +507,23 @@ def test_paired_difference_sees_a_small_consistent_gain() -> None:
     )
     with pytest.raises(ValueError, match="same 2000 examples"):
         paired_difference(better, floor[:10])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numpy_nmi_equals_scikit_learns(seed: int) -> None:
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from lgsid_pipeline.metrics.geography import normalized_mutual_info
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 1 + seed * 3, 500)
+    b = (a + rng.integers(0, 3, 500)) % 7 if seed % 2 else rng.integers(0, 9, 500)
+    assert normalized_mutual_info(a, b) == pytest.approx(
+        normalized_mutual_info_score(a, b), abs=1e-12
+    )
+    labels = np.array(["x", "y", "z"] * 50)
+    assert normalized_mutual_info(labels, labels) == pytest.approx(1.0)
+    assert normalized_mutual_info(np.zeros(9), np.zeros(9)) == 1.0  # as scikit-learn
+    assert normalized_mutual_info(np.zeros(9), np.arange(9)) == 0.0
+    with pytest.raises(ValueError, match="labelings of 3 and 2"):
+        normalized_mutual_info(np.arange(3), np.arange(2))

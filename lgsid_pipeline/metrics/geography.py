@@ -18,8 +18,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.metrics import normalized_mutual_info_score
 
 from lgsid_pipeline.frames import row_groups
 
@@ -123,7 +121,34 @@ def _same_label_share(neighbours: np.ndarray, codes: np.ndarray) -> float:
     return float((codes[neighbours] == codes[:, None]).mean())
 
 
+def normalized_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
+    """NMI of two labelings, mutual information over the arithmetic mean of their entropies
+    (scikit-learn's default normalisation), in numpy: a nightly code report needs no
+    scikit-learn (a second to import in a fresh run process). 1.0 when both hold one label."""
+    a_codes = np.unique(np.asarray(a), return_inverse=True)[1].ravel()
+    b_codes = np.unique(np.asarray(b), return_inverse=True)[1].ravel()
+    if len(a_codes) != len(b_codes):
+        raise ValueError(f"labelings of {len(a_codes)} and {len(b_codes)} items")
+    n_a, n_b, n = int(a_codes.max(initial=-1)) + 1, int(b_codes.max(initial=-1)) + 1, len(a_codes)
+    if n_a <= 1 and n_b <= 1:
+        return 1.0
+    counts = np.bincount(a_codes * n_b + b_codes, minlength=n_a * n_b).reshape(n_a, n_b)
+    rows, cols = np.nonzero(counts)
+    joint = counts[rows, cols] / n
+    p_a, p_b = counts.sum(axis=1) / n, counts.sum(axis=0) / n
+    mutual = float((joint * (np.log(joint) - np.log(p_a[rows]) - np.log(p_b[cols]))).sum())
+    entropy_a = float(-(p_a[p_a > 0] * np.log(p_a[p_a > 0])).sum())
+    entropy_b = float(-(p_b[p_b > 0] * np.log(p_b[p_b > 0])).sum())
+    mean_entropy = (entropy_a + entropy_b) / 2
+    if mutual <= 0 or mean_entropy <= 0:
+        return 0.0
+    return min(1.0, mutual / mean_entropy)
+
+
 def _kmeans_clusters(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    model: KMeans | MiniBatchKMeans
     if len(x) > _MINIBATCH_ABOVE:
         model = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, random_state=seed, batch_size=4096)
     else:
@@ -148,7 +173,7 @@ def nmi_vs_labels(
     k = min(n_labels, len(x) - 1) if n_clusters is None else n_clusters
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= len(x):
         raise ValueError(f"n_clusters must be an integer between 1 and {len(x)}, got {k!r}")
-    return float(normalized_mutual_info_score(codes, _kmeans_clusters(x, int(k), seed)))
+    return normalized_mutual_info(codes, _kmeans_clusters(x, int(k), seed))
 
 
 def nmi_of_assignment(assignment: Sequence, labels: Sequence) -> float:
@@ -161,7 +186,7 @@ def nmi_of_assignment(assignment: Sequence, labels: Sequence) -> float:
     codes = _encode(labels, "labels", len(clusters))
     if len(np.unique(codes)) < 2:
         return float("nan")
-    return float(normalized_mutual_info_score(codes, clusters))
+    return normalized_mutual_info(codes, clusters)
 
 
 def coverage_at_k(embeddings: np.ndarray, labels: Sequence, k: int) -> float:

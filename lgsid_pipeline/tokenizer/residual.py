@@ -13,11 +13,14 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans, MiniBatchKMeans
 from torch import nn
+
+if TYPE_CHECKING:  # fitting imports scikit-learn; assigning codes does not
+    from sklearn.cluster import KMeans
 
 _KMEANS_MINIBATCH_ABOVE = 20_000
 _ASSIGN_BLOCK = 8192
@@ -31,6 +34,8 @@ def kmeans_fit(
     sample_weight: np.ndarray | None = None,
 ) -> KMeans:
     """K-means (mini-batch on large inputs); ``init`` warm-starts from given centres."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
     if len(x) < k:
         raise ValueError(f"cannot fit {k} codewords on {len(x)} items; use smaller codebooks")
     if init is not None:
