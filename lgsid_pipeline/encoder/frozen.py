@@ -253,7 +253,8 @@ class FrozenEncoder:
 
         folder = check_model_folder(base)
         config = _bert_config(folder)
-        if config is None or (adapter is not None and _adapter_config(adapter) is None):
+        adapter_config = _adapter_config(adapter) if adapter is not None else None
+        if config is None or (adapter is not None and adapter_config is None):
             raise ValueError(f"{folder} (adapter {adapter}) is not a plain BERT with plain LoRA")
         tokenizer_config = (
             json.loads((folder / "tokenizer_config.json").read_text())
@@ -262,12 +263,10 @@ class FrozenEncoder:
         )
         limits = [config.get("max_position_embeddings"), tokenizer_config.get("model_max_length")]
         max_length = min([max_length, *(x for x in limits if isinstance(x, int) and x > 0)])
-        state = {k: v for k, v in load_file(folder / "model.safetensors").items()}
+        state = dict(load_file(folder / "model.safetensors"))
         fingerprint = weights_fingerprint(folder)
         lora = None
-        if adapter is not None:
-            adapter_config = _adapter_config(adapter)
-            assert adapter_config is not None
+        if adapter is not None and adapter_config is not None:
             meta = read_adapter_meta(adapter)
             if meta.get("base_weights", fingerprint) != fingerprint:
                 raise ValueError(
@@ -275,16 +274,7 @@ class FrozenEncoder:
                     f"({meta.get('base')}), not {folder}"
                 )
             weights = read_adapter_weights(adapter)
-            lora = lora_digest(
-                {
-                    "r": adapter_config["r"],
-                    "lora_alpha": adapter_config["lora_alpha"],
-                    "target_modules": sorted(adapter_config["target_modules"]),
-                    "use_rslora": bool(adapter_config.get("use_rslora", False)),
-                    "use_dora": bool(adapter_config.get("use_dora", False)),
-                },
-                weights,
-            )
+            lora = lora_digest(adapter_config, weights)
             if meta.get("adapter_digest") and meta["adapter_digest"] != lora:
                 raise ValueError(f"adapter weights in {adapter} do not match their recorded digest")
             state = merge_lora(state, weights, adapter_config)

@@ -241,20 +241,20 @@ def adapter_digest(peft_model: nn.Module) -> str:
     from peft import get_peft_model_state_dict
 
     config = peft_model.peft_config["default"]
+    return lora_digest(vars(config), get_peft_model_state_dict(peft_model))
+
+
+def lora_digest(config: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a LoRA config's rank, alpha, targets, rsLoRA and DoRA switches (a peft
+    config's fields, or its saved ``adapter_config.json``) and its weights keyed as peft
+    saves them: the same for a peft model and for its saved folder."""
     described = {
-        "r": config.r,
-        "lora_alpha": config.lora_alpha,
-        "target_modules": sorted(config.target_modules),
-        "use_rslora": config.use_rslora,
-        "use_dora": config.use_dora,
+        "r": config["r"],
+        "lora_alpha": config["lora_alpha"],
+        "target_modules": sorted(config["target_modules"]),
+        "use_rslora": bool(config.get("use_rslora", False)),
+        "use_dora": bool(config.get("use_dora", False)),
     }
-    return lora_digest(described, get_peft_model_state_dict(peft_model))
-
-
-def lora_digest(described: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a LoRA config's ``r``, ``lora_alpha``, sorted ``target_modules``,
-    ``use_rslora`` and ``use_dora``, and its weights keyed as peft saves them (the same for
-    a peft model and for its saved folder)."""
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     for key in sorted(state):
         tensor = state[key].detach().to("cpu", torch.float32).contiguous()
