@@ -76,7 +76,7 @@ class ChampionEncoders:
 
     adapter: Path
     base_path: str | None = None
-    _loaded: Any = field(default=None, repr=False)  # (part, encoder) last loaded
+    _loaded: tuple[str, TextEncoder | FrozenEncoder] | None = field(default=None, repr=False)
     _versions: dict[str, str] | None = field(default=None, repr=False)
 
     def version(self, part: str) -> str:
