@@ -1,6 +1,7 @@
 """The landing sensor under a real ``dagster-daemon`` (and the webserver beside it), on a
 temporary instance configured like ``dagster_home/dagster.yaml``: files landed for a city
-are picked up by a sensor tick, the run is queued, launched in its own process and gives
+are picked up by a sensor tick, the run is queued, launched in its own process (forked from
+the warm run worker) and gives
 the new venues codes; later ticks over the same files launch nothing."""
 
 import os
@@ -19,6 +20,7 @@ from helpers import make_tiny_encoder, tiny_spec
 
 from lgsid_pipeline.cities import CityConfig, CityRegistry
 from lgsid_pipeline.config import REPO_ROOT
+from lgsid_pipeline.defs.warm_runs import WORKER_TAG
 from lgsid_pipeline.demo import generate_city
 from lgsid_pipeline.runner import materialize
 from lgsid_pipeline.warehouse import Warehouse
@@ -126,6 +128,8 @@ def test_landing_sensor_under_the_real_daemon(lgsid_env: Path, tmp_path: Path) -
         [run] = _wait("the landing sensor's run to finish", finished, 300, processes)
         assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
         assert run.tags["dagster/partition"] == CITY and run.job_name == "nightly_retokenization"
+        # launched by the instance's WarmRunLauncher: forked from its warm worker
+        assert run.tags[WORKER_TAG].startswith("warm pid "), run.tags
         logs = instance.all_logs(run.run_id)
         events = {e.dagster_event.event_type_value for e in logs if e.dagster_event}
         assert {"PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_SUCCESS"} <= events
