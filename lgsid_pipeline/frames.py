@@ -21,4 +21,21 @@ def row_groups(rows: np.ndarray) -> np.ndarray:
     sorted distinct values)."""
     if not len(rows):
         return np.zeros(0, dtype=np.int64)
+    keys = _row_keys(rows)
+    if keys is not None:  # one number per row, in the rows' order: a 1-D unique (10x faster)
+        return np.unique(keys, return_inverse=True)[1].astype(np.int64)
     return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _row_keys(rows: np.ndarray) -> np.ndarray | None:
+    """Each row of non-negative integers as one int64 (mixed radix, first column most
+    significant, so keys sort as the rows do); None when they do not fit."""
+    if rows.ndim != 2 or rows.dtype.kind not in "iub" or rows.min() < 0:
+        return None
+    radices = rows.max(axis=0).astype(object) + 1  # Python ints: no overflow while checking
+    if int(np.prod(radices)) >= 2**63:
+        return None
+    keys = np.zeros(len(rows), dtype=np.int64)
+    for column, radix in zip(rows.T, radices, strict=True):
+        keys = keys * int(radix) + column.astype(np.int64)
+    return keys

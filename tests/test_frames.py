@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lgsid_pipeline.frames import positions_in
+from lgsid_pipeline.frames import positions_in, row_groups
 
 
 def test_positions_in_finds_rows_and_marks_absent_ids() -> None:
@@ -20,6 +20,23 @@ def test_positions_in_reads_both_sides_as_strings() -> None:
 def test_positions_in_refuses_duplicated_keys() -> None:
     with pytest.raises(ValueError, match="1 duplicated keys"):
         positions_in(pd.Series(["a", "b", "a"]), pd.Series(["a"]))
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        np.random.default_rng(0).integers(0, 7, size=(500, 4)),  # small tokens: one key a row
+        np.random.default_rng(1).integers(0, 2**40, size=(300, 3)),  # keys overflow: fallback
+        np.array([[0, -1], [0, -1], [2, 5]]),  # negative: fallback
+        np.random.default_rng(2).random((50, 2)).round(1),  # floats: fallback
+        np.random.default_rng(3).integers(0, 2, size=(40, 3)).astype(bool),
+    ],
+)
+def test_row_groups_number_rows_as_their_sorted_distinct_values(rows: np.ndarray) -> None:
+    expected = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
+    groups = row_groups(rows)
+    assert groups.dtype == np.int64
+    np.testing.assert_array_equal(groups, expected)
 
 
 def test_check_covers_counts_missing_stale_unknown_and_duplicated_rows() -> None:

@@ -278,9 +278,12 @@ class FrozenEncoder:
             if meta.get("adapter_digest") and meta["adapter_digest"] != lora:
                 raise ValueError(f"adapter weights in {adapter} do not match their recorded digest")
             state = merge_lora(state, weights, adapter_config)
-        model = FrozenBert(config)
+        with torch.device("meta"):  # no random initialisation of weights about to be loaded
+            model = FrozenBert(config)
         wanted = set(model.state_dict())
-        model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True)
+        model.load_state_dict(
+            {k: v for k, v in state.items() if k in wanted}, strict=True, assign=True
+        )
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.enable_truncation(max_length=max_length)
         pad_id = int(config.get("pad_token_id", 0))

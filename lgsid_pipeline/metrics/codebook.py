@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lgsid_pipeline.frames import row_groups
 from lgsid_pipeline.metrics.arrays import numeric_array
 
 
@@ -41,8 +42,8 @@ def _codes(codes: np.ndarray, name: str = "codes") -> np.ndarray:
 
 def _bucket_sizes(codes: np.ndarray) -> np.ndarray:
     """For each item, how many items (itself included) share its full code."""
-    _, inverse, counts = np.unique(_codes(codes), axis=0, return_inverse=True, return_counts=True)
-    return counts[inverse.reshape(-1)]
+    groups = row_groups(_codes(codes))
+    return np.bincount(groups)[groups]
 
 
 def collision_rate(codes: np.ndarray) -> float:
