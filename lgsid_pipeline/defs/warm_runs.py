@@ -300,6 +300,7 @@ class WarmRunLauncher(DefaultRunLauncher):
                 worker = WarmWorker(self.preload, self._run_exited)
                 self._worker, self._worker_fingerprint = worker, fingerprint
             if not worker.wait_ready(WORKER_START_TIMEOUT_S):
+                worker.retire()  # a worker still importing after the timeout exits too
                 self._worker = None
                 return None
             return worker
