@@ -161,9 +161,15 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: dict[str, Any], hidden: int, eps: float) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(config["vocab_size"], hidden)
-        self.position_embeddings = nn.Embedding(config["max_position_embeddings"], hidden)
-        self.token_type_embeddings = nn.Embedding(config.get("type_vocab_size", 2), hidden)
+
+        def table(rows: int) -> nn.Embedding:
+            # an empty weight skips the random init: on the meta device that init imports
+            # torch._dynamo (1.4 s, paid by every run process that loads an encoder)
+            return nn.Embedding(rows, hidden, _weight=torch.empty(rows, hidden))
+
+        self.word_embeddings = table(config["vocab_size"])
+        self.position_embeddings = table(config["max_position_embeddings"])
+        self.token_type_embeddings = table(config.get("type_vocab_size", 2))
         self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
