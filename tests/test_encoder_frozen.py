@@ -92,10 +92,10 @@ def test_refuses_what_it_cannot_reproduce(
         FrozenEncoder.load(other_base, adapter)
 
 
-def test_encoding_imports_neither_transformers_nor_peft(
+def test_encoding_imports_no_transformers_peft_or_dynamo(
     tiny_with_adapter: tuple[Path, Path, TextEncoder],
 ) -> None:
-    """Nor torch._dynamo, which a weight init on the meta device imports (1.4 s of every run
+    """torch._dynamo: a weight init on the meta device imports it (1.4 s of every run
     process that encodes)."""
     base, adapter, _ = tiny_with_adapter
     code = (
