@@ -10,12 +10,14 @@ Measures, on 2 cores:
   it must encode nothing and write no table version;
 - ``backfill_1000_items_seconds``: 1,000 venues landed for New York until they have
   embeddings and codes of all three tokenizers, through the landing sensor and the nightly
-  job in this process (median of ``BACKFILL_REPEATS`` landings, one after another); no
-  model is retrained and no earlier item's code changes unless its content changed (a new
-  branch can make its name a chain's);
+  job in this process (median of ``BACKFILL_REPEATS`` landings, one after another, after a
+  small warm-up landing); no model is retrained and no earlier item's code changes unless
+  its content changed (a new branch can make its name a chain's). Every path below lands
+  the same plan (``landing_plan``) on its own copy of the bench home, so each re-encodes
+  the same venues;
 - ``backfill_1000_items_daemon_seconds``: the same through a real ``dagster-daemon`` beside
   a long-lived code server, as ``make ui`` (``dagster dev``) and deploy/ run it: the median
-  of ``DAEMON_REPEATS`` landings after a small one that warms it. Each is the wait for the
+  of ``BACKFILL_REPEATS`` landings after a small one that warms it. Each is the wait for the
   landing sensor's next 60 s tick (0 to 60 s), the queue, the start of the run process (the
   instance's ``WarmRunLauncher`` forks it from a warm worker) and the run;
   ``details.daemon.worst_case_seconds`` puts the whole interval in place of the wait.
@@ -58,9 +60,19 @@ ENCODE_ITEMS = 1200
 IMPORT_REPEATS = 5
 EXECUTOR_REPEATS = 2
 BACKFILL_REPEATS = 3
-DAEMON_REPEATS = 3
 VERSIONED = ("ingest", "embeddings", "semantic_ids")
 DAEMON_TIMEOUT_S = 600
+WARM_UP_ITEMS = 10
+LANDING_SEED = 20
+
+
+def landing_plan() -> list[tuple[str, int, int]]:
+    """(tag, venues, seed) of each landing, the same for every path (in process, daemon with
+    either workspace), each on its own copy of the bench home: a small warm-up landing, then
+    ``BACKFILL_REPEATS`` of ``BACKFILL_ITEMS``. Tags sort in landing order, so each run merges
+    its one new file (no full read)."""
+    sizes = [WARM_UP_ITEMS] + [BACKFILL_ITEMS] * BACKFILL_REPEATS
+    return [(f"land{n}", size, LANDING_SEED + n) for n, size in enumerate(sizes)]
 
 
 def _scratch_home(source: Path) -> Path:
@@ -69,9 +81,14 @@ def _scratch_home(source: Path) -> Path:
     for sub in ("home", "dagster"):
         shutil.copytree(source / sub, scratch / sub, symlinks=True)
     use_instance_settings(scratch / "dagster")
+    _use_home(scratch)
+    return scratch
+
+
+def _use_home(scratch: Path) -> None:
+    """Point this process (and what it starts) at a scratch copy's home and instance."""
     os.environ["LGSID_HOME"] = str(scratch / "home")
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
-    return scratch
 
 
 def _versions() -> dict[str, dict[str, str]]:
@@ -209,19 +226,19 @@ def code_changes(codes_before: dict, content_before) -> dict:
     }
 
 
-def backfill_once(instance, home: Path, tag: str, seed: int) -> dict:
-    """Land 1,000 venues, tick the landing sensor, run what it asks for, in this process."""
+def backfill_once(instance, home: Path, tag: str, n: int, seed: int) -> dict:
+    """Land ``n`` venues, tick the landing sensor, run what it asks for, in this process."""
     from lgsid_pipeline.catalog import NIGHTLY_JOB_NAME
     from lgsid_pipeline.runner import execute_run_request, tick_sensor
 
     codes_before, content_before = _codes(), _content()
     started = time.perf_counter()
-    new_ids = land_new_venues(home, BACKFILL_CITY, tag, BACKFILL_ITEMS, seed=seed)
+    new_ids = land_new_venues(home, BACKFILL_CITY, tag, n, seed=seed)
     tick = tick_sensor("landing_sensor", instance)
     results = [execute_run_request(r, NIGHTLY_JOB_NAME, instance) for r in tick.run_requests]
     seconds = time.perf_counter() - started
     changes = code_changes(codes_before, content_before)
-    print(f"backfill in process: {seconds:.1f}s", flush=True)
+    print(f"backfill of {n} in process: {seconds:.1f}s", flush=True)
     return {
         "seconds": round(seconds, 2),
         "success": bool(results) and all(r.success for r in results),
@@ -233,11 +250,12 @@ def backfill_once(instance, home: Path, tag: str, seed: int) -> dict:
 
 
 def backfill_in_process(instance, home: Path) -> dict:
-    """``BACKFILL_REPEATS`` backfills of 1,000 new venues each, one after another (this
-    machine is shared and noisy): the median, and every run."""
-    runs = [
-        backfill_once(instance, home, f"fresh{n}", seed=11 + n) for n in range(BACKFILL_REPEATS)
-    ]
+    """The landing plan through the landing sensor and the nightly job in this process, one
+    landing after another (this machine is shared and noisy): the median over the landings
+    after the warm-up, and every run."""
+    warm_up, *plan = landing_plan()
+    backfill_once(instance, home, *warm_up)
+    runs = [backfill_once(instance, home, tag, n, seed) for tag, n, seed in plan]
     return {
         "seconds": round(statistics.median(r["seconds"] for r in runs), 2),
         "runs_seconds": [r["seconds"] for r in runs],
@@ -279,10 +297,10 @@ def _start_code_server(scratch: Path, log) -> tuple[subprocess.Popen, str]:
     return server, entry
 
 
-def backfill_daemon(scratch: Path, code_server: bool, first_landing: int) -> dict:
-    """``DAEMON_REPEATS`` backfills through a real dagster-daemon (default 60 s sensor
-    interval), after one small landing whose run warms the daemon: each one's latency and
-    its parts, and the worst case (a landing just after a tick waits the whole interval).
+def backfill_daemon(scratch: Path, code_server: bool) -> dict:
+    """The landing plan through a real dagster-daemon (default 60 s sensor interval), its
+    warm-up landing's run warming the daemon: each later landing's latency and its parts,
+    and the worst case (a landing just after a tick waits the whole interval).
     ``code_server``: the daemon talks to a long-lived code server (as under ``make ui``
     and in deploy/); else it starts its own from a ``python_module`` workspace, and, as
     Dagster's daemon does, replaces it with a fresh process every 60 s."""
@@ -332,11 +350,10 @@ def backfill_daemon(scratch: Path, code_server: bool, first_landing: int) -> dic
     landings = []
     try:
         deadline = time.monotonic() + DAEMON_TIMEOUT_S
-        warm_up = land_and_wait(f"sensor{first_landing}", 10, 20 + first_landing, deadline)[0]
-        for n in range(first_landing + 1, first_landing + DAEMON_REPEATS + 1):
-            run, seconds, landed_at, new_ids, codes, content = land_and_wait(
-                f"sensor{n}", BACKFILL_ITEMS, 20 + n, deadline
-            )
+        (warm_up_tag, warm_up_n, warm_up_seed), *plan = landing_plan()
+        warm_up = land_and_wait(warm_up_tag, warm_up_n, warm_up_seed, deadline)[0]
+        for tag, n, seed in plan:
+            run, seconds, landed_at, new_ids, codes, content = land_and_wait(tag, n, seed, deadline)
             stats = instance.get_run_stats(run.run_id)
             parts = {  # landing -> sensor tick -> queue -> launched process -> run finished
                 "tick_wait_seconds": (stats.enqueued_time or 0) - landed_at,
@@ -515,14 +532,13 @@ def main() -> None:
     backfill = backfill_in_process(instance, scratch / "home")
     # the daemon as `make ui` (dagster dev) and deploy/ run it, beside a long-lived code
     # server; and with a python_module workspace, whose code server it starts and renews
-    daemon_own_server = (
-        None if args.skip_daemon else backfill_daemon(scratch, code_server=False, first_landing=0)
-    )
-    daemon = (
-        None
-        if args.skip_daemon
-        else backfill_daemon(scratch, code_server=True, first_landing=DAEMON_REPEATS + 1)
-    )
+    daemons: dict[bool, dict] = {}
+    for code_server in () if args.skip_daemon else (False, True):
+        own = _scratch_home(Path(source))  # each path lands the same plan on its own copy
+        daemons[code_server] = backfill_daemon(own, code_server=code_server)
+        shutil.rmtree(own, ignore_errors=True)
+    _use_home(scratch)
+    daemon, daemon_own_server = daemons.get(True), daemons.get(False)
     encode = encode_ratio(scratch)
     demo = None if args.skip_demo else measure_demo()
     out = {

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lgsid_pipeline.frames import is_in
 from lgsid_pipeline.sources.base import OPTIONAL_INTERACTION_COLUMNS
 
 QUARANTINE_COLUMNS: tuple[str, ...] = ("city", "table_name", "source_row", "reason", "detail")
@@ -296,7 +297,7 @@ def validate_interactions(raw: pd.DataFrame, known_items: pd.Series, city: str) 
         ("invalid_utf8", raw["encoding_error"]),
         ("unparseable_timestamp", when.isna()),
         *coord_rules,
-        ("unknown_item", ~item_id.isin(set(known_items))),
+        ("unknown_item", pd.Series(~is_in(item_id, known_items), index=raw.index)),
     ]
     reason = _reasons(rules, raw.index)
     keys = pd.DataFrame({"u": raw["user_id"].str.strip(), "i": item_id, "t": when})

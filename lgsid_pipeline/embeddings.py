@@ -65,6 +65,14 @@ def embedding_table(
     )
 
 
+def _reuse_keys(
+    item_ids: Sequence[str] | pd.Series, hashes: Sequence[str] | pd.Series
+) -> np.ndarray:
+    """One string per (item id, content hash): what an embedding is reused by."""
+    ids = pd.Series(item_ids, dtype=object).astype(str).to_numpy()
+    return ids + "\0" + pd.Series(hashes, dtype=object).astype(str).to_numpy()
+
+
 def incremental_embeddings(
     city: str,
     items: pd.DataFrame,
@@ -78,23 +86,23 @@ def incremental_embeddings(
     """
     ids = items["item_id"].astype(str).tolist()
     hashes = items["content_hash"].astype(str).tolist()
-    reuse: dict[str, int] = {}
+    source = np.full(len(ids), -1)  # each item's row in ``previous`` when reused
     old_vectors = np.zeros((0, 0), dtype=np.float32)
     if previous is not None and previous.num_rows:
         old = previous.select(["item_id", "content_hash", "encoder_version"]).to_pandas()
         old_vectors = embedding_matrix(previous)
-        for row, (item_id, content, version) in enumerate(old.itertuples(index=False)):
-            if version == encoder_version:
-                reuse[f"{item_id}\0{content}"] = row
-    keys = [f"{i}\0{h}" for i, h in zip(ids, hashes, strict=True)]
-    todo = [n for n, key in enumerate(keys) if key not in reuse]
-    new_vectors = encode(items.iloc[todo]) if todo else None
+        current = np.flatnonzero((old["encoder_version"] == encoder_version).to_numpy())
+        old_keys = _reuse_keys(old["item_id"], old["content_hash"])[current]
+        last = ~pd.Index(old_keys).duplicated(keep="last")  # a repeated key: its last row
+        found = pd.Index(old_keys[last]).get_indexer(_reuse_keys(ids, hashes))
+        source[found >= 0] = current[last][found[found >= 0]]
+    todo, kept = np.flatnonzero(source < 0), np.flatnonzero(source >= 0)
+    new_vectors = encode(items.iloc[todo]) if len(todo) else None
     dim = new_vectors.shape[1] if new_vectors is not None else old_vectors.shape[1]
     vectors = np.zeros((len(ids), dim), dtype=np.float32)
-    if todo:
+    if len(todo):
         vectors[todo] = new_vectors
-    kept = [n for n, key in enumerate(keys) if key in reuse]
-    if kept:
-        vectors[kept] = old_vectors[[reuse[keys[n]] for n in kept]]
+    if len(kept):
+        vectors[kept] = old_vectors[source[kept]]
     table = embedding_table(city, ids, hashes, encoder_version, vectors)
     return IncrementalResult(table=table, encoded=len(todo), reused=len(kept))

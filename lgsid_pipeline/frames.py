@@ -1,7 +1,9 @@
 """Fast lookups of one id column in another (pandas' ``isin`` on string columns takes about
-0.3 s per 28,000 ids; a hash index takes milliseconds)."""
+0.15 s per 30,000 ids; a hash index takes milliseconds)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,16 @@ def positions_in(keys: pd.Series | pd.Index, wanted: pd.Series | pd.Index) -> np
     if not index.is_unique:
         raise ValueError(f"{int(index.duplicated().sum())} duplicated keys")
     return index.get_indexer(pd.Series(wanted).astype(str).to_numpy())
+
+
+def is_in(values: pd.Series | pd.Index, known: Iterable[object]) -> np.ndarray:
+    """Whether each of ``values`` is one of ``known``, both read as strings (a hash index,
+    not pandas' ``isin``); a missing value is never in."""
+    values = pd.Series(values)
+    if not isinstance(known, pd.Series | pd.Index | np.ndarray):
+        known = list(known)
+    index = pd.Index(pd.Series(known).dropna().astype(str).unique())
+    return (index.get_indexer(values.astype(str).to_numpy()) >= 0) & values.notna().to_numpy()
 
 
 def row_groups(rows: np.ndarray) -> np.ndarray:

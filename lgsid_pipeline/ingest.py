@@ -16,6 +16,7 @@ from lgsid_pipeline.cleaning import (
     validate_items,
 )
 from lgsid_pipeline.config import shared_data_dir
+from lgsid_pipeline.frames import is_in
 from lgsid_pipeline.geo.admin import (
     ADMIN_COLUMNS,
     BoundarySet,
@@ -128,7 +129,7 @@ def clean_items(
             if previous.name == boundaries.name:  # else every row is joined again
                 known = enriched.drop_duplicates("source_row").set_index("source_row")
         reuse = (
-            items["source_row"].isin(known.index).to_numpy()
+            is_in(items["source_row"], known.index)
             if known is not None
             else np.zeros(len(items), dtype=bool)
         )

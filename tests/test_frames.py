@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lgsid_pipeline.frames import positions_in, row_groups
+from lgsid_pipeline.frames import is_in, positions_in, row_groups
 
 
 def test_positions_in_finds_rows_and_marks_absent_ids() -> None:
@@ -15,6 +15,15 @@ def test_positions_in_finds_rows_and_marks_absent_ids() -> None:
 
 def test_positions_in_reads_both_sides_as_strings() -> None:
     np.testing.assert_array_equal(positions_in(pd.Series([1, 2]), pd.Series(["2", "1"])), [1, 0])
+
+
+def test_is_in_matches_pandas_isin_and_never_counts_a_missing_value() -> None:
+    values = pd.Series(["a", None, "c", "x", "a", ""], dtype="string")
+    known = {"a", "c", "", None}
+    expected = values.isin(["a", "c", ""]).to_numpy() & values.notna().to_numpy()
+    np.testing.assert_array_equal(is_in(values, known), expected)
+    np.testing.assert_array_equal(is_in(values, pd.Index(["x"])), [0, 0, 0, 1, 0, 0])
+    assert is_in(pd.Series([], dtype="string"), ["a"]).shape == (0,)
 
 
 def test_positions_in_refuses_duplicated_keys() -> None:

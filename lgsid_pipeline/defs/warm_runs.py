@@ -47,6 +47,7 @@ DEFAULT_PRELOAD: tuple[str, ...] = (  # what a nightly run imports (measured), h
     "dagster._core.execution.run_cancellation_thread",
     "pandas",
     "pyarrow.parquet",
+    "pyarrow.dataset",  # pyarrow.parquet.read_table imports it on its first call
     "duckdb",
     "matplotlib.pyplot",
     "geopandas",

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lgsid_pipeline.frames import is_in
+
 RAW_ITEM_COLUMNS: tuple[str, ...] = (
     "source_row",
     "item_id",
@@ -159,8 +161,8 @@ def checkin_only_items(interactions: pd.DataFrame, known_item_ids: Iterable[str]
     Location is the median of their check-in coordinates (valid ones only); they have no
     name. Returns a raw item table (``origin`` = ``checkins``).
     """
-    known = set(known_item_ids)
-    refs = interactions[interactions["item_id"].notna() & ~interactions["item_id"].isin(known)]
+    item_id = interactions["item_id"]
+    refs = interactions[item_id.notna().to_numpy() & ~is_in(item_id, known_item_ids)]
     if refs.empty:
         return raw_frame(RAW_ITEM_COLUMNS, {})
     lat = pd.to_numeric(refs["latitude"], errors="coerce")
