@@ -14,7 +14,10 @@ from lgsid_pipeline.cli import main
 from lgsid_pipeline.ingest import clean_interactions, clean_items, read_city_source
 from lgsid_pipeline.recommenders.config import DatasetConfig
 from lgsid_pipeline.recommenders.datasets import file_split_times, split_times
-from lgsid_pipeline.recommenders.protocol import trajectory_last_targets
+from lgsid_pipeline.recommenders.protocol import (
+    trajectory_last_target_times,
+    trajectory_last_targets,
+)
 from lgsid_pipeline.sources.base import SourceError
 from lgsid_pipeline.sources.sthgcn import read_sthgcn
 
@@ -166,6 +169,14 @@ def test_protocol_on_the_files(folder: Path) -> None:
     # at its last line; the history is user 2's last four check-ins before it.
     assert targets.tolist() == [A]
     assert hist.tolist() == [[C, A, C, B]]
+    # the times of those check-ins, row for row, from the same timeline
+    hist_times, target_times = trajectory_last_target_times(*args, split="test", max_history=6)
+    hist, _ = trajectory_last_targets(*args, split="test", max_history=6)
+    at = pd.to_datetime(target_times, utc=True)
+    assert at.tolist() == [pd.Timestamp("2012-06-02 11:00:00", tz="UTC")]
+    assert np.isnan(hist_times[hist < 0]).all() and not np.isnan(hist_times[hist >= 0]).any()
+    known = hist_times[0][hist[0] >= 0]
+    assert (np.diff(known) >= 0).all() and known[-1] < target_times[0]
 
 
 def test_protocol_hand_checked_example() -> None:

@@ -61,6 +61,43 @@ def trajectory_last_targets(
     ``train``/``valid``/``test`` per check-in; a row without a trajectory id or split is
     history only.
     """
+    frame, chosen, positions = _trajectory_targets(
+        user_ids, item_idx, timestamps, trajectory_ids, splits, split, max_history
+    )
+    timeline_items = frame["item"].to_numpy(np.int64)
+    histories = np.where(positions >= 0, timeline_items[np.clip(positions, 0, None)], -1)
+    return histories.astype(np.int64), timeline_items[chosen]
+
+
+def trajectory_last_target_times(
+    user_ids: Any,
+    item_idx: Any,
+    timestamps: Any,
+    trajectory_ids: Any,
+    splits: Any,
+    split: str = "test",
+    max_history: int = 20,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The times (ns since the epoch, UTC) of what ``trajectory_last_targets`` returns, row
+    for row: ``(history times (S, max_history), NaN for padding; target times (S,))``."""
+    frame, chosen, positions = _trajectory_targets(
+        user_ids, item_idx, timestamps, trajectory_ids, splits, split, max_history
+    )
+    times = frame["time"].to_numpy(np.float64)
+    return np.where(positions >= 0, times[np.clip(positions, 0, None)], np.nan), times[chosen]
+
+
+def _trajectory_targets(
+    user_ids: Any,
+    item_idx: Any,
+    timestamps: Any,
+    trajectory_ids: Any,
+    splits: Any,
+    split: str,
+    max_history: int,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The check-ins on the users' timelines, the rows of ``split``'s targets, and each
+    one's history rows (S, max_history), -1 before the user's first check-in."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
     if max_history < 1:
@@ -108,8 +145,4 @@ def trajectory_last_targets(
     end = np.searchsorted(key, key[chosen], side="left")
     start = np.searchsorted(key, frame["user"].to_numpy(np.int64)[chosen] * stride, side="left")
     positions = end[:, None] - max_history + np.arange(max_history)[None, :]
-    timeline_items = frame["item"].to_numpy(np.int64)
-    histories = np.where(
-        positions >= start[:, None], timeline_items[np.clip(positions, 0, None)], -1
-    )
-    return histories.astype(np.int64), timeline_items[chosen]
+    return frame, chosen, np.where(positions >= start[:, None], positions, -1)

@@ -137,7 +137,55 @@ class Candidates:
         return self.features[..., FEATURES.index(name)]
 
 
-def _first_occurrence(items: np.ndarray) -> np.ndarray:
+def context_features(
+    hist: np.ndarray,
+    items: np.ndarray,
+    counts: np.ndarray,
+    ago: np.ndarray,
+    recent_window: int,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    near: PopularityNearLastBaseline,
+    transitions: TransitionCounts,
+) -> dict[str, np.ndarray]:
+    """The features of candidates ``items`` (S, C) that need no model (every group but
+    ``model``): ``counts`` and ``ago`` (from ``visit_stats``) describe the first columns of
+    ``items``, the user's own items; the last ``recent_window`` check-ins are the recent
+    ones."""
+    last = hist[:, -1]
+    real = items >= 0
+    pad = np.zeros((len(items), items.shape[1] - counts.shape[1]), dtype=np.int64)
+    visits = np.concatenate([counts, pad], axis=1).astype(np.float64)
+    gap = np.concatenate([ago, pad], axis=1).astype(np.float64)
+    length = (hist >= 0).sum(axis=1, keepdims=True).astype(np.float64)
+    recent = hist[:, -recent_window:]
+    recent_visits = (recent[:, None, :] == items[:, :, None]).sum(axis=2)
+    safe, safe_last = np.clip(items, 0, None), np.clip(last, 0, None)
+    km = haversine_km(lat[safe_last][:, None], lon[safe_last][:, None], lat[safe], lon[safe])
+    moves, move_share = transitions.lookup(last, items)
+    columns = {
+        "visits": np.log1p(visits),
+        "visit_share": visits / np.maximum(length, 1.0),
+        "since_visit": np.log1p(np.where(visits > 0, gap, NEVER_VISITED)),
+        "recent_visits": recent_visits.astype(np.float64),
+        "is_last": (items == last[:, None]).astype(np.float64),
+        "log_km": np.where((last >= 0)[:, None], np.log1p(km), 0.0),
+        "popularity": np.log1p(near.popularity[safe].astype(np.float64)),
+        "transitions": np.log1p(moves),
+        "transition_share": move_share,
+        "history_length": np.broadcast_to(np.log1p(length), items.shape),
+    }
+    return {name: np.where(real, value, 0.0) for name, value in columns.items()}
+
+
+def ranking_classifier(seed: int = 0) -> HistGradientBoostingClassifier:
+    """The unfitted classifier that scores candidates (label: the candidate is the target)."""
+    return HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=seed
+    )
+
+
+def first_occurrence(items: np.ndarray) -> np.ndarray:
     """``items`` with every repeat of an item in its row replaced by -1."""
     order = np.argsort(items, axis=1, kind="stable")
     ordered = np.take_along_axis(items, order, axis=1)
@@ -193,17 +241,11 @@ class HistoryAwareRanker:
         beam, _ = recommend_top_k(result, vocab.codes, hist, config.beam_size)
         # twice the beam, so floor (b)'s top beam_size items are always candidates
         nearby = self.near.recommend(hist, min(2 * config.beam_size, vocab.n_items))[0]
-        items = _first_occurrence(
+        items = first_occurrence(
             np.concatenate(
                 [own, beam, nearby, self.transitions.top(last, self.max_transitions)], axis=1
             )
         )
-        pad = np.zeros((len(items), items.shape[1] - own.shape[1]), dtype=np.int64)
-        visits = np.concatenate([counts, pad], axis=1).astype(np.float64)
-        gap = np.concatenate([ago, pad], axis=1).astype(np.float64)
-        length = (hist >= 0).sum(axis=1, keepdims=True).astype(np.float64)
-        recent = hist[:, -config.max_history :]
-        recent_visits = (recent[:, None, :] == items[:, :, None]).sum(axis=2)
         logp = np.zeros(items.shape, dtype=np.float64)
         tokens = vocab.history_tokens(fit_history(hist, config.max_history, vocab.n_items))
         for start in range(0, len(items), config.eval_batch_size):
@@ -213,27 +255,20 @@ class HistoryAwareRanker:
             )
         real = items >= 0
         best = np.where(real, logp, -np.inf).max(axis=1, keepdims=True)
-        safe, safe_last = np.clip(items, 0, None), np.clip(last, 0, None)
-        km = haversine_km(
-            self.lat[safe_last][:, None],
-            self.lon[safe_last][:, None],
-            self.lat[safe],
-            self.lon[safe],
-        )
-        moves, move_share = self.transitions.lookup(last, items)
         columns = {
             "logp": logp,
             "logp_gap": logp - np.where(np.isfinite(best), best, 0.0),
-            "visits": np.log1p(visits),
-            "visit_share": visits / np.maximum(length, 1.0),
-            "since_visit": np.log1p(np.where(visits > 0, gap, NEVER_VISITED)),
-            "recent_visits": recent_visits.astype(np.float64),
-            "is_last": (items == last[:, None]).astype(np.float64),
-            "log_km": np.where((last >= 0)[:, None], np.log1p(km), 0.0),
-            "popularity": np.log1p(self.near.popularity[safe].astype(np.float64)),
-            "transitions": np.log1p(moves),
-            "transition_share": move_share,
-            "history_length": np.broadcast_to(np.log1p(length), items.shape),
+            **context_features(
+                hist,
+                items,
+                counts,
+                ago,
+                config.max_history,
+                self.lat,
+                self.lon,
+                self.near,
+                self.transitions,
+            ),
         }
         features = np.stack([columns[name] for name in FEATURES], axis=-1)
         return Candidates(items, np.where(real[..., None], features, 0.0), beam)
@@ -265,9 +300,7 @@ class HistoryAwareRanker:
                 "only one class (no target among the candidates, or only "
                 "targets); use more validation examples"
             )
-        self.classifier = HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=seed
-        )
+        self.classifier = ranking_classifier(seed)
         self.classifier.fit(c.features[real][:, kept], labels[real])
         self.drop = tuple(drop)
         return self
