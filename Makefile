@@ -80,6 +80,7 @@ bench: $(STAMP)
 	done
 	$(BIN)/python bench/generative.py --out bench/results/generative.json \
 	  --merge $(LGSID_BENCH_HOME)/generative-{tokyo,new-york,sthgcn-nyc}.json --note "one run per city (make bench)"
+	$(BIN)/python bench/sthgcn_headroom.py
 
 clean:
 	rm -rf .lgsid dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
