@@ -126,22 +126,20 @@ def reranker_inputs(setup, split: str, with_time: bool):
     items = first_occurrence(
         np.concatenate([own, nearby, setup.transitions.top(hist[:, -1], MAX_TRANSITIONS)], 1)
     )
-    columns = list(
-        context_features(
-            hist,
-            items,
-            counts,
-            ago,
-            setup.settings.max_history,
-            setup.lat,
-            setup.lon,
-            setup.near,
-            setup.transitions,
-        ).values()
+    named = context_features(
+        hist,
+        items,
+        counts,
+        ago,
+        setup.settings.max_history,
+        setup.lat,
+        setup.lon,
+        setup.near,
+        setup.transitions,
     )
-    if with_time:
-        visits = np.expm1(columns[0])  # the "visits" feature is log(1 + visits)
-        columns += time_features(hist, items, times, visits)
+    columns = list(named.values())
+    if with_time:  # the "visits" feature is log(1 + visits)
+        columns += time_features(hist, items, times, np.expm1(named["visits"]))
     return items, np.where((items >= 0)[..., None], np.stack(columns, axis=-1), 0.0)
 
 
