@@ -27,6 +27,8 @@ builds them) it counts:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from common import isolated_home, write_results
@@ -114,28 +116,43 @@ def time_features(
     ]
 
 
-def reranker_inputs(setup, split: str, with_time: bool):
+@dataclass
+class RerankContext:
+    """What the model-free re-ranker needs: the floors' fitted parts, item coordinates, the
+    history windows, and the protocol's valid and test examples with their times."""
+
+    near: Any
+    transitions: Any
+    lat: np.ndarray
+    lon: np.ndarray
+    history_window: int
+    recent_window: int
+    protocol: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # histories, targets, times
+    floor_b: np.ndarray  # floor (b)'s test ranks
+
+
+def reranker_inputs(ctx: RerankContext, split: str, with_time: bool):
     """Candidates (S, C) of ``split``'s examples and their features (S, C, F)."""
     from lgsid_pipeline.recommenders.next_item import fit_history, visit_stats
     from lgsid_pipeline.recommenders.reranking import context_features, first_occurrence
 
-    histories, _, times = setup.protocol[split]
-    hist = fit_history(histories, setup.settings.history_window, len(setup.lat))
+    histories, _, times = ctx.protocol[split]
+    hist = fit_history(histories, ctx.history_window, len(ctx.lat))
     own, counts, ago = (a[:, :MAX_OWN] for a in visit_stats(hist))
-    nearby = setup.near.recommend(hist, MAX_NEARBY)[0]
+    nearby = ctx.near.recommend(hist, MAX_NEARBY)[0]
     items = first_occurrence(
-        np.concatenate([own, nearby, setup.transitions.top(hist[:, -1], MAX_TRANSITIONS)], 1)
+        np.concatenate([own, nearby, ctx.transitions.top(hist[:, -1], MAX_TRANSITIONS)], 1)
     )
     named = context_features(
         hist,
         items,
         counts,
         ago,
-        setup.settings.max_history,
-        setup.lat,
-        setup.lon,
-        setup.near,
-        setup.transitions,
+        ctx.recent_window,
+        ctx.lat,
+        ctx.lon,
+        ctx.near,
+        ctx.transitions,
     )
     columns = list(named.values())
     if with_time:  # the "visits" feature is log(1 + visits)
@@ -143,36 +160,35 @@ def reranker_inputs(setup, split: str, with_time: bool):
     return items, np.where((items >= 0)[..., None], np.stack(columns, axis=-1), 0.0)
 
 
-def history_reranker(setup, with_time: bool) -> dict:
+def history_reranker(ctx: RerankContext, with_time: bool) -> dict:
     """Test Acc@10 (seed mean, interval over seeds and examples) of the model-free
     re-ranker fitted on the validation targets, and its paired difference to floor (b)."""
     from lgsid_pipeline.recommenders.reranking import ranking_classifier
 
-    fit_items, fit_features = reranker_inputs(setup, "valid", with_time)
-    items, features = reranker_inputs(setup, "test", with_time)
+    fit_items, fit_features = reranker_inputs(ctx, "valid", with_time)
+    items, features = reranker_inputs(ctx, "test", with_time)
     real, fit_real = items >= 0, fit_items >= 0
-    labels = (fit_items == setup.protocol["valid"][1][:, None]) & fit_real
+    labels = (fit_items == ctx.protocol["valid"][1][:, None]) & fit_real
     ranks = []
     for seed in range(SEEDS):
         classifier = ranking_classifier(seed).fit(fit_features[fit_real], labels[fit_real])
         score = np.full(items.shape, -np.inf)
         score[real] = classifier.predict_proba(features[real])[:, 1]
         top = np.take_along_axis(items, np.argsort(-score, axis=1, kind="stable")[:, :10], 1)
-        ranks.append(target_ranks(top, setup.protocol["test"][1]))
+        ranks.append(target_ranks(top, ctx.protocol["test"][1]))
     hits = (np.asarray(ranks) >= 0).astype(np.float64)
     return {
         "acc@10": float(hits.mean()),
         "acc@10_ci95": list(bootstrap_interval(hits)),
         "acc@10_by_seed": [float(h.mean()) for h in hits],
-        "vs_floor_b": paired_difference(np.asarray(ranks), setup.floor_b, "acc@10"),
+        "vs_floor_b": paired_difference(np.asarray(ranks), ctx.floor_b, "acc@10"),
         "seeds": SEEDS,
         "fitted_on": int(len(labels)),
     }
 
 
-def with_reranker_context(setup) -> None:
-    """Give ``setup`` the floors' fitted parts, item coordinates, and the protocol's valid
-    and test examples with their times."""
+def reranker_context(setup) -> RerankContext:
+    """The re-ranker's context for a city set up by bench/generative.py's ``city_setup``."""
     from lgsid_pipeline.recommenders.protocol import (
         trajectory_last_target_times,
         trajectory_last_targets,
@@ -181,9 +197,6 @@ def with_reranker_context(setup) -> None:
     from lgsid_pipeline.stages.generative import floor_models
 
     catalogue, events = setup.catalogue, setup.catalogue.events
-    setup.near = floor_models(catalogue, setup.splits["train"])["popularity_2km"]
-    setup.transitions = TransitionCounts(len(catalogue.item_ids)).fit(setup.splits["train"])
-    setup.lat, setup.lon = catalogue.lat, catalogue.lon
     args = (
         events["user_id"].astype(str).to_numpy(),
         events["item_index"].to_numpy(),
@@ -192,13 +205,23 @@ def with_reranker_context(setup) -> None:
         events["split"],
     )
     window = setup.settings.history_window
-    setup.protocol = {}  # split -> (histories, targets, history times), the protocol's order
+    protocol = {}
     for split in ("valid", "test"):
         histories, targets = trajectory_last_targets(*args, split, window)
         times = trajectory_last_target_times(*args, split, window)[0]
-        setup.protocol[split] = (histories, targets, times)
-    if not np.array_equal(setup.protocol["test"][1], np.asarray(setup.splits["test"][1])):
+        protocol[split] = (histories, targets, times)
+    if not np.array_equal(protocol["test"][1], np.asarray(setup.splits["test"][1])):
         raise SystemExit("the protocol's test targets differ from the bench's: ranks unpaired")
+    return RerankContext(
+        near=floor_models(catalogue, setup.splits["train"])["popularity_2km"],
+        transitions=TransitionCounts(len(catalogue.item_ids)).fit(setup.splits["train"]),
+        lat=catalogue.lat,
+        lon=catalogue.lon,
+        history_window=window,
+        recent_window=setup.settings.max_history,
+        protocol=protocol,
+        floor_b=setup.floor_b,
+    )
 
 
 def main() -> None:
@@ -213,10 +236,10 @@ def main() -> None:
     setup = city_setup(STHGCN, quick=False, began=began)
     histories, targets = setup.splits["test"]
     out = headroom(histories, np.asarray(targets), setup.floor_b)
-    with_reranker_context(setup)
+    ctx = reranker_context(setup)
     out["history_reranker"] = {
-        "history_distance_popularity_transitions": history_reranker(setup, with_time=False),
-        "with_time_of_day": history_reranker(setup, with_time=True),
+        "history_distance_popularity_transitions": history_reranker(ctx, with_time=False),
+        "with_time_of_day": history_reranker(ctx, with_time=True),
     }
     print(out, flush=True)
     config = {
